@@ -1,0 +1,157 @@
+//! Functions, their versions and the configuration given at deploy.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// How a function is invoked; detected from the binary at deploy unless forced in [`FunctionConfig::kind`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A component exporting `wasi:http/incoming-handler@0.2.x`; the HTTP request is handed over as is.
+    Http,
+    /// A WASI preview1 module with `_start`, run as a CGI program (WAGI).
+    Wagi,
+    /// A `wasi:cli/run` component or a `_start` module, run as a job: stdin in; exit code and output out.
+    Command,
+}
+
+impl Kind {
+    /// The name used in configuration and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Http => "http",
+            Kind::Wagi => "wagi",
+            Kind::Command => "command",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "http" => Ok(Kind::Http),
+            "wagi" => Ok(Kind::Wagi),
+            "command" => Ok(Kind::Command),
+            other => Err(format!(
+                "unknown kind `{other}`: expected http, wagi or command"
+            )),
+        }
+    }
+}
+
+/// The configuration a function version is deployed with (the `config` part of a deploy).
+///
+/// Unknown fields are refused so that a typo never passes silently. Absent fields take the server's defaults
+/// when the function runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionConfig {
+    /// Forces the kind instead of detecting it from the binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Kind>,
+    /// Extra HTTP paths the function is mounted at, besides `/fn/{name}`; each also covers its sub-paths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    /// Environment variables the guest sees; nothing of the host's environment is passed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Linear memory cap in MiB for one invocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Wall-clock limit of one invocation in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A deployed function as the API lists it: its live version and that version's details.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FunctionInfo {
+    /// The function's name, unique on the server.
+    pub name: String,
+    /// The version that answers calls.
+    pub live_version: u32,
+    /// The newest version number deployed.
+    pub latest_version: u32,
+    /// The kind of the live version.
+    pub kind: Kind,
+    /// The configuration of the live version.
+    pub config: FunctionConfig,
+    /// The SHA-256 digest of the live version's module, hex.
+    pub digest: String,
+    /// When the function was first deployed (RFC 3339, UTC).
+    pub created_at: String,
+    /// When the live version last changed (RFC 3339, UTC).
+    pub updated_at: String,
+}
+
+/// One immutable version of a function.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// The function's name.
+    pub function: String,
+    /// The version number, counted from 1.
+    pub version: u32,
+    /// The detected or forced kind.
+    pub kind: Kind,
+    /// The configuration deployed with this version.
+    pub config: FunctionConfig,
+    /// The SHA-256 digest of the module, hex.
+    pub digest: String,
+    /// The module's size in bytes.
+    pub size: u64,
+    /// When the version was deployed (RFC 3339, UTC).
+    pub created_at: String,
+    /// Whether this version answers calls now.
+    pub live: bool,
+}
+
+/// The body of `POST /v1/functions/{name}/rollback`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The version to make live again.
+    pub version: u32,
+}
+
+/// The body of `GET /v1/functions`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FunctionList {
+    /// Every function, by name.
+    pub functions: Vec<FunctionInfo>,
+}
+
+/// The body of `GET /v1/functions/{name}/versions`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VersionList {
+    /// Every version, oldest first.
+    pub versions: Vec<VersionInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_refuses_unknown_fields() {
+        let err = serde_json::from_str::<FunctionConfig>(r#"{"memroy_mb": 64}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn config_round_trips_with_kind() {
+        let c: FunctionConfig =
+            serde_json::from_str(r#"{"kind":"wagi","routes":["/hi"],"env":{"A":"1"}}"#).unwrap();
+        assert_eq!(c.kind, Some(Kind::Wagi));
+        assert_eq!(serde_json::to_value(&c).unwrap()["kind"], "wagi");
+    }
+}

@@ -1,0 +1,16 @@
+//! The reply of a `command` function run as a job.
+
+use serde::{Deserialize, Serialize};
+
+/// What a command run produced: its exit code and its captured output.
+///
+/// Output that is not valid UTF-8 is returned with invalid sequences replaced by U+FFFD.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// The exit code: 0 when the program returned normally, otherwise the code it passed to `exit`.
+    pub exit_code: i32,
+    /// Everything the program wrote to stdout.
+    pub stdout: String,
+    /// Everything the program wrote to stderr.
+    pub stderr: String,
+}

@@ -1,0 +1,16 @@
+//! The wire types of wafer's management API (`/v1/*`).
+//!
+//! The server serialises these, the `wafer` CLI and the end-to-end tests deserialise them, so a field added
+//! here reaches every side at once. Modules: [`function`] (deploy-time configuration and what is stored about
+//! functions and versions), [`invoke`] (the job reply of `command` functions) and [`error`] (the JSON error
+//! body every failing endpoint answers with).
+
+pub mod error;
+pub mod function;
+pub mod invoke;
+
+pub use error::{ErrorBody, ErrorDetail};
+pub use function::{
+    FunctionConfig, FunctionInfo, FunctionList, Kind, RollbackRequest, VersionInfo, VersionList,
+};
+pub use invoke::CommandOutput;

@@ -1,0 +1,194 @@
+//! The `http` ABI: a component exporting `wasi:http/incoming-handler@0.2.x` gets the HTTP request as is.
+//!
+//! As in `wasmtime serve`, the handler runs in its own task so it can keep streaming the body after the
+//! response head has been sent; the store (and with it the instance) lives exactly as long as that task.
+
+use super::log_stderr;
+use crate::error::InvokeError;
+use crate::function::Settings;
+use crate::host::{self, ComponentState};
+use crate::limits::{self, classify, outer_timeout};
+use bytes::Bytes;
+use http::uri::{Authority, Uri};
+use http::{HeaderValue, Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use std::net::SocketAddr;
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::WasiHttpView;
+
+/// The body of a response produced by a function.
+pub type ResponseBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Where and from whom a request reached a function.
+#[derive(Debug, Clone, Default)]
+pub struct Mount {
+    /// The path prefix the function was reached under: `/fn/{name}` or one of its configured routes.
+    pub prefix: String,
+    /// Whether an http component sees the path without `prefix` (the `/fn/{name}` gateway) or whole (a
+    /// route the function was configured with). WAGI always gets `prefix` as `SCRIPT_NAME`.
+    pub strip_prefix: bool,
+    /// The client's address, when known.
+    pub client: Option<SocketAddr>,
+}
+
+impl Mount {
+    /// The part of `path` after the mount prefix, always starting with `/`.
+    pub(crate) fn rest<'a>(&self, path: &'a str) -> &'a str {
+        match path.strip_prefix(self.prefix.as_str()) {
+            Some(rest) if rest.starts_with('/') => rest,
+            Some("") | None => "/",
+            Some(_) => path,
+        }
+    }
+}
+
+/// Serves one request with a fresh instance of the component.
+pub(crate) async fn serve(
+    pre: &ProxyPre<ComponentState>,
+    request: Request<Bytes>,
+    mount: &Mount,
+    settings: &Settings,
+) -> Result<Response<ResponseBody>, InvokeError> {
+    let limits = settings.limits;
+    let request = guest_request(request, mount)?;
+    let (mut builder, stdio) = host::wasi_builder(
+        std::slice::from_ref(&settings.name),
+        &settings.env,
+        Bytes::new(),
+        &limits,
+    );
+    let mut store = Store::new(pre.engine(), ComponentState::new(builder.build(), &limits));
+    limits::apply(&mut store, &limits);
+    let internal = |e: wasmtime::Error| InvokeError::Internal(crate::error::describe(&e));
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let guest_request = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, request)
+        .map_err(internal)?;
+    let outparam = store
+        .data_mut()
+        .http()
+        .new_response_outparam(sender)
+        .map_err(internal)?;
+
+    let pre = pre.clone();
+    let name = settings.name.clone();
+    let task = tokio::spawn(async move {
+        let run = async {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, guest_request, outparam)
+                .await
+        };
+        let result = match tokio::time::timeout(outer_timeout(&limits), run).await {
+            Err(_) => Err(InvokeError::Timeout(limits.timeout)),
+            Ok(result) => result.map_err(|e| classify(e, &limits)),
+        };
+        drop(store);
+        log_stderr(&name, &stdio.stderr.contents());
+        result
+    });
+
+    match receiver.await {
+        Ok(Ok(response)) => Ok(response.map(|body| {
+            body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+                .boxed_unsync()
+        })),
+        Ok(Err(code)) => Err(InvokeError::Failed(format!(
+            "the handler answered with error {code:?}"
+        ))),
+        Err(_) => match task.await {
+            Ok(Ok(())) => Err(InvokeError::Failed(
+                "the handler returned without setting a response".into(),
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(InvokeError::Internal(format!("handler task failed: {e}"))),
+        },
+    }
+}
+
+/// The request as the guest sees it: an absolute URI (wasi:http needs an authority), the path relative to
+/// the mount when the prefix is stripped, and `x-forwarded-prefix` saying what was stripped.
+fn guest_request(
+    request: Request<Bytes>,
+    mount: &Mount,
+) -> Result<Request<Full<Bytes>>, InvokeError> {
+    let (mut parts, body) = request.into_parts();
+    let path = if mount.strip_prefix {
+        mount.rest(parts.uri.path())
+    } else {
+        parts.uri.path()
+    };
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    let authority = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.parse::<Authority>().is_ok())
+        .unwrap_or("localhost")
+        .to_string();
+    parts.uri = Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| InvokeError::Internal(format!("cannot rebuild the request URI: {e}")))?;
+    if mount.strip_prefix {
+        if let Ok(prefix) = HeaderValue::from_str(&mount.prefix) {
+            parts.headers.insert("x-forwarded-prefix", prefix);
+        }
+    }
+    Ok(Request::from_parts(parts, Full::new(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(prefix: &str, strip: bool) -> Mount {
+        Mount {
+            prefix: prefix.into(),
+            strip_prefix: strip,
+            client: None,
+        }
+    }
+
+    #[test]
+    fn rest_is_the_path_below_the_mount() {
+        let m = mount("/fn/hello", true);
+        assert_eq!(m.rest("/fn/hello"), "/");
+        assert_eq!(m.rest("/fn/hello/a/b"), "/a/b");
+        assert_eq!(m.rest("/fn/hellothere"), "/fn/hellothere");
+    }
+
+    #[test]
+    fn gateway_requests_lose_the_prefix_and_gain_an_authority() {
+        let req = Request::builder()
+            .uri("/fn/hello/x?y=1")
+            .header("host", "example.test:8080")
+            .body(Bytes::new())
+            .unwrap();
+        let out = guest_request(req, &mount("/fn/hello", true)).unwrap();
+        assert_eq!(out.uri().to_string(), "http://example.test:8080/x?y=1");
+        assert_eq!(out.headers()["x-forwarded-prefix"], "/fn/hello");
+    }
+
+    #[test]
+    fn routed_requests_keep_their_path() {
+        let req = Request::builder()
+            .uri("/api/hello")
+            .body(Bytes::new())
+            .unwrap();
+        let out = guest_request(req, &mount("/api", false)).unwrap();
+        assert_eq!(out.uri().to_string(), "http://localhost/api/hello");
+        assert!(out.headers().get("x-forwarded-prefix").is_none());
+    }
+}

@@ -1,0 +1,294 @@
+//! The `wagi` ABI: a WASI preview1 module run as a CGI program (RFC 3875, as WAGI does it).
+//!
+//! The request body is the guest's stdin; the request line and headers are its environment
+//! (`REQUEST_METHOD`, `PATH_INFO`, `QUERY_STRING`, `HTTP_*`, …). What it prints is parsed as a CGI response:
+//! header lines, a blank line, then the body; `Status:` sets the code and a bare `Location:` redirects.
+
+use super::{argv, log_stderr, run_start};
+use crate::abi::http::{Mount, ResponseBody};
+use crate::error::InvokeError;
+use crate::function::Settings;
+use crate::host::ModuleState;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use wasmtime::InstancePre;
+
+/// Serves one request by running the module once.
+pub(crate) async fn serve(
+    pre: &InstancePre<ModuleState>,
+    request: Request<Bytes>,
+    mount: &Mount,
+    settings: &Settings,
+) -> Result<Response<ResponseBody>, InvokeError> {
+    let (parts, body) = request.into_parts();
+    let env = cgi_env(&parts, body.len(), mount, settings);
+    let (exit_code, stdio) = run_start(pre, &argv(settings, &[]), &env, body, settings).await?;
+    let stderr = stdio.stderr.contents();
+    log_stderr(&settings.name, &stderr);
+    match parse_response(stdio.stdout.contents()) {
+        Ok(response) => Ok(response),
+        Err(_) if exit_code != 0 => Err(InvokeError::Failed(format!(
+            "exited with code {exit_code} without a response{}",
+            stderr_tail(&stderr)
+        ))),
+        Err(reason) => Err(InvokeError::BadResponse(reason)),
+    }
+}
+
+/// The guest's environment: its configured variables, then the CGI variables (which win).
+fn cgi_env(
+    parts: &http::request::Parts,
+    content_length: usize,
+    mount: &Mount,
+    settings: &Settings,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = settings.env.clone();
+    let header = |name: HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let host = header(HOST);
+    let (server_name, server_port) = match host.rsplit_once(':') {
+        Some((name, port)) if port.parse::<u16>().is_ok() => (name.to_string(), port.to_string()),
+        _ if host.is_empty() => ("localhost".to_string(), "80".to_string()),
+        _ => (host.clone(), "80".to_string()),
+    };
+    let raw_path_info = mount.rest(parts.uri.path()).to_string();
+    let query = parts.uri.query().unwrap_or_default().to_string();
+    let client = mount.client.map(|a| a.ip().to_string()).unwrap_or_default();
+    let full_url = match parts.uri.query() {
+        Some(q) => format!("http://{}{}?{q}", server_name_port(&host), parts.uri.path()),
+        None => format!("http://{}{}", server_name_port(&host), parts.uri.path()),
+    };
+    let mut set = |k: &str, v: String| {
+        env.retain(|(existing, _)| existing != k);
+        env.push((k.to_string(), v));
+    };
+    set("GATEWAY_INTERFACE", "CGI/1.1".into());
+    set(
+        "SERVER_SOFTWARE",
+        concat!("wafer/", env!("CARGO_PKG_VERSION")).into(),
+    );
+    set("SERVER_PROTOCOL", format!("{:?}", parts.version));
+    set("SERVER_NAME", server_name);
+    set("SERVER_PORT", server_port);
+    set("REQUEST_METHOD", parts.method.to_string());
+    set("SCRIPT_NAME", mount.prefix.clone());
+    set("PATH_INFO", percent_decode(&raw_path_info));
+    set("PATH_TRANSLATED", percent_decode(&raw_path_info));
+    set("X_RAW_PATH_INFO", raw_path_info);
+    set("X_MATCHED_ROUTE", mount.prefix.clone());
+    set("X_FULL_URL", full_url);
+    set("QUERY_STRING", query);
+    set("CONTENT_TYPE", header(CONTENT_TYPE));
+    set("CONTENT_LENGTH", content_length.to_string());
+    set("REMOTE_ADDR", client.clone());
+    set("REMOTE_HOST", client);
+    set("AUTH_TYPE", String::new());
+    set("REMOTE_USER", String::new());
+    for name in parts.headers.keys() {
+        if name == CONTENT_TYPE || name == CONTENT_LENGTH {
+            continue;
+        }
+        let values: Vec<&str> = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let var = format!(
+            "HTTP_{}",
+            name.as_str().to_ascii_uppercase().replace('-', "_")
+        );
+        set(&var, values.join(", "));
+    }
+    env
+}
+
+fn server_name_port(host: &str) -> &str {
+    if host.is_empty() {
+        "localhost"
+    } else {
+        host
+    }
+}
+
+/// Decodes `%XX` escapes; invalid escapes are kept as they are.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses a CGI response: header lines up to a blank line, then the body.
+fn parse_response(stdout: Bytes) -> Result<Response<ResponseBody>, String> {
+    if stdout.is_empty() {
+        return Err(
+            "it wrote nothing to stdout; a WAGI function prints CGI headers (at least \
+                    `Content-Type`), a blank line, then the body"
+                .into(),
+        );
+    }
+    let mut response = Response::builder();
+    let mut status = None;
+    let mut redirect = false;
+    let mut pos = 0;
+    loop {
+        let Some(newline) = stdout[pos..].iter().position(|&b| b == b'\n') else {
+            return Err("no blank line ends the CGI header block".into());
+        };
+        let line = &stdout[pos..pos + newline];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        pos += newline + 1;
+        if line.is_empty() {
+            break;
+        }
+        let text = String::from_utf8_lossy(line);
+        let Some((name, value)) = text.split_once(':') else {
+            return Err(format!("malformed CGI header line {text:?}"));
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("status") {
+            let code = value.split_whitespace().next().unwrap_or_default();
+            status = Some(
+                code.parse::<u16>()
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .ok_or_else(|| format!("invalid CGI Status {value:?}"))?,
+            );
+            continue;
+        }
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("invalid value for header {name:?}"))?;
+        redirect |= header == LOCATION;
+        response = response.header(header, value);
+    }
+    let status = status.unwrap_or(if redirect {
+        StatusCode::FOUND
+    } else {
+        StatusCode::OK
+    });
+    let body = Full::new(stdout.slice(pos..))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    response
+        .status(status)
+        .body(body)
+        .map_err(|e| format!("invalid CGI response: {e}"))
+}
+
+/// The last few lines of stderr, to explain a failure.
+fn stderr_tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().rev().take(5).collect();
+    if lines.is_empty() {
+        String::new()
+    } else {
+        let mut lines = lines;
+        lines.reverse();
+        format!("; stderr: {}", lines.join(" | "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn parse(text: &str) -> (StatusCode, http::HeaderMap, String) {
+        let response = parse_response(Bytes::from(text.to_string())).unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn status_header_sets_the_code() {
+        let (status, headers, body) =
+            parse("Content-Type: text/plain\nStatus: 418 I'm a teapot\n\nshort and stout").await;
+        assert_eq!(status, StatusCode::IM_A_TEAPOT);
+        assert_eq!(headers["content-type"], "text/plain");
+        assert_eq!(body, "short and stout");
+    }
+
+    #[tokio::test]
+    async fn crlf_and_location_redirect() {
+        let (status, headers, body) = parse("Location: /elsewhere\r\n\r\n").await;
+        assert_eq!(status, StatusCode::FOUND);
+        assert_eq!(headers["location"], "/elsewhere");
+        assert_eq!(body, "");
+    }
+
+    #[test]
+    fn output_without_a_header_block_is_refused() {
+        assert!(parse_response(Bytes::from_static(b"just text")).is_err());
+        assert!(parse_response(Bytes::new()).is_err());
+        assert!(parse_response(Bytes::from_static(b"no colon here\n\nbody")).is_err());
+    }
+
+    #[test]
+    fn cgi_env_describes_the_request() {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/fn/echo/a%20b?x=1")
+            .header("host", "example.test:9000")
+            .header("content-type", "text/plain")
+            .header("x-custom", "yes")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let settings = Settings {
+            name: "echo".into(),
+            env: vec![
+                ("PATH_INFO".into(), "spoofed".into()),
+                ("MINE".into(), "1".into()),
+            ],
+            ..Default::default()
+        };
+        let mount = Mount {
+            prefix: "/fn/echo".into(),
+            strip_prefix: true,
+            client: "127.0.0.1:5555".parse().ok(),
+        };
+        let env: std::collections::HashMap<_, _> =
+            cgi_env(&parts, 3, &mount, &settings).into_iter().collect();
+        assert_eq!(env["REQUEST_METHOD"], "POST");
+        assert_eq!(env["PATH_INFO"], "/a b");
+        assert_eq!(env["X_RAW_PATH_INFO"], "/a%20b");
+        assert_eq!(env["SCRIPT_NAME"], "/fn/echo");
+        assert_eq!(env["QUERY_STRING"], "x=1");
+        assert_eq!(env["CONTENT_TYPE"], "text/plain");
+        assert_eq!(env["CONTENT_LENGTH"], "3");
+        assert_eq!(env["HTTP_X_CUSTOM"], "yes");
+        assert_eq!(env["SERVER_NAME"], "example.test");
+        assert_eq!(env["SERVER_PORT"], "9000");
+        assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
+        assert_eq!(env["MINE"], "1");
+        assert!(!env.contains_key("HTTP_CONTENT_TYPE"));
+    }
+}

@@ -1,0 +1,314 @@
+//! The one wasmtime engine of a wafer process: configuration, linkers, the epoch ticker, and the two ways a
+//! function becomes runnable — compiled from a binary at deploy, or loaded from its compiled artifact.
+
+use crate::error::{describe, CompileError};
+use crate::function::{Compiled, Function, Prepared};
+use crate::host::{ComponentState, ModuleState};
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wafer_api::Kind;
+use wasmtime::component::{Component, Linker as ComponentLinker};
+use wasmtime::{Linker as ModuleLinker, Module};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// How often the epoch advances; the granularity of deadlines and of yielding a busy guest.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The binary header of a core module (`\0asm`, version 1).
+const MODULE_HEADER: [u8; 8] = [0, b'a', b's', b'm', 1, 0, 0, 0];
+/// The binary header of a component (`\0asm`, version 0x0d, layer 1).
+const COMPONENT_HEADER: [u8; 8] = [0, b'a', b's', b'm', 0x0d, 0, 1, 0];
+
+/// Counters of compile work, so callers (and tests) can tell a compile from a reuse.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Binaries compiled to machine code.
+    pub compiled: u64,
+    /// Compiled artifacts loaded from disk without compiling.
+    pub loaded: u64,
+}
+
+/// wafer's wasmtime engine with its linkers. Create one per process and share it.
+pub struct Engine {
+    wasmtime: wasmtime::Engine,
+    component_linker: ComponentLinker<ComponentState>,
+    module_linker: ModuleLinker<ModuleState>,
+    fingerprint: String,
+    compiled: AtomicU64,
+    loaded: AtomicU64,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+/// Why the engine could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the wasm engine: {0}")]
+pub struct SetupError(String);
+
+impl Engine {
+    /// Builds the engine and starts its epoch ticker thread.
+    pub fn new() -> Result<Arc<Self>, SetupError> {
+        let setup = |e: wasmtime::Error| SetupError(describe(&e));
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let wasmtime = wasmtime::Engine::new(&config).map_err(setup)?;
+
+        let mut component_linker = ComponentLinker::new(&wasmtime);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(setup)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker)
+            .map_err(setup)?;
+        let mut module_linker = ModuleLinker::new(&wasmtime);
+        wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |s: &mut ModuleState| {
+            &mut s.wasi
+        })
+        .map_err(setup)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        start_ticker(wasmtime.clone(), ticker_stop.clone());
+        let fingerprint = fingerprint(&wasmtime);
+        Ok(Arc::new(Self {
+            wasmtime,
+            component_linker,
+            module_linker,
+            fingerprint,
+            compiled: AtomicU64::new(0),
+            loaded: AtomicU64::new(0),
+            ticker_stop,
+        }))
+    }
+
+    /// Identifies this engine build and configuration; compiled artifacts are only valid for the same one.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Compile and load counters since start.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            compiled: self.compiled.load(Ordering::Relaxed),
+            loaded: self.loaded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Validates a binary, detects (or checks the forced) kind, compiles it and pre-instantiates it.
+    ///
+    /// This is CPU-heavy: call it off the async executor (e.g. `spawn_blocking`).
+    pub fn compile(&self, bytes: &[u8], forced: Option<Kind>) -> Result<Compiled, CompileError> {
+        let invalid = |e: wasmtime::Error| CompileError::Invalid(describe(&e));
+        let (prepared, artifact) = match header(bytes)? {
+            Layer::Module => {
+                let module = Module::new(&self.wasmtime, bytes).map_err(invalid)?;
+                let artifact = module.serialize().map_err(invalid)?;
+                (self.prepare_module(&module, forced)?, artifact)
+            }
+            Layer::Component => {
+                let component = Component::new(&self.wasmtime, bytes).map_err(invalid)?;
+                let artifact = component.serialize().map_err(invalid)?;
+                (self.prepare_component(&component, forced)?, artifact)
+            }
+        };
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        Ok(Compiled {
+            function: Function::new(prepared),
+            artifact,
+        })
+    }
+
+    /// Loads a compiled artifact written by [`Engine::compile`] (memory-mapping it) and pre-instantiates it
+    /// as `kind`.
+    ///
+    /// The artifact must come from wafer's own blob store: wasmtime trusts compiled code.
+    pub fn load(&self, artifact: &Path, kind: Kind) -> Result<Function, CompileError> {
+        let invalid = |e: wasmtime::Error| CompileError::Invalid(describe(&e));
+        let precompiled = wasmtime::Engine::detect_precompiled_file(artifact)
+            .map_err(invalid)?
+            .ok_or_else(|| {
+                CompileError::Invalid(format!("{} is not a compiled artifact", artifact.display()))
+            })?;
+        // SAFETY: artifacts are written only by `compile` into wafer's data directory, named by the digest of
+        // their source and this engine's fingerprint, and never modified afterwards.
+        let prepared = match precompiled {
+            wasmtime::Precompiled::Module => {
+                let module = unsafe { Module::deserialize_file(&self.wasmtime, artifact) }
+                    .map_err(invalid)?;
+                self.prepare_module(&module, Some(kind))?
+            }
+            wasmtime::Precompiled::Component => {
+                let component = unsafe { Component::deserialize_file(&self.wasmtime, artifact) }
+                    .map_err(invalid)?;
+                self.prepare_component(&component, Some(kind))?
+            }
+        };
+        self.loaded.fetch_add(1, Ordering::Relaxed);
+        Ok(Function::new(prepared))
+    }
+
+    fn prepare_module(
+        &self,
+        module: &Module,
+        forced: Option<Kind>,
+    ) -> Result<Prepared, CompileError> {
+        let has_start = module
+            .exports()
+            .any(|e| e.name() == "_start" && e.ty().func().is_some());
+        if !has_start {
+            return Err(CompileError::Unsupported(
+                "the module has no entry point: a wagi or command function must export a `_start` \
+                 function (a WASI command), and an http function must be a component exporting \
+                 wasi:http/incoming-handler"
+                    .into(),
+            ));
+        }
+        let imports_wasi = module
+            .imports()
+            .any(|i| i.module() == "wasi_snapshot_preview1");
+        let exports_memory = module
+            .exports()
+            .any(|e| e.name() == "memory" && e.ty().memory().is_some());
+        if imports_wasi && !exports_memory {
+            return Err(CompileError::Unsupported(
+                "the module imports WASI but exports no `memory`; WASI calls need it".into(),
+            ));
+        }
+        let pre = self.module_linker.instantiate_pre(module).map_err(|e| {
+            CompileError::Unsupported(format!(
+                "the module needs imports wafer does not provide (only WASI preview1 is available): {}",
+                describe(&e)
+            ))
+        })?;
+        match forced.unwrap_or(Kind::Wagi) {
+            Kind::Wagi => Ok(Prepared::Wagi(pre)),
+            Kind::Command => Ok(Prepared::ModuleCommand(pre)),
+            Kind::Http => Err(CompileError::Unsupported(
+                "kind `http` needs a component exporting wasi:http/incoming-handler@0.2.x; this is a \
+                 core module (deploy it as `wagi` or `command`)"
+                    .into(),
+            )),
+        }
+    }
+
+    fn prepare_component(
+        &self,
+        component: &Component,
+        forced: Option<Kind>,
+    ) -> Result<Prepared, CompileError> {
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&self.wasmtime)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let exports_http = exports
+            .iter()
+            .any(|n| n.starts_with("wasi:http/incoming-handler@0.2."));
+        let exports_run = exports.iter().any(|n| n.starts_with("wasi:cli/run@0.2."));
+        let kind = match forced {
+            Some(kind) => kind,
+            None if exports_http => Kind::Http,
+            None if exports_run => Kind::Command,
+            None => {
+                return Err(CompileError::Unsupported(format!(
+                    "the component exports neither wasi:http/incoming-handler@0.2.x nor \
+                     wasi:cli/run@0.2.x (it exports: {})",
+                    if exports.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        exports.join(", ")
+                    }
+                )))
+            }
+        };
+        let pre = self
+            .component_linker
+            .instantiate_pre(component)
+            .map_err(|e| {
+                CompileError::Unsupported(format!(
+                    "the component needs imports wafer does not provide (WASI 0.2 and wasi:http are \
+                     available): {}",
+                    describe(&e)
+                ))
+            })?;
+        let shape = |e: wasmtime::Error| {
+            CompileError::Unsupported(format!(
+                "the component does not fit kind `{kind}`: {}",
+                describe(&e)
+            ))
+        };
+        match kind {
+            Kind::Http => Ok(Prepared::Http(ProxyPre::new(pre).map_err(shape)?)),
+            Kind::Command => Ok(Prepared::ComponentCommand(
+                CommandPre::new(pre).map_err(shape)?,
+            )),
+            Kind::Wagi => Err(CompileError::Unsupported(
+                "kind `wagi` needs a WASI preview1 core module with `_start`; this is a component"
+                    .into(),
+            )),
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+enum Layer {
+    Module,
+    Component,
+}
+
+/// Tells a core module from a component by its header, refusing anything else with a clear message.
+fn header(bytes: &[u8]) -> Result<Layer, CompileError> {
+    match bytes.get(..8) {
+        Some(h) if h == MODULE_HEADER => Ok(Layer::Module),
+        Some(h) if h == COMPONENT_HEADER => Ok(Layer::Component),
+        Some(h) if h[..4] == MODULE_HEADER[..4] => Err(CompileError::Invalid(format!(
+            "unsupported WebAssembly version or layer {:02x?}",
+            &h[4..]
+        ))),
+        _ if bytes.is_empty() => Err(CompileError::Invalid("the module is empty".into())),
+        _ => Err(CompileError::Invalid(
+            "the file does not start with the WebAssembly magic number `\\0asm` (text-format .wat \
+             must be compiled to binary first)"
+                .into(),
+        )),
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until `stop` is set.
+fn start_ticker(engine: wasmtime::Engine, stop: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new()
+        .name("wafer-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the epoch ticker, timeouts will not fire: {e}");
+    }
+}
+
+/// A short, stable hex digest of the engine's compatibility hash.
+fn fingerprint(engine: &wasmtime::Engine) -> String {
+    struct Sha(Sha256);
+    impl Hasher for Sha {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+    }
+    let mut hasher = Sha(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.0.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

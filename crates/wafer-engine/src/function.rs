@@ -1,0 +1,103 @@
+//! A compiled, pre-instantiated function version, and the two ways to call it.
+
+use crate::abi;
+use crate::abi::http::{Mount, ResponseBody};
+use crate::error::InvokeError;
+use crate::host::{ComponentState, ModuleState};
+use crate::limits::Limits;
+use bytes::Bytes;
+use wafer_api::{CommandOutput, Kind};
+use wasmtime::InstancePre;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// The pre-instantiated form of each kind.
+#[derive(Clone)]
+pub(crate) enum Prepared {
+    Http(ProxyPre<ComponentState>),
+    Wagi(InstancePre<ModuleState>),
+    ModuleCommand(InstancePre<ModuleState>),
+    ComponentCommand(CommandPre<ComponentState>),
+}
+
+/// A function version ready to run: compiled, linked and pre-instantiated. Cheap to clone.
+#[derive(Clone)]
+pub struct Function {
+    prepared: Prepared,
+}
+
+/// The result of compiling a binary at deploy: the runnable function and the artifact to store on disk.
+pub struct Compiled {
+    /// The function, ready to call.
+    pub function: Function,
+    /// The serialized machine code, for [`crate::Engine::load`] after a restart.
+    pub artifact: Vec<u8>,
+}
+
+/// What one invocation gets besides its input: the function's name (argv[0]), its configured
+/// environment and its limits.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// The function's name, passed as argv[0].
+    pub name: String,
+    /// Environment variables, as configured; nothing of the host's.
+    pub env: Vec<(String, String)>,
+    /// Memory, time and output limits.
+    pub limits: Limits,
+}
+
+impl Function {
+    pub(crate) fn new(prepared: Prepared) -> Self {
+        Self { prepared }
+    }
+
+    /// The kind this function runs as.
+    pub fn kind(&self) -> Kind {
+        match self.prepared {
+            Prepared::Http(_) => Kind::Http,
+            Prepared::Wagi(_) => Kind::Wagi,
+            Prepared::ModuleCommand(_) | Prepared::ComponentCommand(_) => Kind::Command,
+        }
+    }
+
+    /// Serves an HTTP request with an `http` or `wagi` function, in a fresh instance.
+    ///
+    /// The body has already been read (and size-checked) by the caller. Fails with
+    /// [`InvokeError::Internal`] for a `command` function, which answers through [`Function::run_command`].
+    pub async fn serve_http(
+        &self,
+        request: http::Request<Bytes>,
+        mount: &Mount,
+        settings: &Settings,
+    ) -> Result<http::Response<ResponseBody>, InvokeError> {
+        match &self.prepared {
+            Prepared::Http(pre) => abi::http::serve(pre, request, mount, settings).await,
+            Prepared::Wagi(pre) => abi::wagi::serve(pre, request, mount, settings).await,
+            Prepared::ModuleCommand(_) | Prepared::ComponentCommand(_) => Err(
+                InvokeError::Internal("a command function does not serve HTTP".into()),
+            ),
+        }
+    }
+
+    /// Runs the function as a job in a fresh instance: `stdin` in, exit code and output out.
+    ///
+    /// Any kind that reads stdin can run this way except `http`, which has no entry point for it.
+    pub async fn run_command(
+        &self,
+        stdin: Bytes,
+        args: &[String],
+        settings: &Settings,
+    ) -> Result<CommandOutput, InvokeError> {
+        match &self.prepared {
+            Prepared::ModuleCommand(pre) | Prepared::Wagi(pre) => {
+                abi::command::run_module(pre, stdin, args, settings).await
+            }
+            Prepared::ComponentCommand(pre) => {
+                abi::command::run_component(pre, stdin, args, settings).await
+            }
+            Prepared::Http(_) => Err(InvokeError::Internal(
+                "an http function is invoked with an HTTP request".into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! wafer's engine: everything between a wasm binary and an invocation's result.
+//!
+//! - [`Engine`] (`engine.rs`) owns the one wasmtime engine, its linkers and the epoch ticker; it compiles a
+//!   binary once at deploy ([`Engine::compile`]) and reloads a compiled artifact after a restart
+//!   ([`Engine::load`]) without compiling again.
+//! - [`Function`] (`function.rs`) is a compiled, pre-instantiated function version; every call makes a fresh
+//!   `Store` from it.
+//! - `abi/` holds one adapter per function kind: `http.rs` (wasi:http components), `wagi.rs` (CGI over WASI
+//!   preview1) and `command.rs` (jobs).
+//! - `limits.rs` enforces the per-invocation memory cap and deadline; `host.rs` holds the per-invocation host
+//!   state, deny-by-default: no preopened directories, no sockets, no host environment, no outbound HTTP.
+//! - `error.rs` holds the two error enums of this crate's boundary, [`CompileError`] and [`InvokeError`].
+
+mod abi;
+mod engine;
+mod error;
+mod function;
+mod host;
+mod limits;
+
+pub use abi::http::{Mount, ResponseBody};
+pub use engine::SetupError;
+pub use engine::{Engine, EngineStats};
+pub use error::{CompileError, InvokeError};
+pub use function::{Compiled, Function, Settings};
+pub use limits::Limits;
+pub use wafer_api::{CommandOutput, Kind};

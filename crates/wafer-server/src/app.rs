@@ -1,0 +1,248 @@
+//! The server's state and the operations that change it: deploy, rollback, delete, and loading every live
+//! function at start-up.
+//!
+//! Each change is persisted first (blobs fsynced, the database committed) and only then made live in the
+//! [`Registry`]. Changes are serialised by one lock so the registry always matches the database; compiling,
+//! the slow part of a deploy, happens before the lock is taken.
+
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::registry::{Entry, Registry};
+use crate::validate;
+use bytes::Bytes;
+use std::sync::Arc;
+use wafer_api::FunctionConfig;
+use wafer_engine::{Engine, Function, Settings};
+use wafer_store::{BlobStore, MetaStore, NewVersion, SqliteStore, StoredFunction, StoredVersion};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory or database could not be opened.
+    #[error(transparent)]
+    Store(#[from] wafer_store::StoreError),
+    /// The wasm engine could not be set up.
+    #[error(transparent)]
+    Engine(#[from] wafer_engine::SetupError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Shared server state.
+pub struct App {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) meta: Arc<dyn MetaStore>,
+    pub(crate) blobs: BlobStore,
+    pub(crate) registry: Registry,
+    pub(crate) config: ServerConfig,
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl App {
+    /// Opens the data directory and makes every deployed function live again.
+    pub async fn open(config: ServerConfig) -> Result<Arc<Self>, StartError> {
+        let meta = SqliteStore::open(&config.data_dir)?;
+        let blobs = BlobStore::open(&config.data_dir)?;
+        let app = Arc::new(Self {
+            engine: Engine::new()?,
+            meta: Arc::new(meta),
+            blobs,
+            registry: Registry::default(),
+            config,
+            changes: tokio::sync::Mutex::new(()),
+        });
+        app.load_all().await?;
+        Ok(app)
+    }
+
+    /// Makes the live version of every stored function callable, from its compiled artifact.
+    async fn load_all(&self) -> Result<(), StartError> {
+        for function in self.meta.list_functions().await? {
+            let name = function.live.name.clone();
+            match self.prepare(&function.live).await {
+                Ok(prepared) => self.install(&function, prepared),
+                Err(e) => tracing::error!(function = %name, "cannot load the live version: {e:?}"),
+            }
+        }
+        let stats = self.engine.stats();
+        tracing::info!(
+            functions = self.registry.len(),
+            loaded = stats.loaded,
+            compiled = stats.compiled,
+            "functions ready"
+        );
+        Ok(())
+    }
+
+    /// What every invocation of a version gets: its name, env and limits.
+    fn settings(&self, name: &str, config: &FunctionConfig) -> Settings {
+        Settings {
+            name: name.to_string(),
+            env: config
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            limits: self
+                .config
+                .defaults
+                .limits(config.memory_mb, config.timeout_ms),
+        }
+    }
+
+    fn install(&self, function: &StoredFunction, prepared: Function) {
+        let live = &function.live;
+        let entry = Entry {
+            function: prepared,
+            settings: self.settings(&live.name, &live.config),
+        };
+        self.registry
+            .install(&live.name, entry, &live.config.routes);
+    }
+
+    /// A stored version, runnable: from its compiled artifact when there is one for this engine, otherwise
+    /// compiled again from its module (and the artifact written for next time).
+    async fn prepare(&self, version: &StoredVersion) -> Result<Function, ApiError> {
+        let engine = self.engine.clone();
+        let blobs = self.blobs.clone();
+        let (digest, kind) = (version.digest.clone(), version.kind);
+        tokio::task::spawn_blocking(move || {
+            let artifact = blobs.artifact_path(&digest, engine.fingerprint());
+            if artifact.exists() {
+                match engine.load(&artifact, kind) {
+                    Ok(function) => return Ok(function),
+                    Err(e) => {
+                        tracing::warn!(%digest, "compiled artifact unusable, recompiling: {e}")
+                    }
+                }
+            }
+            let bytes = blobs.read_module(&digest)?;
+            let compiled = engine.compile(&bytes, Some(kind))?;
+            blobs.put_artifact(&digest, engine.fingerprint(), &compiled.artifact)?;
+            Ok(compiled.function)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("load task failed: {e}")))?
+    }
+
+    /// Validates, compiles and stores a new version of `name`, and makes it live.
+    ///
+    /// Nothing is written unless the module compiles and fits its kind; if storing fails half-way, the blobs
+    /// written for it are removed again.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        module: Bytes,
+        config: FunctionConfig,
+    ) -> Result<StoredFunction, ApiError> {
+        validate::name(name)?;
+        let config = validate::config(config)?;
+        if module.is_empty() {
+            return Err(ApiError::bad_request(
+                "invalid_module",
+                "the module is empty",
+            ));
+        }
+        let engine = self.engine.clone();
+        let forced = config.kind;
+        let compile_input = module.clone();
+        let compiled = tokio::task::spawn_blocking(move || engine.compile(&compile_input, forced))
+            .await
+            .map_err(|e| ApiError::internal(format!("compile task failed: {e}")))??;
+
+        let digest = BlobStore::digest(&module);
+        let new = NewVersion {
+            name: name.to_string(),
+            kind: compiled.function.kind(),
+            config,
+            digest: digest.clone(),
+            size: module.len() as u64,
+        };
+        let _changes = self.changes.lock().await;
+        let existed = self.blobs.module_path(&digest).exists();
+        let blobs = self.blobs.clone();
+        let fingerprint = self.engine.fingerprint().to_string();
+        let artifact = compiled.artifact;
+        let written = tokio::task::spawn_blocking(move || {
+            blobs.put_module(&new.digest, &module)?;
+            blobs.put_artifact(&new.digest, &fingerprint, &artifact)?;
+            Ok::<_, wafer_store::StoreError>(new)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("write task failed: {e}")))
+        .and_then(|written| written.map_err(ApiError::from));
+        let stored = match written {
+            Ok(new) => self.meta.insert_version(new).await.map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(function) => {
+                self.install(&function, compiled.function);
+                tracing::info!(
+                    function = name,
+                    version = function.live.version,
+                    kind = %function.live.kind,
+                    "deployed"
+                );
+                Ok(function)
+            }
+            Err(e) => {
+                if !existed && !self.meta.digest_in_use(&digest).await.unwrap_or(true) {
+                    if let Err(cleanup) = self.blobs.remove(&digest) {
+                        tracing::warn!(%digest, "cannot remove blobs of a failed deploy: {cleanup}");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes an earlier (or later) stored version of `name` live again.
+    pub async fn rollback(&self, name: &str, version: u32) -> Result<StoredFunction, ApiError> {
+        validate::name(name)?;
+        let _changes = self.changes.lock().await;
+        let target = self
+            .meta
+            .list_versions(name)
+            .await?
+            .into_iter()
+            .find(|v| v.version == version);
+        let Some(target) = target else {
+            return Err(match self.meta.get_function(name).await? {
+                Some(_) => {
+                    ApiError::not_found(format!("function `{name}` has no version {version}"))
+                }
+                None => ApiError::not_found(format!("function `{name}` does not exist")),
+            });
+        };
+        let prepared = self.prepare(&target).await?;
+        let function = self.meta.set_live(name, version).await?;
+        self.install(&function, prepared);
+        tracing::info!(function = name, version, "rolled back");
+        Ok(function)
+    }
+
+    /// Deletes `name` with every version, and the blobs no other function uses.
+    pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
+        validate::name(name)?;
+        let _changes = self.changes.lock().await;
+        let orphaned = self.meta.delete_function(name).await?;
+        self.registry.remove(name);
+        for digest in orphaned {
+            if let Err(e) = self.blobs.remove(&digest) {
+                tracing::warn!(%digest, "cannot remove blobs of a deleted function: {e}");
+            }
+        }
+        tracing::info!(function = name, "deleted");
+        Ok(())
+    }
+}

@@ -1,0 +1,63 @@
+//! Server configuration, built once at start-up by the binary and passed down.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use wafer_engine::Limits;
+
+/// Everything `wafer serve` needs to run.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Where the database and module blobs live.
+    pub data_dir: PathBuf,
+    /// Limits for functions that do not set their own, and body caps.
+    pub defaults: Defaults,
+}
+
+/// Server-wide defaults and caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defaults {
+    /// Memory cap of an invocation unless the function sets `memory_mb`.
+    pub memory_mb: u64,
+    /// Timeout of an invocation unless the function sets `timeout_ms`.
+    pub timeout_ms: u64,
+    /// The largest request body a function is handed.
+    pub max_request_bytes: usize,
+    /// The largest module a deploy accepts.
+    pub max_module_bytes: usize,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            memory_mb: 128,
+            timeout_ms: 30_000,
+            max_request_bytes: 16 * 1024 * 1024,
+            max_module_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl Defaults {
+    /// The limits of a function, from its own settings where it has them.
+    pub fn limits(&self, memory_mb: Option<u64>, timeout_ms: Option<u64>) -> Limits {
+        Limits {
+            memory_bytes: memory_mb.unwrap_or(self.memory_mb) * 1024 * 1024,
+            timeout: Duration::from_millis(timeout_ms.unwrap_or(self.timeout_ms)),
+            ..Limits::default()
+        }
+    }
+}
+
+impl ServerConfig {
+    /// A configuration with default limits.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            data_dir,
+            defaults: Defaults::default(),
+        }
+    }
+}

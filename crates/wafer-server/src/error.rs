@@ -1,0 +1,126 @@
+//! The one place where every failure becomes an HTTP status and a stable `code`.
+
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::StatusCode;
+use wafer_api::ErrorBody;
+use wafer_engine::{CompileError, InvokeError};
+use wafer_store::StoreError;
+
+/// The header on every error answer of wafer's own, carrying its code; a function's own failing responses
+/// never have it, so clients can tell the two apart.
+pub const ERROR_HEADER: &str = "x-wafer-error";
+
+/// An error answer of the API or of a function call.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request is malformed; `code` names what.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404 for an unknown function, version or path.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 405 for a known path with the wrong method.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this path does not accept that method",
+        )
+    }
+
+    /// 413: a body is over its cap.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    /// 415: a body of a type this endpoint does not take.
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    }
+
+    /// 500: something failed on our side.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<CompileError> for ApiError {
+    fn from(err: CompileError) -> Self {
+        let code = match err {
+            CompileError::Invalid(_) => "invalid_module",
+            CompileError::Unsupported(_) => "unsupported_module",
+        };
+        Self::new(StatusCode::BAD_REQUEST, code, err.to_string())
+    }
+}
+
+impl From<InvokeError> for ApiError {
+    fn from(err: InvokeError) -> Self {
+        let (status, code) = match err {
+            InvokeError::Trap(_) => (StatusCode::INTERNAL_SERVER_ERROR, "trap"),
+            InvokeError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            InvokeError::MemoryLimit(_) => (StatusCode::INTERNAL_SERVER_ERROR, "memory_limit"),
+            InvokeError::BadResponse(_) => (StatusCode::BAD_GATEWAY, "bad_response"),
+            InvokeError::Failed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "function_failed"),
+            InvokeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        Self::new(status, code, err.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(what) => Self::not_found(format!("{what} does not exist")),
+            StoreError::RouteTaken { .. } => {
+                Self::new(StatusCode::CONFLICT, "route_taken", err.to_string())
+            }
+            other => {
+                tracing::error!("store failure: {other}");
+                Self::internal(other.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(code = self.code, "{}", self.message);
+        }
+        (
+            self.status,
+            [(ERROR_HEADER, self.code)],
+            Json(ErrorBody::new(self.code, self.message)),
+        )
+            .into_response()
+    }
+}

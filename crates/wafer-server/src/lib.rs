@@ -1,0 +1,77 @@
+//! The wafer server: one axum app serving the management API and the HTTP trigger over the engine and the
+//! store.
+//!
+//! - `app.rs` — shared state and the operations that change it (deploy, rollback, delete, start-up load);
+//! - `registry.rs` — live functions by name and route, read on every request;
+//! - `api.rs` — the `/v1` management endpoints; `trigger.rs` — `/fn/{name}` and function routes;
+//!   `ops.rs` — `/healthz` and `/metrics`;
+//! - `validate.rs` — checks on names and configs; `error.rs` — every failure's status and code, in one place;
+//! - `config.rs` — the typed configuration the binary builds.
+
+mod api;
+mod app;
+mod config;
+mod error;
+mod ops;
+mod registry;
+mod trigger;
+mod validate;
+
+pub use app::{App, StartError};
+pub use config::{Defaults, ServerConfig};
+pub use error::ApiError;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, get, post};
+use axum::Router;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The HTTP routes of a wafer server.
+pub fn router(app: Arc<App>) -> Router {
+    let module_limit = app.config.defaults.max_module_bytes;
+    let api = Router::new()
+        .route("/v1/functions", get(api::list))
+        .route("/v1/functions/{name}", get(api::get).delete(api::delete))
+        .route(
+            "/v1/functions/{name}/versions",
+            get(api::versions).post(api::deploy),
+        )
+        .route("/v1/functions/{name}/rollback", post(api::rollback))
+        .route("/v1/functions/{name}/invoke", post(api::invoke))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(module_limit));
+    api.route("/fn/{name}", any(trigger::function_root))
+        .route("/fn/{name}/{*rest}", any(trigger::function_path))
+        .fallback(trigger::routed)
+        .with_state(app)
+}
+
+/// Opens the data directory, binds `config.listen` and serves until `shutdown` resolves.
+///
+/// Logs one line, `wafer listening on http://ADDR`, once it accepts connections.
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let listen = config.listen;
+    let app = App::open(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(StartError::Serve)?;
+    tracing::info!("wafer listening on http://{addr}");
+    axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(StartError::Serve)
+}

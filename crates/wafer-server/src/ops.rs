@@ -1,0 +1,47 @@
+//! Operational endpoints: `/healthz` and `/metrics` (Prometheus text format).
+
+use crate::app::App;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::Json;
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// `GET /healthz`: the server is up and serving.
+pub async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let stats = app.engine.stats();
+    let mut text = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "wafer_functions",
+        "gauge",
+        "Functions with a live version.",
+        app.registry.len() as u64,
+    );
+    metric(
+        "wafer_compilations_total",
+        "counter",
+        "Wasm binaries compiled to machine code.",
+        stats.compiled,
+    );
+    metric(
+        "wafer_artifact_loads_total",
+        "counter",
+        "Compiled artifacts loaded from disk without compiling.",
+        stats.loaded,
+    );
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+}

@@ -1,0 +1,110 @@
+//! The in-memory map from names and routes to live, pre-instantiated function versions.
+//!
+//! Reads are on the request path, so they take a read lock only long enough to clone an `Arc`; writes
+//! (deploy, rollback, delete) are rare and come through [`crate::app::App`], which persists them first.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use wafer_engine::{Function, Settings};
+
+/// A live function version, ready to call.
+pub struct Entry {
+    /// The compiled, pre-instantiated function.
+    pub function: Function,
+    /// What each invocation gets: name, env, limits.
+    pub settings: Settings,
+}
+
+#[derive(Default)]
+struct Inner {
+    functions: HashMap<String, Arc<Entry>>,
+    /// `(prefix, function)`, longest prefix first.
+    routes: Vec<(String, String)>,
+}
+
+/// Live functions by name and by route.
+#[derive(Default)]
+pub struct Registry {
+    inner: RwLock<Inner>,
+}
+
+impl Registry {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The live version of `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Entry>> {
+        self.read().functions.get(name).cloned()
+    }
+
+    /// The function mounted at the longest route that covers `path` (the route itself or below it), with
+    /// that route.
+    pub fn route(&self, path: &str) -> Option<(String, Arc<Entry>)> {
+        let inner = self.read();
+        inner
+            .routes
+            .iter()
+            .find(|(prefix, _)| covers(prefix, path))
+            .and_then(|(prefix, name)| {
+                inner
+                    .functions
+                    .get(name)
+                    .map(|entry| (prefix.clone(), entry.clone()))
+            })
+    }
+
+    /// Makes `entry` the live version of `name`, mounted at `routes`.
+    pub fn install(&self, name: &str, entry: Entry, routes: &[String]) {
+        let mut inner = self.write();
+        inner.functions.insert(name.to_string(), Arc::new(entry));
+        inner.routes.retain(|(_, owner)| owner != name);
+        inner
+            .routes
+            .extend(routes.iter().map(|r| (r.clone(), name.to_string())));
+        inner
+            .routes
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+    }
+
+    /// Forgets `name` and its routes.
+    pub fn remove(&self, name: &str) {
+        let mut inner = self.write();
+        inner.functions.remove(name);
+        inner.routes.retain(|(_, owner)| owner != name);
+    }
+
+    /// How many functions are live.
+    pub fn len(&self) -> usize {
+        self.read().functions.len()
+    }
+}
+
+/// Whether a route prefix covers a request path: the path is the prefix or lies below it.
+fn covers(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+
+    #[test]
+    fn a_route_covers_itself_and_its_subpaths_only() {
+        assert!(covers("/api", "/api"));
+        assert!(covers("/api", "/api/x/y"));
+        assert!(!covers("/api", "/apix"));
+        assert!(!covers("/api", "/"));
+    }
+}

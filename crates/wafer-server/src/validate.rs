@@ -1,0 +1,129 @@
+//! Checks on what deployers send, before anything is compiled or stored.
+
+use crate::error::ApiError;
+use wafer_api::FunctionConfig;
+
+/// Paths wafer itself answers; no function route may shadow them.
+const RESERVED_PREFIXES: &[&str] = &["/v1", "/fn", "/api", "/healthz", "/metrics"];
+
+/// The largest memory cap a function may ask for, in MiB.
+const MAX_MEMORY_MB: u64 = 4096;
+/// The longest timeout a function may ask for, in milliseconds (15 minutes).
+const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+
+/// Checks a function name: `[a-z0-9][a-z0-9-]{0,62}`.
+pub fn name(name: &str) -> Result<(), ApiError> {
+    let bytes = name.as_bytes();
+    let valid = !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_name",
+            format!(
+                "invalid function name {name:?}: use 1 to 63 lowercase letters, digits and `-`, \
+                 starting with a letter or digit"
+            ),
+        ))
+    }
+}
+
+/// Checks a deploy configuration and normalises its routes (no trailing `/`, no duplicates).
+pub fn config(mut config: FunctionConfig) -> Result<FunctionConfig, ApiError> {
+    let invalid = |message: String| ApiError::bad_request("invalid_config", message);
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for raw in &config.routes {
+        let route = raw.trim_end_matches('/').to_string();
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~/".contains(c);
+        if !raw.starts_with('/')
+            || route.is_empty()
+            || !route.chars().all(allowed)
+            || route
+                .split('/')
+                .skip(1)
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
+            return Err(invalid(format!(
+                "invalid route {raw:?}: a route is an absolute path below `/` such as `/hello` or \
+                 `/api/v2`, of letters, digits and `-._~`"
+            )));
+        }
+        if RESERVED_PREFIXES
+            .iter()
+            .any(|p| route == *p || route.starts_with(&format!("{p}/")))
+        {
+            return Err(invalid(format!(
+                "route {raw:?} is reserved by wafer (reserved: {})",
+                RESERVED_PREFIXES.join(", ")
+            )));
+        }
+        if !routes.contains(&route) {
+            routes.push(route);
+        }
+    }
+    config.routes = routes;
+    for key in config.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(invalid(format!(
+                "invalid environment variable name {key:?}"
+            )));
+        }
+    }
+    if config.env.values().any(|v| v.contains('\0')) {
+        return Err(invalid("environment values may not contain NUL".into()));
+    }
+    if let Some(mb) = config.memory_mb {
+        if mb == 0 || mb > MAX_MEMORY_MB {
+            return Err(invalid(format!(
+                "memory_mb must be between 1 and {MAX_MEMORY_MB}, not {mb}"
+            )));
+        }
+    }
+    if let Some(ms) = config.timeout_ms {
+        if ms == 0 || ms > MAX_TIMEOUT_MS {
+            return Err(invalid(format!(
+                "timeout_ms must be between 1 and {MAX_TIMEOUT_MS}, not {ms}"
+            )));
+        }
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_pattern() {
+        for ok in ["a", "hello-world", "0x", &"a".repeat(63)] {
+            assert!(name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "A", "a_b", "../x", "a/b", "a.b", &"a".repeat(64)] {
+            assert!(name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn routes_are_normalised_and_checked() {
+        let c = config(FunctionConfig {
+            routes: vec!["/hello/".into(), "/hello".into(), "/a/b".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.routes, vec!["/hello", "/a/b"]);
+        for bad in [
+            "hello", "/", "/a//b", "/a/../b", "/v1", "/fn/x", "/metrics", "/a b",
+        ] {
+            let c = FunctionConfig {
+                routes: vec![bad.into()],
+                ..Default::default()
+            };
+            assert!(config(c).is_err(), "{bad}");
+        }
+    }
+}

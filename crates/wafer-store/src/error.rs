@@ -1,0 +1,26 @@
+//! The errors of the store crate.
+
+/// What can go wrong reading or writing wafer's state.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named function, or version of it, does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A route asked for is already mounted by another function.
+    #[error("route `{route}` is already mounted by function `{owner}`")]
+    RouteTaken {
+        /// The contested path.
+        route: String,
+        /// The function that holds it.
+        owner: String,
+    },
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// The filesystem failed.
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Stored data could not be read back.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}

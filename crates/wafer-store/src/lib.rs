@@ -1,0 +1,20 @@
+//! wafer's persistence.
+//!
+//! Two parts, kept apart because they scale differently:
+//! - [`MetaStore`] — function and version metadata behind one async trait; [`SqliteStore`] is the embedded
+//!   default (a Postgres implementation can sit behind the same trait);
+//! - [`BlobStore`] — content-addressed module bytes on disk (`modules/sha256/<hex>`) with their compiled
+//!   artifacts beside them.
+//!
+//! Every write that acknowledges a deploy is durable before it returns: SQLite runs in WAL mode with
+//! `synchronous=FULL`, and blobs are fsynced before they are renamed into place.
+
+mod blobs;
+mod error;
+mod meta;
+mod sqlite;
+
+pub use blobs::BlobStore;
+pub use error::StoreError;
+pub use meta::{MetaStore, NewVersion, StoredFunction, StoredVersion};
+pub use sqlite::SqliteStore;

@@ -1,0 +1,112 @@
+//! The metadata trait: functions, their immutable versions and which version is live.
+
+use crate::StoreError;
+use async_trait::async_trait;
+use wafer_api::{FunctionConfig, FunctionInfo, Kind, VersionInfo};
+
+/// A version about to be stored; its number is assigned by the store.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    /// The function's name (already validated).
+    pub name: String,
+    /// The detected or forced kind.
+    pub kind: Kind,
+    /// The configuration it is deployed with.
+    pub config: FunctionConfig,
+    /// The module's SHA-256, hex.
+    pub digest: String,
+    /// The module's size in bytes.
+    pub size: u64,
+}
+
+/// A stored, immutable version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVersion {
+    /// The function's name.
+    pub name: String,
+    /// The version number, from 1.
+    pub version: u32,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its configuration.
+    pub config: FunctionConfig,
+    /// The module's SHA-256, hex.
+    pub digest: String,
+    /// The module's size in bytes.
+    pub size: u64,
+    /// When it was stored (RFC 3339, UTC).
+    pub created_at: String,
+}
+
+/// A stored function with its live version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFunction {
+    /// The live version's details.
+    pub live: StoredVersion,
+    /// The newest version number.
+    pub latest_version: u32,
+    /// When the function was first deployed.
+    pub created_at: String,
+    /// When the live version last changed.
+    pub updated_at: String,
+}
+
+impl StoredVersion {
+    /// The API view of this version; `live` says whether it answers calls.
+    pub fn to_info(&self, live: bool) -> VersionInfo {
+        VersionInfo {
+            function: self.name.clone(),
+            version: self.version,
+            kind: self.kind,
+            config: self.config.clone(),
+            digest: self.digest.clone(),
+            size: self.size,
+            created_at: self.created_at.clone(),
+            live,
+        }
+    }
+}
+
+impl StoredFunction {
+    /// The API view of this function.
+    pub fn to_info(&self) -> FunctionInfo {
+        FunctionInfo {
+            name: self.live.name.clone(),
+            live_version: self.live.version,
+            latest_version: self.latest_version,
+            kind: self.live.kind,
+            config: self.live.config.clone(),
+            digest: self.live.digest.clone(),
+            created_at: self.created_at.clone(),
+            updated_at: self.updated_at.clone(),
+        }
+    }
+}
+
+/// Function metadata storage. Every method is atomic: it either happens whole or not at all.
+#[async_trait]
+pub trait MetaStore: Send + Sync {
+    /// Stores a new version under the next number and makes it live, mounting its routes.
+    ///
+    /// Fails with [`StoreError::RouteTaken`] (and stores nothing) when another function holds a route.
+    async fn insert_version(&self, new: NewVersion) -> Result<StoredFunction, StoreError>;
+
+    /// All functions, by name.
+    async fn list_functions(&self) -> Result<Vec<StoredFunction>, StoreError>;
+
+    /// One function, or `None`.
+    async fn get_function(&self, name: &str) -> Result<Option<StoredFunction>, StoreError>;
+
+    /// Every version of a function, oldest first; empty when the function does not exist.
+    async fn list_versions(&self, name: &str) -> Result<Vec<StoredVersion>, StoreError>;
+
+    /// Makes an existing version live again, remounting its routes.
+    async fn set_live(&self, name: &str, version: u32) -> Result<StoredFunction, StoreError>;
+
+    /// Deletes a function with all its versions and routes. Returns the digests no version references any
+    /// more, so their blobs can be removed.
+    async fn delete_function(&self, name: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Whether any version references this module digest.
+    async fn digest_in_use(&self, digest: &str) -> Result<bool, StoreError>;
+}

@@ -1,0 +1,122 @@
+//! The command line, declared with clap. Flags fall back to `WAFER_*` environment variables.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// wafer — a WebAssembly Function-as-a-Service platform.
+#[derive(Debug, Parser)]
+#[command(name = "wafer", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: management API under /v1, functions under /fn/{name} and their routes.
+    Serve(ServeArgs),
+    /// Deploy a wasm file as a new version of a function; the new version goes live at once.
+    Deploy(DeployArgs),
+    /// Call a function synchronously through the management API.
+    Invoke(InvokeArgs),
+    /// List deployed functions.
+    Ls(ClientArgs),
+    /// List the versions of a function.
+    Versions(NameArgs),
+    /// Make an earlier version of a function live again.
+    Rollback(RollbackArgs),
+    /// Delete a function with all its versions.
+    Rm(NameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "WAFER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory for the database and module blobs.
+    #[arg(long, env = "WAFER_DATA_DIR", default_value = "./wafer-data")]
+    pub data_dir: PathBuf,
+    /// Default memory cap of an invocation, e.g. 128MiB.
+    #[arg(long, env = "WAFER_MEMORY", value_parser = crate::cmd::deploy::parse_memory_mb)]
+    pub memory: Option<u64>,
+    /// Default timeout of an invocation, e.g. 30s.
+    #[arg(long, env = "WAFER_TIMEOUT", value_parser = crate::cmd::deploy::parse_timeout_ms)]
+    pub timeout: Option<u64>,
+    /// Largest request body handed to a function, e.g. 16MiB.
+    #[arg(long, env = "WAFER_MAX_BODY", value_parser = crate::cmd::deploy::parse_bytes)]
+    pub max_body: Option<u64>,
+}
+
+/// How client subcommands reach the server and print results.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The wafer server's base URL.
+    #[arg(long, env = "WAFER_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Print for people (text) or for scripts (json).
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The function's name.
+    pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The function's name.
+    pub name: String,
+    /// The version to make live.
+    pub version: u32,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The .wasm file (a component or a WASI module).
+    pub file: PathBuf,
+    /// The function's name: 1 to 63 of a-z, 0-9 and `-`.
+    #[arg(long)]
+    pub name: String,
+    /// Force the kind instead of detecting it: http, wagi or command.
+    #[arg(long)]
+    pub kind: Option<wafer_api::Kind>,
+    /// An extra path to mount the function at (repeatable).
+    #[arg(long = "route")]
+    pub routes: Vec<String>,
+    /// An environment variable for the guest, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_parser = crate::cmd::deploy::parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Memory cap of one invocation, e.g. 64MiB.
+    #[arg(long, value_parser = crate::cmd::deploy::parse_memory_mb)]
+    pub memory: Option<u64>,
+    /// Timeout of one invocation, e.g. 10s or 500ms.
+    #[arg(long, value_parser = crate::cmd::deploy::parse_timeout_ms)]
+    pub timeout: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// The function's name.
+    pub name: String,
+    /// The request body: a string, @FILE to read a file, or @- for stdin.
+    #[arg(long, short)]
+    pub data: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}

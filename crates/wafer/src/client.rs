@@ -1,0 +1,127 @@
+//! The HTTP client of the management API, used by every subcommand but `serve`.
+
+use anyhow::{anyhow, Context, Result};
+use reqwest::{Method, Response};
+use serde::de::DeserializeOwned;
+use wafer_api::{ErrorBody, FunctionConfig, VersionInfo};
+
+/// A connection to one wafer server.
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response> {
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the wafer server at {}", self.base))?;
+        check(response).await
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    /// `GET path`, decoded from JSON.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        decode(self.send(self.request(Method::GET, path)).await?).await
+    }
+
+    /// `POST path` with a JSON body, decoded from JSON.
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T> {
+        decode(
+            self.send(self.request(Method::POST, path).json(body))
+                .await?,
+        )
+        .await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.send(self.request(Method::DELETE, path)).await?;
+        Ok(())
+    }
+
+    /// Deploys `module` as a new version of `name`.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        module: Vec<u8>,
+        config: &FunctionConfig,
+    ) -> Result<VersionInfo> {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "module",
+                reqwest::multipart::Part::bytes(module)
+                    .file_name("module.wasm")
+                    .mime_str("application/wasm")?,
+            )
+            .part(
+                "config",
+                reqwest::multipart::Part::text(serde_json::to_string(config)?)
+                    .mime_str("application/json")?,
+            );
+        let path = format!("/v1/functions/{name}/versions");
+        decode(
+            self.send(self.request(Method::POST, &path).multipart(form))
+                .await?,
+        )
+        .await
+    }
+
+    /// Invokes `name` with `body`; the function's own response, or an error if wafer refused the call.
+    pub async fn invoke(&self, name: &str, body: Vec<u8>) -> Result<Response> {
+        let path = format!("/v1/functions/{name}/invoke");
+        self.send(self.request(Method::POST, &path).body(body))
+            .await
+    }
+}
+
+/// Passes a successful response through; turns wafer's error answers into an error with its message.
+///
+/// A failing status without wafer's error marker is a function's own answer and passes through too.
+async fn check(response: Response) -> Result<Response> {
+    if response.status().is_success() || response.headers().get(ERROR_HEADER).is_none() {
+        return Ok(response);
+    }
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) => Err(anyhow!("{} ({})", body.error.message, body.error.code)),
+        Err(_) => Err(anyhow!("the server answered {status}: {text}")),
+    }
+}
+
+/// The header wafer sets on its own error answers, telling them from a function's.
+pub const ERROR_HEADER: &str = "x-wafer-error";
+
+async fn decode<T: DeserializeOwned>(response: Response) -> Result<T> {
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        return Err(anyhow!("the server answered {status}: {text}"));
+    }
+    response
+        .json()
+        .await
+        .context("the server's answer is not the JSON expected")
+}

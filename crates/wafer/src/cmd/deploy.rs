@@ -1,0 +1,115 @@
+//! `wafer deploy FILE --name N …`, and the parsers of its size and duration flags.
+
+use crate::cli::DeployArgs;
+use crate::client::Client;
+use crate::output;
+use anyhow::Context;
+use std::process::ExitCode;
+use wafer_api::FunctionConfig;
+
+pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let module = tokio::fs::read(&args.file)
+        .await
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let config = FunctionConfig {
+        kind: args.kind,
+        routes: args.routes,
+        env: args.env.into_iter().collect(),
+        memory_mb: args.memory,
+        timeout_ms: args.timeout,
+    };
+    let client = Client::new(&args.client.server);
+    let version = client.deploy(&args.name, module, &config).await?;
+    let mut text = format!(
+        "deployed {} version {} ({})\n  {}/fn/{}",
+        version.function,
+        version.version,
+        version.kind,
+        client.base(),
+        version.function
+    );
+    for route in &version.config.routes {
+        text.push_str(&format!("\n  {}{route}", client.base()));
+    }
+    output::message(args.client.output, &version, &text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `KEY=VALUE`.
+pub fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// Parses a size (`512`, `64KiB`, `16MiB`, `1GiB`, also `K`/`M`/`G`/`KB`/`MB`/`GB` as binary units) to bytes.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a size such as 128MiB, got {s:?}"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?}: use KiB, MiB or GiB")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Parses a memory size to whole MiB (`128MiB`, `1GiB`; a bare number is MiB).
+pub fn parse_memory_mb(s: &str) -> Result<u64, String> {
+    if s.trim().chars().all(|c| c.is_ascii_digit()) {
+        return s.trim().parse().map_err(|_| format!("invalid size {s:?}"));
+    }
+    let bytes = parse_bytes(s)?;
+    if bytes % (1 << 20) != 0 {
+        return Err(format!("memory must be a whole number of MiB, got {s:?}"));
+    }
+    Ok(bytes >> 20)
+}
+
+/// Parses a duration (`500ms`, `10s`, `2m`; a bare number is milliseconds) to milliseconds.
+pub fn parse_timeout_ms(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration such as 10s, got {s:?}"))?;
+    let scale = match unit {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "m" | "min" => 60_000,
+        other => return Err(format!("unknown duration unit {other:?}: use ms, s or m")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_memory_mb("128MiB"), Ok(128));
+        assert_eq!(parse_memory_mb("1GiB"), Ok(1024));
+        assert_eq!(parse_memory_mb("64"), Ok(64));
+        assert!(parse_memory_mb("1KiB").is_err());
+        assert_eq!(parse_bytes("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_timeout_ms("10s"), Ok(10_000));
+        assert_eq!(parse_timeout_ms("250ms"), Ok(250));
+        assert_eq!(parse_timeout_ms("2m"), Ok(120_000));
+        assert!(parse_timeout_ms("soon").is_err());
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(parse_env("=x").is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! `wafer invoke N [--data STR|@FILE|@-]`.
+//!
+//! A command function's reply is its exit code and output: for people, its stdout and stderr are written
+//! out and its exit code becomes ours; with `--output json` the reply is printed as is. An http or wagi
+//! function's response body is written to stdout, and a failing status makes the exit code non-zero.
+
+use crate::cli::{InvokeArgs, Output};
+use crate::client::Client;
+use crate::output;
+use anyhow::Context;
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use wafer_api::CommandOutput;
+
+/// The header the server sets on a command function's job reply.
+const KIND_HEADER: &str = "x-wafer-kind";
+
+pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let body = match args.data.as_deref() {
+        None => Vec::new(),
+        Some("@-") => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read stdin")?;
+            buf
+        }
+        Some(data) => match data.strip_prefix('@') {
+            Some(path) => tokio::fs::read(path)
+                .await
+                .with_context(|| format!("cannot read {path}"))?,
+            None => data.as_bytes().to_vec(),
+        },
+    };
+    let client = Client::new(&args.client.server);
+    let response = client.invoke(&args.name, body).await?;
+    let status = response.status();
+    let is_command = response
+        .headers()
+        .get(KIND_HEADER)
+        .is_some_and(|v| v == "command");
+    let bytes = response.bytes().await?;
+    if is_command {
+        let reply: CommandOutput =
+            serde_json::from_slice(&bytes).context("the command reply is not valid JSON")?;
+        if args.client.output == Output::Json {
+            output::json(&reply)?;
+        } else {
+            print!("{}", reply.stdout);
+            eprint!("{}", reply.stderr);
+        }
+        return Ok(ExitCode::from(u8::try_from(reply.exit_code).unwrap_or(1)));
+    }
+    std::io::stdout().write_all(&bytes)?;
+    if status.is_success() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: the function answered {status}");
+        Ok(ExitCode::FAILURE)
+    }
+}

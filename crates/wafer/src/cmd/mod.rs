@@ -1,0 +1,41 @@
+//! One module per subcommand. [`run`] dispatches, prints errors as `error: …` and picks the exit code.
+
+pub mod deploy;
+mod invoke;
+mod list;
+mod serve;
+
+use crate::cli::{Cli, Command};
+use std::process::ExitCode;
+
+/// Runs the parsed command line to completion.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Deploy(args) => deploy::run(args).await,
+            Command::Invoke(args) => invoke::run(args).await,
+            Command::Ls(args) => list::functions(args).await,
+            Command::Versions(args) => list::versions(args).await,
+            Command::Rollback(args) => list::rollback(args).await,
+            Command::Rm(args) => list::remove(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

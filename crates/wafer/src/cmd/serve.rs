@@ -1,0 +1,54 @@
+//! `wafer serve`: builds the server configuration from flags and environment and runs until a signal.
+
+use crate::cli::ServeArgs;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+use wafer_server::{Defaults, ServerConfig};
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("WAFER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let fallback = Defaults::default();
+    let defaults = Defaults {
+        memory_mb: args.memory.unwrap_or(fallback.memory_mb),
+        timeout_ms: args.timeout.unwrap_or(fallback.timeout_ms),
+        max_request_bytes: args
+            .max_body
+            .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
+            .unwrap_or(fallback.max_request_bytes),
+        ..fallback
+    };
+    let config = ServerConfig {
+        defaults,
+        ..ServerConfig::new(args.listen, args.data_dir)
+    };
+    wafer_server::serve(config, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,16 @@
+//! The `wafer` binary: `wafer serve` runs the server; every other subcommand is a client of its API.
+//!
+//! `cli.rs` declares the command line; `cmd/` holds one module per subcommand; `client.rs` talks to the
+//! server; `output.rs` prints results for people or, with `--output json`, for scripts.
+
+mod cli;
+mod client;
+mod cmd;
+mod output;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cmd::run(cli::Cli::parse())
+}

@@ -1,0 +1,267 @@
+//! The end-to-end harness: runs the real `wafer serve` on 127.0.0.1:0 with a temporary data directory,
+//! and drives it over HTTP and through the `wafer` CLI.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use reqwest::StatusCode;
+use serde_json::Value;
+
+/// A running `wafer serve`, killed when dropped.
+pub struct Server {
+    child: Child,
+    data: Arc<tempfile::TempDir>,
+    /// The base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    logs: Arc<Mutex<Vec<String>>>,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory.
+    pub fn start() -> Self {
+        Self::start_in(Arc::new(tempfile::tempdir().expect("temp dir")), &[])
+    }
+
+    /// Starts a server with extra `serve` flags.
+    pub fn start_with(args: &[&str]) -> Self {
+        Self::start_in(Arc::new(tempfile::tempdir().expect("temp dir")), args)
+    }
+
+    fn start_in(data: Arc<tempfile::TempDir>, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wafer"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .args(args)
+            .env("WAFER_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wafer serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening on http://") {
+                    let url = line[at + "listening on ".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(url);
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "wafer serve did not report its address; log:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Self {
+            child,
+            data,
+            url,
+            logs,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Stops this server and starts another on the same data directory.
+    pub fn restart(mut self) -> Self {
+        self.stop();
+        let data = self.data.clone();
+        drop(self);
+        Self::start_in(data, &[])
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// Every file under `modules/` (blobs and compiled artifacts).
+    pub fn module_files(&self) -> Vec<PathBuf> {
+        let dir = self.data_dir().join("modules").join("sha256");
+        match std::fs::read_dir(dir) {
+            Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The server's log so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Deploys `module` with `config` as multipart; returns status and JSON body.
+    pub async fn deploy(&self, name: &str, module: Vec<u8>, config: Value) -> (StatusCode, Value) {
+        let form = reqwest::multipart::Form::new()
+            .part("module", reqwest::multipart::Part::bytes(module))
+            .part("config", reqwest::multipart::Part::text(config.to_string()));
+        let response = self
+            .http
+            .post(self.at(&format!("/v1/functions/{name}/versions")))
+            .multipart(form)
+            .send()
+            .await
+            .expect("deploy request");
+        json_reply(response).await
+    }
+
+    /// Deploys and insists it succeeds.
+    pub async fn deploy_ok(&self, name: &str, module: Vec<u8>, config: Value) -> Value {
+        let (status, body) = self.deploy(name, module, config).await;
+        assert_eq!(status, StatusCode::CREATED, "deploy {name}: {body}");
+        body
+    }
+
+    /// `GET path` → status and JSON body.
+    pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        json_reply(self.http.get(self.at(path)).send().await.expect("GET")).await
+    }
+
+    /// A request to `path` → status, headers and body text.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let response = self
+            .http
+            .request(method, self.at(path))
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        (status, headers, response.text().await.expect("body"))
+    }
+
+    /// `GET path` → status and body text.
+    pub async fn get_text(&self, path: &str) -> (StatusCode, String) {
+        let (status, _, body) = self.call(reqwest::Method::GET, path, "").await;
+        (status, body)
+    }
+
+    /// The value of a metric from `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let (_, text) = self.get_text("/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
+    }
+
+    /// Runs the `wafer` CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        wafer_cli(&self.url, args)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs the `wafer` CLI with `WAFER_SERVER` pointing at `url`.
+pub fn wafer_cli(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .args(args)
+        .env("WAFER_SERVER", url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wafer")
+}
+
+async fn json_reply(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
+    };
+    (status, value)
+}
+
+/// Asserts a wafer JSON error with `status` and `code`.
+pub fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, want_code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], want_code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+/// The bytes of a built example, e.g. `example("wagi-c/hello.wasm")`.
+pub fn example(path: &str) -> Vec<u8> {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(path);
+    std::fs::read(&full)
+        .unwrap_or_else(|e| panic!("{}: {e} (run examples/build.sh)", full.display()))
+}
+
+/// A WAT guest compiled to binary.
+pub fn wat(text: &str) -> Vec<u8> {
+    wat::parse_str(text).expect("valid WAT")
+}
+
+/// A WAGI module that prints `response` (CGI headers, blank line, body) to stdout and exits.
+pub fn wagi_wat(response: &str) -> Vec<u8> {
+    let escaped: String = response.bytes().map(|b| format!("\\{b:02x}")).collect();
+    wat(&format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write"
+                (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 16) "{escaped}")
+            (func (export "_start")
+                (i32.store (i32.const 0) (i32.const 16))
+                (i32.store (i32.const 4) (i32.const {len}))
+                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+        len = response.len()
+    ))
+}
+
+/// stdout of a CLI run as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// stderr of a CLI run as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

@@ -1,0 +1,311 @@
+//! End-to-end: deploying and calling functions of every kind through the real server.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test]
+async fn every_example_answers_and_survives_a_restart_without_recompiling() {
+    let server = Server::start();
+    server
+        .deploy_ok(
+            "hello-c",
+            example("wagi-c/hello.wasm"),
+            json!({"routes": ["/greet"], "env": {"GREETING": "hi"}}),
+        )
+        .await;
+    server
+        .deploy_ok(
+            "wc",
+            example("command-c/wordcount.wasm"),
+            json!({"kind": "command"}),
+        )
+        .await;
+    server
+        .deploy_ok(
+            "hello-py",
+            example("http-python/hello.wasm"),
+            json!({"routes": ["/py"]}),
+        )
+        .await;
+    server
+        .deploy_ok("hello-js", example("http-js/hello.wasm"), json!({}))
+        .await;
+    assert_eq!(server.metric("wafer_compilations_total").await, 4);
+    check_examples(&server).await;
+
+    let server = server.restart();
+    assert_eq!(
+        server.metric("wafer_compilations_total").await,
+        0,
+        "{}",
+        server.logs()
+    );
+    assert_eq!(server.metric("wafer_artifact_loads_total").await, 4);
+    check_examples(&server).await;
+    let (_, list) = server.get_json("/v1/functions").await;
+    let names: Vec<&str> = list["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["hello-c", "hello-js", "hello-py", "wc"]);
+}
+
+async fn check_examples(server: &Server) {
+    let (status, body) = server.get_text("/fn/hello-c?name=wafer").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("Hello, wafer!"), "{body}");
+    assert!(body.contains("script=/fn/hello-c"), "{body}");
+    assert!(body.contains("greeting=hi"), "{body}");
+    let (status, body) = server.get_text("/greet/teapot").await;
+    assert_eq!((status.as_u16(), body.as_str()), (418, "short and stout\n"));
+
+    let (status, headers, body) = server
+        .call(Method::POST, "/fn/wc", "one two\nthree\n")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-wafer-kind"], "command");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["exit_code"], 0);
+    assert_eq!(reply["stdout"], "2 3 14\n");
+
+    let (status, body) = server.get_text("/fn/hello-py/some/path?q=1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "Hello from Python! GET /some/path?q=1\n");
+    let (status, _, body) = server.call(Method::POST, "/py", "stressed").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "desserts"));
+
+    let (status, body) = server.get_text("/fn/hello-js/x").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "Hello from JavaScript! GET /x\n");
+    let (status, _, body) = server.call(Method::POST, "/fn/hello-js", "a b c").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "{\"bytes\":5,\"words\":3}\n");
+}
+
+#[tokio::test]
+async fn wagi_gets_the_request_as_cgi_and_its_status_is_honoured() {
+    let server = Server::start();
+    server
+        .deploy_ok("hello", example("wagi-c/hello.wasm"), json!({}))
+        .await;
+    let (status, headers, body) = server
+        .call(Method::POST, "/fn/hello/echo", "make me loud")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/plain");
+    assert_eq!(body, "MAKE ME LOUD");
+    let (status, headers, body) = server.call(Method::GET, "/fn/hello/deep/path", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-wagi-example"], "c");
+    assert!(body.contains("method=GET path=/deep/path"), "{body}");
+    assert!(body.contains("greeting=(unset)"), "{body}");
+    let (status, body) = server.get_text("/fn/hello/teapot").await;
+    assert_eq!((status.as_u16(), body.as_str()), (418, "short and stout\n"));
+}
+
+#[tokio::test]
+async fn wagi_output_that_is_not_cgi_is_a_bad_gateway() {
+    let server = Server::start();
+    server
+        .deploy_ok("plain", wagi_wat("no headers here"), json!({}))
+        .await;
+    let (status, body) = server.get_json("/fn/plain").await;
+    assert_error(status, &body, StatusCode::BAD_GATEWAY, "bad_response");
+    server.deploy_ok("silent", wagi_wat(""), json!({})).await;
+    let (status, body) = server.get_json("/fn/silent").await;
+    assert_error(status, &body, StatusCode::BAD_GATEWAY, "bad_response");
+}
+
+#[tokio::test]
+async fn commands_report_their_exit_code_and_output() {
+    let server = Server::start();
+    server
+        .deploy_ok(
+            "wc",
+            example("command-c/wordcount.wasm"),
+            json!({"kind": "command"}),
+        )
+        .await;
+    let (status, reply) = post_json(&server, "/v1/functions/wc/invoke", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(reply["exit_code"], 2);
+    assert_eq!(reply["stdout"], "");
+    assert_eq!(reply["stderr"], "wc: no input\n");
+    let (status, reply) = post_json(&server, "/v1/functions/wc/invoke", "a\n").await;
+    assert_eq!(status, 200);
+    assert_eq!(reply["exit_code"], 0);
+    assert_eq!(reply["stdout"], "1 1 2\n");
+    assert_eq!(reply["stderr"], "counted 2 bytes\n");
+
+    let exit7 = wat(r#"(module
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1)
+        (func (export "_start") (call $exit (i32.const 7))))"#);
+    server
+        .deploy_ok("seven", exit7, json!({"kind": "command"}))
+        .await;
+    let (status, reply) = post_json(&server, "/v1/functions/seven/invoke", "").await;
+    assert_eq!(
+        (status.as_u16(), reply["exit_code"].as_i64()),
+        (200, Some(7))
+    );
+}
+
+async fn post_json(server: &Server, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
+    let (status, _, text) = server.call(Method::POST, path, body).await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}")),
+    )
+}
+
+#[tokio::test]
+async fn versions_are_immutable_and_rollback_switches_the_live_one() {
+    let server = Server::start();
+    let v1 = server
+        .deploy_ok(
+            "app",
+            wagi_wat("Content-Type: text/plain\n\none"),
+            json!({"routes": ["/app"]}),
+        )
+        .await;
+    assert_eq!(v1["version"], 1);
+    let v2 = server
+        .deploy_ok(
+            "app",
+            wagi_wat("Content-Type: text/plain\n\ntwo"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (v2["version"].as_u64(), v2["live"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert_eq!(server.get_text("/fn/app").await.1, "two");
+    // Version 2 has no routes, so /app is unmounted.
+    assert_eq!(server.get_text("/app").await.0, 404);
+
+    let (status, versions) = server.get_json("/v1/functions/app/versions").await;
+    assert_eq!(status, 200);
+    let live: Vec<bool> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["live"].as_bool().unwrap())
+        .collect();
+    assert_eq!(live, [false, true]);
+
+    let (status, _, body) = server
+        .call(
+            Method::POST,
+            "/v1/functions/app/rollback",
+            r#"{"version":1}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get_text("/fn/app").await.1, "one");
+    assert_eq!(server.get_text("/app/sub").await.1, "one");
+    let (status, info) = server.get_json("/v1/functions/app").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            info["live_version"].as_u64(),
+            info["latest_version"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+
+    let (status, _, body) = server
+        .call(
+            Method::POST,
+            "/v1/functions/app/rollback",
+            r#"{"version":9}"#,
+        )
+        .await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, _, body) = server
+        .call(
+            Method::POST,
+            "/v1/functions/app/rollback",
+            r#"{"versoin":1}"#,
+        )
+        .await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+#[tokio::test]
+async fn delete_removes_the_function_its_routes_and_its_blobs() {
+    let server = Server::start();
+    server
+        .deploy_ok(
+            "gone",
+            wagi_wat("Content-Type: text/plain\n\nhere"),
+            json!({"routes": ["/gone"]}),
+        )
+        .await;
+    assert!(!server.module_files().is_empty());
+    let (status, _, _) = server.call(Method::DELETE, "/v1/functions/gone", "").await;
+    assert_eq!(status, 204);
+    let (status, body) = server.get_json("/fn/gone").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = server.get_json("/gone").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(server.module_files(), Vec::<std::path::PathBuf>::new());
+    let (status, _, body) = server.call(Method::DELETE, "/v1/functions/gone", "").await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn a_route_held_by_another_function_is_a_conflict() {
+    let server = Server::start();
+    server
+        .deploy_ok(
+            "first",
+            wagi_wat("Content-Type: text/plain\n\n1"),
+            json!({"routes": ["/shared"]}),
+        )
+        .await;
+    let (status, body) = server
+        .deploy(
+            "second",
+            wagi_wat("Content-Type: text/plain\n\n2"),
+            json!({"routes": ["/shared"]}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "route_taken");
+    let (status, _) = server.get_json("/v1/functions/second").await;
+    assert_eq!(status, 404);
+    assert_eq!(server.get_text("/shared").await.1, "1");
+}
+
+#[tokio::test]
+async fn raw_wasm_bodies_deploy_with_defaults() {
+    let server = Server::start();
+    let response = server
+        .http
+        .post(server.at("/v1/functions/raw/versions"))
+        .header("content-type", "application/wasm")
+        .body(wagi_wat("Content-Type: text/plain\n\nraw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(server.get_text("/fn/raw").await.1, "raw");
+    let response = server
+        .http
+        .post(server.at("/v1/functions/raw/versions"))
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+}

@@ -1,0 +1,229 @@
+//! End-to-end: bad input is refused with a clear error and nothing stored, and hostile guests end only
+//! their own invocation.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::json;
+use std::time::Duration;
+
+const HELLO: &str = "Content-Type: text/plain\n\nhello";
+
+#[tokio::test]
+async fn invalid_binaries_are_refused_and_nothing_is_stored() {
+    let server = Server::start();
+    let python = example("http-python/hello.wasm");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "random",
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+            "invalid_module",
+        ),
+        (
+            "truncated",
+            python[..python.len() / 2].to_vec(),
+            "invalid_module",
+        ),
+        ("text", b"(module)".to_vec(), "invalid_module"),
+        (
+            "no-entry",
+            wat(r#"(module (func (export "main")))"#),
+            "unsupported_module",
+        ),
+        ("empty-component", wat("(component)"), "unsupported_module"),
+        (
+            "no-memory",
+            wat(
+                r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func (param i32))) (func (export "_start")))"#,
+            ),
+            "unsupported_module",
+        ),
+        (
+            "odd-import",
+            wat(r#"(module (import "env" "secret" (func)) (func (export "_start")))"#),
+            "unsupported_module",
+        ),
+    ];
+    for (name, bytes, code) in cases {
+        let (status, body) = server.deploy(name, bytes, json!({})).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, code);
+        let (status, _) = server.get_json(&format!("/v1/functions/{name}")).await;
+        assert_eq!(status, 404, "{name} was stored");
+    }
+    let (status, body) = server
+        .deploy("forced", wagi_wat(HELLO), json!({"kind": "http"}))
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "unsupported_module");
+    let (status, body) = server.deploy("empty", Vec::new(), json!({})).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_module");
+    assert!(
+        server.module_files().is_empty(),
+        "{:?}",
+        server.module_files()
+    );
+    let (_, list) = server.get_json("/v1/functions").await;
+    assert_eq!(list["functions"], json!([]));
+}
+
+#[tokio::test]
+async fn malformed_deploys_are_refused() {
+    let server = Server::start();
+    let (status, body) = server.deploy("Bad_Name", wagi_wat(HELLO), json!({})).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_name");
+    let (status, body) = server
+        .deploy("ok", wagi_wat(HELLO), json!({"memroy_mb": 1}))
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_config");
+    let (status, body) = server
+        .deploy("ok", wagi_wat(HELLO), json!({"routes": ["/v1/x"]}))
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_config");
+    let (status, body) = server
+        .deploy("ok", wagi_wat(HELLO), json!({"kind": "lambda"}))
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_config");
+    let form = reqwest::multipart::Form::new().text("config", "{}");
+    let response = server
+        .http
+        .post(server.at("/v1/functions/ok/versions"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(server.module_files().is_empty());
+}
+
+#[tokio::test]
+async fn unknown_functions_and_paths_are_404() {
+    let server = Server::start();
+    for (method, path) in [
+        (Method::GET, "/fn/nope"),
+        (Method::POST, "/fn/nope/deeper"),
+        (Method::GET, "/v1/functions/nope"),
+        (Method::GET, "/v1/functions/nope/versions"),
+        (Method::POST, "/v1/functions/nope/invoke"),
+        (Method::DELETE, "/v1/functions/nope"),
+        (Method::GET, "/no/such/path"),
+    ] {
+        let (status, headers, body) = server.call(method.clone(), path, "").await;
+        let body: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("{method} {path}: {body}"));
+        assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+        assert_eq!(headers["x-wafer-error"], "not_found");
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_request_body_is_413() {
+    let server = Server::start_with(&["--max-body", "1KiB"]);
+    server.deploy_ok("small", wagi_wat(HELLO), json!({})).await;
+    let (status, _, body) = server
+        .call(Method::POST, "/fn/small", &"x".repeat(4096))
+        .await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_error(
+        status,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    let (status, _, body) = server.call(Method::POST, "/fn/small", "fine").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "hello"));
+}
+
+#[tokio::test]
+async fn an_infinite_loop_times_out_while_others_are_served() {
+    let server = Server::start();
+    server
+        .deploy_ok(
+            "spin",
+            wat(r#"(module (func (export "_start") (loop (br 0))))"#),
+            json!({"timeout_ms": 1500}),
+        )
+        .await;
+    server.deploy_ok("good", wagi_wat(HELLO), json!({})).await;
+    let spin = server.get_json("/fn/spin");
+    let good = async {
+        // While the loop runs, good requests keep being answered.
+        let mut answered = 0;
+        for _ in 0..10 {
+            let (status, body) = server.get_text("/fn/good").await;
+            assert_eq!((status.as_u16(), body.as_str()), (200, "hello"));
+            answered += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        answered
+    };
+    let ((status, body), answered) = tokio::join!(spin, good);
+    assert_error(status, &body, StatusCode::GATEWAY_TIMEOUT, "timeout");
+    assert_eq!(answered, 10);
+    assert_eq!(server.get_text("/fn/good").await.1, "hello");
+}
+
+#[tokio::test]
+async fn a_memory_bomb_hits_its_cap_with_a_clear_error() {
+    let server = Server::start();
+    let bomb = wat(r#"(module
+        (memory 1)
+        (func (export "_start")
+            (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+            unreachable))"#);
+    server
+        .deploy_ok("bomb", bomb, json!({"memory_mb": 16}))
+        .await;
+    let (status, body) = server.get_json("/fn/bomb").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "memory_limit",
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("16 MiB"),
+        "{body}"
+    );
+    // A module that asks for too much memory up front fails the same way, at instantiation.
+    let greedy = wat(r#"(module (memory 1024) (func (export "_start")))"#);
+    server
+        .deploy_ok("greedy", greedy, json!({"memory_mb": 16}))
+        .await;
+    let (status, body) = server.get_json("/fn/greedy").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "memory_limit",
+    );
+}
+
+#[tokio::test]
+async fn a_trap_ends_only_its_own_invocation() {
+    let server = Server::start();
+    server
+        .deploy_ok(
+            "crash",
+            wat(r#"(module (func (export "_start") unreachable))"#),
+            json!({}),
+        )
+        .await;
+    server
+        .deploy_ok(
+            "deep",
+            wat(r#"(module (func $f (export "_start") (call $f)))"#),
+            json!({}),
+        )
+        .await;
+    server.deploy_ok("good", wagi_wat(HELLO), json!({})).await;
+    for name in ["crash", "deep"] {
+        let (status, body) = server.get_json(&format!("/fn/{name}")).await;
+        assert_error(status, &body, StatusCode::INTERNAL_SERVER_ERROR, "trap");
+    }
+    assert_eq!(server.get_text("/fn/good").await.1, "hello");
+}
