@@ -66,6 +66,11 @@ impl Engine {
             &mut s.wasi
         })
         .map_err(setup)?;
+        // Older modules (early WAGI, old toolchains) import WASI preview 0 as `wasi_unstable`.
+        wasmtime_wasi::p0::add_to_linker_async(&mut module_linker, |s: &mut ModuleState| {
+            &mut s.wasi
+        })
+        .map_err(setup)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         start_ticker(wasmtime.clone(), ticker_stop.clone());
@@ -165,7 +170,7 @@ impl Engine {
         }
         let imports_wasi = module
             .imports()
-            .any(|i| i.module() == "wasi_snapshot_preview1");
+            .any(|i| i.module() == "wasi_snapshot_preview1" || i.module() == "wasi_unstable");
         let exports_memory = module
             .exports()
             .any(|e| e.name() == "memory" && e.ty().memory().is_some());
@@ -176,12 +181,13 @@ impl Engine {
         }
         let pre = self.module_linker.instantiate_pre(module).map_err(|e| {
             CompileError::Unsupported(format!(
-                "the module needs imports wafer does not provide (only WASI preview1 is available): {}",
+                "the module needs imports wafer does not provide (only WASI preview1 and preview0 are \
+                 available): {}",
                 describe(&e)
             ))
         })?;
         match forced.unwrap_or(Kind::Wagi) {
-            Kind::Wagi => Ok(Prepared::Wagi(pre)),
+            Kind::Wagi => Ok(Prepared::Wagi(crate::abi::wagi::WagiModule::new(pre))),
             Kind::Command => Ok(Prepared::ModuleCommand(pre)),
             Kind::Http => Err(CompileError::Unsupported(
                 "kind `http` needs a component exporting wasi:http/incoming-handler@0.2.x; this is a \

@@ -15,7 +15,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 #[derive(Clone)]
 pub(crate) enum Prepared {
     Http(ProxyPre<ComponentState>),
-    Wagi(InstancePre<ModuleState>),
+    Wagi(abi::wagi::WagiModule),
     ModuleCommand(InstancePre<ModuleState>),
     ComponentCommand(CommandPre<ComponentState>),
 }
@@ -72,7 +72,7 @@ impl Function {
     ) -> Result<http::Response<ResponseBody>, InvokeError> {
         match &self.prepared {
             Prepared::Http(pre) => abi::http::serve(pre, request, mount, settings).await,
-            Prepared::Wagi(pre) => abi::wagi::serve(pre, request, mount, settings).await,
+            Prepared::Wagi(module) => abi::wagi::serve(module, request, mount, settings).await,
             Prepared::ModuleCommand(_) | Prepared::ComponentCommand(_) => Err(
                 InvokeError::Internal("a command function does not serve HTTP".into()),
             ),
@@ -89,8 +89,11 @@ impl Function {
         settings: &Settings,
     ) -> Result<CommandOutput, InvokeError> {
         match &self.prepared {
-            Prepared::ModuleCommand(pre) | Prepared::Wagi(pre) => {
+            Prepared::ModuleCommand(pre) => {
                 abi::command::run_module(pre, stdin, args, settings).await
+            }
+            Prepared::Wagi(module) => {
+                abi::command::run_module(&module.pre, stdin, args, settings).await
             }
             Prepared::ComponentCommand(pre) => {
                 abi::command::run_component(pre, stdin, args, settings).await

@@ -309,3 +309,83 @@ async fn raw_wasm_bodies_deploy_with_defaults() {
         .unwrap();
     assert_eq!(response.status(), 415);
 }
+
+/// A WAGI module with `_routes`: `/hello` → `hello`, `/bye/...` → `bye`, anything else → `_start`.
+fn routed_wagi() -> Vec<u8> {
+    let texts = [
+        ("routes", "/hello hello\n/bye/... bye\n/missing nothere\n"),
+        ("main", "Content-Type: text/plain\n\nmain"),
+        ("hello", "Content-Type: text/plain\n\nhello"),
+        ("bye", "Content-Type: text/plain\n\nbye"),
+    ];
+    let mut data = String::new();
+    let mut funcs = String::new();
+    let mut offset = 64;
+    for (name, text) in texts {
+        let escaped: String = text.bytes().map(|b| format!("\\{b:02x}")).collect();
+        data.push_str(&format!("(data (i32.const {offset}) \"{escaped}\")\n"));
+        let export = match name {
+            "routes" => "_routes",
+            "main" => "_start",
+            other => other,
+        };
+        funcs.push_str(&format!(
+            "(func (export \"{export}\") (call $print (i32.const {offset}) (i32.const {})))\n",
+            text.len()
+        ));
+        offset += 128;
+    }
+    wat(&format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write"
+                (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            {data}
+            (func $print (param $ptr i32) (param $len i32)
+                (i32.store (i32.const 0) (local.get $ptr))
+                (i32.store (i32.const 4) (local.get $len))
+                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+            {funcs})"#
+    ))
+}
+
+#[tokio::test]
+async fn wagi_sub_routes_from_the_routes_export_pick_the_handler() {
+    let server = Server::start();
+    server
+        .deploy_ok("routed", routed_wagi(), json!({"routes": ["/example"]}))
+        .await;
+    for (path, want) in [
+        ("/fn/routed", "main"),
+        ("/fn/routed/hello", "hello"),
+        ("/fn/routed/hello/more", "main"),
+        ("/fn/routed/bye", "bye"),
+        ("/fn/routed/bye/now", "bye"),
+        ("/fn/routed/missing", "main"),
+        ("/example/hello", "hello"),
+        ("/example/bye/x", "bye"),
+    ] {
+        let (status, body) = server.get_text(path).await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, want), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn modules_built_against_wasi_unstable_run_as_wagi() {
+    let server = Server::start();
+    let text = "Content-Type: text/plain\n\nold";
+    let escaped: String = text.bytes().map(|b| format!("\\{b:02x}")).collect();
+    let module = wat(&format!(
+        r#"(module
+            (import "wasi_unstable" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 16) "{escaped}")
+            (func (export "_start")
+                (i32.store (i32.const 0) (i32.const 16))
+                (i32.store (i32.const 4) (i32.const {len}))
+                (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+        len = text.len()
+    ));
+    server.deploy_ok("old", module, json!({})).await;
+    assert_eq!(server.get_text("/fn/old").await.1, "old");
+}

@@ -21,8 +21,15 @@ pub(crate) async fn run_module(
     args: &[String],
     settings: &Settings,
 ) -> Result<CommandOutput, InvokeError> {
-    let (exit_code, stdio) =
-        run_start(pre, &argv(settings, args), &settings.env, stdin, settings).await?;
+    let (exit_code, stdio) = run_start(
+        pre,
+        "_start",
+        &argv(settings, args),
+        &settings.env,
+        stdin,
+        settings,
+    )
+    .await?;
     Ok(output(exit_code, &stdio))
 }
 

@@ -1,6 +1,6 @@
 //! One adapter per function kind: [`http`] (wasi:http components), [`wagi`] (CGI over WASI preview1) and
-//! [`command`] (jobs). Core modules of both `wagi` and `command` start at `_start`; [`run_start`] is that
-//! shared step.
+//! [`command`] (jobs). Core modules of both `wagi` and `command` start at an export, normally `_start`;
+//! [`run_start`] is that shared step.
 
 pub(crate) mod command;
 pub(crate) mod http;
@@ -14,9 +14,11 @@ use bytes::Bytes;
 use wasmtime::{InstancePre, Store};
 use wasmtime_wasi::I32Exit;
 
-/// Runs a WASI preview1 module's `_start` in a fresh store; returns its exit code and captured output.
+/// Runs a WASI preview1 module's `entry` export (normally `_start`) in a fresh store; returns its exit
+/// code and captured output.
 pub(crate) async fn run_start(
     pre: &InstancePre<ModuleState>,
+    entry: &str,
     args: &[String],
     env: &[(String, String)],
     stdin: Bytes,
@@ -29,7 +31,7 @@ pub(crate) async fn run_start(
     limits::apply(&mut store, limits);
     let run = async {
         let instance = pre.instantiate_async(&mut store).await?;
-        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        let start = instance.get_typed_func::<(), ()>(&mut store, entry)?;
         start.call_async(&mut store, ()).await
     };
     let code = match tokio::time::timeout(outer_timeout(limits), run).await {

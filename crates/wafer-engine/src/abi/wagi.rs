@@ -3,8 +3,11 @@
 //! The request body is the guest's stdin; the request line and headers are its environment
 //! (`REQUEST_METHOD`, `PATH_INFO`, `QUERY_STRING`, `HTTP_*`, …). What it prints is parsed as a CGI response:
 //! header lines, a blank line, then the body; `Status:` sets the code and a bare `Location:` redirects.
+//! As in WAGI, argv is the request path followed by the query string's `&`-separated parts, and a module
+//! may export `_routes`, printing `PATH EXPORT` lines that map sub-paths of its mount (`/x` exactly,
+//! `/x/...` with everything below) to other exported functions; the last matching line wins.
 
-use super::{argv, log_stderr, run_start};
+use super::{log_stderr, run_start};
 use crate::abi::http::{Mount, ResponseBody};
 use crate::error::InvokeError;
 use crate::function::Settings;
@@ -13,18 +16,143 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use std::sync::Arc;
+use tokio::sync::OnceCell;
 use wasmtime::InstancePre;
+
+/// A WAGI module, with the sub-routes its `_routes` export declares (read once, on first use).
+#[derive(Clone)]
+pub(crate) struct WagiModule {
+    pub(crate) pre: InstancePre<ModuleState>,
+    sub_routes: Arc<OnceCell<Vec<SubRoute>>>,
+}
+
+/// One line of a module's `_routes` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SubRoute {
+    /// The path below the mount, without a trailing `/...`.
+    path: String,
+    /// Whether the path also covers everything below it (`/x/...`).
+    wildcard: bool,
+    /// The exported function to call.
+    export: String,
+}
+
+impl SubRoute {
+    fn matches(&self, rest: &str) -> bool {
+        if self.wildcard {
+            rest == self.path
+                || rest
+                    .strip_prefix(self.path.as_str())
+                    .is_some_and(|below| self.path.is_empty() || below.starts_with('/'))
+        } else {
+            rest == self.path
+        }
+    }
+}
+
+impl WagiModule {
+    pub(crate) fn new(pre: InstancePre<ModuleState>) -> Self {
+        Self {
+            pre,
+            sub_routes: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// The export that answers `rest` (the path below the mount): a sub-route's, or `_start`.
+    async fn entry_for(&self, rest: &str, settings: &Settings) -> String {
+        let routes = self
+            .sub_routes
+            .get_or_init(|| self.read_sub_routes(settings))
+            .await;
+        routes
+            .iter()
+            .rev()
+            .find(|r| r.matches(rest))
+            .map_or_else(|| "_start".to_string(), |r| r.export.clone())
+    }
+
+    /// Runs `_routes`, if the module exports it, and keeps the lines that name a callable export.
+    async fn read_sub_routes(&self, settings: &Settings) -> Vec<SubRoute> {
+        let module = self.pre.module();
+        if module.get_export("_routes").is_none() {
+            return Vec::new();
+        }
+        let args = std::slice::from_ref(&settings.name);
+        let stdout = match run_start(
+            &self.pre,
+            "_routes",
+            args,
+            &settings.env,
+            Bytes::new(),
+            settings,
+        )
+        .await
+        {
+            Ok((_, stdio)) => stdio.stdout.contents(),
+            Err(e) => {
+                tracing::warn!(function = %settings.name, "`_routes` failed, serving `_start` only: {e}");
+                return Vec::new();
+            }
+        };
+        let callable = |name: &str| {
+            module
+                .get_export(name)
+                .and_then(|e| {
+                    e.func()
+                        .map(|f| f.params().len() == 0 && f.results().len() == 0)
+                })
+                .unwrap_or(false)
+        };
+        parse_sub_routes(&String::from_utf8_lossy(&stdout))
+            .into_iter()
+            .filter(|r| {
+                let ok = callable(&r.export);
+                if !ok {
+                    tracing::warn!(function = %settings.name, export = %r.export, "`_routes` names no callable export; ignored");
+                }
+                ok
+            })
+            .collect()
+    }
+}
+
+/// Parses `PATH EXPORT` lines; `PATH` may end in `/...`.
+fn parse_sub_routes(text: &str) -> Vec<SubRoute> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let (pattern, export) = (words.next()?, words.next()?);
+            let (path, wildcard) = match pattern.strip_suffix("/...") {
+                Some(path) => (path, true),
+                None => (pattern, false),
+            };
+            if !(path.is_empty() || path.starts_with('/')) {
+                return None;
+            }
+            Some(SubRoute {
+                path: path.to_string(),
+                wildcard,
+                export: export.to_string(),
+            })
+        })
+        .collect()
+}
 
 /// Serves one request by running the module once.
 pub(crate) async fn serve(
-    pre: &InstancePre<ModuleState>,
+    module: &WagiModule,
     request: Request<Bytes>,
     mount: &Mount,
     settings: &Settings,
 ) -> Result<Response<ResponseBody>, InvokeError> {
     let (parts, body) = request.into_parts();
     let env = cgi_env(&parts, body.len(), mount, settings);
-    let (exit_code, stdio) = run_start(pre, &argv(settings, &[]), &env, body, settings).await?;
+    let entry = module
+        .entry_for(mount.rest(parts.uri.path()), settings)
+        .await;
+    let args = cgi_args(&parts.uri);
+    let (exit_code, stdio) = run_start(&module.pre, &entry, &args, &env, body, settings).await?;
     let stderr = stdio.stderr.contents();
     log_stderr(&settings.name, &stderr);
     match parse_response(stdio.stdout.contents()) {
@@ -109,6 +237,19 @@ fn cgi_env(
         set(&var, values.join(", "));
     }
     env
+}
+
+/// argv as WAGI builds it: the request path, then each `&`-separated part of the query, decoded.
+fn cgi_args(uri: &http::Uri) -> Vec<String> {
+    std::iter::once(uri.path().to_string())
+        .chain(
+            uri.query()
+                .unwrap_or_default()
+                .split('&')
+                .filter(|part| !part.is_empty())
+                .map(|part| percent_decode(&part.replace('+', " "))),
+        )
+        .collect()
 }
 
 fn server_name_port(host: &str) -> &str {
@@ -249,6 +390,34 @@ mod tests {
         assert!(parse_response(Bytes::from_static(b"just text")).is_err());
         assert!(parse_response(Bytes::new()).is_err());
         assert!(parse_response(Bytes::from_static(b"no colon here\n\nbody")).is_err());
+    }
+
+    #[test]
+    fn sub_routes_parse_and_the_last_match_wins() {
+        let routes = parse_sub_routes(
+            "/hello hello\n/goodbye/... goodbye\nnonsense\n/one/... one\n/one/two/... two\n",
+        );
+        assert_eq!(routes.len(), 4);
+        let pick = |rest: &str| {
+            routes
+                .iter()
+                .rev()
+                .find(|r| r.matches(rest))
+                .map(|r| r.export.as_str())
+        };
+        assert_eq!(pick("/hello"), Some("hello"));
+        assert_eq!(pick("/hello/x"), None);
+        assert_eq!(pick("/goodbye"), Some("goodbye"));
+        assert_eq!(pick("/goodbye/a/b"), Some("goodbye"));
+        assert_eq!(pick("/goodbyes"), None);
+        assert_eq!(pick("/one/two/three"), Some("two"));
+        assert_eq!(pick("/"), None);
+    }
+
+    #[test]
+    fn args_are_the_path_and_the_query_parts() {
+        let uri: http::Uri = "/fn/env/x?greet=matt&foo=a%20b+c&&".parse().unwrap();
+        assert_eq!(cgi_args(&uri), ["/fn/env/x", "greet=matt", "foo=a b c"]);
     }
 
     #[test]
