@@ -124,10 +124,10 @@ impl Engine {
     }
 
     /// Loads a compiled artifact written by [`Engine::compile`] (memory-mapping it) and pre-instantiates it
-    /// as `kind`.
+    /// as `kind`, or as the kind detected when `kind` is `None`, with the same checks as a compile.
     ///
     /// The artifact must come from wafer's own blob store: wasmtime trusts compiled code.
-    pub fn load(&self, artifact: &Path, kind: Kind) -> Result<Function, CompileError> {
+    pub fn load(&self, artifact: &Path, kind: Option<Kind>) -> Result<Function, CompileError> {
         let invalid = |e: wasmtime::Error| CompileError::Invalid(describe(&e));
         let precompiled = wasmtime::Engine::detect_precompiled_file(artifact)
             .map_err(invalid)?
@@ -140,12 +140,12 @@ impl Engine {
             wasmtime::Precompiled::Module => {
                 let module = unsafe { Module::deserialize_file(&self.wasmtime, artifact) }
                     .map_err(invalid)?;
-                self.prepare_module(&module, Some(kind))?
+                self.prepare_module(&module, kind)?
             }
             wasmtime::Precompiled::Component => {
                 let component = unsafe { Component::deserialize_file(&self.wasmtime, artifact) }
                     .map_err(invalid)?;
-                self.prepare_component(&component, Some(kind))?
+                self.prepare_component(&component, kind)?
             }
         };
         self.loaded.fetch_add(1, Ordering::Relaxed);
@@ -317,4 +317,87 @@ fn fingerprint(engine: &wasmtime::Engine) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wagi_module() -> Vec<u8> {
+        wat::parse_str(
+            r#"(module
+                (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+                (memory (export "memory") 1)
+                (func (export "_start")))"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn kinds_are_detected_or_forced() {
+        let engine = Engine::new().unwrap();
+        let module = wagi_module();
+        assert_eq!(
+            engine.compile(&module, None).unwrap().function.kind(),
+            Kind::Wagi
+        );
+        assert_eq!(
+            engine
+                .compile(&module, Some(Kind::Command))
+                .unwrap()
+                .function
+                .kind(),
+            Kind::Command
+        );
+        assert!(matches!(
+            engine.compile(&module, Some(Kind::Http)),
+            Err(CompileError::Unsupported(_))
+        ));
+        let empty_component = wat::parse_str("(component)").unwrap();
+        assert!(matches!(
+            engine.compile(&empty_component, None),
+            Err(CompileError::Unsupported(m)) if m.contains("exports neither")
+        ));
+        assert!(matches!(
+            engine.compile(b"\0asm\x02\0\0\0", None),
+            Err(CompileError::Invalid(m)) if m.contains("version")
+        ));
+        assert!(matches!(
+            engine.compile(b"", None),
+            Err(CompileError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_stored_artifact_loads_without_compiling() {
+        let engine = Engine::new().unwrap();
+        let compiled = engine.compile(&wagi_module(), None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("artifact.cwasm");
+        std::fs::write(&path, &compiled.artifact).unwrap();
+        let loaded = engine.load(&path, None).unwrap();
+        assert_eq!(loaded.kind(), Kind::Wagi);
+        assert!(matches!(
+            engine.load(&path, Some(Kind::Http)),
+            Err(CompileError::Unsupported(_))
+        ));
+        assert_eq!(
+            engine.stats(),
+            EngineStats {
+                compiled: 1,
+                loaded: 1
+            }
+        );
+        // A loaded artifact stays memory-mapped: never rewrite it in place.
+        let junk = dir.path().join("junk.cwasm");
+        std::fs::write(&junk, b"not an artifact").unwrap();
+        assert!(engine.load(&junk, None).is_err());
+    }
+
+    #[test]
+    fn the_fingerprint_is_stable_for_one_build() {
+        let (a, b) = (Engine::new().unwrap(), Engine::new().unwrap());
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint().len(), 16);
+    }
 }

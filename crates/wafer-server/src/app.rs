@@ -11,8 +11,8 @@ use crate::registry::{Entry, Registry};
 use crate::validate;
 use bytes::Bytes;
 use std::sync::Arc;
-use wafer_api::FunctionConfig;
-use wafer_engine::{Engine, Function, Settings};
+use wafer_api::{FunctionConfig, Kind};
+use wafer_engine::{CompileError, Engine, Function, Settings};
 use wafer_store::{BlobStore, MetaStore, NewVersion, SqliteStore, StoredFunction, StoredVersion};
 
 /// Why the server could not start.
@@ -118,7 +118,7 @@ impl App {
         tokio::task::spawn_blocking(move || {
             let artifact = blobs.artifact_path(&digest, engine.fingerprint());
             if artifact.exists() {
-                match engine.load(&artifact, kind) {
+                match engine.load(&artifact, Some(kind)) {
                     Ok(function) => return Ok(function),
                     Err(e) => {
                         tracing::warn!(%digest, "compiled artifact unusable, recompiling: {e}")
@@ -137,7 +137,7 @@ impl App {
     /// Validates, compiles and stores a new version of `name`, and makes it live.
     ///
     /// Nothing is written unless the module compiles and fits its kind; if storing fails half-way, the blobs
-    /// written for it are removed again.
+    /// written for it are removed again. Bytes deployed before (under any name) are not compiled again.
     pub async fn deploy(
         &self,
         name: &str,
@@ -146,23 +146,11 @@ impl App {
     ) -> Result<StoredFunction, ApiError> {
         validate::name(name)?;
         let config = validate::config(config)?;
-        if module.is_empty() {
-            return Err(ApiError::bad_request(
-                "invalid_module",
-                "the module is empty",
-            ));
-        }
-        let engine = self.engine.clone();
-        let forced = config.kind;
-        let compile_input = module.clone();
-        let compiled = tokio::task::spawn_blocking(move || engine.compile(&compile_input, forced))
-            .await
-            .map_err(|e| ApiError::internal(format!("compile task failed: {e}")))??;
-
         let digest = BlobStore::digest(&module);
+        let (function, artifact) = self.compile_or_reuse(&digest, &module, config.kind).await?;
         let new = NewVersion {
             name: name.to_string(),
-            kind: compiled.function.kind(),
+            kind: function.kind(),
             config,
             digest: digest.clone(),
             size: module.len() as u64,
@@ -171,10 +159,11 @@ impl App {
         let existed = self.blobs.module_path(&digest).exists();
         let blobs = self.blobs.clone();
         let fingerprint = self.engine.fingerprint().to_string();
-        let artifact = compiled.artifact;
         let written = tokio::task::spawn_blocking(move || {
             blobs.put_module(&new.digest, &module)?;
-            blobs.put_artifact(&new.digest, &fingerprint, &artifact)?;
+            if let Some(artifact) = artifact {
+                blobs.put_artifact(&new.digest, &fingerprint, &artifact)?;
+            }
             Ok::<_, wafer_store::StoreError>(new)
         })
         .await
@@ -185,15 +174,15 @@ impl App {
             Err(e) => Err(e),
         };
         match stored {
-            Ok(function) => {
-                self.install(&function, compiled.function);
+            Ok(stored) => {
+                self.install(&stored, function);
                 tracing::info!(
                     function = name,
-                    version = function.live.version,
-                    kind = %function.live.kind,
+                    version = stored.live.version,
+                    kind = %stored.live.kind,
                     "deployed"
                 );
-                Ok(function)
+                Ok(stored)
             }
             Err(e) => {
                 if !existed && !self.meta.digest_in_use(&digest).await.unwrap_or(true) {
@@ -204,6 +193,35 @@ impl App {
                 Err(e)
             }
         }
+    }
+
+    /// Compiles `module`, or, when its compiled artifact for this engine is already stored (the same bytes
+    /// deployed before, under any name), loads that instead; either way the kind is checked.
+    async fn compile_or_reuse(
+        &self,
+        digest: &str,
+        module: &Bytes,
+        forced: Option<Kind>,
+    ) -> Result<(Function, Option<Vec<u8>>), ApiError> {
+        let engine = self.engine.clone();
+        let artifact = self.blobs.artifact_path(digest, engine.fingerprint());
+        let module = module.clone();
+        tokio::task::spawn_blocking(move || {
+            if artifact.exists() {
+                match engine.load(&artifact, forced) {
+                    Ok(function) => return Ok((function, None)),
+                    Err(CompileError::Unsupported(reason)) => {
+                        return Err(CompileError::Unsupported(reason))
+                    }
+                    Err(e) => tracing::warn!("stored artifact unusable, compiling: {e}"),
+                }
+            }
+            let compiled = engine.compile(&module, forced)?;
+            Ok((compiled.function, Some(compiled.artifact)))
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("compile task failed: {e}")))?
+        .map_err(ApiError::from)
     }
 
     /// Makes an earlier (or later) stored version of `name` live again.

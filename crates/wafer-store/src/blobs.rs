@@ -3,7 +3,8 @@
 //! Layout under the data directory: `modules/sha256/<hex>` holds a module as deployed;
 //! `modules/sha256/<hex>.<engine-fingerprint>.cwasm` holds its compiled form for one engine build, so an engine
 //! upgrade never loads an incompatible artifact. Files are written to a temporary name, fsynced and renamed,
-//! so a crash never leaves a partial blob under a real name.
+//! so a crash never leaves a partial blob under a real name, and a file is never rewritten in place: a loaded
+//! artifact is memory-mapped, and truncating it under the mapping would crash the process.
 
 use crate::StoreError;
 use sha2::{Digest, Sha256};

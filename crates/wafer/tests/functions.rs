@@ -389,3 +389,27 @@ async fn modules_built_against_wasi_unstable_run_as_wagi() {
     server.deploy_ok("old", module, json!({})).await;
     assert_eq!(server.get_text("/fn/old").await.1, "old");
 }
+
+#[tokio::test]
+async fn the_same_bytes_deployed_again_are_not_compiled_again() {
+    let server = Server::start();
+    let module = wagi_wat("Content-Type: text/plain\n\nshared");
+    server.deploy_ok("one", module.clone(), json!({})).await;
+    server.deploy_ok("two", module.clone(), json!({})).await;
+    server
+        .deploy_ok("one", module.clone(), json!({"kind": "command"}))
+        .await;
+    assert_eq!(server.metric("wafer_compilations_total").await, 1);
+    assert_eq!(server.metric("wafer_artifact_loads_total").await, 2);
+    assert_eq!(server.get_text("/fn/two").await.1, "shared");
+    // The stored artifact is checked like a fresh compile.
+    let (status, body) = server
+        .deploy("three", module, json!({"kind": "http"}))
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "unsupported_module");
+    // Deleting one user of the bytes leaves them for the other.
+    let (status, _, _) = server.call(Method::DELETE, "/v1/functions/one", "").await;
+    assert_eq!(status, 204);
+    assert_eq!(server.get_text("/fn/two").await.1, "shared");
+    assert_eq!(server.module_files().len(), 2);
+}

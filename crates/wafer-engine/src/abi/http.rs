@@ -3,7 +3,7 @@
 //! As in `wasmtime serve`, the handler runs in its own task so it can keep streaming the body after the
 //! response head has been sent; the store (and with it the instance) lives exactly as long as that task.
 
-use super::log_stderr;
+use super::log_output;
 use crate::error::InvokeError;
 use crate::function::Settings;
 use crate::host::{self, ComponentState};
@@ -90,7 +90,9 @@ pub(crate) async fn serve(
             Ok(result) => result.map_err(|e| classify(e, &limits)),
         };
         drop(store);
-        log_stderr(&name, &stdio.stderr.contents());
+        // Neither stream is part of the HTTP response; both go to the log.
+        log_output(&name, "stdout", &stdio.stdout.contents());
+        log_output(&name, "stderr", &stdio.stderr.contents());
         result
     });
 

@@ -52,9 +52,10 @@ pub(crate) fn argv(settings: &Settings, extra: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Emits what a guest wrote to stderr, a line per event, so operators can see it.
-pub(crate) fn log_stderr(function: &str, stderr: &[u8]) {
-    for line in String::from_utf8_lossy(stderr).lines() {
-        tracing::info!(target: "wafer::guest", function, "{line}");
+/// Emits what a guest wrote to one of its output streams (`stream` names which), a line per event, so
+/// operators can see it.
+pub(crate) fn log_output(function: &str, stream: &str, bytes: &[u8]) {
+    for line in String::from_utf8_lossy(bytes).lines() {
+        tracing::info!(target: "wafer::guest", function, stream, "{line}");
     }
 }

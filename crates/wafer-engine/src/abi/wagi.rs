@@ -7,7 +7,7 @@
 //! may export `_routes`, printing `PATH EXPORT` lines that map sub-paths of its mount (`/x` exactly,
 //! `/x/...` with everything below) to other exported functions; the last matching line wins.
 
-use super::{log_stderr, run_start};
+use super::{log_output, run_start};
 use crate::abi::http::{Mount, ResponseBody};
 use crate::error::InvokeError;
 use crate::function::Settings;
@@ -154,7 +154,7 @@ pub(crate) async fn serve(
     let args = cgi_args(&parts.uri);
     let (exit_code, stdio) = run_start(&module.pre, &entry, &args, &env, body, settings).await?;
     let stderr = stdio.stderr.contents();
-    log_stderr(&settings.name, &stderr);
+    log_output(&settings.name, "stderr", &stderr);
     match parse_response(stdio.stdout.contents()) {
         Ok(response) => Ok(response),
         Err(_) if exit_code != 0 => Err(InvokeError::Failed(format!(

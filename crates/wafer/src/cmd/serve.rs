@@ -1,6 +1,7 @@
 //! `wafer serve`: builds the server configuration from flags and environment and runs until a signal.
 
 use crate::cli::ServeArgs;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 use wafer_server::{Defaults, ServerConfig};
@@ -11,6 +12,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             EnvFilter::try_from_env("WAFER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let fallback = Defaults::default();
     let defaults = Defaults {
