@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// Largest request body handed to a function, e.g. 16MiB.
     #[arg(long, env = "WAFER_MAX_BODY", value_parser = crate::cmd::deploy::parse_bytes)]
     pub max_body: Option<u64>,
+    /// Largest module a deploy accepts, e.g. 256MiB.
+    #[arg(long, env = "WAFER_MAX_MODULE", value_parser = crate::cmd::deploy::parse_bytes)]
+    pub max_module: Option<u64>,
 }
 
 /// How client subcommands reach the server and print results.

@@ -136,6 +136,30 @@ async fn an_oversized_request_body_is_413() {
 }
 
 #[tokio::test]
+async fn an_oversized_module_is_413_either_way_it_is_sent() {
+    let server = Server::start_with(&["--max-module", "1KiB"]);
+    let big = wagi_wat(&format!("Content-Type: text/plain\n\n{}", "x".repeat(2048)));
+    let (status, body) = server.deploy("big", big.clone(), json!({})).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    let response = server
+        .http
+        .post(server.at("/v1/functions/big/versions"))
+        .header("content-type", "application/wasm")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert!(server.module_files().is_empty());
+    server.deploy_ok("small", wagi_wat(HELLO), json!({})).await;
+}
+
+#[tokio::test]
 async fn an_infinite_loop_times_out_while_others_are_served() {
     let server = Server::start();
     server

@@ -15,14 +15,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let fallback = Defaults::default();
+    let bytes = |flag: Option<u64>, default: usize| {
+        flag.map_or(default, |b| usize::try_from(b).unwrap_or(usize::MAX))
+    };
     let defaults = Defaults {
         memory_mb: args.memory.unwrap_or(fallback.memory_mb),
         timeout_ms: args.timeout.unwrap_or(fallback.timeout_ms),
-        max_request_bytes: args
-            .max_body
-            .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
-            .unwrap_or(fallback.max_request_bytes),
-        ..fallback
+        max_request_bytes: bytes(args.max_body, fallback.max_request_bytes),
+        max_module_bytes: bytes(args.max_module, fallback.max_module_bytes),
     };
     let config = ServerConfig {
         defaults,
