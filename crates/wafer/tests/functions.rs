@@ -131,12 +131,16 @@ async fn commands_report_their_exit_code_and_output() {
             json!({"kind": "command"}),
         )
         .await;
-    let (status, reply) = post_json(&server, "/v1/functions/wc/invoke", "").await;
+    let (status, reply) = server
+        .call_json(Method::POST, "/v1/functions/wc/invoke", "")
+        .await;
     assert_eq!(status, 200);
     assert_eq!(reply["exit_code"], 2);
     assert_eq!(reply["stdout"], "");
     assert_eq!(reply["stderr"], "wc: no input\n");
-    let (status, reply) = post_json(&server, "/v1/functions/wc/invoke", "a\n").await;
+    let (status, reply) = server
+        .call_json(Method::POST, "/v1/functions/wc/invoke", "a\n")
+        .await;
     assert_eq!(status, 200);
     assert_eq!(reply["exit_code"], 0);
     assert_eq!(reply["stdout"], "1 1 2\n");
@@ -149,19 +153,13 @@ async fn commands_report_their_exit_code_and_output() {
     server
         .deploy_ok("seven", exit7, json!({"kind": "command"}))
         .await;
-    let (status, reply) = post_json(&server, "/v1/functions/seven/invoke", "").await;
+    let (status, reply) = server
+        .call_json(Method::POST, "/v1/functions/seven/invoke", "")
+        .await;
     assert_eq!(
         (status.as_u16(), reply["exit_code"].as_i64()),
         (200, Some(7))
     );
-}
-
-async fn post_json(server: &Server, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
-    let (status, _, text) = server.call(Method::POST, path, body).await;
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}")),
-    )
 }
 
 #[tokio::test]
@@ -220,23 +218,21 @@ async fn versions_are_immutable_and_rollback_switches_the_live_one() {
         (Some(1), Some(2))
     );
 
-    let (status, _, body) = server
-        .call(
+    let (status, body) = server
+        .call_json(
             Method::POST,
             "/v1/functions/app/rollback",
             r#"{"version":9}"#,
         )
         .await;
-    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
-    let (status, _, body) = server
-        .call(
+    let (status, body) = server
+        .call_json(
             Method::POST,
             "/v1/functions/app/rollback",
             r#"{"versoin":1}"#,
         )
         .await;
-    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
 }
 
@@ -258,8 +254,9 @@ async fn delete_removes_the_function_its_routes_and_its_blobs() {
     let (status, body) = server.get_json("/gone").await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     assert_eq!(server.module_files(), Vec::<std::path::PathBuf>::new());
-    let (status, _, body) = server.call(Method::DELETE, "/v1/functions/gone", "").await;
-    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (status, body) = server
+        .call_json(Method::DELETE, "/v1/functions/gone", "")
+        .await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
 }
 
@@ -373,19 +370,7 @@ async fn wagi_sub_routes_from_the_routes_export_pick_the_handler() {
 #[tokio::test]
 async fn modules_built_against_wasi_unstable_run_as_wagi() {
     let server = Server::start();
-    let text = "Content-Type: text/plain\n\nold";
-    let escaped: String = text.bytes().map(|b| format!("\\{b:02x}")).collect();
-    let module = wat(&format!(
-        r#"(module
-            (import "wasi_unstable" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
-            (memory (export "memory") 1)
-            (data (i32.const 16) "{escaped}")
-            (func (export "_start")
-                (i32.store (i32.const 0) (i32.const 16))
-                (i32.store (i32.const 4) (i32.const {len}))
-                (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
-        len = text.len()
-    ));
+    let module = wagi_wat_importing("wasi_unstable", "Content-Type: text/plain\n\nold");
     server.deploy_ok("old", module, json!({})).await;
     assert_eq!(server.get_text("/fn/old").await.1, "old");
 }

@@ -121,10 +121,9 @@ async fn unknown_functions_and_paths_are_404() {
 async fn an_oversized_request_body_is_413() {
     let server = Server::start_with(&["--max-body", "1KiB"]);
     server.deploy_ok("small", wagi_wat(HELLO), json!({})).await;
-    let (status, _, body) = server
-        .call(Method::POST, "/fn/small", &"x".repeat(4096))
+    let (status, body) = server
+        .call_json(Method::POST, "/fn/small", &"x".repeat(4096))
         .await;
-    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_error(
         status,
         &body,

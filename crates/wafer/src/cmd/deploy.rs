@@ -43,15 +43,21 @@ pub fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Parses a size (`512`, `64KiB`, `16MiB`, `1GiB`, also `K`/`M`/`G`/`KB`/`MB`/`GB` as binary units) to bytes.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+/// Splits `128MiB` into `128` and `MiB`; `expected` says what the value should look like.
+fn number_and_unit<'a>(s: &'a str, expected: &str) -> Result<(u64, &'a str), String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let number: u64 = number
+    let number = number
         .parse()
-        .map_err(|_| format!("expected a size such as 128MiB, got {s:?}"))?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        .map_err(|_| format!("expected {expected}, got {s:?}"))?;
+    Ok((number, unit.trim()))
+}
+
+/// Parses a size (`512`, `64KiB`, `16MiB`, `1GiB`, also `K`/`M`/`G`/`KB`/`MB`/`GB` as binary units) to bytes.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let (number, unit) = number_and_unit(s, "a size such as 128MiB")?;
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
@@ -77,12 +83,7 @@ pub fn parse_memory_mb(s: &str) -> Result<u64, String> {
 
 /// Parses a duration (`500ms`, `10s`, `2m`; a bare number is milliseconds) to milliseconds.
 pub fn parse_timeout_ms(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("expected a duration such as 10s, got {s:?}"))?;
+    let (number, unit) = number_and_unit(s, "a duration such as 10s")?;
     let scale = match unit {
         "" | "ms" => 1,
         "s" => 1000,

@@ -166,6 +166,19 @@ impl Server {
         (status, headers, response.text().await.expect("body"))
     }
 
+    /// A request to `path` whose answer is JSON → status and JSON body.
+    pub async fn call_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &str,
+    ) -> (StatusCode, Value) {
+        let (status, _, text) = self.call(method, path, body).await;
+        let value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        (status, value)
+    }
+
     /// `GET path` → status and body text.
     pub async fn get_text(&self, path: &str) -> (StatusCode, String) {
         let (status, _, body) = self.call(reqwest::Method::GET, path, "").await;
@@ -241,10 +254,15 @@ pub fn wat(text: &str) -> Vec<u8> {
 
 /// A WAGI module that prints `response` (CGI headers, blank line, body) to stdout and exits.
 pub fn wagi_wat(response: &str) -> Vec<u8> {
+    wagi_wat_importing("wasi_snapshot_preview1", response)
+}
+
+/// [`wagi_wat`], importing `fd_write` from the WASI module named `wasi` (`wasi_unstable` for preview 0).
+pub fn wagi_wat_importing(wasi: &str, response: &str) -> Vec<u8> {
     let escaped: String = response.bytes().map(|b| format!("\\{b:02x}")).collect();
     wat(&format!(
         r#"(module
-            (import "wasi_snapshot_preview1" "fd_write"
+            (import "{wasi}" "fd_write"
                 (func $fd_write (param i32 i32 i32 i32) (result i32)))
             (memory (export "memory") 1)
             (data (i32.const 16) "{escaped}")
