@@ -32,6 +32,12 @@ pub enum StartError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// A non-loopback address was asked for without a token to protect the management API.
+    #[error(
+        "refusing to serve the management API on {0} without a token: set --token (or WAFER_TOKEN), \
+         or listen on a loopback address"
+    )]
+    Insecure(std::net::SocketAddr),
     /// The server failed while running.
     #[error("server error: {0}")]
     Serve(std::io::Error),
@@ -104,6 +110,7 @@ impl App {
         let entry = Entry {
             function: prepared,
             settings: self.settings(&live.name, &live.config),
+            private: live.config.private,
         };
         self.registry
             .install(&live.name, entry, &live.config.routes);

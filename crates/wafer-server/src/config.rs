@@ -14,6 +14,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Limits for functions that do not set their own, and body caps.
     pub defaults: Defaults,
+    /// The bearer token the management API (and private functions) require; `None` leaves them open,
+    /// which is only allowed on a loopback address.
+    pub token: Option<String>,
 }
 
 /// Server-wide defaults and caps.
@@ -58,6 +61,7 @@ impl ServerConfig {
             listen,
             data_dir,
             defaults: Defaults::default(),
+            token: None,
         }
     }
 }

@@ -5,11 +5,13 @@
 //! - `registry.rs` — live functions by name and route, read on every request;
 //! - `api.rs` — the `/v1` management endpoints; `trigger.rs` — `/fn/{name}` and function routes;
 //!   `ops.rs` — `/healthz` and `/metrics`;
+//! - `auth.rs` — the bearer token of the management API and private functions;
 //! - `validate.rs` — checks on names and configs; `error.rs` — every failure's status and code, in one place;
 //! - `config.rs` — the typed configuration the binary builds.
 
 mod api;
 mod app;
+mod auth;
 mod config;
 mod error;
 mod ops;
@@ -40,11 +42,15 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/functions/{name}/rollback", post(api::rollback))
         .route("/v1/functions/{name}/invoke", post(api::invoke))
-        .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_token,
+        ))
         .layer(DefaultBodyLimit::max(module_limit));
-    api.route("/fn/{name}", any(trigger::function_root))
+    api.route("/healthz", get(ops::healthz))
+        .route("/fn/{name}", any(trigger::function_root))
         .route("/fn/{name}/{*rest}", any(trigger::function_path))
         .fallback(trigger::routed)
         .with_state(app)
@@ -58,6 +64,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let listen = config.listen;
+    if config.token.is_none() && !listen.ip().is_loopback() {
+        return Err(StartError::Insecure(listen));
+    }
     let app = App::open(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

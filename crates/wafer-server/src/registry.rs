@@ -13,6 +13,8 @@ pub struct Entry {
     pub function: Function,
     /// What each invocation gets: name, env, limits.
     pub settings: Settings,
+    /// Whether callers need the server's token.
+    pub private: bool,
 }
 
 #[derive(Default)]

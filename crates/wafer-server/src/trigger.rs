@@ -76,6 +76,9 @@ pub async fn call(
     mount: Mount,
     request: Request,
 ) -> Result<Response, ApiError> {
+    if entry.private {
+        crate::auth::check(app, &request)?;
+    }
     let (parts, body) = request.into_parts();
     let limit = app.config.defaults.max_request_bytes;
     let body = read_body(body, limit, "the request body").await?;

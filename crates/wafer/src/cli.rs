@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// Largest request body handed to a function, e.g. 16MiB.
     #[arg(long, env = "WAFER_MAX_BODY", value_parser = crate::cmd::deploy::parse_bytes)]
     pub max_body: Option<u64>,
+    /// Require `Authorization: Bearer TOKEN` on the management API and on private functions. Without it,
+    /// wafer only listens on loopback addresses.
+    #[arg(long, env = "WAFER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Largest module a deploy accepts, e.g. 256MiB.
     #[arg(long, env = "WAFER_MAX_MODULE", value_parser = crate::cmd::deploy::parse_bytes)]
     pub max_module: Option<u64>,
@@ -58,6 +62,9 @@ pub struct ClientArgs {
     /// The wafer server's base URL.
     #[arg(long, env = "WAFER_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
+    /// The server's API token, if it has one.
+    #[arg(long, env = "WAFER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Print for people (text) or for scripts (json).
     #[arg(long, short, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -109,6 +116,9 @@ pub struct DeployArgs {
     /// Timeout of one invocation, e.g. 10s or 500ms.
     #[arg(long, value_parser = crate::cmd::deploy::parse_timeout_ms)]
     pub timeout: Option<u64>,
+    /// Require the server's token to call the function under /fn and its routes too.
+    #[arg(long)]
+    pub private: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }

@@ -1,5 +1,6 @@
 //! The HTTP client of the management API, used by every subcommand but `serve`.
 
+use crate::cli::ClientArgs;
 use anyhow::{anyhow, Context, Result};
 use reqwest::{Method, Response};
 use serde::de::DeserializeOwned;
@@ -8,14 +9,16 @@ use wafer_api::{ErrorBody, FunctionConfig, VersionInfo};
 /// A connection to one wafer server.
 pub struct Client {
     base: String,
+    token: Option<String>,
     http: reqwest::Client,
 }
 
 impl Client {
-    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`).
-    pub fn new(base: &str) -> Self {
+    /// A client of the server named by `--server`, sending `--token` when given.
+    pub fn new(args: &ClientArgs) -> Self {
         Self {
-            base: base.trim_end_matches('/').to_string(),
+            base: args.server.trim_end_matches('/').to_string(),
+            token: args.token.clone().filter(|t| !t.is_empty()),
             http: reqwest::Client::new(),
         }
     }
@@ -34,7 +37,11 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base))
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     /// `GET path`, decoded from JSON.

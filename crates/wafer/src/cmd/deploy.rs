@@ -17,8 +17,9 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
         env: args.env.into_iter().collect(),
         memory_mb: args.memory,
         timeout_ms: args.timeout,
+        private: args.private,
     };
-    let client = Client::new(&args.client.server);
+    let client = Client::new(&args.client);
     let version = client.deploy(&args.name, module, &config).await?;
     let mut text = format!(
         "deployed {} version {} ({})\n  {}/fn/{}",

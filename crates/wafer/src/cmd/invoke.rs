@@ -32,7 +32,7 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
             None => data.as_bytes().to_vec(),
         },
     };
-    let client = Client::new(&args.client.server);
+    let client = Client::new(&args.client);
     let response = client.invoke(&args.name, body).await?;
     let status = response.status();
     let is_command = response

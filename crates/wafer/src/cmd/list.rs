@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use wafer_api::{FunctionInfo, FunctionList, RollbackRequest, VersionList};
 
 pub async fn functions(args: ClientArgs) -> anyhow::Result<ExitCode> {
-    let list: FunctionList = Client::new(&args.server).get("/v1/functions").await?;
+    let list: FunctionList = Client::new(&args).get("/v1/functions").await?;
     let rows = list
         .functions
         .iter()
@@ -32,7 +32,7 @@ pub async fn functions(args: ClientArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn versions(args: NameArgs) -> anyhow::Result<ExitCode> {
     let path = format!("/v1/functions/{}/versions", args.name);
-    let list: VersionList = Client::new(&args.client.server).get(&path).await?;
+    let list: VersionList = Client::new(&args.client).get(&path).await?;
     let rows = list
         .versions
         .iter()
@@ -61,9 +61,7 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let body = RollbackRequest {
         version: args.version,
     };
-    let function: FunctionInfo = Client::new(&args.client.server)
-        .post_json(&path, &body)
-        .await?;
+    let function: FunctionInfo = Client::new(&args.client).post_json(&path, &body).await?;
     let text = format!(
         "{} is at version {} (latest {})",
         function.name, function.live_version, function.latest_version
@@ -74,7 +72,7 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn remove(args: NameArgs) -> anyhow::Result<ExitCode> {
     let path = format!("/v1/functions/{}", args.name);
-    Client::new(&args.client.server).delete(&path).await?;
+    Client::new(&args.client).delete(&path).await?;
     let value = serde_json::json!({ "deleted": args.name });
     output::message(
         args.client.output,

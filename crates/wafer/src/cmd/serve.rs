@@ -26,6 +26,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let config = ServerConfig {
         defaults,
+        token: args.token.filter(|t| !t.is_empty()),
         ..ServerConfig::new(args.listen, args.data_dir)
     };
     wafer_server::serve(config, shutdown_signal()).await?;

@@ -20,6 +20,8 @@ pub struct Server {
     pub url: String,
     logs: Arc<Mutex<Vec<String>>>,
     pub http: reqwest::Client,
+    /// The API token the server was started with (`--token`), sent by every helper.
+    pub token: Option<String>,
 }
 
 impl Server {
@@ -35,6 +37,7 @@ impl Server {
 
     fn start_in(data: Arc<tempfile::TempDir>, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wafer"))
+            .env_remove("WAFER_TOKEN")
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data.path())
             .args(args)
@@ -75,12 +78,18 @@ impl Server {
                 );
             }
         };
+        let token = args
+            .iter()
+            .position(|a| *a == "--token")
+            .and_then(|i| args.get(i + 1))
+            .map(|t| t.to_string());
         Self {
             child,
             data,
             url,
             logs,
             http: reqwest::Client::new(),
+            token,
         }
     }
 
@@ -120,14 +129,25 @@ impl Server {
         format!("{}{path}", self.url)
     }
 
+    /// A request to `path` carrying the server's token, if it has one.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, self.at(path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
     /// Deploys `module` with `config` as multipart; returns status and JSON body.
     pub async fn deploy(&self, name: &str, module: Vec<u8>, config: Value) -> (StatusCode, Value) {
         let form = reqwest::multipart::Form::new()
             .part("module", reqwest::multipart::Part::bytes(module))
             .part("config", reqwest::multipart::Part::text(config.to_string()));
         let response = self
-            .http
-            .post(self.at(&format!("/v1/functions/{name}/versions")))
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/functions/{name}/versions"),
+            )
             .multipart(form)
             .send()
             .await
@@ -144,7 +164,13 @@ impl Server {
 
     /// `GET path` → status and JSON body.
     pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
-        json_reply(self.http.get(self.at(path)).send().await.expect("GET")).await
+        json_reply(
+            self.request(reqwest::Method::GET, path)
+                .send()
+                .await
+                .expect("GET"),
+        )
+        .await
     }
 
     /// A request to `path` → status, headers and body text.
@@ -155,8 +181,7 @@ impl Server {
         body: &str,
     ) -> (StatusCode, reqwest::header::HeaderMap, String) {
         let response = self
-            .http
-            .request(method, self.at(path))
+            .request(method, path)
             .body(body.to_string())
             .send()
             .await
@@ -193,9 +218,13 @@ impl Server {
             .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
     }
 
-    /// Runs the `wafer` CLI against this server.
+    /// Runs the `wafer` CLI against this server, with its token.
     pub fn cli(&self, args: &[&str]) -> Output {
-        wafer_cli(&self.url, args)
+        let mut command = wafer_command(&self.url, args);
+        if let Some(token) = &self.token {
+            command.env("WAFER_TOKEN", token);
+        }
+        command.output().expect("run wafer")
     }
 }
 
@@ -205,14 +234,19 @@ impl Drop for Server {
     }
 }
 
-/// Runs the `wafer` CLI with `WAFER_SERVER` pointing at `url`.
+/// Runs the `wafer` CLI with `WAFER_SERVER` pointing at `url` and no token.
 pub fn wafer_cli(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wafer"))
+    wafer_command(url, args).output().expect("run wafer")
+}
+
+fn wafer_command(url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wafer"));
+    command
         .args(args)
         .env("WAFER_SERVER", url)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run wafer")
+        .env_remove("WAFER_TOKEN")
+        .stdin(Stdio::null());
+    command
 }
 
 async fn json_reply(response: reqwest::Response) -> (StatusCode, Value) {

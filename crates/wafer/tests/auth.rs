@@ -1,0 +1,109 @@
+//! End-to-end: the management API's bearer token, private functions, and refusing to expose an
+//! unprotected API.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::json;
+use std::time::Duration;
+
+const TOKEN: &str = "correct-horse-battery-staple";
+
+#[tokio::test]
+async fn the_management_api_needs_the_token() {
+    let server = Server::start_with(&["--token", TOKEN]);
+    for path in ["/v1/functions", "/metrics"] {
+        let response = server.http.get(server.at(path)).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{path} without a token");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+        let response = server
+            .http
+            .get(server.at(path))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{path} with a wrong token");
+        let (status, _, _) = server.call(Method::GET, path, "").await;
+        assert_eq!(status, 200, "{path} with the token");
+    }
+    let response = server.http.get(server.at("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // A deploy without the token stores nothing.
+    let response = server
+        .http
+        .post(server.at("/v1/functions/sneaky/versions"))
+        .header("content-type", "application/wasm")
+        .body(wagi_wat("Content-Type: text/plain\n\nno"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(server.module_files().is_empty());
+}
+
+#[tokio::test]
+async fn the_cli_sends_the_token() {
+    let server = Server::start_with(&["--token", TOKEN]);
+    let out = wafer_cli(&server.url, &["ls"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unauthorized"), "{}", stderr(&out));
+    let out = wafer_cli(&server.url, &["ls", "--token", "wrong"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = server.cli(&["ls"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn functions_stay_open_unless_private() {
+    let server = Server::start_with(&["--token", TOKEN]);
+    let module = wagi_wat("Content-Type: text/plain\n\nhi");
+    server.deploy_ok("public", module.clone(), json!({})).await;
+    server
+        .deploy_ok(
+            "secret",
+            module,
+            json!({"private": true, "routes": ["/secret"]}),
+        )
+        .await;
+    let get = |path: &str| server.http.get(server.at(path)).send();
+    assert_eq!(get("/fn/public").await.unwrap().status(), 200);
+    assert_eq!(get("/fn/secret").await.unwrap().status(), 401);
+    assert_eq!(get("/secret/x").await.unwrap().status(), 401);
+    assert_eq!(
+        server.get_text("/fn/secret").await,
+        (StatusCode::OK, "hi".into())
+    );
+    let (_, info) = server.get_json("/v1/functions/secret").await;
+    assert_eq!(info["config"]["private"], true);
+}
+
+#[test]
+fn a_public_address_without_a_token_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(data.path())
+        .env_remove("WAFER_TOKEN")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wafer serve kept running on 0.0.0.0 without a token");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = child.wait_with_output().unwrap();
+    assert!(!status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("without a token"), "{stderr}");
+}
