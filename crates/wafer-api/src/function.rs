@@ -71,6 +71,9 @@ pub struct FunctionConfig {
     /// Wall-clock limit of one invocation in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The most invocations of this function that run at once; further calls wait briefly, then get 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
     /// Whether calling the function over `/fn` and its routes needs the server's API token too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub private: bool,

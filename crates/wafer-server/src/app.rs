@@ -5,6 +5,7 @@
 //! [`Registry`]. Changes are serialised by one lock so the registry always matches the database; compiling,
 //! the slow part of a deploy, happens before the lock is taken.
 
+use crate::admission::Admission;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::registry::{Entry, Registry};
@@ -49,6 +50,7 @@ pub struct App {
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) blobs: BlobStore,
     pub(crate) registry: Registry,
+    pub(crate) admission: Admission,
     pub(crate) config: ServerConfig,
     changes: tokio::sync::Mutex<()>,
 }
@@ -63,6 +65,10 @@ impl App {
             meta: Arc::new(meta),
             blobs,
             registry: Registry::default(),
+            admission: Admission::new(
+                config.defaults.max_instances,
+                std::time::Duration::from_millis(config.defaults.queue_wait_ms),
+            ),
             config,
             changes: tokio::sync::Mutex::new(()),
         });
@@ -111,6 +117,10 @@ impl App {
             function: prepared,
             settings: self.settings(&live.name, &live.config),
             private: live.config.private,
+            slots: live
+                .config
+                .max_concurrency
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
         };
         self.registry
             .install(&live.name, entry, &live.config.routes);

@@ -30,6 +30,10 @@ pub struct Defaults {
     pub max_request_bytes: usize,
     /// The largest module a deploy accepts.
     pub max_module_bytes: usize,
+    /// The most instances running at once, over all functions.
+    pub max_instances: usize,
+    /// How long a call waits for a slot of a function at its `max_concurrency`, in milliseconds.
+    pub queue_wait_ms: u64,
 }
 
 impl Default for Defaults {
@@ -39,6 +43,8 @@ impl Default for Defaults {
             timeout_ms: 30_000,
             max_request_bytes: 16 * 1024 * 1024,
             max_module_bytes: 256 * 1024 * 1024,
+            max_instances: 1000,
+            queue_wait_ms: 1000,
         }
     }
 }

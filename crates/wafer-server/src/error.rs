@@ -17,6 +17,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds after which a retry may succeed (`Retry-After`), for load-shedding answers.
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -25,6 +27,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -64,6 +67,22 @@ impl ApiError {
             "unsupported_media_type",
             message,
         )
+    }
+
+    /// 429: the function is at its concurrency limit; retry after a second.
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "concurrency_limit", message)
+        }
+    }
+
+    /// 503: the server is at its instance limit; retry after a second.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "at_capacity", message)
+        }
     }
 
     /// 500: something failed on our side.
@@ -127,6 +146,11 @@ impl IntoResponse for ApiError {
             Json(ErrorBody::new(self.code, self.message)),
         )
             .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,

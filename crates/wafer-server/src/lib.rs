@@ -5,10 +5,12 @@
 //! - `registry.rs` — live functions by name and route, read on every request;
 //! - `api.rs` — the `/v1` management endpoints; `trigger.rs` — `/fn/{name}` and function routes;
 //!   `ops.rs` — `/healthz` and `/metrics`;
+//! - `admission.rs` — per-function concurrency and the server-wide instance cap;
 //! - `auth.rs` — the bearer token of the management API and private functions;
 //! - `validate.rs` — checks on names and configs; `error.rs` — every failure's status and code, in one place;
 //! - `config.rs` — the typed configuration the binary builds.
 
+mod admission;
 mod api;
 mod app;
 mod auth;

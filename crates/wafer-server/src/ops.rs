@@ -29,6 +29,12 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         app.registry.len() as u64,
     );
     metric(
+        "wafer_active_instances",
+        "gauge",
+        "Invocations running now.",
+        app.admission.active() as u64,
+    );
+    metric(
         "wafer_compilations_total",
         "counter",
         "Wasm binaries compiled to machine code.",

@@ -15,6 +15,8 @@ pub struct Entry {
     pub settings: Settings,
     /// Whether callers need the server's token.
     pub private: bool,
+    /// The function's concurrency slots, when it sets `max_concurrency`.
+    pub slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 #[derive(Default)]

@@ -82,6 +82,10 @@ pub async fn call(
     let (parts, body) = request.into_parts();
     let limit = app.config.defaults.max_request_bytes;
     let body = read_body(body, limit, "the request body").await?;
+    let permit = app
+        .admission
+        .admit(&entry.settings.name, entry.slots.as_ref())
+        .await?;
     let function = &entry.function;
     if function.kind() == Kind::Command {
         let output = function.run_command(body, &[], &entry.settings).await?;
@@ -91,7 +95,13 @@ pub async fn call(
     let response = function
         .serve_http(request, &mount, &entry.settings)
         .await?;
-    Ok(response.map(Body::new))
+    // The instance may still be streaming the body: keep its slots until the body is done.
+    Ok(response.map(|body| {
+        Body::new(body.map_frame(move |frame| {
+            let _held = &permit;
+            frame
+        }))
+    }))
 }
 
 /// Reads a whole body, refusing it with 413 past `limit` bytes.

@@ -8,6 +8,8 @@ const RESERVED_PREFIXES: &[&str] = &["/v1", "/fn", "/api", "/healthz", "/metrics
 
 /// The largest memory cap a function may ask for, in MiB.
 const MAX_MEMORY_MB: u64 = 4096;
+/// The highest `max_concurrency` a function may ask for.
+const MAX_CONCURRENCY: u32 = 100_000;
 /// The longest timeout a function may ask for, in milliseconds (15 minutes).
 const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 
@@ -81,6 +83,13 @@ pub fn config(mut config: FunctionConfig) -> Result<FunctionConfig, ApiError> {
         if mb == 0 || mb > MAX_MEMORY_MB {
             return Err(invalid(format!(
                 "memory_mb must be between 1 and {MAX_MEMORY_MB}, not {mb}"
+            )));
+        }
+    }
+    if let Some(n) = config.max_concurrency {
+        if n == 0 || n > MAX_CONCURRENCY {
+            return Err(invalid(format!(
+                "max_concurrency must be between 1 and {MAX_CONCURRENCY}, not {n}"
             )));
         }
     }

@@ -47,6 +47,12 @@ pub struct ServeArgs {
     /// Largest request body handed to a function, e.g. 16MiB.
     #[arg(long, env = "WAFER_MAX_BODY", value_parser = crate::cmd::deploy::parse_bytes)]
     pub max_body: Option<u64>,
+    /// The most instances running at once over all functions; further calls get 503.
+    #[arg(long, env = "WAFER_MAX_INSTANCES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_instances: Option<u32>,
+    /// How long a call waits for a function at its concurrency limit before 429, e.g. 1s.
+    #[arg(long, env = "WAFER_QUEUE_WAIT", value_parser = crate::cmd::deploy::parse_timeout_ms)]
+    pub queue_wait: Option<u64>,
     /// Require `Authorization: Bearer TOKEN` on the management API and on private functions. Without it,
     /// wafer only listens on loopback addresses.
     #[arg(long, env = "WAFER_TOKEN", hide_env_values = true)]
@@ -116,6 +122,9 @@ pub struct DeployArgs {
     /// Timeout of one invocation, e.g. 10s or 500ms.
     #[arg(long, value_parser = crate::cmd::deploy::parse_timeout_ms)]
     pub timeout: Option<u64>,
+    /// The most invocations that run at once; further calls wait briefly, then get 429.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
     /// Require the server's token to call the function under /fn and its routes too.
     #[arg(long)]
     pub private: bool,

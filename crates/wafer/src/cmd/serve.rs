@@ -23,6 +23,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         timeout_ms: args.timeout.unwrap_or(fallback.timeout_ms),
         max_request_bytes: bytes(args.max_body, fallback.max_request_bytes),
         max_module_bytes: bytes(args.max_module, fallback.max_module_bytes),
+        max_instances: args
+            .max_instances
+            .map_or(fallback.max_instances, |n| n as usize),
+        queue_wait_ms: args.queue_wait.unwrap_or(fallback.queue_wait_ms),
     };
     let config = ServerConfig {
         defaults,

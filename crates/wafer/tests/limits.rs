@@ -1,0 +1,107 @@
+//! End-to-end: concurrency limits shed load with 429 and 503 instead of piling up instances.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const SPIN: &str = r#"(module (func (export "_start") (loop (br 0))))"#;
+const HELLO: &str = "Content-Type: text/plain\n\nhello";
+
+/// Polls `/metrics` until `n` instances are running.
+async fn wait_for_active(server: &Server, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.metric("wafer_active_instances").await != n {
+        assert!(
+            Instant::now() < deadline,
+            "never reached {n} active instances"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_function_at_its_concurrency_limit_answers_429_after_a_bounded_wait() {
+    let server = Server::start_with(&["--queue-wait", "200ms"]);
+    server
+        .deploy_ok(
+            "spin",
+            wat(SPIN),
+            json!({"timeout_ms": 1500, "max_concurrency": 1}),
+        )
+        .await;
+    let (_, info) = server.get_json("/v1/functions/spin").await;
+    assert_eq!(info["config"]["max_concurrency"], 1);
+    let first = server.get_json("/fn/spin");
+    let second = async {
+        wait_for_active(&server, 1).await;
+        server.call(Method::GET, "/fn/spin", "").await
+    };
+    let ((first_status, first_body), (status, headers, body)) = tokio::join!(first, second);
+    assert_error(
+        first_status,
+        &first_body,
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+    );
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_error(
+        status,
+        &body,
+        StatusCode::TOO_MANY_REQUESTS,
+        "concurrency_limit",
+    );
+    assert_eq!(headers["retry-after"], "1");
+    // Once the first call ends its slot is free again.
+    wait_for_active(&server, 0).await;
+    let (status, body) = server.get_json("/fn/spin").await;
+    assert_error(status, &body, StatusCode::GATEWAY_TIMEOUT, "timeout");
+}
+
+#[tokio::test]
+async fn the_instance_cap_sheds_load_with_503() {
+    let server = Server::start_with(&["--max-instances", "1"]);
+    server
+        .deploy_ok("spin", wat(SPIN), json!({"timeout_ms": 1500}))
+        .await;
+    server.deploy_ok("good", wagi_wat(HELLO), json!({})).await;
+    let spin = server.get_json("/fn/spin");
+    let probe = async {
+        wait_for_active(&server, 1).await;
+        server.call(Method::GET, "/fn/good", "").await
+    };
+    let ((spin_status, spin_body), (status, headers, body)) = tokio::join!(spin, probe);
+    assert_error(
+        spin_status,
+        &spin_body,
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+    );
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "at_capacity",
+    );
+    assert_eq!(headers["retry-after"], "1");
+    wait_for_active(&server, 0).await;
+    assert_eq!(
+        server.get_text("/fn/good").await,
+        (StatusCode::OK, "hello".into())
+    );
+}
+
+#[tokio::test]
+async fn nonsensical_limits_are_refused() {
+    let server = Server::start();
+    let (status, body) = server
+        .deploy("zero", wagi_wat(HELLO), json!({"max_concurrency": 0}))
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_config");
+    let out = wafer_cli(&server.url, &["serve", "--max-instances", "0"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--max-instances"), "{}", stderr(&out));
+}
