@@ -32,12 +32,16 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port).
-    #[arg(long, env = "WAFER_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// Directory for the database and module blobs.
-    #[arg(long, env = "WAFER_DATA_DIR", default_value = "./wafer-data")]
-    pub data_dir: PathBuf,
+    /// A TOML file of server settings (the names of these flags, in snake_case); flags and WAFER_*
+    /// variables override it. Defaults to ./wafer.toml when that exists.
+    #[arg(long, env = "WAFER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:8080].
+    #[arg(long, env = "WAFER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the database and module blobs [default: ./wafer-data].
+    #[arg(long, env = "WAFER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Default memory cap of an invocation, e.g. 128MiB.
     #[arg(long, env = "WAFER_MEMORY", value_parser = crate::cmd::deploy::parse_memory_mb)]
     pub memory: Option<u64>,

@@ -105,3 +105,31 @@ async fn nonsensical_limits_are_refused() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--max-instances"), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn a_config_file_sets_the_server_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wafer.toml");
+    std::fs::write(&path, "max_body = \"1KiB\"\nmemory = \"16MiB\"\n").unwrap();
+    let path = path.to_string_lossy().into_owned();
+    let server = Server::start_with(&["--config", &path]);
+    server.deploy_ok("small", wagi_wat(HELLO), json!({})).await;
+    let (status, body) = server
+        .call_json(Method::POST, "/fn/small", &"x".repeat(2048))
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+
+    std::fs::write(dir.path().join("bad.toml"), "memroy = \"16MiB\"\n").unwrap();
+    let bad = dir.path().join("bad.toml").to_string_lossy().into_owned();
+    let out = wafer_cli(
+        &server.url,
+        &["serve", "--config", &bad, "--listen", "127.0.0.1:0"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("bad.toml"), "{}", stderr(&out));
+}

@@ -1,10 +1,21 @@
-//! `wafer serve`: builds the server configuration from flags and environment and runs until a signal.
+//! `wafer serve`: builds the server configuration and runs until a signal.
+//!
+//! Each setting comes from the first of: its flag, its `WAFER_*` variable, the config file (`--config`, or
+//! `./wafer.toml` when present), the built-in default.
 
 use crate::cli::ServeArgs;
+use crate::cmd::deploy::{parse_bytes, parse_memory_mb, parse_timeout_ms};
+use anyhow::{anyhow, Context};
+use serde::Deserialize;
 use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 use wafer_server::{Defaults, ServerConfig};
+
+/// The config file read when `--config` is not given, if it exists.
+const DEFAULT_CONFIG_FILE: &str = "wafer.toml";
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
@@ -14,27 +25,95 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let fallback = Defaults::default();
-    let bytes = |flag: Option<u64>, default: usize| {
-        flag.map_or(default, |b| usize::try_from(b).unwrap_or(usize::MAX))
+    let file = match &args.config {
+        Some(path) => FileConfig::read(path)?,
+        None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+            FileConfig::read(Path::new(DEFAULT_CONFIG_FILE))?
+        }
+        None => FileConfig::default(),
     };
-    let defaults = Defaults {
-        memory_mb: args.memory.unwrap_or(fallback.memory_mb),
-        timeout_ms: args.timeout.unwrap_or(fallback.timeout_ms),
-        max_request_bytes: bytes(args.max_body, fallback.max_request_bytes),
-        max_module_bytes: bytes(args.max_module, fallback.max_module_bytes),
-        max_instances: args
-            .max_instances
-            .map_or(fallback.max_instances, |n| n as usize),
-        queue_wait_ms: args.queue_wait.unwrap_or(fallback.queue_wait_ms),
-    };
-    let config = ServerConfig {
-        defaults,
-        token: args.token.filter(|t| !t.is_empty()),
-        ..ServerConfig::new(args.listen, args.data_dir)
-    };
+    let config = server_config(args, file)?;
     wafer_server::serve(config, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The settings a config file may hold; sizes and durations are written as for the flags (`"128MiB"`,
+/// `"30s"`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    token: Option<String>,
+    memory: Option<String>,
+    timeout: Option<String>,
+    max_body: Option<String>,
+    max_module: Option<String>,
+    max_instances: Option<u32>,
+    queue_wait: Option<String>,
+}
+
+impl FileConfig {
+    fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// Merges flags (already merged with `WAFER_*` by clap) over the file over the defaults.
+fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConfig> {
+    let fallback = Defaults::default();
+    let from_file = |name: &str, value: Option<String>, parse: fn(&str) -> Result<u64, String>| {
+        value
+            .map(|v| parse(&v).map_err(|e| anyhow!("config file: {name}: {e}")))
+            .transpose()
+    };
+    let bytes = |value: Option<u64>, default: usize| {
+        value.map_or(default, |b| usize::try_from(b).unwrap_or(usize::MAX))
+    };
+    let max_instances = args.max_instances.or(file.max_instances);
+    if max_instances == Some(0) {
+        return Err(anyhow!("config file: max_instances must be at least 1"));
+    }
+    let defaults = Defaults {
+        memory_mb: args
+            .memory
+            .or(from_file("memory", file.memory, parse_memory_mb)?)
+            .unwrap_or(fallback.memory_mb),
+        timeout_ms: args
+            .timeout
+            .or(from_file("timeout", file.timeout, parse_timeout_ms)?)
+            .unwrap_or(fallback.timeout_ms),
+        max_request_bytes: bytes(
+            args.max_body
+                .or(from_file("max_body", file.max_body, parse_bytes)?),
+            fallback.max_request_bytes,
+        ),
+        max_module_bytes: bytes(
+            args.max_module
+                .or(from_file("max_module", file.max_module, parse_bytes)?),
+            fallback.max_module_bytes,
+        ),
+        max_instances: max_instances.map_or(fallback.max_instances, |n| n as usize),
+        queue_wait_ms: args
+            .queue_wait
+            .or(from_file("queue_wait", file.queue_wait, parse_timeout_ms)?)
+            .unwrap_or(fallback.queue_wait_ms),
+    };
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./wafer-data"));
+    Ok(ServerConfig {
+        defaults,
+        token: args.token.or(file.token).filter(|t| !t.is_empty()),
+        ..ServerConfig::new(listen, data_dir)
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -58,4 +137,49 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(flags: &[&str]) -> ServeArgs {
+        let cli = crate::cli::Cli::parse_from(["wafer", "serve"].iter().chain(flags));
+        match cli.command {
+            crate::cli::Command::Serve(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            listen = "127.0.0.1:9000"
+            memory = "64MiB"
+            timeout = "5s"
+            max_instances = 7
+            "#,
+        )
+        .unwrap();
+        let config = server_config(args(&["--timeout", "2s"]), file).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.defaults.memory_mb, 64);
+        assert_eq!(config.defaults.timeout_ms, 2000);
+        assert_eq!(config.defaults.max_instances, 7);
+        assert_eq!(
+            config.defaults.queue_wait_ms,
+            Defaults::default().queue_wait_ms
+        );
+        assert_eq!(config.data_dir, PathBuf::from("./wafer-data"));
+    }
+
+    #[test]
+    fn a_bad_file_is_refused_with_its_reason() {
+        assert!(toml::from_str::<FileConfig>("memroy = \"1MiB\"").is_err());
+        let file: FileConfig = toml::from_str("memory = \"lots\"").unwrap();
+        let err = server_config(args(&[]), file).unwrap_err().to_string();
+        assert!(err.contains("memory"), "{err}");
+    }
 }
