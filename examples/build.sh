@@ -11,7 +11,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(wagi-c command-c http-python http-js)
+[ ${#targets[@]} -gt 0 ] || targets=(wagi-c command-c http-python http-js http-fetch-js)
 
 need_apt() {
   if ! command -v clang >/dev/null || ! dpkg -s wasi-libc libclang-rt-14-dev-wasm32 >/dev/null 2>&1; then
@@ -46,9 +46,9 @@ build_python() {
 }
 
 build_js() {
-  local wit
+  local dir=$1 wit
   wit="$(wit_dir)/wit"
-  cd http-js
+  cd "$dir"
   [ -d node_modules/@bytecodealliance/componentize-js ] || npm install --no-audit --no-fund --silent
   # componentize-js wants the WIT at the exact wasi version its engine exports (0.2.10), by a path under
   # this directory: package versions and `@since` gates are rewritten to it.
@@ -57,14 +57,14 @@ build_js() {
   node build.mjs .wit
   rm -rf .wit
   cd "$here"
-  echo "built http-js/hello.wasm"
+  echo "built $dir/hello.wasm"
 }
 
 for target in "${targets[@]}"; do
   case "$target" in
     wagi-c | command-c) build_c "$target" ;;
     http-python) build_python ;;
-    http-js) build_js ;;
+    http-js | http-fetch-js) build_js "$target" ;;
     *) echo "unknown example: $target" >&2; exit 2 ;;
   esac
 done

@@ -71,6 +71,10 @@ pub struct FunctionConfig {
     /// Wall-clock limit of one invocation in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Hosts outbound HTTP may reach: `host`, `host:port`, `*.domain[:port]`, optionally with
+    /// `http://`/`https://`. Loopback and private addresses need an exact entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_outbound_hosts: Vec<String>,
     /// The most invocations of this function that run at once; further calls wait briefly, then get 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,

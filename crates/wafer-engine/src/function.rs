@@ -3,6 +3,7 @@
 use crate::abi;
 use crate::abi::http::{Mount, ResponseBody};
 use crate::error::InvokeError;
+use crate::host::outbound::OutboundPolicy;
 use crate::host::{ComponentState, ModuleState};
 use crate::limits::Limits;
 use bytes::Bytes;
@@ -44,6 +45,8 @@ pub struct Settings {
     pub env: Vec<(String, String)>,
     /// Memory, time and output limits.
     pub limits: Limits,
+    /// The hosts outbound HTTP may reach.
+    pub outbound: OutboundPolicy,
 }
 
 impl Function {

@@ -8,7 +8,8 @@
 //! - `abi/` holds one adapter per function kind: `http.rs` (wasi:http components), `wagi.rs` (CGI over WASI
 //!   preview1) and `command.rs` (jobs).
 //! - `limits.rs` enforces the per-invocation memory cap and deadline; `host.rs` holds the per-invocation host
-//!   state, deny-by-default: no preopened directories, no sockets, no host environment, no outbound HTTP.
+//!   state, deny-by-default: no preopened directories, no sockets, no host environment, and outbound HTTP
+//!   only to the hosts a function is granted (`host/outbound.rs`).
 //! - `error.rs` holds the two error enums of this crate's boundary, [`CompileError`] and [`InvokeError`].
 
 mod abi;
@@ -23,5 +24,6 @@ pub use engine::SetupError;
 pub use engine::{Engine, EngineStats};
 pub use error::{CompileError, InvokeError};
 pub use function::{Compiled, Function, Settings};
+pub use host::outbound::OutboundPolicy;
 pub use limits::Limits;
 pub use wafer_api::{CommandOutput, Kind};

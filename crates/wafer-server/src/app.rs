@@ -13,7 +13,7 @@ use crate::validate;
 use bytes::Bytes;
 use std::sync::Arc;
 use wafer_api::{FunctionConfig, Kind};
-use wafer_engine::{CompileError, Engine, Function, Settings};
+use wafer_engine::{CompileError, Engine, Function, OutboundPolicy, Settings};
 use wafer_store::{BlobStore, MetaStore, NewVersion, SqliteStore, StoredFunction, StoredVersion};
 
 /// Why the server could not start.
@@ -108,6 +108,11 @@ impl App {
                 .config
                 .defaults
                 .limits(config.memory_mb, config.timeout_ms),
+            // Validated at deploy; a stored entry that no longer parses grants nothing.
+            outbound: OutboundPolicy::parse(&config.allowed_outbound_hosts).unwrap_or_else(|e| {
+                tracing::error!(function = name, "outbound hosts ignored: {e}");
+                OutboundPolicy::default()
+            }),
         }
     }
 

@@ -86,6 +86,7 @@ pub fn config(mut config: FunctionConfig) -> Result<FunctionConfig, ApiError> {
             )));
         }
     }
+    wafer_engine::OutboundPolicy::parse(&config.allowed_outbound_hosts).map_err(invalid)?;
     if let Some(n) = config.max_concurrency {
         if n == 0 || n > MAX_CONCURRENCY {
             return Err(invalid(format!(

@@ -126,6 +126,9 @@ pub struct DeployArgs {
     /// Timeout of one invocation, e.g. 10s or 500ms.
     #[arg(long, value_parser = crate::cmd::deploy::parse_timeout_ms)]
     pub timeout: Option<u64>,
+    /// A host outbound HTTP may reach: host, host:port or *.domain (repeatable).
+    #[arg(long = "allow-outbound")]
+    pub allow_outbound: Vec<String>,
     /// The most invocations that run at once; further calls wait briefly, then get 429.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: Option<u32>,

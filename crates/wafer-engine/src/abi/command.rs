@@ -43,7 +43,10 @@ pub(crate) async fn run_component(
     let limits = &settings.limits;
     let (builder, stdio) = host::wasi_builder(&argv(settings, args), &settings.env, stdin, limits);
     let mut builder = builder;
-    let mut store = Store::new(pre.engine(), ComponentState::new(builder.build(), limits));
+    let mut store = Store::new(
+        pre.engine(),
+        ComponentState::new(builder.build(), limits, &settings.outbound),
+    );
     limits::apply(&mut store, limits);
     let run = async {
         let command = pre.instantiate_async(&mut store).await?;

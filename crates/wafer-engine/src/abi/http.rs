@@ -60,7 +60,10 @@ pub(crate) async fn serve(
         Bytes::new(),
         &limits,
     );
-    let mut store = Store::new(pre.engine(), ComponentState::new(builder.build(), &limits));
+    let mut store = Store::new(
+        pre.engine(),
+        ComponentState::new(builder.build(), &limits, &settings.outbound),
+    );
     limits::apply(&mut store, &limits);
     let internal = |e: wasmtime::Error| InvokeError::Internal(crate::error::describe(&e));
     let (sender, receiver) = tokio::sync::oneshot::channel();

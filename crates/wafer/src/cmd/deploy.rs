@@ -17,6 +17,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
         env: args.env.into_iter().collect(),
         memory_mb: args.memory,
         timeout_ms: args.timeout,
+        allowed_outbound_hosts: args.allow_outbound,
         max_concurrency: args.concurrency,
         private: args.private,
     };

@@ -1,11 +1,15 @@
 //! Per-invocation host state, deny-by-default.
 //!
 //! Components get a preview2 WASI context and a wasi:http context; core modules get a preview1 context.
-//! Neither has preopened directories, sockets, or the host's environment. Outbound HTTP is refused until a
-//! function is granted hosts to reach.
+//! Neither has preopened directories, sockets, or the host's environment. Outbound HTTP reaches only the
+//! hosts a function is granted (`outbound.rs`).
+
+pub(crate) mod outbound;
 
 use crate::limits::{Limited, Limits, MemoryLimiter};
 use bytes::Bytes;
+use http_body_util::BodyExt;
+use outbound::OutboundPolicy;
 use std::future::Future;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -75,17 +79,19 @@ pub(crate) struct ComponentState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    hooks: DenyOutbound,
+    hooks: OutboundHooks,
     limiter: MemoryLimiter,
 }
 
 impl ComponentState {
-    pub(crate) fn new(wasi: WasiCtx, limits: &Limits) -> Self {
+    pub(crate) fn new(wasi: WasiCtx, limits: &Limits, outbound: &OutboundPolicy) -> Self {
         Self {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: DenyOutbound,
+            hooks: OutboundHooks {
+                policy: outbound.clone(),
+            },
             limiter: MemoryLimiter::new(limits.memory_bytes),
         }
     }
@@ -116,14 +122,16 @@ impl WasiHttpView for ComponentState {
     }
 }
 
-/// wasi:http hooks that refuse every outbound request: no function has been granted a host to reach.
-struct DenyOutbound;
+/// wasi:http hooks that send an outbound request only when the function's policy allows its target.
+struct OutboundHooks {
+    policy: OutboundPolicy,
+}
 
-impl WasiHttpHooks for DenyOutbound {
+impl WasiHttpHooks for OutboundHooks {
     fn send_request(
         &mut self,
         request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<
         dyn Future<
@@ -133,7 +141,14 @@ impl WasiHttpHooks for DenyOutbound {
                 )>,
             > + Send,
     > {
-        tracing::debug!(uri = %request.uri(), "outbound HTTP refused: no hosts allowed");
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        let policy = self.policy.clone();
+        Box::new(async move {
+            policy.check(request.uri()).await?;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            ))
+        })
     }
 }

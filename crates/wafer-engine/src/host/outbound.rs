@@ -1,0 +1,292 @@
+//! Outbound HTTP (`wasi:http/outgoing-handler`) under a per-function allowlist.
+//!
+//! A function reaches only hosts in its `allowed_outbound_hosts`: `host`, `host:port`, `*.domain` (any
+//! subdomain) or `*.domain:port`, each optionally prefixed with `http://` or `https://` to fix the scheme.
+//! Everything else is refused with `HTTP-request-denied`. On top of that, a request whose host resolves to a
+//! loopback, link-local, private or otherwise non-public address is refused with
+//! `destination-IP-prohibited` unless an exact (not wildcard) entry names that host, so a wildcard can never
+//! be used to reach the host's own network.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+use std::sync::Arc;
+use wasmtime_wasi_http::Error as HttpError;
+
+/// One allowlist entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRule {
+    scheme: Option<String>,
+    host: HostPattern,
+    port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    /// This host exactly (lowercase).
+    Exact(String),
+    /// Any host ending in this suffix, which starts with `.`.
+    Subdomains(String),
+}
+
+impl FromStr for HostRule {
+    type Err = String;
+
+    fn from_str(entry: &str) -> Result<Self, String> {
+        let invalid = |why: &str| format!("invalid outbound host {entry:?}: {why}");
+        let (scheme, rest) = match entry.split_once("://") {
+            Some((scheme @ ("http" | "https"), rest)) => (Some(scheme.to_string()), rest),
+            Some(_) => return Err(invalid("the scheme must be http or https")),
+            None => (None, entry),
+        };
+        let (host, port) = split_host_port(rest).ok_or_else(|| invalid("bad port"))?;
+        let host = host.to_ascii_lowercase();
+        let valid_label = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':')
+        };
+        let host = match host.strip_prefix("*.") {
+            Some(domain) if valid_label(domain) => HostPattern::Subdomains(format!(".{domain}")),
+            Some(_) => return Err(invalid("a wildcard must be followed by a domain")),
+            None if valid_label(&host) && !host.contains('*') => HostPattern::Exact(host),
+            None => return Err(invalid("expected host, host:port or *.domain")),
+        };
+        Ok(Self { scheme, host, port })
+    }
+}
+
+impl fmt::Display for HostRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(scheme) = &self.scheme {
+            write!(f, "{scheme}://")?;
+        }
+        match &self.host {
+            HostPattern::Exact(host) => f.write_str(host)?,
+            HostPattern::Subdomains(suffix) => write!(f, "*{suffix}")?,
+        }
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits `host[:port]` (IPv6 literals in brackets); `None` for an unparsable port.
+fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(port) => Some(port.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some((host.to_string(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_string(), Some(port.parse().ok()?))),
+        None => Some((s.to_string(), None)),
+    }
+}
+
+impl HostRule {
+    fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
+        self.scheme.as_deref().is_none_or(|s| s == scheme)
+            && self.port.is_none_or(|p| p == port)
+            && match &self.host {
+                HostPattern::Exact(exact) => exact == host,
+                HostPattern::Subdomains(suffix) => host.ends_with(suffix.as_str()),
+            }
+    }
+
+    fn is_exact(&self) -> bool {
+        matches!(self.host, HostPattern::Exact(_))
+    }
+}
+
+/// A function's outbound allowlist. Empty (the default) refuses everything.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundPolicy {
+    rules: Arc<[HostRule]>,
+}
+
+impl OutboundPolicy {
+    /// Parses `allowed_outbound_hosts` entries.
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        let rules = entries
+            .iter()
+            .map(|e| e.parse())
+            .collect::<Result<Vec<HostRule>, String>>()?;
+        Ok(Self {
+            rules: rules.into(),
+        })
+    }
+
+    /// Checks an outgoing request's target, resolving its host to refuse non-public addresses that no
+    /// exact entry names.
+    pub(crate) async fn check(&self, uri: &http::Uri) -> Result<(), HttpError> {
+        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "http" { 80 } else { 443 });
+        let rule = self.rule_for(&scheme, &host, port).ok_or_else(|| {
+            tracing::info!(%uri, "outbound HTTP refused: host not in allowed_outbound_hosts");
+            HttpError::HttpRequestDenied
+        })?;
+        let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| HttpError::DnsError {
+                    rcode: Some(e.to_string()),
+                    info_code: None,
+                })?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        decide(rule, &addresses).inspect_err(|_| {
+            tracing::info!(%uri, "outbound HTTP refused: resolves to a non-public address");
+        })
+    }
+
+    /// The entry allowing this target, preferring an exact one.
+    fn rule_for(&self, scheme: &str, host: &str, port: u16) -> Option<&HostRule> {
+        let mut matching = self.rules.iter().filter(|r| r.matches(scheme, host, port));
+        let first = matching.next()?;
+        if first.is_exact() {
+            return Some(first);
+        }
+        Some(matching.find(|r| r.is_exact()).unwrap_or(first))
+    }
+}
+
+/// Allows a target whose addresses are all public, or any target an exact entry names.
+fn decide(rule: &HostRule, addresses: &[IpAddr]) -> Result<(), HttpError> {
+    if rule.is_exact() || addresses.iter().all(|ip| is_public(*ip)) {
+        Ok(())
+    } else {
+        Err(HttpError::DestinationIpProhibited)
+    }
+}
+
+/// Whether an address is on the public internet (not loopback, link-local, private, shared, multicast,
+/// documentation or unspecified).
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public_v4(v4),
+            None => is_public_v6(v6),
+        },
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    !(ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // shared address space (RFC 6598)
+        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
+        || a >= 240) // reserved
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    !(ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || (first & 0xfe00) == 0xfc00 // unique local
+        || (first & 0xffc0) == 0xfe80 // link-local
+        || first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(entries: &[&str]) -> OutboundPolicy {
+        OutboundPolicy::parse(&entries.iter().map(|e| e.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn entries_parse_and_print_back() {
+        for entry in [
+            "example.com",
+            "example.com:8080",
+            "*.example.com",
+            "https://api.example.com:443",
+            "127.0.0.1:9000",
+            "[::1]:80",
+        ] {
+            let rule: HostRule = entry.parse().unwrap();
+            assert_eq!(rule.to_string(), entry.replace(['[', ']'], ""));
+        }
+        for bad in ["", "*", "*.", "ftp://x", "host:port", "ex*ample.com", "a b"] {
+            assert!(bad.parse::<HostRule>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_listed_hosts_ports_and_schemes_match() {
+        let p = policy(&["api.example.com", "*.cdn.test:8443", "https://secure.test"]);
+        assert!(p.rule_for("https", "api.example.com", 443).is_some());
+        assert!(p.rule_for("http", "api.example.com", 80).is_some());
+        assert!(p.rule_for("https", "evil.com", 443).is_none());
+        assert!(p.rule_for("https", "x.api.example.com", 443).is_none());
+        assert!(p.rule_for("https", "img.cdn.test", 8443).is_some());
+        assert!(p.rule_for("https", "img.cdn.test", 443).is_none());
+        assert!(p.rule_for("https", "cdn.test", 8443).is_none());
+        assert!(p.rule_for("https", "secure.test", 443).is_some());
+        assert!(p.rule_for("http", "secure.test", 80).is_none());
+        assert!(policy(&[]).rule_for("https", "example.com", 443).is_none());
+    }
+
+    #[test]
+    fn non_public_addresses_need_an_exact_entry() {
+        let wildcard: HostRule = "*.internal.test".parse().unwrap();
+        let exact: HostRule = "db.internal.test".parse().unwrap();
+        let private: Vec<IpAddr> = [
+            "10.1.2.3",
+            "127.0.0.1",
+            "169.254.169.254",
+            "192.168.1.1",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        for ip in &private {
+            assert!(
+                matches!(
+                    decide(&wildcard, &[*ip]),
+                    Err(HttpError::DestinationIpProhibited)
+                ),
+                "{ip}"
+            );
+            assert!(decide(&exact, &[*ip]).is_ok(), "{ip}");
+        }
+        let public: Vec<IpAddr> = vec![
+            "93.184.216.34".parse().unwrap(),
+            "2606:2800:220:1::1".parse().unwrap(),
+        ];
+        assert!(decide(&wildcard, &public).is_ok());
+        // One private address among public ones is enough to refuse.
+        assert!(decide(&wildcard, &[public[0], private[0]]).is_err());
+    }
+}
