@@ -132,28 +132,21 @@ impl App {
     }
 
     /// A stored version, runnable: from its compiled artifact when there is one for this engine, otherwise
-    /// compiled again from its module (and the artifact written for next time).
+    /// compiled again from its stored module (and the artifact written for next time).
     async fn prepare(&self, version: &StoredVersion) -> Result<Function, ApiError> {
-        let engine = self.engine.clone();
-        let blobs = self.blobs.clone();
-        let (digest, kind) = (version.digest.clone(), version.kind);
-        tokio::task::spawn_blocking(move || {
-            let artifact = blobs.artifact_path(&digest, engine.fingerprint());
-            if artifact.exists() {
-                match engine.load(&artifact, Some(kind)) {
-                    Ok(function) => return Ok(function),
-                    Err(e) => {
-                        tracing::warn!(%digest, "compiled artifact unusable, recompiling: {e}")
-                    }
-                }
-            }
-            let bytes = blobs.read_module(&digest)?;
-            let compiled = engine.compile(&bytes, Some(kind))?;
-            blobs.put_artifact(&digest, engine.fingerprint(), &compiled.artifact)?;
-            Ok(compiled.function)
-        })
-        .await
-        .map_err(|e| ApiError::internal(format!("load task failed: {e}")))?
+        let (function, artifact) = self
+            .load_or_compile(&version.digest, None, Some(version.kind))
+            .await?;
+        if let Some(artifact) = artifact {
+            let (blobs, digest) = (self.blobs.clone(), version.digest.clone());
+            let fingerprint = self.engine.fingerprint().to_string();
+            tokio::task::spawn_blocking(move || {
+                blobs.put_artifact(&digest, &fingerprint, &artifact)
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("write task failed: {e}")))??;
+        }
+        Ok(function)
     }
 
     /// Validates, compiles and stores a new version of `name`, and makes it live.
@@ -169,7 +162,9 @@ impl App {
         validate::name(name)?;
         let config = validate::config(config)?;
         let digest = BlobStore::digest(&module);
-        let (function, artifact) = self.compile_or_reuse(&digest, &module, config.kind).await?;
+        let (function, artifact) = self
+            .load_or_compile(&digest, Some(module.clone()), config.kind)
+            .await?;
         let new = NewVersion {
             name: name.to_string(),
             kind: function.kind(),
@@ -217,33 +212,38 @@ impl App {
         }
     }
 
-    /// Compiles `module`, or, when its compiled artifact for this engine is already stored (the same bytes
-    /// deployed before, under any name), loads that instead; either way the kind is checked.
-    async fn compile_or_reuse(
+    /// The function of module `digest`: its stored artifact for this engine when there is one (the same
+    /// bytes deployed before, under any name), otherwise compiled from `module` (or, when `None`, the stored
+    /// module), with the new artifact returned for storing. Either way `kind`, when given, is checked.
+    async fn load_or_compile(
         &self,
         digest: &str,
-        module: &Bytes,
-        forced: Option<Kind>,
+        module: Option<Bytes>,
+        kind: Option<Kind>,
     ) -> Result<(Function, Option<Vec<u8>>), ApiError> {
         let engine = self.engine.clone();
-        let artifact = self.blobs.artifact_path(digest, engine.fingerprint());
-        let module = module.clone();
+        let blobs = self.blobs.clone();
+        let digest = digest.to_string();
         tokio::task::spawn_blocking(move || {
+            let artifact = blobs.artifact_path(&digest, engine.fingerprint());
             if artifact.exists() {
-                match engine.load(&artifact, forced) {
+                match engine.load(&artifact, kind) {
                     Ok(function) => return Ok((function, None)),
                     Err(CompileError::Unsupported(reason)) => {
-                        return Err(CompileError::Unsupported(reason))
+                        return Err(CompileError::Unsupported(reason).into())
                     }
-                    Err(e) => tracing::warn!("stored artifact unusable, compiling: {e}"),
+                    Err(e) => tracing::warn!(%digest, "stored artifact unusable, compiling: {e}"),
                 }
             }
-            let compiled = engine.compile(&module, forced)?;
+            let module = match module {
+                Some(module) => module,
+                None => Bytes::from(blobs.read_module(&digest)?),
+            };
+            let compiled = engine.compile(&module, kind)?;
             Ok((compiled.function, Some(compiled.artifact)))
         })
         .await
         .map_err(|e| ApiError::internal(format!("compile task failed: {e}")))?
-        .map_err(ApiError::from)
     }
 
     /// Makes an earlier (or later) stored version of `name` live again.

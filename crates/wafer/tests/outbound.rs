@@ -21,7 +21,9 @@ async fn upstream() -> (u16, Arc<AtomicUsize>) {
                 let mut buf = [0u8; 4096];
                 let _ = socket.read(&mut buf).await;
                 let _ = socket
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello")
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+                    )
                     .await;
             });
         }
@@ -36,12 +38,20 @@ async fn outbound_requests_reach_only_allowed_hosts() {
     let fetch = example("http-fetch-js/hello.wasm");
     let target = format!("127.0.0.1:{port}");
     server
-        .deploy_ok("allowed", fetch.clone(), json!({"allowed_outbound_hosts": [target]}))
+        .deploy_ok(
+            "allowed",
+            fetch.clone(),
+            json!({"allowed_outbound_hosts": [target]}),
+        )
         .await;
     server.deploy_ok("denied", fetch.clone(), json!({})).await;
     // A wildcard that matches the address still may not reach a loopback host.
     server
-        .deploy_ok("wildcard", fetch, json!({"allowed_outbound_hosts": ["*.0.0.1"]}))
+        .deploy_ok(
+            "wildcard",
+            fetch,
+            json!({"allowed_outbound_hosts": ["*.0.0.1"]}),
+        )
         .await;
     let url = format!("url=http://127.0.0.1:{port}/x");
 
@@ -54,7 +64,11 @@ async fn outbound_requests_reach_only_allowed_hosts() {
         assert_eq!(status, 502, "{name}: {body}");
         assert!(body.starts_with("fetch failed"), "{name}: {body}");
     }
-    assert_eq!(connections.load(Ordering::SeqCst), 1, "a refused request connected");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "a refused request connected"
+    );
     assert_eq!(server.metric("wafer_compilations_total").await, 1);
 }
 
