@@ -250,3 +250,55 @@ async fn a_trap_ends_only_its_own_invocation() {
     }
     assert_eq!(server.get_text("/fn/good").await.1, "hello");
 }
+
+/// A module that writes `chunks` × 64 KiB of `x` to stdout, then exits.
+fn flood(chunks: u32) -> Vec<u8> {
+    wat(&format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 2)
+            (data (i32.const 1024) "{}")
+            (func (export "_start") (local $i i32)
+                (i32.store (i32.const 0) (i32.const 1024))
+                (i32.store (i32.const 4) (i32.const 65536))
+                (loop
+                    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                    (br_if 0 (i32.lt_u (local.get $i) (i32.const {chunks}))))))"#,
+        "x".repeat(65536)
+    ))
+}
+
+#[tokio::test]
+async fn a_stdout_flood_is_capped_truncated_and_flagged() {
+    let server = Server::start();
+    // 100 MiB of output.
+    server
+        .deploy_ok("flood", flood(1600), json!({"kind": "command"}))
+        .await;
+    server.deploy_ok("wagi-flood", flood(1600), json!({})).await;
+    let (status, reply) = server
+        .call_json(Method::POST, "/v1/functions/flood/invoke", "")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(reply["exit_code"], 0);
+    assert_eq!(reply["stdout_truncated"], true);
+    assert_eq!(reply["stderr_truncated"], false);
+    assert_eq!(reply["stdout"].as_str().unwrap().len(), 16 * 1024 * 1024);
+    let (status, body) = server.get_json("/fn/wagi-flood").await;
+    assert_error(status, &body, StatusCode::BAD_GATEWAY, "bad_response");
+    // Within the cap nothing is flagged.
+    server
+        .deploy_ok("small", flood(2), json!({"kind": "command"}))
+        .await;
+    let (_, reply) = server
+        .call_json(Method::POST, "/v1/functions/small/invoke", "")
+        .await;
+    assert_eq!(
+        (
+            reply["stdout"].as_str().unwrap().len(),
+            reply["stdout_truncated"].as_bool()
+        ),
+        (131072, Some(false))
+    );
+}

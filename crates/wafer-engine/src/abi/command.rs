@@ -69,5 +69,7 @@ fn output(exit_code: i32, stdio: &host::Stdio) -> CommandOutput {
         exit_code,
         stdout: String::from_utf8_lossy(&stdio.stdout.contents()).into_owned(),
         stderr: String::from_utf8_lossy(&stdio.stderr.contents()).into_owned(),
+        stdout_truncated: stdio.stdout.truncated(),
+        stderr_truncated: stdio.stderr.truncated(),
     }
 }

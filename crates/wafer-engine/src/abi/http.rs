@@ -94,8 +94,8 @@ pub(crate) async fn serve(
         };
         drop(store);
         // Neither stream is part of the HTTP response; both go to the log.
-        log_output(&name, "stdout", &stdio.stdout.contents());
-        log_output(&name, "stderr", &stdio.stderr.contents());
+        log_output(&name, "stdout", &stdio.stdout);
+        log_output(&name, "stderr", &stdio.stderr);
         result
     });
 

@@ -8,6 +8,7 @@ pub(crate) mod wagi;
 
 use crate::error::InvokeError;
 use crate::function::Settings;
+use crate::host::output::CappedOutput;
 use crate::host::{self, ModuleState, Stdio};
 use crate::limits::{self, classify, outer_timeout};
 use bytes::Bytes;
@@ -54,8 +55,11 @@ pub(crate) fn argv(settings: &Settings, extra: &[String]) -> Vec<String> {
 
 /// Emits what a guest wrote to one of its output streams (`stream` names which), a line per event, so
 /// operators can see it.
-pub(crate) fn log_output(function: &str, stream: &str, bytes: &[u8]) {
-    for line in String::from_utf8_lossy(bytes).lines() {
+pub(crate) fn log_output(function: &str, stream: &str, output: &CappedOutput) {
+    for line in String::from_utf8_lossy(&output.contents()).lines() {
         tracing::info!(target: "wafer::guest", function, stream, "{line}");
+    }
+    if output.truncated() {
+        tracing::warn!(target: "wafer::guest", function, stream, "output past the cap was dropped");
     }
 }

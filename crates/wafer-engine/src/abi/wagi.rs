@@ -153,8 +153,14 @@ pub(crate) async fn serve(
         .await;
     let args = cgi_args(&parts.uri);
     let (exit_code, stdio) = run_start(&module.pre, &entry, &args, &env, body, settings).await?;
+    log_output(&settings.name, "stderr", &stdio.stderr);
+    if stdio.stdout.truncated() {
+        return Err(InvokeError::BadResponse(format!(
+            "the response is larger than the limit of {} bytes",
+            settings.limits.stdout_bytes
+        )));
+    }
     let stderr = stdio.stderr.contents();
-    log_output(&settings.name, "stderr", &stderr);
     match parse_response(stdio.stdout.contents()) {
         Ok(response) => Ok(response),
         Err(_) if exit_code != 0 => Err(InvokeError::Failed(format!(

@@ -5,29 +5,31 @@
 //! hosts a function is granted (`outbound.rs`).
 
 pub(crate) mod outbound;
+pub(crate) mod output;
 
 use crate::limits::{Limited, Limits, MemoryLimiter};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use outbound::OutboundPolicy;
+use output::CappedOutput;
 use std::future::Future;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// The captured standard streams of one invocation.
 pub(crate) struct Stdio {
-    pub(crate) stdout: MemoryOutputPipe,
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stdout: CappedOutput,
+    pub(crate) stderr: CappedOutput,
 }
 
 impl Stdio {
     fn new(limits: &Limits) -> Self {
         Self {
-            stdout: MemoryOutputPipe::new(limits.stdout_bytes),
-            stderr: MemoryOutputPipe::new(limits.stderr_bytes),
+            stdout: CappedOutput::new(limits.stdout_bytes),
+            stderr: CappedOutput::new(limits.stderr_bytes),
         }
     }
 }
