@@ -34,6 +34,14 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "Invocations running now.",
         app.admission.active() as u64,
     );
+    if let Some(rss) = resident_bytes() {
+        metric(
+            "wafer_process_resident_bytes",
+            "gauge",
+            "Resident memory of the wafer process.",
+            rss,
+        );
+    }
     metric(
         "wafer_compilations_total",
         "counter",
@@ -50,4 +58,12 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         text,
     )
+}
+
+/// The process's resident set size, from `/proc/self/status` (Linux only).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -162,11 +162,7 @@ async fn an_oversized_module_is_413_either_way_it_is_sent() {
 async fn an_infinite_loop_times_out_while_others_are_served() {
     let server = Server::start();
     server
-        .deploy_ok(
-            "spin",
-            wat(r#"(module (func (export "_start") (loop (br 0))))"#),
-            json!({"timeout_ms": 1500}),
-        )
+        .deploy_ok("spin", spin_wat(), json!({"timeout_ms": 1500}))
         .await;
     server.deploy_ok("good", wagi_wat(HELLO), json!({})).await;
     let spin = server.get_json("/fn/spin");
@@ -251,32 +247,16 @@ async fn a_trap_ends_only_its_own_invocation() {
     assert_eq!(server.get_text("/fn/good").await.1, "hello");
 }
 
-/// A module that writes `chunks` × 64 KiB of `x` to stdout, then exits.
-fn flood(chunks: u32) -> Vec<u8> {
-    wat(&format!(
-        r#"(module
-            (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
-            (memory (export "memory") 2)
-            (data (i32.const 1024) "{}")
-            (func (export "_start") (local $i i32)
-                (i32.store (i32.const 0) (i32.const 1024))
-                (i32.store (i32.const 4) (i32.const 65536))
-                (loop
-                    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
-                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
-                    (br_if 0 (i32.lt_u (local.get $i) (i32.const {chunks}))))))"#,
-        "x".repeat(65536)
-    ))
-}
-
 #[tokio::test]
 async fn a_stdout_flood_is_capped_truncated_and_flagged() {
     let server = Server::start();
     // 100 MiB of output.
     server
-        .deploy_ok("flood", flood(1600), json!({"kind": "command"}))
+        .deploy_ok("flood", flood_wat(1600), json!({"kind": "command"}))
         .await;
-    server.deploy_ok("wagi-flood", flood(1600), json!({})).await;
+    server
+        .deploy_ok("wagi-flood", flood_wat(1600), json!({}))
+        .await;
     let (status, reply) = server
         .call_json(Method::POST, "/v1/functions/flood/invoke", "")
         .await;
@@ -289,7 +269,7 @@ async fn a_stdout_flood_is_capped_truncated_and_flagged() {
     assert_error(status, &body, StatusCode::BAD_GATEWAY, "bad_response");
     // Within the cap nothing is flagged.
     server
-        .deploy_ok("small", flood(2), json!({"kind": "command"}))
+        .deploy_ok("small", flood_wat(2), json!({"kind": "command"}))
         .await;
     let (_, reply) = server
         .call_json(Method::POST, "/v1/functions/small/invoke", "")

@@ -7,7 +7,6 @@ use reqwest::Method;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-const SPIN: &str = r#"(module (func (export "_start") (loop (br 0))))"#;
 const HELLO: &str = "Content-Type: text/plain\n\nhello";
 
 /// Polls `/metrics` until `n` instances are running.
@@ -28,7 +27,7 @@ async fn a_function_at_its_concurrency_limit_answers_429_after_a_bounded_wait() 
     server
         .deploy_ok(
             "spin",
-            wat(SPIN),
+            spin_wat(),
             json!({"timeout_ms": 1500, "max_concurrency": 1}),
         )
         .await;
@@ -64,7 +63,7 @@ async fn a_function_at_its_concurrency_limit_answers_429_after_a_bounded_wait() 
 async fn the_instance_cap_sheds_load_with_503() {
     let server = Server::start_with(&["--max-instances", "1"]);
     server
-        .deploy_ok("spin", wat(SPIN), json!({"timeout_ms": 1500}))
+        .deploy_ok("spin", spin_wat(), json!({"timeout_ms": 1500}))
         .await;
     server.deploy_ok("good", wagi_wat(HELLO), json!({})).await;
     let spin = server.get_json("/fn/spin");

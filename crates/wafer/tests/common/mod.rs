@@ -308,6 +308,29 @@ pub fn wagi_wat_importing(wasi: &str, response: &str) -> Vec<u8> {
     ))
 }
 
+/// A module whose `_start` never returns.
+pub fn spin_wat() -> Vec<u8> {
+    wat(r#"(module (func (export "_start") (loop (br 0))))"#)
+}
+
+/// A module that writes `chunks` × 64 KiB of `x` to stdout, then exits.
+pub fn flood_wat(chunks: u32) -> Vec<u8> {
+    wat(&format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 2)
+            (data (i32.const 1024) "{}")
+            (func (export "_start") (local $i i32)
+                (i32.store (i32.const 0) (i32.const 1024))
+                (i32.store (i32.const 4) (i32.const 65536))
+                (loop
+                    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                    (br_if 0 (i32.lt_u (local.get $i) (i32.const {chunks}))))))"#,
+        "x".repeat(65536)
+    ))
+}
+
 /// stdout of a CLI run as text.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
