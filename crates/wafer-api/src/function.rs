@@ -71,6 +71,13 @@ pub struct FunctionConfig {
     /// Wall-clock limit of one invocation in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The largest request body handed to the function, in bytes (413 past it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_bytes: Option<u64>,
+    /// The largest answer the function may give, in bytes: a WAGI response, an http body, a command's stdout
+    /// (502 past it for WAGI and http, truncated and flagged for commands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_bytes: Option<u64>,
     /// Hosts outbound HTTP may reach: `host`, `host:port`, `*.domain[:port]`, optionally with
     /// `http://`/`https://`. Loopback and private addresses need an exact entry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -98,10 +105,29 @@ pub struct FunctionInfo {
     pub config: FunctionConfig,
     /// The SHA-256 digest of the live version's module, hex.
     pub digest: String,
+    /// The limits its invocations run under: its own settings, the server's defaults for the rest.
+    #[serde(default)]
+    pub limits: EffectiveLimits,
     /// When the function was first deployed (RFC 3339, UTC).
     pub created_at: String,
     /// When the live version last changed (RFC 3339, UTC).
     pub updated_at: String,
+}
+
+/// The limits a function's invocations run under.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EffectiveLimits {
+    /// Linear memory cap, MiB.
+    pub memory_mb: u64,
+    /// Wall-clock limit, milliseconds.
+    pub timeout_ms: u64,
+    /// Largest request body, bytes.
+    pub max_request_bytes: u64,
+    /// Largest answer, bytes.
+    pub max_response_bytes: u64,
+    /// Invocations at once, if limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
 }
 
 /// One immutable version of a function.

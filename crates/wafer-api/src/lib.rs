@@ -11,6 +11,7 @@ pub mod invoke;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use function::{
-    FunctionConfig, FunctionInfo, FunctionList, Kind, RollbackRequest, VersionInfo, VersionList,
+    EffectiveLimits, FunctionConfig, FunctionInfo, FunctionList, Kind, RollbackRequest,
+    VersionInfo, VersionList,
 };
 pub use invoke::CommandOutput;

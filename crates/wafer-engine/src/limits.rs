@@ -17,8 +17,9 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Wall-clock limit.
     pub timeout: Duration,
-    /// Cap on what the guest may write to stdout (the WAGI response, a command's output).
-    pub stdout_bytes: usize,
+    /// Cap on what the function answers with: a WAGI response or a command's stdout, and an http
+    /// component's response body.
+    pub response_bytes: usize,
     /// Cap on what the guest may write to stderr.
     pub stderr_bytes: usize,
 }
@@ -28,7 +29,7 @@ impl Default for Limits {
         Self {
             memory_bytes: 128 * 1024 * 1024,
             timeout: Duration::from_secs(30),
-            stdout_bytes: 16 * 1024 * 1024,
+            response_bytes: 16 * 1024 * 1024,
             stderr_bytes: 1024 * 1024,
         }
     }

@@ -92,7 +92,7 @@ async fn read_multipart(request: Request) -> Result<(Bytes, FunctionConfig), Api
 pub async fn list(State(app): State<Arc<App>>) -> Result<Json<FunctionList>, ApiError> {
     let functions = app.meta.list_functions().await?;
     Ok(Json(FunctionList {
-        functions: functions.iter().map(|f| f.to_info()).collect(),
+        functions: functions.iter().map(|f| app.info(f)).collect(),
     }))
 }
 
@@ -104,7 +104,7 @@ pub async fn get(
     app.meta
         .get_function(&name)
         .await?
-        .map(|f| Json(f.to_info()))
+        .map(|f| Json(app.info(&f)))
         .ok_or_else(|| unknown(&name))
 }
 
@@ -149,7 +149,7 @@ pub async fn rollback(
         )
     })?;
     let function = app.rollback(&name, request.version).await?;
-    Ok(Json(function.to_info()))
+    Ok(Json(app.info(&function)))
 }
 
 /// `POST /v1/functions/{name}/invoke`: calls the live version synchronously. A command answers with its

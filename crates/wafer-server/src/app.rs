@@ -12,7 +12,7 @@ use crate::registry::{Entry, Registry};
 use crate::validate;
 use bytes::Bytes;
 use std::sync::Arc;
-use wafer_api::{FunctionConfig, Kind};
+use wafer_api::{FunctionConfig, FunctionInfo, Kind};
 use wafer_engine::{CompileError, Engine, Function, OutboundPolicy, Settings};
 use wafer_store::{BlobStore, MetaStore, NewVersion, SqliteStore, StoredFunction, StoredVersion};
 
@@ -104,15 +104,20 @@ impl App {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            limits: self
-                .config
-                .defaults
-                .limits(config.memory_mb, config.timeout_ms),
+            limits: self.config.defaults.engine_limits(config),
             // Validated at deploy; a stored entry that no longer parses grants nothing.
             outbound: OutboundPolicy::parse(&config.allowed_outbound_hosts).unwrap_or_else(|e| {
                 tracing::error!(function = name, "outbound hosts ignored: {e}");
                 OutboundPolicy::default()
             }),
+        }
+    }
+
+    /// The API view of a stored function, with the limits it runs under.
+    pub fn info(&self, function: &StoredFunction) -> FunctionInfo {
+        FunctionInfo {
+            limits: self.config.defaults.effective(&function.live.config),
+            ..function.to_info()
         }
     }
 
@@ -122,6 +127,13 @@ impl App {
             function: prepared,
             settings: self.settings(&live.name, &live.config),
             private: live.config.private,
+            max_request_bytes: usize::try_from(
+                self.config
+                    .defaults
+                    .effective(&live.config)
+                    .max_request_bytes,
+            )
+            .unwrap_or(usize::MAX),
             slots: live
                 .config
                 .max_concurrency

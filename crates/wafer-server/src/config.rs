@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use wafer_api::{EffectiveLimits, FunctionConfig};
 use wafer_engine::Limits;
 
 /// Everything `wafer serve` needs to run.
@@ -26,8 +27,10 @@ pub struct Defaults {
     pub memory_mb: u64,
     /// Timeout of an invocation unless the function sets `timeout_ms`.
     pub timeout_ms: u64,
-    /// The largest request body a function is handed.
+    /// The largest request body a function is handed, unless it sets `max_request_bytes`.
     pub max_request_bytes: usize,
+    /// The largest answer a function may give, unless it sets `max_response_bytes`.
+    pub max_response_bytes: usize,
     /// The largest module a deploy accepts.
     pub max_module_bytes: usize,
     /// The most instances running at once, over all functions.
@@ -42,6 +45,7 @@ impl Default for Defaults {
             memory_mb: 128,
             timeout_ms: 30_000,
             max_request_bytes: 16 * 1024 * 1024,
+            max_response_bytes: 16 * 1024 * 1024,
             max_module_bytes: 256 * 1024 * 1024,
             max_instances: 1000,
             queue_wait_ms: 1000,
@@ -50,11 +54,28 @@ impl Default for Defaults {
 }
 
 impl Defaults {
-    /// The limits of a function, from its own settings where it has them.
-    pub fn limits(&self, memory_mb: Option<u64>, timeout_ms: Option<u64>) -> Limits {
+    /// The limits of a function: its own settings where it has them, these defaults for the rest.
+    pub fn effective(&self, config: &FunctionConfig) -> EffectiveLimits {
+        EffectiveLimits {
+            memory_mb: config.memory_mb.unwrap_or(self.memory_mb),
+            timeout_ms: config.timeout_ms.unwrap_or(self.timeout_ms),
+            max_request_bytes: config
+                .max_request_bytes
+                .unwrap_or(self.max_request_bytes as u64),
+            max_response_bytes: config
+                .max_response_bytes
+                .unwrap_or(self.max_response_bytes as u64),
+            max_concurrency: config.max_concurrency,
+        }
+    }
+
+    /// The engine's view of a function's limits.
+    pub fn engine_limits(&self, config: &FunctionConfig) -> Limits {
+        let effective = self.effective(config);
         Limits {
-            memory_bytes: memory_mb.unwrap_or(self.memory_mb) * 1024 * 1024,
-            timeout: Duration::from_millis(timeout_ms.unwrap_or(self.timeout_ms)),
+            memory_bytes: effective.memory_mb * 1024 * 1024,
+            timeout: Duration::from_millis(effective.timeout_ms),
+            response_bytes: usize::try_from(effective.max_response_bytes).unwrap_or(usize::MAX),
             ..Limits::default()
         }
     }

@@ -55,6 +55,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/fn/{name}", any(trigger::function_root))
         .route("/fn/{name}/{*rest}", any(trigger::function_path))
         .fallback(trigger::routed)
+        .layer(axum::middleware::from_fn(validate::request_head))
         .with_state(app)
 }
 

@@ -15,6 +15,8 @@ pub struct Entry {
     pub settings: Settings,
     /// Whether callers need the server's token.
     pub private: bool,
+    /// The largest request body it is handed.
+    pub max_request_bytes: usize,
     /// The function's concurrency slots, when it sets `max_concurrency`.
     pub slots: Option<Arc<tokio::sync::Semaphore>>,
 }

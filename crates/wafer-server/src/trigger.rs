@@ -80,8 +80,7 @@ pub async fn call(
         crate::auth::check(app, &request)?;
     }
     let (parts, body) = request.into_parts();
-    let limit = app.config.defaults.max_request_bytes;
-    let body = read_body(body, limit, "the request body").await?;
+    let body = read_body(body, entry.max_request_bytes, "the request body").await?;
     let permit = app
         .admission
         .admit(&entry.settings.name, entry.slots.as_ref())

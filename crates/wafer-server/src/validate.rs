@@ -1,13 +1,47 @@
 //! Checks on what deployers send, before anything is compiled or stored.
 
 use crate::error::ApiError;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
 use wafer_api::FunctionConfig;
+
+/// The longest request target accepted, path and query (414 past it).
+const MAX_URI_BYTES: usize = 8 * 1024;
+/// The most header bytes accepted, names and values together (431 past it).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Middleware: refuses requests whose target or headers are over the caps, before any routing.
+pub async fn request_head(request: Request, next: Next) -> Result<Response, ApiError> {
+    let uri_bytes = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if uri_bytes > MAX_URI_BYTES {
+        return Err(ApiError::uri_too_long(format!(
+            "the request target is {uri_bytes} bytes; the limit is {MAX_URI_BYTES}"
+        )));
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(ApiError::headers_too_large(format!(
+            "the request headers are {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}"
+        )));
+    }
+    Ok(next.run(request).await)
+}
 
 /// Paths wafer itself answers; no function route may shadow them.
 const RESERVED_PREFIXES: &[&str] = &["/v1", "/fn", "/api", "/healthz", "/metrics"];
 
 /// The largest memory cap a function may ask for, in MiB.
 const MAX_MEMORY_MB: u64 = 4096;
+/// The largest body cap a function may ask for (1 GiB).
+const MAX_BODY_BYTES: u64 = 1 << 30;
 /// The highest `max_concurrency` a function may ask for.
 const MAX_CONCURRENCY: u32 = 100_000;
 /// The longest timeout a function may ask for, in milliseconds (15 minutes).
@@ -87,6 +121,16 @@ pub fn config(mut config: FunctionConfig) -> Result<FunctionConfig, ApiError> {
         }
     }
     wafer_engine::OutboundPolicy::parse(&config.allowed_outbound_hosts).map_err(invalid)?;
+    for (field, value) in [
+        ("max_request_bytes", config.max_request_bytes),
+        ("max_response_bytes", config.max_response_bytes),
+    ] {
+        if value.is_some_and(|v| v == 0 || v > MAX_BODY_BYTES) {
+            return Err(invalid(format!(
+                "{field} must be between 1 and {MAX_BODY_BYTES}"
+            )));
+        }
+    }
     if let Some(n) = config.max_concurrency {
         if n == 0 || n > MAX_CONCURRENCY {
             return Err(invalid(format!(

@@ -77,6 +77,7 @@ impl StoredFunction {
             kind: self.live.kind,
             config: self.live.config.clone(),
             digest: self.live.digest.clone(),
+            limits: Default::default(),
             created_at: self.created_at.clone(),
             updated_at: self.updated_at.clone(),
         }

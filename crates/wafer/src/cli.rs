@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// Largest request body handed to a function, e.g. 16MiB.
     #[arg(long, env = "WAFER_MAX_BODY", value_parser = crate::cmd::deploy::parse_bytes)]
     pub max_body: Option<u64>,
+    /// Largest answer a function may give (WAGI response, http body, command stdout), e.g. 16MiB.
+    #[arg(long, env = "WAFER_MAX_RESPONSE", value_parser = crate::cmd::deploy::parse_bytes)]
+    pub max_response: Option<u64>,
     /// The most instances running at once over all functions; further calls get 503.
     #[arg(long, env = "WAFER_MAX_INSTANCES", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_instances: Option<u32>,
@@ -126,6 +129,12 @@ pub struct DeployArgs {
     /// Timeout of one invocation, e.g. 10s or 500ms.
     #[arg(long, value_parser = crate::cmd::deploy::parse_timeout_ms)]
     pub timeout: Option<u64>,
+    /// Largest request body handed to this function, e.g. 1MiB.
+    #[arg(long, value_parser = crate::cmd::deploy::parse_bytes)]
+    pub max_body: Option<u64>,
+    /// Largest answer this function may give, e.g. 1MiB.
+    #[arg(long, value_parser = crate::cmd::deploy::parse_bytes)]
+    pub max_response: Option<u64>,
     /// A host outbound HTTP may reach: host, host:port or *.domain (repeatable).
     #[arg(long = "allow-outbound")]
     pub allow_outbound: Vec<String>,

@@ -282,3 +282,51 @@ async fn a_stdout_flood_is_capped_truncated_and_flagged() {
         (131072, Some(false))
     );
 }
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused() {
+    let server = Server::start();
+    server.deploy_ok("small", wagi_wat(HELLO), json!({})).await;
+    let long = format!("/fn/small?{}", "q".repeat(10 * 1024));
+    let (status, body) = server.get_json(&long).await;
+    assert_error(status, &body, StatusCode::URI_TOO_LONG, "uri_too_long");
+    let response = server
+        .http
+        .get(server.at("/fn/small"))
+        .header("x-a", "a".repeat(40 * 1024))
+        .header("x-b", "b".repeat(40 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+    assert_eq!(server.get_text("/fn/small").await.1, "hello");
+}
+
+#[tokio::test]
+async fn per_function_body_caps_apply() {
+    let server = Server::start();
+    server
+        .deploy_ok(
+            "tight",
+            wagi_wat(HELLO),
+            json!({"max_request_bytes": 16, "max_response_bytes": 8}),
+        )
+        .await;
+    let (status, body) = server
+        .call_json(Method::POST, "/fn/tight", &"x".repeat(17))
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    // "Content-Type: text/plain\n\nhello" is more than 8 bytes.
+    let (status, body) = server.call_json(Method::POST, "/fn/tight", "ok").await;
+    assert_error(status, &body, StatusCode::BAD_GATEWAY, "bad_response");
+    let (_, info) = server.get_json("/v1/functions/tight").await;
+    assert_eq!(info["limits"]["max_request_bytes"], 16);
+    assert_eq!(info["limits"]["memory_mb"], 128);
+    let out = server.cli(&["ls"]);
+    assert!(stdout(&out).contains("128MiB"), "{}", stdout(&out));
+}

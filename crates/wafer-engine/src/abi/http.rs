@@ -100,10 +100,7 @@ pub(crate) async fn serve(
     });
 
     match receiver.await {
-        Ok(Ok(response)) => Ok(response.map(|body| {
-            body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-                .boxed_unsync()
-        })),
+        Ok(Ok(response)) => cap_body(response, limits.response_bytes),
         Ok(Err(code)) => Err(InvokeError::Failed(format!(
             "the handler answered with error {code:?}"
         ))),
@@ -115,6 +112,25 @@ pub(crate) async fn serve(
             Err(e) => Err(InvokeError::Internal(format!("handler task failed: {e}"))),
         },
     }
+}
+
+/// Refuses a response that declares a body over `cap`, and cuts off one that streams past it (the status
+/// is sent by then, so the client sees the connection end early).
+fn cap_body(
+    response: Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
+    cap: usize,
+) -> Result<Response<ResponseBody>, InvokeError> {
+    let declared = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > cap as u64) {
+        return Err(InvokeError::BadResponse(format!(
+            "the response is larger than the limit of {cap} bytes"
+        )));
+    }
+    Ok(response.map(|body| http_body_util::Limited::new(body, cap).boxed_unsync()))
 }
 
 /// The request as the guest sees it: an absolute URI (wasi:http needs an authority), the path relative to
@@ -164,6 +180,35 @@ mod tests {
             strip_prefix: strip,
             client: None,
         }
+    }
+
+    fn response_of(
+        body: &'static [u8],
+        declare_length: bool,
+    ) -> Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody> {
+        let mut response = Response::builder();
+        if declare_length {
+            response = response.header("content-length", body.len());
+        }
+        response
+            .body(
+                Full::new(Bytes::from_static(body))
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn response_bodies_are_capped() {
+        assert!(matches!(
+            cap_body(response_of(b"0123456789", true), 4),
+            Err(InvokeError::BadResponse(_))
+        ));
+        let streamed = cap_body(response_of(b"0123456789", false), 4).unwrap();
+        assert!(streamed.into_body().collect().await.is_err());
+        let fits = cap_body(response_of(b"0123", true), 4).unwrap();
+        assert_eq!(fits.into_body().collect().await.unwrap().to_bytes(), "0123");
     }
 
     #[test]

@@ -157,7 +157,7 @@ pub(crate) async fn serve(
     if stdio.stdout.truncated() {
         return Err(InvokeError::BadResponse(format!(
             "the response is larger than the limit of {} bytes",
-            settings.limits.stdout_bytes
+            settings.limits.response_bytes
         )));
     }
     let stderr = stdio.stderr.contents();

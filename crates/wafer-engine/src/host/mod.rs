@@ -28,7 +28,7 @@ pub(crate) struct Stdio {
 impl Stdio {
     fn new(limits: &Limits) -> Self {
         Self {
-            stdout: CappedOutput::new(limits.stdout_bytes),
+            stdout: CappedOutput::new(limits.response_bytes),
             stderr: CappedOutput::new(limits.stderr_bytes),
         }
     }

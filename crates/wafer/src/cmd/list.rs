@@ -17,6 +17,11 @@ pub async fn functions(args: ClientArgs) -> anyhow::Result<ExitCode> {
                 f.live_version.to_string(),
                 f.kind.to_string(),
                 f.config.routes.join(","),
+                format!("{}MiB", f.limits.memory_mb),
+                format!("{}ms", f.limits.timeout_ms),
+                f.limits
+                    .max_concurrency
+                    .map_or_else(|| "-".to_string(), |n| n.to_string()),
                 f.updated_at.clone(),
             ]
         })
@@ -24,7 +29,16 @@ pub async fn functions(args: ClientArgs) -> anyhow::Result<ExitCode> {
     output::table(
         args.output,
         &list,
-        &["NAME", "VERSION", "KIND", "ROUTES", "UPDATED"],
+        &[
+            "NAME",
+            "VERSION",
+            "KIND",
+            "ROUTES",
+            "MEMORY",
+            "TIMEOUT",
+            "CONCURRENCY",
+            "UPDATED",
+        ],
         rows,
     )?;
     Ok(ExitCode::SUCCESS)

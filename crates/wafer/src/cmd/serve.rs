@@ -48,6 +48,7 @@ struct FileConfig {
     memory: Option<String>,
     timeout: Option<String>,
     max_body: Option<String>,
+    max_response: Option<String>,
     max_module: Option<String>,
     max_instances: Option<u32>,
     queue_wait: Option<String>,
@@ -89,6 +90,11 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
             args.max_body
                 .or(from_file("max_body", file.max_body, parse_bytes)?),
             fallback.max_request_bytes,
+        ),
+        max_response_bytes: bytes(
+            args.max_response
+                .or(from_file("max_response", file.max_response, parse_bytes)?),
+            fallback.max_response_bytes,
         ),
         max_module_bytes: bytes(
             args.max_module
