@@ -71,6 +71,9 @@ pub struct FunctionConfig {
     /// Wall-clock limit of one invocation in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Fuel (roughly, instructions) one invocation may use; needs a server started with `--fuel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
     /// The largest request body handed to the function, in bytes (413 past it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_request_bytes: Option<u64>,

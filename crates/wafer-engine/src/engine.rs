@@ -50,11 +50,13 @@ pub struct Engine {
 pub struct SetupError(String);
 
 impl Engine {
-    /// Builds the engine and starts its epoch ticker thread.
-    pub fn new() -> Result<Arc<Self>, SetupError> {
+    /// Builds the engine and starts its epoch ticker thread. With `fuel`, compiled code counts the
+    /// instructions it runs so a function's `fuel` can bound them; this costs every guest some speed.
+    pub fn new(fuel: bool) -> Result<Arc<Self>, SetupError> {
         let setup = |e: wasmtime::Error| SetupError(describe(&e));
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
+        config.consume_fuel(fuel);
         let wasmtime = wasmtime::Engine::new(&config).map_err(setup)?;
 
         let mut component_linker = ComponentLinker::new(&wasmtime);
@@ -335,7 +337,7 @@ mod tests {
 
     #[test]
     fn kinds_are_detected_or_forced() {
-        let engine = Engine::new().unwrap();
+        let engine = Engine::new(false).unwrap();
         let module = wagi_module();
         assert_eq!(
             engine.compile(&module, None).unwrap().function.kind(),
@@ -370,7 +372,7 @@ mod tests {
 
     #[test]
     fn a_stored_artifact_loads_without_compiling() {
-        let engine = Engine::new().unwrap();
+        let engine = Engine::new(false).unwrap();
         let compiled = engine.compile(&wagi_module(), None).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("artifact.cwasm");
@@ -395,9 +397,11 @@ mod tests {
     }
 
     #[test]
-    fn the_fingerprint_is_stable_for_one_build() {
-        let (a, b) = (Engine::new().unwrap(), Engine::new().unwrap());
+    fn the_fingerprint_is_stable_for_one_build_and_configuration() {
+        let (a, b) = (Engine::new(false).unwrap(), Engine::new(false).unwrap());
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.fingerprint().len(), 16);
+        // Fuel metering changes compiled code, so its artifacts must not be shared.
+        assert_ne!(a.fingerprint(), Engine::new(true).unwrap().fingerprint());
     }
 }

@@ -25,6 +25,9 @@ pub enum InvokeError {
     /// The guest asked for more memory than it is allowed.
     #[error("the function exceeded its memory limit of {} MiB", .0 / (1024 * 1024))]
     MemoryLimit(u64),
+    /// The guest ran out of fuel.
+    #[error("the function used up its fuel of {0}")]
+    FuelExhausted(u64),
     /// The guest finished but its answer is not a valid response (e.g. malformed CGI output).
     #[error("the function returned an invalid response: {0}")]
     BadResponse(String),

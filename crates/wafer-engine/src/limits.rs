@@ -22,6 +22,9 @@ pub struct Limits {
     pub response_bytes: usize,
     /// Cap on what the guest may write to stderr.
     pub stderr_bytes: usize,
+    /// Instructions (roughly) the invocation may run, on an engine built with fuel; `None` when the
+    /// engine does not meter fuel.
+    pub fuel: Option<u64>,
 }
 
 impl Default for Limits {
@@ -31,6 +34,7 @@ impl Default for Limits {
             timeout: Duration::from_secs(30),
             response_bytes: 16 * 1024 * 1024,
             stderr_bytes: 1024 * 1024,
+            fuel: None,
         }
     }
 }
@@ -95,6 +99,11 @@ pub(crate) trait Limited: Send + 'static {
 /// Installs the memory limiter and the deadline on a fresh store.
 pub(crate) fn apply<T: Limited>(store: &mut Store<T>, limits: &Limits) {
     store.limiter(|data| data.limiter());
+    if let Some(fuel) = limits.fuel {
+        if let Err(e) = store.set_fuel(fuel) {
+            tracing::error!("cannot set fuel on a store: {}", describe(&e));
+        }
+    }
     let deadline = Instant::now() + limits.timeout;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
@@ -118,6 +127,9 @@ pub(crate) fn classify(err: wasmtime::Error, limits: &Limits) -> InvokeError {
     }
     if let Some(MemoryLimitExceeded(limit)) = err.downcast_ref::<MemoryLimitExceeded>() {
         return InvokeError::MemoryLimit(*limit);
+    }
+    if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) {
+        return InvokeError::FuelExhausted(limits.fuel.unwrap_or_default());
     }
     InvokeError::Trap(describe(&err))
 }

@@ -61,7 +61,7 @@ impl App {
         let meta = SqliteStore::open(&config.data_dir)?;
         let blobs = BlobStore::open(&config.data_dir)?;
         let app = Arc::new(Self {
-            engine: Engine::new()?,
+            engine: Engine::new(config.defaults.fuel)?,
             meta: Arc::new(meta),
             blobs,
             registry: Registry::default(),
@@ -172,7 +172,7 @@ impl App {
         config: FunctionConfig,
     ) -> Result<StoredFunction, ApiError> {
         validate::name(name)?;
-        let config = validate::config(config)?;
+        let config = validate::config(config, self.config.defaults.fuel)?;
         let digest = BlobStore::digest(&module);
         let (function, artifact) = self
             .load_or_compile(&digest, Some(module.clone()), config.kind)

@@ -37,6 +37,8 @@ pub struct Defaults {
     pub max_instances: usize,
     /// How long a call waits for a slot of a function at its `max_concurrency`, in milliseconds.
     pub queue_wait_ms: u64,
+    /// Whether the engine meters fuel, so functions may set `fuel`.
+    pub fuel: bool,
 }
 
 impl Default for Defaults {
@@ -49,6 +51,7 @@ impl Default for Defaults {
             max_module_bytes: 256 * 1024 * 1024,
             max_instances: 1000,
             queue_wait_ms: 1000,
+            fuel: false,
         }
     }
 }
@@ -76,6 +79,7 @@ impl Defaults {
             memory_bytes: effective.memory_mb * 1024 * 1024,
             timeout: Duration::from_millis(effective.timeout_ms),
             response_bytes: usize::try_from(effective.max_response_bytes).unwrap_or(usize::MAX),
+            fuel: self.fuel.then(|| config.fuel.unwrap_or(u64::MAX)),
             ..Limits::default()
         }
     }

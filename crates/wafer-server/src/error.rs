@@ -126,6 +126,7 @@ impl From<InvokeError> for ApiError {
             InvokeError::Trap(_) => (StatusCode::INTERNAL_SERVER_ERROR, "trap"),
             InvokeError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             InvokeError::MemoryLimit(_) => (StatusCode::INTERNAL_SERVER_ERROR, "memory_limit"),
+            InvokeError::FuelExhausted(_) => (StatusCode::INTERNAL_SERVER_ERROR, "fuel_exhausted"),
             InvokeError::BadResponse(_) => (StatusCode::BAD_GATEWAY, "bad_response"),
             InvokeError::Failed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "function_failed"),
             InvokeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -69,8 +69,9 @@ pub fn name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Checks a deploy configuration and normalises its routes (no trailing `/`, no duplicates).
-pub fn config(mut config: FunctionConfig) -> Result<FunctionConfig, ApiError> {
+/// Checks a deploy configuration and normalises its routes (no trailing `/`, no duplicates). `fuel` says
+/// whether the server meters fuel.
+pub fn config(mut config: FunctionConfig, fuel: bool) -> Result<FunctionConfig, ApiError> {
     let invalid = |message: String| ApiError::bad_request("invalid_config", message);
     let mut routes = Vec::with_capacity(config.routes.len());
     for raw in &config.routes {
@@ -131,6 +132,15 @@ pub fn config(mut config: FunctionConfig) -> Result<FunctionConfig, ApiError> {
             )));
         }
     }
+    match config.fuel {
+        Some(_) if !fuel => {
+            return Err(invalid(
+                "this server does not meter fuel; start it with --fuel to use `fuel`".into(),
+            ))
+        }
+        Some(0) => return Err(invalid("fuel must be at least 1".into())),
+        _ => {}
+    }
     if let Some(n) = config.max_concurrency {
         if n == 0 || n > MAX_CONCURRENCY {
             return Err(invalid(format!(
@@ -164,10 +174,13 @@ mod tests {
 
     #[test]
     fn routes_are_normalised_and_checked() {
-        let c = config(FunctionConfig {
-            routes: vec!["/hello/".into(), "/hello".into(), "/a/b".into()],
-            ..Default::default()
-        })
+        let c = config(
+            FunctionConfig {
+                routes: vec!["/hello/".into(), "/hello".into(), "/a/b".into()],
+                ..Default::default()
+            },
+            false,
+        )
         .unwrap();
         assert_eq!(c.routes, vec!["/hello", "/a/b"]);
         for bad in [
@@ -177,7 +190,7 @@ mod tests {
                 routes: vec![bad.into()],
                 ..Default::default()
             };
-            assert!(config(c).is_err(), "{bad}");
+            assert!(config(c, false).is_err(), "{bad}");
         }
     }
 }

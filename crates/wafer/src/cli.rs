@@ -60,6 +60,9 @@ pub struct ServeArgs {
     /// How long a call waits for a function at its concurrency limit before 429, e.g. 1s.
     #[arg(long, env = "WAFER_QUEUE_WAIT", value_parser = crate::cmd::deploy::parse_timeout_ms)]
     pub queue_wait: Option<u64>,
+    /// Meter fuel so functions may set `fuel` (costs every guest some speed).
+    #[arg(long, env = "WAFER_FUEL")]
+    pub fuel: bool,
     /// Require `Authorization: Bearer TOKEN` on the management API and on private functions. Without it,
     /// wafer only listens on loopback addresses.
     #[arg(long, env = "WAFER_TOKEN", hide_env_values = true)]
@@ -129,6 +132,9 @@ pub struct DeployArgs {
     /// Timeout of one invocation, e.g. 10s or 500ms.
     #[arg(long, value_parser = crate::cmd::deploy::parse_timeout_ms)]
     pub timeout: Option<u64>,
+    /// Fuel (roughly, instructions) one invocation may use; the server must run with --fuel.
+    #[arg(long)]
+    pub fuel: Option<u64>,
     /// Largest request body handed to this function, e.g. 1MiB.
     #[arg(long, value_parser = crate::cmd::deploy::parse_bytes)]
     pub max_body: Option<u64>,

@@ -132,3 +132,31 @@ async fn a_config_file_sets_the_server_defaults() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("bad.toml"), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn fuel_bounds_the_work_of_an_invocation_when_metered() {
+    let server = Server::start_with(&["--fuel"]);
+    server
+        .deploy_ok(
+            "spin",
+            spin_wat(),
+            json!({"fuel": 1_000_000, "timeout_ms": 60_000}),
+        )
+        .await;
+    server.deploy_ok("good", wagi_wat(HELLO), json!({})).await;
+    let (status, body) = server.get_json("/fn/spin").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "fuel_exhausted",
+    );
+    // Functions without a fuel budget run as usual on a metering server.
+    assert_eq!(server.get_text("/fn/good").await.1, "hello");
+
+    let unmetered = Server::start();
+    let (status, body) = unmetered
+        .deploy("spin", spin_wat(), json!({"fuel": 1_000_000}))
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_config");
+}

@@ -17,6 +17,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
         env: args.env.into_iter().collect(),
         memory_mb: args.memory,
         timeout_ms: args.timeout,
+        fuel: args.fuel,
         max_request_bytes: args.max_body,
         max_response_bytes: args.max_response,
         allowed_outbound_hosts: args.allow_outbound,

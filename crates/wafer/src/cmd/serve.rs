@@ -52,6 +52,7 @@ struct FileConfig {
     max_module: Option<String>,
     max_instances: Option<u32>,
     queue_wait: Option<String>,
+    fuel: Option<bool>,
 }
 
 impl FileConfig {
@@ -106,6 +107,7 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
             .queue_wait
             .or(from_file("queue_wait", file.queue_wait, parse_timeout_ms)?)
             .unwrap_or(fallback.queue_wait_ms),
+        fuel: args.fuel || file.fuel.unwrap_or(false),
     };
     let listen = args
         .listen
