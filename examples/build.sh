@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Rebuilds every example's .wasm from source, offline but for the package registries.
 #
-#   examples/build.sh            # all examples
-#   examples/build.sh wagi-c     # some of them
+#   examples/build.sh            # all examples, and the C guests of the test suite
+#   examples/build.sh wagi-c     # some of them (`test-fixtures` for crates/wafer/tests/fixtures)
 #
 # Toolchains are installed when missing: clang + Debian's wasi-libc (apt), componentize-py (pip) and
 # componentize-js (npm). The WASI/wasi:http WIT the components are built against is the one shipped in
@@ -11,7 +11,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(wagi-c command-c http-python http-js http-fetch-js)
+[ ${#targets[@]} -gt 0 ] || targets=(wagi-c command-c http-python http-js http-fetch-js test-fixtures)
 
 need_apt() {
   if ! command -v clang >/dev/null || ! dpkg -s wasi-libc libclang-rt-14-dev-wasm32 >/dev/null 2>&1; then
@@ -63,6 +63,7 @@ build_js() {
 for target in "${targets[@]}"; do
   case "$target" in
     wagi-c | command-c) build_c "$target" ;;
+    test-fixtures) build_c ../crates/wafer/tests/fixtures ;;
     http-python) build_python ;;
     http-js | http-fetch-js) build_js "$target" ;;
     *) echo "unknown example: $target" >&2; exit 2 ;;

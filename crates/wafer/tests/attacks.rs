@@ -36,6 +36,8 @@ fn env_dumper() -> Vec<u8> {
 
 struct Attack {
     name: &'static str,
+    /// The path below `/fn/{name}` that triggers it.
+    path: &'static str,
     module: Vec<u8>,
     config: serde_json::Value,
     status: u16,
@@ -45,6 +47,7 @@ struct Attack {
 fn attacks() -> Vec<Attack> {
     let attack = |name, module, config, status, code| Attack {
         name,
+        path: "",
         module,
         config,
         status,
@@ -110,7 +113,33 @@ fn attacks() -> Vec<Attack> {
             502,
             "bad_response",
         ),
+        c_attack("c-malloc-bomb", "/malloc", 500, "memory_limit"),
+        c_attack("c-abort", "/abort", 500, "trap"),
+        c_attack("c-recursion", "/recurse", 500, "trap"),
+        c_attack("c-busy-loop", "/spin", 504, "timeout"),
     ]
+}
+
+/// An attack by the C guest in `fixtures/hostile.c`, picked by path.
+fn c_attack(name: &'static str, path: &'static str, status: u16, code: &'static str) -> Attack {
+    Attack {
+        name,
+        path,
+        module: hostile_c(),
+        config: json!({"memory_mb": 32, "timeout_ms": 1000}),
+        status,
+        code,
+    }
+}
+
+fn hostile_c() -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile.wasm");
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run examples/build.sh test-fixtures)",
+            path.display()
+        )
+    })
 }
 
 #[tokio::test]
@@ -152,7 +181,8 @@ async fn attacks_end_only_themselves_while_good_traffic_flows() {
         for round in 0..3 {
             for attack in &attacks {
                 let started = Instant::now();
-                let (status, body) = server.get_json(&format!("/fn/{}", attack.name)).await;
+                let path = format!("/fn/{}{}", attack.name, attack.path);
+                let (status, body) = server.get_json(&path).await;
                 let took = started.elapsed();
                 assert_eq!(status.as_u16(), attack.status, "{}: {body}", attack.name);
                 assert_eq!(
@@ -225,4 +255,18 @@ async fn no_guest_sees_another_functions_or_the_hosts_environment() {
             "{host_var} leaked: {vars:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_guest_that_never_reads_its_body_still_answers() {
+    let server = Server::start();
+    server.deploy_ok("lazy", hostile_c(), json!({})).await;
+    let (status, _, body) = server
+        .call(
+            reqwest::Method::POST,
+            "/fn/lazy/noread",
+            &"x".repeat(1 << 20),
+        )
+        .await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "calm\n"));
 }
