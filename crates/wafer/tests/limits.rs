@@ -21,6 +21,28 @@ async fn wait_for_active(server: &Server, n: u64) {
     }
 }
 
+/// Calls `busy` (a function that spins until its timeout) and, once it holds an instance, `probe`.
+/// Checks that `busy` timed out and that `probe` was shed with `code` and `Retry-After`, then waits until
+/// the busy instance is gone.
+async fn probe_while_busy(server: &Server, busy: &str, probe: &str, want: StatusCode, code: &str) {
+    let busy_call = server.get_json(busy);
+    let probe_call = async {
+        wait_for_active(server, 1).await;
+        server.call(Method::GET, probe, "").await
+    };
+    let ((busy_status, busy_body), (status, headers, body)) = tokio::join!(busy_call, probe_call);
+    assert_error(
+        busy_status,
+        &busy_body,
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+    );
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_error(status, &body, want, code);
+    assert_eq!(headers["retry-after"], "1");
+    wait_for_active(server, 0).await;
+}
+
 #[tokio::test]
 async fn a_function_at_its_concurrency_limit_answers_429_after_a_bounded_wait() {
     let server = Server::start_with(&["--queue-wait", "200ms"]);
@@ -33,28 +55,15 @@ async fn a_function_at_its_concurrency_limit_answers_429_after_a_bounded_wait() 
         .await;
     let (_, info) = server.get_json("/v1/functions/spin").await;
     assert_eq!(info["config"]["max_concurrency"], 1);
-    let first = server.get_json("/fn/spin");
-    let second = async {
-        wait_for_active(&server, 1).await;
-        server.call(Method::GET, "/fn/spin", "").await
-    };
-    let ((first_status, first_body), (status, headers, body)) = tokio::join!(first, second);
-    assert_error(
-        first_status,
-        &first_body,
-        StatusCode::GATEWAY_TIMEOUT,
-        "timeout",
-    );
-    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_error(
-        status,
-        &body,
+    probe_while_busy(
+        &server,
+        "/fn/spin",
+        "/fn/spin",
         StatusCode::TOO_MANY_REQUESTS,
         "concurrency_limit",
-    );
-    assert_eq!(headers["retry-after"], "1");
+    )
+    .await;
     // Once the first call ends its slot is free again.
-    wait_for_active(&server, 0).await;
     let (status, body) = server.get_json("/fn/spin").await;
     assert_error(status, &body, StatusCode::GATEWAY_TIMEOUT, "timeout");
 }
@@ -66,27 +75,14 @@ async fn the_instance_cap_sheds_load_with_503() {
         .deploy_ok("spin", spin_wat(), json!({"timeout_ms": 1500}))
         .await;
     server.deploy_ok("good", wagi_wat(HELLO), json!({})).await;
-    let spin = server.get_json("/fn/spin");
-    let probe = async {
-        wait_for_active(&server, 1).await;
-        server.call(Method::GET, "/fn/good", "").await
-    };
-    let ((spin_status, spin_body), (status, headers, body)) = tokio::join!(spin, probe);
-    assert_error(
-        spin_status,
-        &spin_body,
-        StatusCode::GATEWAY_TIMEOUT,
-        "timeout",
-    );
-    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_error(
-        status,
-        &body,
+    probe_while_busy(
+        &server,
+        "/fn/spin",
+        "/fn/good",
         StatusCode::SERVICE_UNAVAILABLE,
         "at_capacity",
-    );
-    assert_eq!(headers["retry-after"], "1");
-    wait_for_active(&server, 0).await;
+    )
+    .await;
     assert_eq!(
         server.get_text("/fn/good").await,
         (StatusCode::OK, "hello".into())
