@@ -48,15 +48,13 @@ build_python() {
 build_js() {
   local dir=$1 wit
   wit="$(wit_dir)/wit"
-  cd "$dir"
   [ -d node_modules/@bytecodealliance/componentize-js ] || npm install --no-audit --no-fund --silent
   # componentize-js wants the WIT at the exact wasi version its engine exports (0.2.10), by a path under
-  # this directory: package versions and `@since` gates are rewritten to it.
+  # the working directory: package versions and `@since` gates are rewritten to it.
   rm -rf .wit && cp -r "$wit" .wit
   sed -i -E 's/0\.2\.1[0-9]/0.2.10/g' .wit/*.wit .wit/deps/*.wit
-  node build.mjs .wit
+  node componentize-js.mjs "$dir" .wit
   rm -rf .wit
-  cd "$here"
   echo "built $dir/hello.wasm"
 }
 
