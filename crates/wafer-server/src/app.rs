@@ -8,6 +8,7 @@
 use crate::admission::Admission;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::registry::{Entry, Registry};
 use crate::validate;
 use bytes::Bytes;
@@ -51,6 +52,7 @@ pub struct App {
     pub(crate) blobs: BlobStore,
     pub(crate) registry: Registry,
     pub(crate) admission: Admission,
+    pub(crate) metrics: Metrics,
     pub(crate) config: ServerConfig,
     changes: tokio::sync::Mutex<()>,
 }
@@ -69,6 +71,7 @@ impl App {
                 config.defaults.max_instances,
                 std::time::Duration::from_millis(config.defaults.queue_wait_ms),
             ),
+            metrics: Metrics::default(),
             config,
             changes: tokio::sync::Mutex::new(()),
         });
@@ -236,13 +239,13 @@ impl App {
         let engine = self.engine.clone();
         let blobs = self.blobs.clone();
         let digest = digest.to_string();
-        tokio::task::spawn_blocking(move || {
+        let loaded = tokio::task::spawn_blocking(move || {
             let artifact = blobs.artifact_path(&digest, engine.fingerprint());
             if artifact.exists() {
                 match engine.load(&artifact, kind) {
-                    Ok(function) => return Ok((function, None)),
+                    Ok(function) => return Ok((function, None, None)),
                     Err(CompileError::Unsupported(reason)) => {
-                        return Err(CompileError::Unsupported(reason).into())
+                        return Err(ApiError::from(CompileError::Unsupported(reason)))
                     }
                     Err(e) => tracing::warn!(%digest, "stored artifact unusable, compiling: {e}"),
                 }
@@ -251,11 +254,21 @@ impl App {
                 Some(module) => module,
                 None => Bytes::from(blobs.read_module(&digest)?),
             };
+            let started = std::time::Instant::now();
             let compiled = engine.compile(&module, kind)?;
-            Ok((compiled.function, Some(compiled.artifact)))
+            Ok((
+                compiled.function,
+                Some(compiled.artifact),
+                Some(started.elapsed()),
+            ))
         })
         .await
-        .map_err(|e| ApiError::internal(format!("compile task failed: {e}")))?
+        .map_err(|e| ApiError::internal(format!("compile task failed: {e}")))?;
+        let (function, artifact, took) = loaded?;
+        if let Some(took) = took {
+            self.metrics.compile(took);
+        }
+        Ok((function, artifact))
     }
 
     /// Makes an earlier (or later) stored version of `name` live again.

@@ -4,7 +4,7 @@
 //! - `app.rs` — shared state and the operations that change it (deploy, rollback, delete, start-up load);
 //! - `registry.rs` — live functions by name and route, read on every request;
 //! - `api.rs` — the `/v1` management endpoints; `trigger.rs` — `/fn/{name}` and function routes;
-//!   `ops.rs` — `/healthz` and `/metrics`;
+//!   `ops.rs` — `/healthz` and `/metrics`, with `metrics.rs` recording invocations and compiles;
 //! - `admission.rs` — per-function concurrency and the server-wide instance cap;
 //! - `auth.rs` — the bearer token of the management API and private functions;
 //! - `validate.rs` — checks on names and configs; `error.rs` — every failure's status and code, in one place;
@@ -16,6 +16,7 @@ mod app;
 mod auth;
 mod config;
 mod error;
+mod metrics;
 mod ops;
 mod registry;
 mod trigger;

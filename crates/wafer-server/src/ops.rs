@@ -54,6 +54,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "Compiled artifacts loaded from disk without compiling.",
         stats.loaded,
     );
+    app.metrics.render(&mut text);
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         text,

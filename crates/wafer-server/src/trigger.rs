@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use wafer_api::Kind;
 use wafer_engine::Mount;
 
@@ -69,8 +70,30 @@ pub async fn routed(State(app): State<Arc<App>>, request: Request) -> Result<Res
     call(&app, &entry, mount, request).await
 }
 
-/// Calls a live function with a request, within the server's body cap.
+/// Calls a live function with a request, within its body cap and concurrency limits, and records the
+/// call in the metrics.
 pub async fn call(
+    app: &App,
+    entry: &Entry,
+    mount: Mount,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let result = run(app, entry, mount, request).await;
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(e) => e.status(),
+    };
+    app.metrics.invocation(
+        &entry.settings.name,
+        entry.function.kind().as_str(),
+        status.as_u16(),
+        started.elapsed(),
+    );
+    result
+}
+
+async fn run(
     app: &App,
     entry: &Entry,
     mount: Mount,

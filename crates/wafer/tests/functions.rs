@@ -398,3 +398,40 @@ async fn the_same_bytes_deployed_again_are_not_compiled_again() {
     assert_eq!(server.get_text("/fn/two").await.1, "shared");
     assert_eq!(server.module_files().len(), 2);
 }
+
+#[tokio::test]
+async fn metrics_count_invocations_by_status_and_time_them() {
+    let server = Server::start();
+    server
+        .deploy_ok(
+            "good",
+            wagi_wat("Content-Type: text/plain\n\nok"),
+            json!({}),
+        )
+        .await;
+    server
+        .deploy_ok(
+            "crash",
+            wat(r#"(module (func (export "_start") unreachable))"#),
+            json!({}),
+        )
+        .await;
+    for _ in 0..3 {
+        assert_eq!(server.get_text("/fn/good").await.0, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(server.get_text("/fn/crash").await.0, 500);
+    }
+    let (_, text) = server.get_text("/metrics").await;
+    for line in [
+        "wafer_invocations_total{function=\"good\",kind=\"wagi\",status=\"200\"} 3",
+        "wafer_invocations_total{function=\"crash\",kind=\"wagi\",status=\"500\"} 2",
+        "wafer_invocation_duration_seconds_count{function=\"good\",kind=\"wagi\"} 3",
+        "wafer_compile_seconds_count 2",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+}
