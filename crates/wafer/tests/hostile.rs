@@ -121,15 +121,7 @@ async fn unknown_functions_and_paths_are_404() {
 async fn an_oversized_request_body_is_413() {
     let server = Server::start_with(&["--max-body", "1KiB"]);
     server.deploy_ok("small", wagi_wat(HELLO), json!({})).await;
-    let (status, body) = server
-        .call_json(Method::POST, "/fn/small", &"x".repeat(4096))
-        .await;
-    assert_error(
-        status,
-        &body,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-    );
+    server.assert_body_too_large("/fn/small", 4096).await;
     let (status, _, body) = server.call(Method::POST, "/fn/small", "fine").await;
     assert_eq!((status.as_u16(), body.as_str()), (200, "hello"));
 }
@@ -312,15 +304,7 @@ async fn per_function_body_caps_apply() {
             json!({"max_request_bytes": 16, "max_response_bytes": 8}),
         )
         .await;
-    let (status, body) = server
-        .call_json(Method::POST, "/fn/tight", &"x".repeat(17))
-        .await;
-    assert_error(
-        status,
-        &body,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-    );
+    server.assert_body_too_large("/fn/tight", 17).await;
     // "Content-Type: text/plain\n\nhello" is more than 8 bytes.
     let (status, body) = server.call_json(Method::POST, "/fn/tight", "ok").await;
     assert_error(status, &body, StatusCode::BAD_GATEWAY, "bad_response");

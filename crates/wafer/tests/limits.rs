@@ -109,15 +109,7 @@ async fn a_config_file_sets_the_server_defaults() {
     let path = path.to_string_lossy().into_owned();
     let server = Server::start_with(&["--config", &path]);
     server.deploy_ok("small", wagi_wat(HELLO), json!({})).await;
-    let (status, body) = server
-        .call_json(Method::POST, "/fn/small", &"x".repeat(2048))
-        .await;
-    assert_error(
-        status,
-        &body,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-    );
+    server.assert_body_too_large("/fn/small", 2048).await;
 
     std::fs::write(dir.path().join("bad.toml"), "memroy = \"16MiB\"\n").unwrap();
     let bad = dir.path().join("bad.toml").to_string_lossy().into_owned();

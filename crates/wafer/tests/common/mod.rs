@@ -204,6 +204,19 @@ impl Server {
         (status, value)
     }
 
+    /// Posts `bytes` bytes to `path` and asserts the body was refused with 413.
+    pub async fn assert_body_too_large(&self, path: &str, bytes: usize) {
+        let (status, body) = self
+            .call_json(reqwest::Method::POST, path, &"x".repeat(bytes))
+            .await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        );
+    }
+
     /// `GET path` → status and body text.
     pub async fn get_text(&self, path: &str) -> (StatusCode, String) {
         let (status, _, body) = self.call(reqwest::Method::GET, path, "").await;
