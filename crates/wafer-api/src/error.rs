@@ -3,16 +3,17 @@
 //! `code` is a stable, machine-readable string (`invalid_module`, `not_found`, …); `message` is for people.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The JSON body of every error answer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ErrorBody {
     /// What went wrong.
     pub error: ErrorDetail,
 }
 
 /// The code and message of an error answer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ErrorDetail {
     /// A stable identifier for scripts, e.g. `invalid_module`.
     pub code: String,

@@ -4,9 +4,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use utoipa::ToSchema;
 
 /// How a function is invoked; detected from the binary at deploy unless forced in [`FunctionConfig::kind`].
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     /// A component exporting `wasi:http/incoming-handler@0.2.x`; the HTTP request is handed over as is.
@@ -53,7 +54,7 @@ impl FromStr for Kind {
 ///
 /// Unknown fields are refused so that a typo never passes silently. Absent fields take the server's defaults
 /// when the function runs.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionConfig {
     /// Forces the kind instead of detecting it from the binary.
@@ -91,10 +92,21 @@ pub struct FunctionConfig {
     /// Whether calling the function over `/fn` and its routes needs the server's API token too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub private: bool,
+    /// How many times an async or cron execution is tried before it is marked `dead` (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// The wait before the first retry of a failed async execution; it doubles with every further
+    /// attempt (default 1000 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_backoff_ms: Option<u64>,
+    /// A cron expression (UTC) on which the function runs as a `cron` execution: five fields
+    /// (`min hour day month weekday`) or six with seconds first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 /// A deployed function as the API lists it: its live version and that version's details.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct FunctionInfo {
     /// The function's name, unique on the server.
     pub name: String,
@@ -118,7 +130,7 @@ pub struct FunctionInfo {
 }
 
 /// The limits a function's invocations run under.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct EffectiveLimits {
     /// Linear memory cap, MiB.
     pub memory_mb: u64,
@@ -134,7 +146,7 @@ pub struct EffectiveLimits {
 }
 
 /// One immutable version of a function.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct VersionInfo {
     /// The function's name.
     pub function: String,
@@ -155,7 +167,7 @@ pub struct VersionInfo {
 }
 
 /// The body of `POST /v1/functions/{name}/rollback`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// The version to make live again.
@@ -163,14 +175,14 @@ pub struct RollbackRequest {
 }
 
 /// The body of `GET /v1/functions`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct FunctionList {
     /// Every function, by name.
     pub functions: Vec<FunctionInfo>,
 }
 
 /// The body of `GET /v1/functions/{name}/versions`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct VersionList {
     /// Every version, oldest first.
     pub versions: Vec<VersionInfo>,

@@ -2,14 +2,20 @@
 //!
 //! The server serialises these, the `wafer` CLI and the end-to-end tests deserialise them, so a field added
 //! here reaches every side at once. Modules: [`function`] (deploy-time configuration and what is stored about
-//! functions and versions), [`invoke`] (the job reply of `command` functions) and [`error`] (the JSON error
+//! functions and versions), [`invoke`] (the job reply of `command` functions), [`execution`] (execution records, logs and
+//! their summaries) and [`error`] (the JSON error
 //! body every failing endpoint answers with).
 
 pub mod error;
+pub mod execution;
 pub mod function;
 pub mod invoke;
 
 pub use error::{ErrorBody, ErrorDetail};
+pub use execution::{
+    AsyncAccepted, Execution, ExecutionList, ExecutionStats, ExecutionStatus, ExecutionUsage,
+    LogEntry, LogList, Summary, Trigger,
+};
 pub use function::{
     EffectiveLimits, FunctionConfig, FunctionInfo, FunctionList, Kind, RollbackRequest,
     VersionInfo, VersionList,

@@ -6,6 +6,7 @@ use crate::error::InvokeError;
 use crate::host::outbound::OutboundPolicy;
 use crate::host::{ComponentState, ModuleState};
 use crate::limits::Limits;
+use crate::trace::Tracer;
 use bytes::Bytes;
 use wafer_api::{CommandOutput, Kind};
 use wasmtime::InstancePre;
@@ -63,7 +64,8 @@ impl Function {
         }
     }
 
-    /// Serves an HTTP request with an `http` or `wagi` function, in a fresh instance.
+    /// Serves an HTTP request with an `http` or `wagi` function, in a fresh instance. The invocation's
+    /// [`crate::Trace`] goes to `tracer` once the instance is gone (for a streamed body, after it ends).
     ///
     /// The body has already been read (and size-checked) by the caller. Fails with
     /// [`InvokeError::Internal`] for a `command` function, which answers through [`Function::run_command`].
@@ -72,17 +74,21 @@ impl Function {
         request: http::Request<Bytes>,
         mount: &Mount,
         settings: &Settings,
+        tracer: Tracer,
     ) -> Result<http::Response<ResponseBody>, InvokeError> {
         match &self.prepared {
-            Prepared::Http(pre) => abi::http::serve(pre, request, mount, settings).await,
-            Prepared::Wagi(module) => abi::wagi::serve(module, request, mount, settings).await,
+            Prepared::Http(pre) => abi::http::serve(pre, request, mount, settings, tracer).await,
+            Prepared::Wagi(module) => {
+                abi::wagi::serve(module, request, mount, settings, tracer).await
+            }
             Prepared::ModuleCommand(_) | Prepared::ComponentCommand(_) => Err(
                 InvokeError::Internal("a command function does not serve HTTP".into()),
             ),
         }
     }
 
-    /// Runs the function as a job in a fresh instance: `stdin` in, exit code and output out.
+    /// Runs the function as a job in a fresh instance: `stdin` in, exit code and output out, and the
+    /// invocation's [`crate::Trace`] to `tracer`.
     ///
     /// Any kind that reads stdin can run this way except `http`, which has no entry point for it.
     pub async fn run_command(
@@ -90,16 +96,17 @@ impl Function {
         stdin: Bytes,
         args: &[String],
         settings: &Settings,
+        tracer: Tracer,
     ) -> Result<CommandOutput, InvokeError> {
         match &self.prepared {
             Prepared::ModuleCommand(pre) => {
-                abi::command::run_module(pre, stdin, args, settings).await
+                abi::command::run_module(pre, stdin, args, settings, tracer).await
             }
             Prepared::Wagi(module) => {
-                abi::command::run_module(&module.pre, stdin, args, settings).await
+                abi::command::run_module(&module.pre, stdin, args, settings, tracer).await
             }
             Prepared::ComponentCommand(pre) => {
-                abi::command::run_component(pre, stdin, args, settings).await
+                abi::command::run_component(pre, stdin, args, settings, tracer).await
             }
             Prepared::Http(_) => Err(InvokeError::Internal(
                 "an http function is invoked with an HTTP request".into(),

@@ -10,6 +10,8 @@
 //! - `limits.rs` enforces the per-invocation memory cap and deadline; `host.rs` holds the per-invocation host
 //!   state, deny-by-default: no preopened directories, no sockets, no host environment, and outbound HTTP
 //!   only to the hosts a function is granted (`host/outbound.rs`).
+//! - `trace.rs` measures what each invocation used (instantiation time, CPU time, peak memory, fuel) and
+//!   collects its log lines into a [`Trace`].
 //! - `error.rs` holds the two error enums of this crate's boundary, [`CompileError`] and [`InvokeError`].
 
 mod abi;
@@ -18,6 +20,7 @@ mod error;
 mod function;
 mod host;
 mod limits;
+mod trace;
 
 pub use abi::http::{Mount, ResponseBody};
 pub use engine::SetupError;
@@ -26,4 +29,5 @@ pub use error::{CompileError, InvokeError};
 pub use function::{Compiled, Function, Settings};
 pub use host::outbound::OutboundPolicy;
 pub use limits::Limits;
+pub use trace::{LogLine, Stream, Trace, Tracer, Usage};
 pub use wafer_api::{CommandOutput, Kind};

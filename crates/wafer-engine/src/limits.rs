@@ -7,6 +7,7 @@
 //! call — the adapters also wrap the whole run in a tokio timeout that drops the store.
 
 use crate::error::{describe, InvokeError};
+use crate::trace::Usage;
 use std::time::{Duration, Instant};
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 
@@ -63,6 +64,11 @@ impl MemoryLimiter {
     pub(crate) fn new(limit: u64) -> Self {
         Self { limit, used: 0 }
     }
+
+    /// The most linear memory the store has held; memories never shrink, so this is what it holds now.
+    pub(crate) fn peak(&self) -> u64 {
+        self.used
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -113,6 +119,23 @@ pub(crate) fn apply<T: Limited>(store: &mut Store<T>, limits: &Limits) {
             Ok(UpdateDeadline::Yield(1))
         }
     });
+}
+
+/// What a finished run used, read from its store.
+pub(crate) fn usage<T: Limited>(
+    store: &mut Store<T>,
+    limits: &Limits,
+    instantiate: Duration,
+    cpu: Duration,
+) -> Usage {
+    Usage {
+        instantiate,
+        cpu,
+        peak_memory_bytes: store.data_mut().limiter().peak(),
+        fuel_consumed: limits
+            .fuel
+            .map(|fuel| fuel.saturating_sub(store.get_fuel().unwrap_or(0))),
+    }
 }
 
 /// The outer bound on a whole run: the deadline plus a little grace for the epoch trap to land first.

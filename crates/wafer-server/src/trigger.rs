@@ -110,12 +110,19 @@ async fn run(
         .await?;
     let function = &entry.function;
     if function.kind() == Kind::Command {
-        let output = function.run_command(body, &[], &entry.settings).await?;
+        let output = function
+            .run_command(body, &[], &entry.settings, wafer_engine::Tracer::discard())
+            .await?;
         return Ok(([(KIND_HEADER, Kind::Command.as_str())], Json(output)).into_response());
     }
     let request = http::Request::from_parts(parts, body);
     let response = function
-        .serve_http(request, &mount, &entry.settings)
+        .serve_http(
+            request,
+            &mount,
+            &entry.settings,
+            wafer_engine::Tracer::discard(),
+        )
         .await?;
     // The instance may still be streaming the body: keep its slots until the body is done.
     Ok(response.map(|body| {

@@ -14,6 +14,9 @@ pub enum StoreError {
         /// The function that holds it.
         owner: String,
     },
+    /// Another process has the data directory open.
+    #[error("the data directory {} is in use by another wafer process", .0.display())]
+    Locked(std::path::PathBuf),
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),

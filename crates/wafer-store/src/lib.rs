@@ -3,6 +3,7 @@
 //! Two parts, kept apart because they scale differently:
 //! - [`MetaStore`] — function and version metadata behind one async trait; [`SqliteStore`] is the embedded
 //!   default (a Postgres implementation can sit behind the same trait);
+//! - [`ExecutionStore`] — execution records, their logs, the async queue and cron ticks, written in batches;
 //! - [`BlobStore`] — content-addressed module bytes on disk (`modules/sha256/<hex>`) with their compiled
 //!   artifacts beside them.
 //!
@@ -11,10 +12,16 @@
 
 mod blobs;
 mod error;
+mod executions;
 mod meta;
 mod sqlite;
+mod sqlite_executions;
 
 pub use blobs::BlobStore;
 pub use error::StoreError;
+pub use executions::{
+    Attempt, Claimed, DueCallback, ExecutionStore, NewExecution, NewLog, Page, QueueStats,
+    Retention, StoredRequest, Write,
+};
 pub use meta::{MetaStore, NewVersion, StoredFunction, StoredVersion};
 pub use sqlite::SqliteStore;

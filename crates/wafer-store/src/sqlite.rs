@@ -1,7 +1,9 @@
 //! The embedded default [`MetaStore`]: one SQLite database in WAL mode.
 //!
-//! rusqlite is synchronous, so every call runs on tokio's blocking pool against one connection; SQLite
-//! serialises writers anyway, and the metadata is small and hot in its page cache.
+//! rusqlite is synchronous, so every call runs on tokio's blocking pool. Function metadata has one
+//! connection and execution records another (`sqlite_executions.rs`), so a batch of records being committed
+//! never holds up a deploy's reads; SQLite serialises the writers. The data directory is locked while open,
+//! so one server at a time owns it.
 
 use crate::meta::{MetaStore, NewVersion, StoredFunction, StoredVersion};
 use crate::StoreError;
@@ -11,48 +13,71 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// The current schema; bumped with a migration step in [`migrate`].
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// SQL for "now" as RFC 3339 UTC with milliseconds.
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
+pub(crate) const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
 
 /// SQLite-backed function metadata.
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    pub(crate) executions: Arc<Mutex<Connection>>,
+    _lock: Arc<std::fs::File>,
 }
 
 impl SqliteStore {
     /// Opens (creating and migrating if needed) `wafer.db` under `data_dir`.
+    ///
+    /// Fails with [`StoreError::Locked`] while another process has the directory open.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)?;
-        let conn = Connection::open(data_dir.join("wafer.db"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let lock = std::fs::File::create(data_dir.join("wafer.lock"))?;
+        lock.try_lock()
+            .map_err(|_| StoreError::Locked(data_dir.to_path_buf()))?;
+        let conn = connect(data_dir)?;
         migrate(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            executions: Arc::new(Mutex::new(connect(data_dir)?)),
+            _lock: Arc::new(lock),
         })
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` with the metadata connection on the blocking pool.
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn
-                .lock()
-                .map_err(|_| StoreError::Corrupt("database lock poisoned".into()))?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("database task failed: {e}")))?
+        run_on(self.conn.clone(), f).await
     }
+}
+
+/// Opens a connection to `wafer.db` in WAL mode, every commit durable.
+fn connect(data_dir: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(data_dir.join("wafer.db"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Runs `f` with `conn` on the blocking pool.
+pub(crate) async fn run_on<T, F>(conn: Arc<Mutex<Connection>>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let mut conn = conn
+            .lock()
+            .map_err(|_| StoreError::Corrupt("database lock poisoned".into()))?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| StoreError::Corrupt(format!("database task failed: {e}")))?
 }
 
 /// Creates or upgrades the schema.
@@ -88,6 +113,60 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
                  name TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE
              );
              PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+    }
+    if version < 2 {
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE executions (
+                 id TEXT PRIMARY KEY,
+                 function TEXT NOT NULL,
+                 version INTEGER NOT NULL,
+                 trigger TEXT NOT NULL,
+                 status TEXT NOT NULL,
+                 attempts INTEGER NOT NULL,
+                 max_attempts INTEGER NOT NULL,
+                 queued_at INTEGER NOT NULL,
+                 next_at INTEGER,
+                 started_at INTEGER,
+                 finished_at INTEGER,
+                 duration_us INTEGER,
+                 http_status INTEGER,
+                 exit_code INTEGER,
+                 error TEXT,
+                 output BLOB,
+                 output_truncated INTEGER NOT NULL DEFAULT 0,
+                 instantiate_us INTEGER,
+                 cpu_us INTEGER,
+                 peak_memory INTEGER,
+                 fuel INTEGER,
+                 request TEXT,
+                 body BLOB,
+                 callback_url TEXT,
+                 callback_state TEXT,
+                 callback_attempts INTEGER NOT NULL DEFAULT 0,
+                 callback_at INTEGER
+             );
+             CREATE INDEX executions_by_function ON executions(function, id);
+             CREATE INDEX executions_queue ON executions(status, next_at);
+             CREATE INDEX executions_finished ON executions(finished_at);
+             CREATE INDEX executions_callbacks ON executions(callback_state, callback_at);
+             CREATE TABLE logs (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 execution_id TEXT NOT NULL,
+                 function TEXT NOT NULL,
+                 at INTEGER NOT NULL,
+                 stream TEXT NOT NULL,
+                 line TEXT NOT NULL
+             );
+             CREATE INDEX logs_by_function ON logs(function, seq);
+             CREATE INDEX logs_by_execution ON logs(execution_id, seq);
+             CREATE TABLE schedules (
+                 function TEXT PRIMARY KEY,
+                 last_tick INTEGER NOT NULL
+             );
+             PRAGMA user_version = 2;
              COMMIT;",
         )?;
     }
@@ -297,6 +376,7 @@ impl MetaStore for SqliteStore {
                 rows.collect::<Result<_, _>>()?
             };
             let deleted = tx.execute("DELETE FROM functions WHERE name = ?1", [&name])?;
+            tx.execute("DELETE FROM schedules WHERE function = ?1", [&name])?;
             if deleted == 0 {
                 return Err(StoreError::NotFound(format!("function `{name}`")));
             }

@@ -150,6 +150,15 @@ pub struct DeployArgs {
     /// Require the server's token to call the function under /fn and its routes too.
     #[arg(long)]
     pub private: bool,
+    /// Attempts an async or cron execution gets before it is marked dead (default 3).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: Option<u32>,
+    /// Wait before the first retry of a failed async execution, doubling after, e.g. 500ms.
+    #[arg(long, value_parser = crate::cmd::deploy::parse_timeout_ms)]
+    pub retry_backoff: Option<u64>,
+    /// Run the function on this cron schedule (UTC), e.g. "*/5 * * * *" or, with seconds, "*/10 * * * * *".
+    #[arg(long)]
+    pub schedule: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }

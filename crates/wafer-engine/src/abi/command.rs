@@ -3,12 +3,14 @@
 //! Core modules start at `_start` (preview1); components are called through `wasi:cli/run`. A non-zero exit
 //! is a result, not an error: only traps, timeouts and limits fail the run.
 
-use super::{argv, run_start};
+use super::{argv, run_start, Run};
 use crate::error::InvokeError;
 use crate::function::Settings;
 use crate::host::{self, ComponentState, ModuleState};
 use crate::limits::{self, classify, outer_timeout};
+use crate::trace::{CpuTimed, Stream, Trace, Tracer, Usage};
 use bytes::Bytes;
+use std::time::{Duration, Instant};
 use wafer_api::CommandOutput;
 use wasmtime::{InstancePre, Store};
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -20,8 +22,9 @@ pub(crate) async fn run_module(
     stdin: Bytes,
     args: &[String],
     settings: &Settings,
+    tracer: Tracer,
 ) -> Result<CommandOutput, InvokeError> {
-    let (exit_code, stdio) = run_start(
+    let Run { exit, stdio, usage } = run_start(
         pre,
         "_start",
         &argv(settings, args),
@@ -29,8 +32,8 @@ pub(crate) async fn run_module(
         stdin,
         settings,
     )
-    .await?;
-    Ok(output(exit_code, &stdio))
+    .await;
+    finish(exit, &stdio, usage, tracer)
 }
 
 /// Runs a `wasi:cli/run` component as a job.
@@ -39,37 +42,51 @@ pub(crate) async fn run_component(
     stdin: Bytes,
     args: &[String],
     settings: &Settings,
+    tracer: Tracer,
 ) -> Result<CommandOutput, InvokeError> {
     let limits = &settings.limits;
-    let (builder, stdio) = host::wasi_builder(&argv(settings, args), &settings.env, stdin, limits);
-    let mut builder = builder;
+    let (mut builder, stdio) =
+        host::wasi_builder(&argv(settings, args), &settings.env, stdin, limits);
     let mut store = Store::new(
         pre.engine(),
         ComponentState::new(builder.build(), limits, &settings.outbound),
     );
     limits::apply(&mut store, limits);
+    let mut instantiate = Duration::ZERO;
     let run = async {
+        let started = Instant::now();
         let command = pre.instantiate_async(&mut store).await?;
+        instantiate = started.elapsed();
         command.wasi_cli_run().call_run(&mut store).await
     };
-    let exit_code = match tokio::time::timeout(outer_timeout(limits), run).await {
-        Err(_) => return Err(InvokeError::Timeout(limits.timeout)),
-        Ok(Ok(Ok(()))) => 0,
-        Ok(Ok(Err(()))) => 1,
+    let (outcome, cpu) = CpuTimed::new(tokio::time::timeout(outer_timeout(limits), run)).await;
+    let exit = match outcome {
+        Err(_) => Err(InvokeError::Timeout(limits.timeout)),
+        Ok(Ok(Ok(()))) => Ok(0),
+        Ok(Ok(Err(()))) => Ok(1),
         Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
-            Some(I32Exit(code)) => *code,
-            None => return Err(classify(e, limits)),
+            Some(I32Exit(code)) => Ok(*code),
+            None => Err(classify(e, limits)),
         },
     };
-    Ok(output(exit_code, &stdio))
+    let usage = limits::usage(&mut store, limits, instantiate, cpu);
+    finish(exit, &stdio, usage, tracer)
 }
 
-fn output(exit_code: i32, stdio: &host::Stdio) -> CommandOutput {
-    CommandOutput {
+/// Sends the run's trace (stderr is its log; stdout is its output) and builds the job reply.
+fn finish(
+    exit: Result<i32, InvokeError>,
+    stdio: &host::Stdio,
+    usage: Usage,
+    tracer: Tracer,
+) -> Result<CommandOutput, InvokeError> {
+    tracer.send(Trace::new(usage, &[(Stream::Stderr, &stdio.stderr)]));
+    let exit_code = exit?;
+    Ok(CommandOutput {
         exit_code,
         stdout: String::from_utf8_lossy(&stdio.stdout.contents()).into_owned(),
         stderr: String::from_utf8_lossy(&stdio.stderr.contents()).into_owned(),
         stdout_truncated: stdio.stdout.truncated(),
         stderr_truncated: stdio.stderr.truncated(),
-    }
+    })
 }

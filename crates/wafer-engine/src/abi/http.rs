@@ -3,17 +3,18 @@
 //! As in `wasmtime serve`, the handler runs in its own task so it can keep streaming the body after the
 //! response head has been sent; the store (and with it the instance) lives exactly as long as that task.
 
-use super::log_output;
 use crate::error::InvokeError;
 use crate::function::Settings;
 use crate::host::{self, ComponentState};
 use crate::limits::{self, classify, outer_timeout};
+use crate::trace::{CpuTimed, Stream, Trace, Tracer};
 use bytes::Bytes;
 use http::uri::{Authority, Uri};
 use http::{HeaderValue, Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -51,6 +52,7 @@ pub(crate) async fn serve(
     request: Request<Bytes>,
     mount: &Mount,
     settings: &Settings,
+    tracer: Tracer,
 ) -> Result<Response<ResponseBody>, InvokeError> {
     let limits = settings.limits;
     let request = guest_request(request, mount)?;
@@ -79,23 +81,32 @@ pub(crate) async fn serve(
         .map_err(internal)?;
 
     let pre = pre.clone();
-    let name = settings.name.clone();
     let task = tokio::spawn(async move {
+        let mut instantiate = Duration::ZERO;
         let run = async {
+            let started = Instant::now();
             let proxy = pre.instantiate_async(&mut store).await?;
+            instantiate = started.elapsed();
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, guest_request, outparam)
                 .await
         };
-        let result = match tokio::time::timeout(outer_timeout(&limits), run).await {
+        let (outcome, cpu) = CpuTimed::new(tokio::time::timeout(outer_timeout(&limits), run)).await;
+        let result = match outcome {
             Err(_) => Err(InvokeError::Timeout(limits.timeout)),
             Ok(result) => result.map_err(|e| classify(e, &limits)),
         };
+        let usage = limits::usage(&mut store, &limits, instantiate, cpu);
         drop(store);
-        // Neither stream is part of the HTTP response; both go to the log.
-        log_output(&name, "stdout", &stdio.stdout);
-        log_output(&name, "stderr", &stdio.stderr);
+        // Neither stream is part of the HTTP response; both are the function's log.
+        tracer.send(Trace::new(
+            usage,
+            &[
+                (Stream::Stdout, &stdio.stdout),
+                (Stream::Stderr, &stdio.stderr),
+            ],
+        ));
         result
     });
 

@@ -8,15 +8,25 @@ pub(crate) mod wagi;
 
 use crate::error::InvokeError;
 use crate::function::Settings;
-use crate::host::output::CappedOutput;
 use crate::host::{self, ModuleState, Stdio};
 use crate::limits::{self, classify, outer_timeout};
+use crate::trace::{CpuTimed, Usage};
 use bytes::Bytes;
+use std::time::{Duration, Instant};
 use wasmtime::{InstancePre, Store};
 use wasmtime_wasi::I32Exit;
 
-/// Runs a WASI preview1 module's `entry` export (normally `_start`) in a fresh store; returns its exit
-/// code and captured output.
+/// A finished run of a core module: how it ended, what it wrote and what it used.
+pub(crate) struct Run {
+    /// Its exit code, or why it did not finish.
+    pub(crate) exit: Result<i32, InvokeError>,
+    /// Its captured stdout and stderr.
+    pub(crate) stdio: Stdio,
+    /// What it used.
+    pub(crate) usage: Usage,
+}
+
+/// Runs a WASI preview1 module's `entry` export (normally `_start`) in a fresh store.
 pub(crate) async fn run_start(
     pre: &InstancePre<ModuleState>,
     entry: &str,
@@ -24,26 +34,31 @@ pub(crate) async fn run_start(
     env: &[(String, String)],
     stdin: Bytes,
     settings: &Settings,
-) -> Result<(i32, Stdio), InvokeError> {
+) -> Run {
     let limits = &settings.limits;
     let (mut builder, stdio) = host::wasi_builder(args, env, stdin, limits);
     let state = ModuleState::new(builder.build_p1(), limits);
     let mut store = Store::new(pre.module().engine(), state);
     limits::apply(&mut store, limits);
+    let mut instantiate = Duration::ZERO;
     let run = async {
+        let started = Instant::now();
         let instance = pre.instantiate_async(&mut store).await?;
+        instantiate = started.elapsed();
         let start = instance.get_typed_func::<(), ()>(&mut store, entry)?;
         start.call_async(&mut store, ()).await
     };
-    let code = match tokio::time::timeout(outer_timeout(limits), run).await {
-        Err(_) => return Err(InvokeError::Timeout(limits.timeout)),
-        Ok(Ok(())) => 0,
+    let (outcome, cpu) = CpuTimed::new(tokio::time::timeout(outer_timeout(limits), run)).await;
+    let exit = match outcome {
+        Err(_) => Err(InvokeError::Timeout(limits.timeout)),
+        Ok(Ok(())) => Ok(0),
         Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
-            Some(I32Exit(code)) => *code,
-            None => return Err(classify(e, limits)),
+            Some(I32Exit(code)) => Ok(*code),
+            None => Err(classify(e, limits)),
         },
     };
-    Ok((code, stdio))
+    let usage = limits::usage(&mut store, limits, instantiate, cpu);
+    Run { exit, stdio, usage }
 }
 
 /// argv for a run: the function's name, then `extra`.
@@ -51,15 +66,4 @@ pub(crate) fn argv(settings: &Settings, extra: &[String]) -> Vec<String> {
     std::iter::once(settings.name.clone())
         .chain(extra.iter().cloned())
         .collect()
-}
-
-/// Emits what a guest wrote to one of its output streams (`stream` names which), a line per event, so
-/// operators can see it.
-pub(crate) fn log_output(function: &str, stream: &str, output: &CappedOutput) {
-    for line in String::from_utf8_lossy(&output.contents()).lines() {
-        tracing::info!(target: "wafer::guest", function, stream, "{line}");
-    }
-    if output.truncated() {
-        tracing::warn!(target: "wafer::guest", function, stream, "output past the cap was dropped");
-    }
 }

@@ -7,11 +7,12 @@
 //! may export `_routes`, printing `PATH EXPORT` lines that map sub-paths of its mount (`/x` exactly,
 //! `/x/...` with everything below) to other exported functions; the last matching line wins.
 
-use super::{log_output, run_start};
+use super::{run_start, Run};
 use crate::abi::http::{Mount, ResponseBody};
 use crate::error::InvokeError;
 use crate::function::Settings;
 use crate::host::ModuleState;
+use crate::trace::{Stream, Trace, Tracer};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
 use http::{Request, Response, StatusCode};
@@ -79,7 +80,7 @@ impl WagiModule {
             return Vec::new();
         }
         let args = std::slice::from_ref(&settings.name);
-        let stdout = match run_start(
+        let run = run_start(
             &self.pre,
             "_routes",
             args,
@@ -87,9 +88,9 @@ impl WagiModule {
             Bytes::new(),
             settings,
         )
-        .await
-        {
-            Ok((_, stdio)) => stdio.stdout.contents(),
+        .await;
+        let stdout = match run.exit {
+            Ok(_) => run.stdio.stdout.contents(),
             Err(e) => {
                 tracing::warn!(function = %settings.name, "`_routes` failed, serving `_start` only: {e}");
                 return Vec::new();
@@ -145,6 +146,7 @@ pub(crate) async fn serve(
     request: Request<Bytes>,
     mount: &Mount,
     settings: &Settings,
+    tracer: Tracer,
 ) -> Result<Response<ResponseBody>, InvokeError> {
     let (parts, body) = request.into_parts();
     let env = cgi_env(&parts, body.len(), mount, settings);
@@ -152,8 +154,10 @@ pub(crate) async fn serve(
         .entry_for(mount.rest(parts.uri.path()), settings)
         .await;
     let args = cgi_args(&parts.uri);
-    let (exit_code, stdio) = run_start(&module.pre, &entry, &args, &env, body, settings).await?;
-    log_output(&settings.name, "stderr", &stdio.stderr);
+    let Run { exit, stdio, usage } =
+        run_start(&module.pre, &entry, &args, &env, body, settings).await;
+    tracer.send(Trace::new(usage, &[(Stream::Stderr, &stdio.stderr)]));
+    let exit_code = exit?;
     if stdio.stdout.truncated() {
         return Err(InvokeError::BadResponse(format!(
             "the response is larger than the limit of {} bytes",

@@ -23,6 +23,9 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
         allowed_outbound_hosts: args.allow_outbound,
         max_concurrency: args.concurrency,
         private: args.private,
+        max_attempts: args.max_attempts,
+        retry_backoff_ms: args.retry_backoff,
+        schedule: args.schedule,
     };
     let client = Client::new(&args.client);
     let version = client.deploy(&args.name, module, &config).await?;

@@ -1,0 +1,224 @@
+//! Execution records: one per invocation, sync or async, with what it used and logged.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use utoipa::ToSchema;
+
+/// What started an execution.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// A request to `/fn/{name}` or one of the function's routes.
+    Http,
+    /// A synchronous `POST /v1/functions/{name}/invoke`.
+    Api,
+    /// `POST /v1/functions/{name}/invoke?async=true`, run by a queue worker.
+    Async,
+    /// The function's `schedule`.
+    Cron,
+}
+
+/// Where an execution stands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecutionStatus {
+    /// Waiting in the queue (first attempt, or a retry after its backoff).
+    Queued,
+    /// Running now.
+    Running,
+    /// Finished well: a 2xx/3xx response, or exit code 0.
+    Succeeded,
+    /// Finished badly, and will not be tried again (sync executions are tried once).
+    Failed,
+    /// An async or cron execution that failed on every one of its attempts.
+    Dead,
+}
+
+macro_rules! names {
+    ($ty:ty, $what:literal, $($variant:ident => $name:literal),+) => {
+        impl $ty {
+            /// The name used in the API and the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name),+ }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($name => Ok(Self::$variant),)+
+                    other => Err(format!(
+                        concat!("unknown ", $what, " `{}`: expected one of {}"),
+                        other,
+                        [$($name),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+names!(Trigger, "trigger", Http => "http", Api => "api", Async => "async", Cron => "cron");
+names!(ExecutionStatus, "status", Queued => "queued", Running => "running",
+    Succeeded => "succeeded", Failed => "failed", Dead => "dead");
+
+impl ExecutionStatus {
+    /// Whether the execution is over for good.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Dead)
+    }
+}
+
+/// What one attempt used.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ExecutionUsage {
+    /// Time to create the instance, in microseconds.
+    pub instantiate_us: u64,
+    /// CPU time spent running the guest, in microseconds.
+    pub cpu_us: u64,
+    /// The most linear memory the instance held, in bytes.
+    pub peak_memory_bytes: u64,
+    /// Fuel burnt, on a server that meters fuel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_consumed: Option<u64>,
+}
+
+/// One execution of a function.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Execution {
+    /// Its id (time-ordered: newer ids sort after older ones).
+    pub id: String,
+    /// The function it ran.
+    pub function: String,
+    /// The version that ran (for a queued execution, the version live when it was submitted).
+    pub version: u32,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Where it stands.
+    pub status: ExecutionStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The most attempts it gets.
+    pub max_attempts: u32,
+    /// When it was submitted (RFC 3339, UTC).
+    pub queued_at: String,
+    /// When its latest attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When its latest attempt ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// When a queued execution is due to run (after a retry's backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    /// The latest attempt's duration, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    /// The HTTP status an http or wagi function (or wafer, on its behalf) answered with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// A command's exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why the latest attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What an async, cron or command run produced: the response body or stdout (invalid UTF-8 replaced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Whether `output` was cut off at the server's cap.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub output_truncated: bool,
+    /// What the latest attempt used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ExecutionUsage>,
+    /// Where the result is posted when the execution ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// `pending`, `delivered` or `failed`, when there is a callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_state: Option<String>,
+    /// Its log lines (only when one execution is fetched).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogEntry>,
+}
+
+/// A page of executions, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct ExecutionList {
+    /// The executions on this page.
+    pub executions: Vec<Execution>,
+    /// Pass as `before` to get the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// One line a function logged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct LogEntry {
+    /// Its position in the server's log; pass as `after` to resume after it.
+    pub seq: i64,
+    /// The execution that wrote it.
+    pub execution_id: String,
+    /// The function that wrote it.
+    pub function: String,
+    /// When the execution ended (RFC 3339, UTC).
+    pub at: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The line.
+    pub line: String,
+}
+
+/// Log lines, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct LogList {
+    /// The lines.
+    pub logs: Vec<LogEntry>,
+}
+
+/// The answer to an async invocation: it is stored and will run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct AsyncAccepted {
+    /// The execution to poll with `GET /v1/executions/{id}`.
+    pub execution_id: String,
+}
+
+/// Minimum, mean and maximum of one measure.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Summary {
+    /// The smallest value.
+    pub min: f64,
+    /// The mean.
+    pub avg: f64,
+    /// The largest value.
+    pub max: f64,
+}
+
+/// A function's executions summarised (those still kept under the retention settings).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct ExecutionStats {
+    /// The function.
+    pub function: String,
+    /// Executions kept.
+    pub count: u64,
+    /// How many are in each status.
+    pub by_status: std::collections::BTreeMap<String, u64>,
+    /// Duration of finished attempts, in milliseconds.
+    pub duration_ms: Summary,
+    /// CPU time of finished attempts, in milliseconds.
+    pub cpu_ms: Summary,
+    /// Peak linear memory of finished attempts, in bytes.
+    pub peak_memory_bytes: Summary,
+    /// Instantiation time of finished attempts, in microseconds.
+    pub instantiate_us: Summary,
+}

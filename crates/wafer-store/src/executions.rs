@@ -1,0 +1,240 @@
+//! The execution trait: execution records, their log lines, the async queue they form, callbacks owed,
+//! and the cron schedule's last ticks.
+//!
+//! Times are milliseconds since the Unix epoch (UTC); the API types this trait returns render them as
+//! RFC 3339. Writes come in batches ([`ExecutionStore::write`]) so the server can commit many records
+//! with one fsync.
+
+use crate::StoreError;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use wafer_api::{Execution, ExecutionStats, ExecutionStatus, ExecutionUsage, LogEntry, Trigger};
+
+/// The HTTP request of an async execution, kept until it has run (the body is stored beside it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredRequest {
+    /// The method.
+    pub method: String,
+    /// The path and query the function sees.
+    pub path: String,
+    /// The headers, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A line to store in an execution's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLog {
+    /// `stdout` or `stderr`.
+    pub stream: &'static str,
+    /// The line.
+    pub line: String,
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Default)]
+pub struct Attempt {
+    /// The status the execution moves to: final, or `Queued` for a retry at `next_at`.
+    pub status: Option<ExecutionStatus>,
+    /// The version that ran.
+    pub version: u32,
+    /// When the attempt started.
+    pub started_at: i64,
+    /// When it ended.
+    pub finished_at: i64,
+    /// How long it ran, in microseconds.
+    pub duration_us: u64,
+    /// The HTTP status answered.
+    pub http_status: Option<u16>,
+    /// A command's exit code.
+    pub exit_code: Option<i32>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// What it produced, when that is kept (async, cron and command runs).
+    pub output: Option<Vec<u8>>,
+    /// Whether `output` was cut off.
+    pub output_truncated: bool,
+    /// What it used, when it got as far as running.
+    pub usage: Option<ExecutionUsage>,
+    /// When a retry is due.
+    pub next_at: Option<i64>,
+    /// Its log lines.
+    pub logs: Vec<NewLog>,
+}
+
+/// An execution to store: queued (async, cron), or already finished (sync).
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    /// Its id.
+    pub id: String,
+    /// The function.
+    pub function: String,
+    /// The function's live version when it was submitted.
+    pub version: u32,
+    /// What started it.
+    pub trigger: Trigger,
+    /// The most attempts it gets.
+    pub max_attempts: u32,
+    /// When it was submitted.
+    pub queued_at: i64,
+    /// The request to replay (async http and wagi executions).
+    pub request: Option<StoredRequest>,
+    /// The request body, or a command's stdin.
+    pub body: Vec<u8>,
+    /// Where to post the result.
+    pub callback_url: Option<String>,
+    /// Its one attempt, for a sync execution that already ran.
+    pub attempt: Option<Attempt>,
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Store a new execution.
+    Insert(NewExecution),
+    /// Record how attempt number `attempt` of a running execution ended. Ignored (reported `false`) unless
+    /// the execution is still running that attempt, so no attempt is ever recorded twice.
+    Finish {
+        /// The execution.
+        id: String,
+        /// The attempt number the worker claimed.
+        attempt: u32,
+        /// How it ended.
+        outcome: Attempt,
+    },
+}
+
+/// A queued execution a worker has claimed: it is `running` with `attempt` counted.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Its id.
+    pub id: String,
+    /// The function.
+    pub function: String,
+    /// What started it.
+    pub trigger: Trigger,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// The most attempts it gets.
+    pub max_attempts: u32,
+    /// When it was submitted.
+    pub queued_at: i64,
+    /// The request to replay.
+    pub request: Option<StoredRequest>,
+    /// The body or stdin.
+    pub body: Vec<u8>,
+}
+
+/// Which executions of a function to list.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Only this status.
+    pub status: Option<ExecutionStatus>,
+    /// Only ids before (older than) this one.
+    pub before: Option<String>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// How many finished executions to keep.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Per function, the newest this many.
+    pub per_function: u64,
+    /// None finished before this time.
+    pub finished_before: i64,
+}
+
+/// The async queue at a glance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Executions waiting (including retries waiting out their backoff).
+    pub queued: u64,
+    /// Executions running.
+    pub running: u64,
+    /// When the oldest waiting execution was submitted.
+    pub oldest_queued_at: Option<i64>,
+}
+
+/// A callback owed: post `execution` to `url`.
+#[derive(Debug, Clone)]
+pub struct DueCallback {
+    /// The URL.
+    pub url: String,
+    /// Deliveries tried so far.
+    pub attempts: u32,
+    /// The finished execution.
+    pub execution: Execution,
+}
+
+/// Execution storage. Every method is atomic.
+#[async_trait]
+pub trait ExecutionStore: Send + Sync {
+    /// Applies a batch of writes in one transaction; durable when it returns. For each write, whether it
+    /// took effect (see [`Write::Finish`]).
+    async fn write(&self, writes: Vec<Write>) -> Result<Vec<bool>, StoreError>;
+
+    /// Claims up to `limit` queued executions due at `now`, oldest due first, marking them running.
+    async fn claim(&self, now: i64, limit: u32) -> Result<Vec<Claimed>, StoreError>;
+
+    /// Puts every running execution back in the queue, due at `now`: after a restart nothing is running.
+    /// Returns how many there were.
+    async fn requeue_running(&self, now: i64) -> Result<u64, StoreError>;
+
+    /// When the next queued execution is due, if any is queued.
+    async fn next_due(&self) -> Result<Option<i64>, StoreError>;
+
+    /// One execution, with its log lines when `with_logs`.
+    async fn get_execution(
+        &self,
+        id: &str,
+        with_logs: bool,
+    ) -> Result<Option<Execution>, StoreError>;
+
+    /// A page of a function's executions, newest first.
+    async fn list_executions(
+        &self,
+        function: &str,
+        page: Page,
+    ) -> Result<Vec<Execution>, StoreError>;
+
+    /// A function's log lines after `after` (oldest first), or its latest `limit` lines when `after` is
+    /// `None`.
+    async fn logs(
+        &self,
+        function: &str,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// A function's executions summarised.
+    async fn stats(&self, function: &str) -> Result<ExecutionStats, StoreError>;
+
+    /// The queue's depth and age.
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
+
+    /// Deletes finished executions (and their logs) outside `retention`; returns how many.
+    async fn prune(&self, retention: Retention) -> Result<u64, StoreError>;
+
+    /// Callbacks due at `now`, up to `limit`.
+    async fn due_callbacks(&self, now: i64, limit: u32) -> Result<Vec<DueCallback>, StoreError>;
+
+    /// Records a delivery: `delivered`, or failed with a retry at `retry_at` (`None`: given up).
+    async fn callback_done(
+        &self,
+        id: &str,
+        delivered: bool,
+        retry_at: Option<i64>,
+    ) -> Result<(), StoreError>;
+
+    /// When `function`'s schedule last fired.
+    async fn last_tick(&self, function: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Fires `function`'s schedule for `tick`: queues `execution` and records the tick, unless a tick at
+    /// or after it was already recorded. Returns whether it fired.
+    async fn fire_tick(
+        &self,
+        function: &str,
+        tick: i64,
+        execution: NewExecution,
+    ) -> Result<bool, StoreError>;
+}
