@@ -1,20 +1,34 @@
-//! The management API under `/v1`: deploy, list, get, delete, versions, rollback and sync invoke.
+//! The management API under `/v1`: deploy, list, get, delete, versions, rollback and invoke (sync or
+//! async). The execution endpoints are in `executions.rs`.
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::queue;
 use crate::trigger;
 use axum::extract::multipart::MultipartError;
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::StatusCode;
+use serde::Deserialize;
 use std::sync::Arc;
-use wafer_api::{FunctionConfig, FunctionInfo, FunctionList, RollbackRequest, VersionList};
+use utoipa::IntoParams;
+use wafer_api::{
+    AsyncAccepted, CommandOutput, ErrorBody, FunctionConfig, FunctionInfo, FunctionList,
+    RollbackRequest, Trigger, VersionInfo, VersionList,
+};
 use wafer_engine::Mount;
 
 /// `POST /v1/functions/{name}/versions`: multipart (`module`, optional `config`) or a raw wasm body.
+#[utoipa::path(post, path = "/v1/functions/{name}/versions", tag = "functions",
+    params(("name" = String, Path, description = "The function's name")),
+    request_body(description = "multipart/form-data with a `module` part (the wasm binary) and an optional \
+        `config` part (FunctionConfig as JSON), or the raw module as application/wasm",
+        content((Vec<u8> = "multipart/form-data"), (Vec<u8> = "application/wasm"))),
+    responses((status = 201, body = VersionInfo), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub async fn deploy(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -89,6 +103,8 @@ async fn read_multipart(request: Request) -> Result<(Bytes, FunctionConfig), Api
 }
 
 /// `GET /v1/functions`.
+#[utoipa::path(get, path = "/v1/functions", tag = "functions",
+    responses((status = 200, body = FunctionList)))]
 pub async fn list(State(app): State<Arc<App>>) -> Result<Json<FunctionList>, ApiError> {
     let functions = app.meta.list_functions().await?;
     Ok(Json(FunctionList {
@@ -97,6 +113,9 @@ pub async fn list(State(app): State<Arc<App>>) -> Result<Json<FunctionList>, Api
 }
 
 /// `GET /v1/functions/{name}`.
+#[utoipa::path(get, path = "/v1/functions/{name}", tag = "functions",
+    params(("name" = String, Path, description = "The function's name")),
+    responses((status = 200, body = FunctionInfo), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -109,6 +128,9 @@ pub async fn get(
 }
 
 /// `DELETE /v1/functions/{name}`.
+#[utoipa::path(delete, path = "/v1/functions/{name}", tag = "functions",
+    params(("name" = String, Path, description = "The function's name")),
+    responses((status = 204, description = "Deleted with every version"), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -118,6 +140,9 @@ pub async fn delete(
 }
 
 /// `GET /v1/functions/{name}/versions`.
+#[utoipa::path(get, path = "/v1/functions/{name}/versions", tag = "functions",
+    params(("name" = String, Path, description = "The function's name")),
+    responses((status = 200, body = VersionList), (status = 404, body = ErrorBody)))]
 pub async fn versions(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -137,6 +162,10 @@ pub async fn versions(
 }
 
 /// `POST /v1/functions/{name}/rollback` with `{"version": N}`.
+#[utoipa::path(post, path = "/v1/functions/{name}/rollback", tag = "functions",
+    params(("name" = String, Path, description = "The function's name")),
+    request_body = RollbackRequest,
+    responses((status = 200, body = FunctionInfo), (status = 404, body = ErrorBody)))]
 pub async fn rollback(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -152,20 +181,53 @@ pub async fn rollback(
     Ok(Json(app.info(&function)))
 }
 
-/// `POST /v1/functions/{name}/invoke`: calls the live version synchronously. A command answers with its
-/// exit code and output as JSON; an http or wagi function answers with its own response.
+/// How an invocation through the API runs.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InvokeQuery {
+    /// Store the request and answer 202 at once; a queue worker runs it, with retries.
+    #[serde(default, rename = "async")]
+    run_async: bool,
+    /// With `async=true`: where to POST the finished execution (its host must be allowed).
+    callback_url: Option<String>,
+}
+
+/// `POST /v1/functions/{name}/invoke`: calls the live version. Synchronously, a command answers with its
+/// exit code and output as JSON and an http or wagi function with its own response; with `async=true`
+/// the request is stored and 202 names the execution to poll.
+#[utoipa::path(post, path = "/v1/functions/{name}/invoke", tag = "invoke",
+    params(("name" = String, Path, description = "The function's name"), InvokeQuery),
+    request_body(description = "Handed to the function: the HTTP request body, or a command's stdin",
+        content((Vec<u8> = "application/octet-stream"))),
+    responses(
+        (status = 200, description = "The function's own response, or a command's CommandOutput",
+         body = CommandOutput),
+        (status = 202, body = AsyncAccepted),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn invoke(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
+    Query(query): Query<InvokeQuery>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let entry = app.registry.get(&name).ok_or_else(|| unknown(&name))?;
+    if query.run_async {
+        let accepted = queue::submit(&app, &entry, request, query.callback_url).await?;
+        return Ok((StatusCode::ACCEPTED, Json(accepted)).into_response());
+    }
+    if query.callback_url.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "callback_url needs async=true",
+        ));
+    }
     let mount = Mount {
         prefix: format!("/v1/functions/{name}/invoke"),
         strip_prefix: true,
         client: trigger::client_addr(&request),
     };
-    trigger::call(&app, &entry, mount, request).await
+    trigger::call(&app, &entry, mount, request, Trigger::Api).await
 }
 
 fn unknown(name: &str) -> ApiError {

@@ -8,14 +8,19 @@
 use crate::admission::Admission;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
+use crate::journal::{self, Journal};
 use crate::metrics::Metrics;
+use crate::queue::{self, Queue};
 use crate::registry::{Entry, Registry};
+use crate::schedule;
 use crate::validate;
 use bytes::Bytes;
 use std::sync::Arc;
 use wafer_api::{FunctionConfig, FunctionInfo, Kind};
 use wafer_engine::{CompileError, Engine, Function, OutboundPolicy, Settings};
-use wafer_store::{BlobStore, MetaStore, NewVersion, SqliteStore, StoredFunction, StoredVersion};
+use wafer_store::{
+    BlobStore, ExecutionStore, MetaStore, NewVersion, SqliteStore, StoredFunction, StoredVersion,
+};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,10 +45,19 @@ pub enum StartError {
          or listen on a loopback address"
     )]
     Insecure(std::net::SocketAddr),
+    /// A setting is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// The server failed while running.
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
+
+/// Attempts an async or cron execution gets unless its function sets `max_attempts`.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// The first retry's wait unless a function sets `retry_backoff_ms`.
+pub const DEFAULT_RETRY_BACKOFF_MS: u64 = 1000;
 
 /// Shared server state.
 pub struct App {
@@ -54,17 +68,27 @@ pub struct App {
     pub(crate) admission: Admission,
     pub(crate) metrics: Metrics,
     pub(crate) config: ServerConfig,
+    pub(crate) executions: Arc<dyn ExecutionStore>,
+    pub(crate) journal: Journal,
+    pub(crate) queue: Queue,
     changes: tokio::sync::Mutex<()>,
 }
 
 impl App {
-    /// Opens the data directory and makes every deployed function live again.
+    /// Opens the data directory, makes every deployed function live again, queues again the executions
+    /// a crash left running, and starts the queue workers, the cron scheduler and record retention.
     pub async fn open(config: ServerConfig) -> Result<Arc<Self>, StartError> {
-        let meta = SqliteStore::open(&config.data_dir)?;
+        OutboundPolicy::parse(&config.executions.callback_hosts)
+            .map_err(|e| StartError::Config(format!("callback hosts: {e}")))?;
+        let store = SqliteStore::open(&config.data_dir)?;
         let blobs = BlobStore::open(&config.data_dir)?;
+        let executions: Arc<dyn ExecutionStore> = Arc::new(store.clone());
         let app = Arc::new(Self {
             engine: Engine::new(config.defaults.fuel)?,
-            meta: Arc::new(meta),
+            meta: Arc::new(store),
+            journal: Journal::start(executions.clone()),
+            executions,
+            queue: Queue::default(),
             blobs,
             registry: Registry::default(),
             admission: Admission::new(
@@ -76,6 +100,13 @@ impl App {
             changes: tokio::sync::Mutex::new(()),
         });
         app.load_all().await?;
+        let requeued = app.executions.requeue_running(journal::now_ms()).await?;
+        if requeued > 0 {
+            tracing::info!(executions = requeued, "queued again after an unclean stop");
+        }
+        queue::start(&app);
+        schedule::start(&app);
+        journal::start_retention(&app);
         Ok(app)
     }
 
@@ -141,6 +172,25 @@ impl App {
                 .config
                 .max_concurrency
                 .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
+            version: live.version,
+            max_attempts: live.config.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            retry_backoff: std::time::Duration::from_millis(
+                live.config
+                    .retry_backoff_ms
+                    .unwrap_or(DEFAULT_RETRY_BACKOFF_MS),
+            ),
+            cold: std::sync::atomic::AtomicBool::new(true),
+            schedule: live.config.schedule.as_deref().and_then(|expr| {
+                let since = chrono::DateTime::parse_from_rfc3339(&function.updated_at)
+                    .map_or_else(|_| journal::now_ms(), |t| t.timestamp_millis());
+                // Validated at deploy; a stored expression that no longer parses schedules nothing.
+                schedule::parse(expr)
+                    .inspect_err(
+                        |e| tracing::error!(function = %live.name, "schedule ignored: {e}"),
+                    )
+                    .ok()
+                    .map(|schedule| (schedule, since))
+            }),
         };
         self.registry
             .install(&live.name, entry, &live.config.routes);

@@ -18,6 +18,38 @@ pub struct ServerConfig {
     /// The bearer token the management API (and private functions) require; `None` leaves them open,
     /// which is only allowed on a loopback address.
     pub token: Option<String>,
+    /// The async queue, execution records and their retention.
+    pub executions: ExecutionSettings,
+}
+
+/// How async executions run and how long execution records are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionSettings {
+    /// Queue workers: the most async and cron executions running at once.
+    pub workers: usize,
+    /// Finished executions kept per function (the newest).
+    pub retain_per_function: u64,
+    /// Finished executions are deleted after this long.
+    pub retain: Duration,
+    /// Bytes of guest log kept per execution.
+    pub max_log_bytes: usize,
+    /// Bytes of output (response body, stdout) kept per async, cron or command execution.
+    pub max_output_bytes: usize,
+    /// Hosts callbacks may be posted to (besides a function's own `allowed_outbound_hosts`).
+    pub callback_hosts: Vec<String>,
+}
+
+impl Default for ExecutionSettings {
+    fn default() -> Self {
+        Self {
+            workers: 8,
+            retain_per_function: 1000,
+            retain: Duration::from_secs(7 * 24 * 3600),
+            max_log_bytes: 64 * 1024,
+            max_output_bytes: 1024 * 1024,
+            callback_hosts: Vec::new(),
+        }
+    }
 }
 
 /// Server-wide defaults and caps.
@@ -93,6 +125,7 @@ impl ServerConfig {
             data_dir,
             defaults: Defaults::default(),
             token: None,
+            executions: ExecutionSettings::default(),
         }
     }
 }

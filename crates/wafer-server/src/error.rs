@@ -108,6 +108,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// `code: message`, as an execution record keeps it.
+    pub fn describe(&self) -> String {
+        format!("{}: {}", self.code, self.message)
+    }
 }
 
 impl From<CompileError> for ApiError {

@@ -3,8 +3,11 @@
 //!
 //! - `app.rs` — shared state and the operations that change it (deploy, rollback, delete, start-up load);
 //! - `registry.rs` — live functions by name and route, read on every request;
-//! - `api.rs` — the `/v1` management endpoints; `trigger.rs` — `/fn/{name}` and function routes;
-//!   `ops.rs` — `/healthz` and `/metrics`, with `metrics.rs` recording invocations and compiles;
+//! - `api.rs` — the `/v1` management endpoints; `executions.rs` — execution records, logs and stats;
+//!   `trigger.rs` — `/fn/{name}` and function routes; `ops.rs` — `/healthz` and `/metrics`, with
+//!   `metrics.rs` recording invocations and compiles; `openapi.rs` — `/api/openapi.json` and `/api/docs`;
+//! - `journal.rs` — the batched writer of execution records; `queue.rs` — async invocations, their
+//!   workers, retries and callbacks; `schedule.rs` — the cron trigger;
 //! - `admission.rs` — per-function concurrency and the server-wide instance cap;
 //! - `auth.rs` — the bearer token of the management API and private functions;
 //! - `validate.rs` — checks on names and configs; `error.rs` — every failure's status and code, in one place;
@@ -16,19 +19,24 @@ mod app;
 mod auth;
 mod config;
 mod error;
+mod executions;
+mod journal;
 mod metrics;
+mod openapi;
 mod ops;
+mod queue;
 mod registry;
+mod schedule;
 mod trigger;
 mod validate;
 
 pub use app::{App, StartError};
-pub use config::{Defaults, ServerConfig};
+pub use config::{Defaults, ExecutionSettings, ServerConfig};
 pub use error::ApiError;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, get, post};
-use axum::Router;
+use axum::routing::{any, get};
+use axum::{Extension, Router};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,23 +44,27 @@ use std::sync::Arc;
 /// The HTTP routes of a wafer server.
 pub fn router(app: Arc<App>) -> Router {
     let module_limit = app.config.defaults.max_module_bytes;
-    let api = Router::new()
-        .route("/v1/functions", get(api::list))
-        .route("/v1/functions/{name}", get(api::get).delete(api::delete))
-        .route(
-            "/v1/functions/{name}/versions",
-            get(api::versions).post(api::deploy),
-        )
-        .route("/v1/functions/{name}/rollback", post(api::rollback))
-        .route("/v1/functions/{name}/invoke", post(api::invoke))
-        .route("/metrics", get(ops::metrics))
+    let (management, document) = openapi::management().split_for_parts();
+    let document = openapi::Document(
+        document
+            .to_pretty_json()
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+            .into(),
+    );
+    let management = management
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(module_limit));
-    api.route("/healthz", get(ops::healthz))
+    management
+        .route("/healthz", get(ops::healthz))
+        .route(
+            "/api/openapi.json",
+            get(openapi::openapi_json).layer(Extension(document)),
+        )
+        .route("/api/docs", get(openapi::docs))
         .route("/fn/{name}", any(trigger::function_root))
         .route("/fn/{name}/{*rest}", any(trigger::function_path))
         .fallback(trigger::routed)

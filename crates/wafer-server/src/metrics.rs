@@ -63,6 +63,10 @@ struct Inner {
     invocations: HashMap<(String, &'static str, u16), u64>,
     durations: HashMap<(String, &'static str), Histogram>,
     compiles: Histogram,
+    starts: HashMap<(String, &'static str), u64>,
+    retries: HashMap<String, u64>,
+    dead: HashMap<String, u64>,
+    callbacks: HashMap<&'static str, u64>,
 }
 
 /// The server's metrics.
@@ -90,6 +94,36 @@ impl Metrics {
             .entry((function.to_string(), kind))
             .or_default()
             .observe(took.as_secs_f64());
+    }
+
+    /// Records an instance start: `cold` for the first of a loaded version, warm after.
+    pub fn start(&self, function: &str, cold: bool) {
+        let start = if cold { "cold" } else { "warm" };
+        *self
+            .inner()
+            .starts
+            .entry((function.to_string(), start))
+            .or_default() += 1;
+    }
+
+    /// Records a failed async attempt that will be retried.
+    pub fn retry(&self, function: &str) {
+        *self
+            .inner()
+            .retries
+            .entry(function.to_string())
+            .or_default() += 1;
+    }
+
+    /// Records an async execution that failed its last attempt.
+    pub fn dead(&self, function: &str) {
+        *self.inner().dead.entry(function.to_string()).or_default() += 1;
+    }
+
+    /// Records a callback delivery attempt.
+    pub fn callback(&self, delivered: bool) {
+        let result = if delivered { "delivered" } else { "failed" };
+        *self.inner().callbacks.entry(result).or_default() += 1;
     }
 
     /// Records one compilation of a wasm binary.
@@ -125,6 +159,56 @@ impl Metrics {
         );
         out.push_str("# TYPE wafer_compile_seconds histogram\n");
         inner.compiles.render(out, "wafer_compile_seconds", "");
+        let counters = |out: &mut String, name: &str, help: &str, rows: Vec<(String, u64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, n) in rows {
+                let _ = writeln!(out, "{name}{{{labels}}} {n}");
+            }
+        };
+        let by_function = |map: &HashMap<String, u64>| {
+            let mut rows: Vec<_> = map
+                .iter()
+                .map(|(f, n)| (format!("function=\"{f}\""), *n))
+                .collect();
+            rows.sort();
+            rows
+        };
+        let mut starts: Vec<_> = inner
+            .starts
+            .iter()
+            .map(|((f, start), n)| (format!("function=\"{f}\",start=\"{start}\""), *n))
+            .collect();
+        starts.sort();
+        counters(
+            out,
+            "wafer_instance_starts_total",
+            "Instances started: cold for the first call of a loaded version, warm after.",
+            starts,
+        );
+        counters(
+            out,
+            "wafer_retries_total",
+            "Failed async or cron attempts queued to run again.",
+            by_function(&inner.retries),
+        );
+        counters(
+            out,
+            "wafer_dead_executions_total",
+            "Async or cron executions that failed every attempt.",
+            by_function(&inner.dead),
+        );
+        let mut callbacks: Vec<_> = inner
+            .callbacks
+            .iter()
+            .map(|(result, n)| (format!("result=\"{result}\""), *n))
+            .collect();
+        callbacks.sort();
+        counters(
+            out,
+            "wafer_callbacks_total",
+            "Callback deliveries tried, by result.",
+            callbacks,
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! Operational endpoints: `/healthz` and `/metrics` (Prometheus text format).
 
 use crate::app::App;
+use crate::journal;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -8,11 +9,15 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 /// `GET /healthz`: the server is up and serving.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`")))]
 pub async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let stats = app.engine.stats();
     let mut text = String::new();
@@ -53,6 +58,43 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "counter",
         "Compiled artifacts loaded from disk without compiling.",
         stats.loaded,
+    );
+    match app.executions.queue_stats().await {
+        Ok(queue) => {
+            metric(
+                "wafer_queue_depth",
+                "gauge",
+                "Async and cron executions waiting to run, retries included.",
+                queue.queued,
+            );
+            metric(
+                "wafer_queue_running",
+                "gauge",
+                "Async and cron executions running now.",
+                queue.running,
+            );
+            let age = queue
+                .oldest_queued_at
+                .map_or(0.0, |at| (journal::now_ms() - at).max(0) as f64 / 1000.0);
+            let _ = writeln!(
+                text,
+                "# HELP wafer_queue_oldest_age_seconds Age of the oldest waiting execution.\n\
+                 # TYPE wafer_queue_oldest_age_seconds gauge\nwafer_queue_oldest_age_seconds {age}"
+            );
+        }
+        Err(e) => tracing::error!("cannot read the queue for /metrics: {e}"),
+    }
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "wafer_execution_records_dropped_total",
+        "counter",
+        "Sync execution records dropped because the journal was behind.",
+        app.journal.dropped(),
     );
     app.metrics.render(&mut text);
     (

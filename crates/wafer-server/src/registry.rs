@@ -19,6 +19,17 @@ pub struct Entry {
     pub max_request_bytes: usize,
     /// The function's concurrency slots, when it sets `max_concurrency`.
     pub slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// The live version's number.
+    pub version: u32,
+    /// Attempts an async or cron execution gets.
+    pub max_attempts: u32,
+    /// The wait before the first retry; it doubles with each further attempt.
+    pub retry_backoff: std::time::Duration,
+    /// The function's cron schedule, with the time (ms) since which it counts: when the live version
+    /// last changed.
+    pub schedule: Option<(cron::Schedule, i64)>,
+    /// Whether the version has not been called yet since it was loaded (its first call is a cold start).
+    pub cold: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -86,6 +97,16 @@ impl Registry {
         let mut inner = self.write();
         inner.functions.remove(name);
         inner.routes.retain(|(_, owner)| owner != name);
+    }
+
+    /// The live functions that have a schedule.
+    pub fn scheduled(&self) -> Vec<Arc<Entry>> {
+        self.read()
+            .functions
+            .values()
+            .filter(|entry| entry.schedule.is_some())
+            .cloned()
+            .collect()
     }
 
     /// How many functions are live.

@@ -38,6 +38,12 @@ pub async fn request_head(request: Request, next: Next) -> Result<Response, ApiE
 /// Paths wafer itself answers; no function route may shadow them.
 const RESERVED_PREFIXES: &[&str] = &["/v1", "/fn", "/api", "/healthz", "/metrics"];
 
+/// The most attempts an async execution may be given.
+const MAX_ATTEMPTS: u32 = 100;
+
+/// The longest first retry wait, in milliseconds (an hour).
+const MAX_RETRY_BACKOFF_MS: u64 = 3_600_000;
+
 /// The largest memory cap a function may ask for, in MiB.
 const MAX_MEMORY_MB: u64 = 4096;
 /// The largest body cap a function may ask for (1 GiB).
@@ -154,6 +160,23 @@ pub fn config(mut config: FunctionConfig, fuel: bool) -> Result<FunctionConfig, 
                 "timeout_ms must be between 1 and {MAX_TIMEOUT_MS}, not {ms}"
             )));
         }
+    }
+    if let Some(n) = config.max_attempts {
+        if n == 0 || n > MAX_ATTEMPTS {
+            return Err(invalid(format!(
+                "max_attempts must be between 1 and {MAX_ATTEMPTS}, not {n}"
+            )));
+        }
+    }
+    if let Some(ms) = config.retry_backoff_ms {
+        if ms > MAX_RETRY_BACKOFF_MS {
+            return Err(invalid(format!(
+                "retry_backoff_ms must be at most {MAX_RETRY_BACKOFF_MS}, not {ms}"
+            )));
+        }
+    }
+    if let Some(expr) = &config.schedule {
+        crate::schedule::parse(expr).map_err(invalid)?;
     }
     Ok(config)
 }

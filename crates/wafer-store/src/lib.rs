@@ -25,3 +25,4 @@ pub use executions::{
 };
 pub use meta::{MetaStore, NewVersion, StoredFunction, StoredVersion};
 pub use sqlite::SqliteStore;
+pub use sqlite_executions::rfc3339;

@@ -21,8 +21,8 @@ const COLUMNS: &str = "id, function, version, trigger, status, attempts, max_att
 
 const FINAL: &str = "('succeeded', 'failed', 'dead')";
 
-/// Milliseconds since the epoch as RFC 3339 UTC.
-pub(crate) fn rfc3339(ms: i64) -> String {
+/// Milliseconds since the epoch as RFC 3339 UTC, with milliseconds.
+pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -18,7 +18,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Deploy a wasm file as a new version of a function; the new version goes live at once.
     Deploy(DeployArgs),
-    /// Call a function synchronously through the management API.
+    /// Call a function through the management API, synchronously or (--async) through the queue.
     Invoke(InvokeArgs),
     /// List deployed functions.
     Ls(ClientArgs),
@@ -28,6 +28,53 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Delete a function with all its versions.
     Rm(NameArgs),
+    /// Show one execution: status, timings, what it used, its output and its logs.
+    Execution(ExecutionArgs),
+    /// List a function's executions, newest first.
+    Executions(ExecutionsArgs),
+    /// Show a function's log lines, or follow them with -f.
+    Logs(LogsArgs),
+    /// Summarise a function's executions: counts, duration, CPU time and memory.
+    Stats(NameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutionArgs {
+    /// The execution's id.
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutionsArgs {
+    /// The function's name.
+    pub name: String,
+    /// Only executions in this status: queued, running, succeeded, failed or dead.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only executions older than this id (the `next` of an earlier page).
+    #[arg(long)]
+    pub before: Option<String>,
+    /// How many to show (1–1000).
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The function's name.
+    pub name: String,
+    /// Keep printing new lines as executions finish.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// How many of the latest lines to show first (1–1000).
+    #[arg(long, short = 'n', default_value_t = 100)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +117,22 @@ pub struct ServeArgs {
     /// Largest module a deploy accepts, e.g. 256MiB.
     #[arg(long, env = "WAFER_MAX_MODULE", value_parser = crate::cmd::deploy::parse_bytes)]
     pub max_module: Option<u64>,
+    /// Queue workers: the most async and cron executions running at once (default 8).
+    #[arg(long, env = "WAFER_WORKERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: Option<u32>,
+    /// Finished executions kept per function, newest first (default 1000).
+    #[arg(long, env = "WAFER_RETAIN")]
+    pub retain: Option<u64>,
+    /// How long finished executions are kept, e.g. 7d or 12h (default 7d).
+    #[arg(long, env = "WAFER_RETAIN_FOR", value_parser = crate::cmd::deploy::parse_timeout_ms)]
+    pub retain_for: Option<u64>,
+    /// A host async callbacks may be posted to, besides each function's own outbound hosts (repeatable).
+    #[arg(
+        long = "callback-host",
+        env = "WAFER_CALLBACK_HOSTS",
+        value_delimiter = ','
+    )]
+    pub callback_hosts: Vec<String>,
 }
 
 /// How client subcommands reach the server and print results.
@@ -170,6 +233,12 @@ pub struct InvokeArgs {
     /// The request body: a string, @FILE to read a file, or @- for stdin.
     #[arg(long, short)]
     pub data: Option<String>,
+    /// Queue the invocation and print its execution id instead of waiting for the result.
+    #[arg(long = "async")]
+    pub run_async: bool,
+    /// With --async: where the server posts the finished execution.
+    #[arg(long, requires = "run_async")]
+    pub callback: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }

@@ -4,7 +4,7 @@ use crate::cli::ClientArgs;
 use anyhow::{anyhow, Context, Result};
 use reqwest::{Method, Response};
 use serde::de::DeserializeOwned;
-use wafer_api::{ErrorBody, FunctionConfig, VersionInfo};
+use wafer_api::{AsyncAccepted, ErrorBody, FunctionConfig, VersionInfo};
 
 /// A connection to one wafer server.
 pub struct Client {
@@ -99,6 +99,44 @@ impl Client {
     pub async fn invoke(&self, name: &str, body: Vec<u8>) -> Result<Response> {
         let path = format!("/v1/functions/{name}/invoke");
         self.send(self.request(Method::POST, &path).body(body))
+            .await
+    }
+
+    /// Queues an invocation of `name` with `body`; returns its execution id.
+    pub async fn invoke_async(
+        &self,
+        name: &str,
+        body: Vec<u8>,
+        callback: Option<&str>,
+    ) -> Result<AsyncAccepted> {
+        let path = format!("/v1/functions/{name}/invoke");
+        let mut query = vec![("async", "true")];
+        if let Some(url) = callback {
+            query.push(("callback_url", url));
+        }
+        decode(
+            self.send(self.request(Method::POST, &path).query(&query).body(body))
+                .await?,
+        )
+        .await
+    }
+
+    /// `GET path` with a query, decoded from JSON.
+    pub async fn get_query<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T> {
+        decode(
+            self.send(self.request(Method::GET, path).query(query))
+                .await?,
+        )
+        .await
+    }
+
+    /// `GET path` with a query, the response left open to be streamed.
+    pub async fn stream(&self, path: &str, query: &[(&str, String)]) -> Result<Response> {
+        self.send(self.request(Method::GET, path).query(query))
             .await
     }
 }

@@ -122,6 +122,15 @@ impl OutboundPolicy {
         })
     }
 
+    /// Whether this policy lets the server reach `uri` (for example to post a callback); the error says
+    /// why not.
+    pub async fn permits(&self, uri: &http::Uri) -> Result<(), String> {
+        self.check(uri).await.map_err(|e| match e {
+            HttpError::HttpRequestDenied => format!("{uri} is not an allowed host"),
+            other => format!("{uri} cannot be reached: {other:?}"),
+        })
+    }
+
     /// Checks an outgoing request's target, resolving its host to refuse non-public addresses that no
     /// exact entry names.
     pub(crate) async fn check(&self, uri: &http::Uri) -> Result<(), HttpError> {

@@ -97,7 +97,13 @@ pub fn parse_timeout_ms(s: &str) -> Result<u64, String> {
         "" | "ms" => 1,
         "s" => 1000,
         "m" | "min" => 60_000,
-        other => return Err(format!("unknown duration unit {other:?}: use ms, s or m")),
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?}: use ms, s, m, h or d"
+            ))
+        }
     };
     number
         .checked_mul(scale)
@@ -118,6 +124,7 @@ mod tests {
         assert_eq!(parse_timeout_ms("10s"), Ok(10_000));
         assert_eq!(parse_timeout_ms("250ms"), Ok(250));
         assert_eq!(parse_timeout_ms("2m"), Ok(120_000));
+        assert_eq!(parse_timeout_ms("7d"), Ok(7 * 86_400_000));
         assert!(parse_timeout_ms("soon").is_err());
         assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
         assert!(parse_env("=x").is_err());

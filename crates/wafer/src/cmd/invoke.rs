@@ -1,8 +1,9 @@
-//! `wafer invoke N [--data STR|@FILE|@-]`.
+//! `wafer invoke N [--data STR|@FILE|@-] [--async [--callback URL]]`.
 //!
 //! A command function's reply is its exit code and output: for people, its stdout and stderr are written
 //! out and its exit code becomes ours; with `--output json` the reply is printed as is. An http or wagi
 //! function's response body is written to stdout, and a failing status makes the exit code non-zero.
+//! With `--async` the invocation is queued and its execution id printed.
 
 use crate::cli::{InvokeArgs, Output};
 use crate::client::Client;
@@ -33,6 +34,17 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let client = Client::new(&args.client);
+    if args.run_async {
+        let accepted = client
+            .invoke_async(&args.name, body, args.callback.as_deref())
+            .await?;
+        let text = format!(
+            "queued execution {id}\n  wafer execution {id}",
+            id = accepted.execution_id
+        );
+        output::message(args.client.output, &accepted, &text)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let response = client.invoke(&args.name, body).await?;
     let status = response.status();
     let is_command = response

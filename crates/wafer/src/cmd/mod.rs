@@ -1,6 +1,7 @@
 //! One module per subcommand. [`run`] dispatches, prints errors as `error: …` and picks the exit code.
 
 pub mod deploy;
+mod executions;
 mod invoke;
 mod list;
 mod serve;
@@ -29,6 +30,10 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Versions(args) => list::versions(args).await,
             Command::Rollback(args) => list::rollback(args).await,
             Command::Rm(args) => list::remove(args).await,
+            Command::Execution(args) => executions::show(args).await,
+            Command::Executions(args) => executions::list(args).await,
+            Command::Logs(args) => executions::logs(args).await,
+            Command::Stats(args) => executions::stats(args).await,
         }
     });
     match result {

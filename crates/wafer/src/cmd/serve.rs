@@ -11,8 +11,9 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
-use wafer_server::{Defaults, ServerConfig};
+use wafer_server::{Defaults, ExecutionSettings, ServerConfig};
 
 /// The config file read when `--config` is not given, if it exists.
 const DEFAULT_CONFIG_FILE: &str = "wafer.toml";
@@ -53,6 +54,11 @@ struct FileConfig {
     max_instances: Option<u32>,
     queue_wait: Option<String>,
     fuel: Option<bool>,
+    workers: Option<u32>,
+    retain: Option<u64>,
+    retain_for: Option<String>,
+    #[serde(default)]
+    callback_hosts: Vec<String>,
 }
 
 impl FileConfig {
@@ -117,9 +123,32 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
         .data_dir
         .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from("./wafer-data"));
+    let fallback = ExecutionSettings::default();
+    let workers = args.workers.or(file.workers);
+    if workers == Some(0) {
+        return Err(anyhow!("config file: workers must be at least 1"));
+    }
+    let executions = ExecutionSettings {
+        workers: workers.map_or(fallback.workers, |n| n as usize),
+        retain_per_function: args
+            .retain
+            .or(file.retain)
+            .unwrap_or(fallback.retain_per_function),
+        retain: args
+            .retain_for
+            .or(from_file("retain_for", file.retain_for, parse_timeout_ms)?)
+            .map_or(fallback.retain, Duration::from_millis),
+        callback_hosts: if args.callback_hosts.is_empty() {
+            file.callback_hosts
+        } else {
+            args.callback_hosts
+        },
+        ..fallback
+    };
     Ok(ServerConfig {
         defaults,
         token: args.token.or(file.token).filter(|t| !t.is_empty()),
+        executions,
         ..ServerConfig::new(listen, data_dir)
     })
 }

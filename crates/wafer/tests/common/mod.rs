@@ -93,7 +93,7 @@ impl Server {
         }
     }
 
-    /// Stops this server and starts another on the same data directory.
+    /// Stops this server as a crash would (SIGKILL) and starts another on the same data directory.
     pub fn restart(mut self) -> Self {
         self.stop();
         let data = self.data.clone();
@@ -352,4 +352,126 @@ pub fn stdout(output: &Output) -> String {
 /// stderr of a CLI run as text.
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The bytes of a test fixture, e.g. `fixture("flaky.wasm")`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run examples/build.sh test-fixtures)",
+            path.display()
+        )
+    })
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, failing after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Server {
+    /// Waits until execution `id` is in a final state (succeeded, failed or dead) and returns it.
+    pub async fn finished_execution(&self, id: &str) -> Value {
+        wait_for(
+            &format!("execution {id} to finish"),
+            Duration::from_secs(60),
+            || async {
+                let (status, body) = self.get_json(&format!("/v1/executions/{id}")).await;
+                let done = status == StatusCode::OK
+                    && matches!(
+                        body["status"].as_str(),
+                        Some("succeeded" | "failed" | "dead")
+                    );
+                done.then_some(body)
+            },
+        )
+        .await
+    }
+
+    /// Queues an async invocation of `name` (`query` is appended after `async=true`); returns its id.
+    pub async fn invoke_async(&self, name: &str, query: &str, body: &str) -> String {
+        let (status, reply) = self
+            .call_json(
+                reqwest::Method::POST,
+                &format!("/v1/functions/{name}/invoke?async=true{query}"),
+                body,
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+        reply["execution_id"]
+            .as_str()
+            .expect("execution_id")
+            .to_string()
+    }
+}
+
+/// A local HTTP server that answers 200 to every request and keeps each JSON body it was sent.
+pub struct CallbackSink {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The bodies received, in order.
+    pub received: Arc<Mutex<Vec<Value>>>,
+}
+
+impl CallbackSink {
+    pub fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut reader = BufReader::new(stream);
+                    let mut length = 0;
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':') {
+                            if name.eq_ignore_ascii_case("content-length") {
+                                length = value.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        line.clear();
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_ok() {
+                        if let Ok(value) = serde_json::from_slice(&body) {
+                            sink.lock().unwrap().push(value);
+                        }
+                    }
+                    let _ = reader.get_mut().write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                });
+            }
+        });
+        Self { url, received }
+    }
+
+    /// The bodies received so far.
+    pub fn bodies(&self) -> Vec<Value> {
+        self.received.lock().unwrap().clone()
+    }
 }

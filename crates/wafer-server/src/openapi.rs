@@ -1,0 +1,88 @@
+//! The API description: `GET /api/openapi.json`, generated from the handlers' annotations, and
+//! `GET /api/docs`, a self-contained page that renders it (no CDN: it works offline).
+//!
+//! The management routes are registered through [`utoipa_axum`], which adds each handler to the router
+//! and to the document in one step, so neither can list a route the other lacks.
+
+use crate::{api, executions, ops, trigger};
+use axum::response::{Html, IntoResponse};
+use axum::Extension;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The parts of the document no route registration adds: title, tags, security and the routes that live
+/// outside the management router.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wafer",
+        description = "WebAssembly functions as a service: deploy wasm functions, call them over HTTP or \
+                       through the async queue, and read their execution records, logs and metrics."
+    ),
+    paths(
+        ops::healthz,
+        trigger::function_root,
+        trigger::function_path,
+        openapi_json,
+        docs
+    ),
+    modifiers(&BearerToken),
+    tags(
+        (name = "functions", description = "Deploy, list, version, roll back and delete functions"),
+        (name = "invoke", description = "Call functions, synchronously or through the async queue"),
+        (name = "executions", description = "Execution records, logs and summaries"),
+        (name = "operations", description = "Health, metrics and this document")
+    )
+)]
+struct ApiDoc;
+
+/// Declares the bearer token the management API takes when the server has one.
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The management routes (behind the token), with the document describing them and everything else.
+pub fn management() -> OpenApiRouter<std::sync::Arc<crate::App>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(api::list))
+        .routes(routes!(api::get, api::delete))
+        .routes(routes!(api::versions, api::deploy))
+        .routes(routes!(api::rollback))
+        .routes(routes!(api::invoke))
+        .routes(routes!(executions::get))
+        .routes(routes!(executions::list))
+        .routes(routes!(executions::logs))
+        .routes(routes!(executions::stats))
+        .routes(routes!(ops::metrics))
+}
+
+/// `GET /api/openapi.json`.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations",
+    responses((status = 200, description = "This document", content_type = "application/json")))]
+pub async fn openapi_json(Extension(document): Extension<Document>) -> impl IntoResponse {
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        document.0.to_string(),
+    )
+}
+
+/// The rendered document, shared by every request for it.
+#[derive(Clone)]
+pub struct Document(pub std::sync::Arc<str>);
+
+/// `GET /api/docs`.
+#[utoipa::path(get, path = "/api/docs", tag = "operations",
+    responses((status = 200, description = "A page rendering this document", content_type = "text/html")))]
+pub async fn docs() -> impl IntoResponse {
+    Html(include_str!("openapi/docs.html"))
+}

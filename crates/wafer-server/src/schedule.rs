@@ -1,0 +1,147 @@
+//! The cron trigger: a function's `schedule` queues a `cron` execution at each tick (UTC).
+//!
+//! A tick is queued through the store's [`wafer_store::ExecutionStore::fire_tick`], which records the tick
+//! and queues the execution in one transaction, so a tick fires at most once however often the server
+//! restarts. Ticks missed while the server was down collapse into one: the latest due tick is fired and
+//! the earlier ones are skipped. The executions themselves run on the async queue, with its retries.
+
+use crate::app::App;
+use crate::journal::{self, now_ms};
+use crate::registry::Entry;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use wafer_api::Trigger;
+use wafer_store::{rfc3339, NewExecution, StoredRequest};
+
+/// The longest the scheduler sleeps between looks at its schedules.
+const LOOK: Duration = Duration::from_millis(250);
+
+/// The most ticks walked to find the latest missed one (a seconds schedule missed for a day is 86,400).
+const MAX_WALK: usize = 1_000_000;
+
+/// Parses a cron expression: five fields (`min hour day month weekday`) or six and seven with seconds first
+/// and a year last.
+pub fn parse(expr: &str) -> Result<cron::Schedule, String> {
+    let fields = expr.split_whitespace().count();
+    let full = match fields {
+        5 => format!("0 {expr}"),
+        6 | 7 => expr.to_string(),
+        _ => return Err(format!(
+            "schedule {expr:?} has {fields} fields; expected 5 (min hour day month weekday), or 6 \
+                 with seconds first"
+        )),
+    };
+    full.parse::<cron::Schedule>()
+        .map_err(|e| format!("schedule {expr:?} is not a valid cron expression: {e}"))
+}
+
+/// Starts the scheduler.
+pub fn start(app: &Arc<App>) {
+    tokio::spawn(run(app.clone()));
+}
+
+async fn run(app: Arc<App>) {
+    // The last tick fired per function, as far as this process knows; read from the store on first sight.
+    let mut fired: HashMap<String, i64> = HashMap::new();
+    loop {
+        let now = now_ms();
+        for entry in app.registry.scheduled() {
+            let name = entry.settings.name.clone();
+            let last = match fired.get(&name) {
+                Some(last) => *last,
+                None => match app.executions.last_tick(&name).await {
+                    Ok(last) => last.unwrap_or(i64::MIN),
+                    Err(e) => {
+                        tracing::error!(function = %name, "cannot read the schedule's last tick: {e}");
+                        continue;
+                    }
+                },
+            };
+            if let Some(tick) = due_tick(&entry, last, now) {
+                match fire(&app, &entry, tick).await {
+                    Ok(_) => {
+                        fired.insert(name, tick);
+                    }
+                    Err(e) => tracing::error!(function = %name, "cannot fire the schedule: {e}"),
+                }
+            } else {
+                fired.insert(name, last);
+            }
+        }
+        tokio::time::sleep(LOOK).await;
+    }
+}
+
+/// The tick of `entry`'s schedule to fire at `now`, given the last one fired.
+fn due_tick(entry: &Entry, last: i64, now: i64) -> Option<i64> {
+    let (schedule, since) = entry.schedule.as_ref()?;
+    latest_tick(schedule, last.max(*since), now)
+}
+
+/// The latest tick of `schedule` after `from` and at or before `now`.
+fn latest_tick(schedule: &cron::Schedule, from: i64, now: i64) -> Option<i64> {
+    let from = DateTime::<Utc>::from_timestamp_millis(from)?;
+    schedule
+        .after(&from)
+        .take(MAX_WALK)
+        .map(|t| t.timestamp_millis())
+        .take_while(|t| *t <= now)
+        .last()
+}
+
+async fn fire(app: &App, entry: &Entry, tick: i64) -> Result<bool, wafer_store::StoreError> {
+    let name = &entry.settings.name;
+    let fired = app
+        .executions
+        .fire_tick(
+            name,
+            tick,
+            NewExecution {
+                id: journal::new_id(),
+                function: name.clone(),
+                version: entry.version,
+                trigger: Trigger::Cron,
+                max_attempts: entry.max_attempts,
+                queued_at: now_ms(),
+                request: Some(StoredRequest {
+                    method: "GET".into(),
+                    path: "/".into(),
+                    headers: vec![("x-wafer-schedule-tick".into(), rfc3339(tick))],
+                }),
+                body: Vec::new(),
+                callback_url: None,
+                attempt: None,
+            },
+        )
+        .await?;
+    if fired {
+        tracing::info!(function = %name, tick = %rfc3339(tick), "schedule fired");
+        app.queue.wake();
+    }
+    Ok(fired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_and_six_field_expressions_parse() {
+        assert!(parse("*/5 * * * *").is_ok());
+        assert!(parse("*/2 * * * * *").is_ok());
+        assert!(parse("* * *").unwrap_err().contains("3 fields"));
+        assert!(parse("61 * * * *").is_err());
+    }
+
+    #[test]
+    fn missed_ticks_collapse_into_the_latest() {
+        let schedule = parse("0 * * * *").unwrap(); // hourly
+        let hour = 3_600_000;
+        let ticks = |from, now| latest_tick(&schedule, from, now);
+        assert_eq!(ticks(0, 5 * hour + 10), Some(5 * hour));
+        assert_eq!(ticks(5 * hour, 5 * hour + 10), None);
+        assert_eq!(ticks(5 * hour, 6 * hour), Some(6 * hour));
+    }
+}
