@@ -28,13 +28,17 @@ pub fn parse(expr: &str) -> Result<cron::Schedule, String> {
     let full = match fields {
         5 => format!("0 {expr}"),
         6 | 7 => expr.to_string(),
-        _ => return Err(format!(
-            "schedule {expr:?} has {fields} fields; expected 5 (min hour day month weekday), or 6 \
-                 with seconds first"
-        )),
+        _ => return Err(wrong_field_count(expr, fields)),
     };
     full.parse::<cron::Schedule>()
         .map_err(|e| format!("schedule {expr:?} is not a valid cron expression: {e}"))
+}
+
+fn wrong_field_count(expr: &str, fields: usize) -> String {
+    format!(
+        "schedule {expr:?} has {fields} fields; expected 5 (min hour day month weekday), or 6 with \
+         seconds first"
+    )
 }
 
 /// Starts the scheduler.
