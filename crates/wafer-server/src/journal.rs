@@ -7,13 +7,14 @@
 //! A background task deletes finished records outside the retention settings.
 
 use crate::app::App;
+use crate::config::ExecutionSettings;
 use crate::error::ApiError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 use wafer_api::ExecutionUsage;
 use wafer_engine::Trace;
-use wafer_store::{ExecutionStore, NewLog, Retention, Write};
+use wafer_store::{Attempt, ExecutionStore, NewLog, Retention, Write};
 
 /// Writes waiting for the journal task beyond this are refused (records) or wait (commits).
 const BACKLOG: usize = 16 * 1024;
@@ -135,6 +136,28 @@ pub fn now_ms() -> i64 {
 /// A new execution id: a UUIDv7, so ids sort by creation time.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+/// Completes an attempt's record once its instance is gone: when it ended, how long it took from
+/// `started`, what its trace says it used and logged, and its `output` cut to the kept size.
+pub fn close_attempt(
+    attempt: &mut Attempt,
+    started: std::time::Instant,
+    trace: Option<&Trace>,
+    output: Option<Vec<u8>>,
+    settings: &ExecutionSettings,
+) {
+    attempt.finished_at = now_ms();
+    attempt.duration_us = started.elapsed().as_micros() as u64;
+    attempt.usage = trace.map(usage);
+    attempt.logs = trace
+        .map(|t| logs(t, settings.max_log_bytes))
+        .unwrap_or_default();
+    if let Some(mut output) = output {
+        attempt.output_truncated = output.len() > settings.max_output_bytes;
+        output.truncate(settings.max_output_bytes);
+        attempt.output = Some(output);
+    }
 }
 
 /// An engine usage report as the API shows it.

@@ -202,27 +202,19 @@ async fn run_attempt(app: &Arc<App>, claimed: Claimed) {
     let mut outcome = Attempt {
         version: entry.version,
         started_at,
-        usage: trace.as_ref().map(journal::usage),
-        logs: trace
-            .as_ref()
-            .map(|t| journal::logs(t, settings.max_log_bytes))
-            .unwrap_or_default(),
         ..Attempt::default()
     };
-    let ok = match result {
-        Ok((status, exit_code, mut output)) => {
+    let (ok, output) = match result {
+        Ok((status, exit_code, output)) => {
             outcome.http_status = Some(status);
             outcome.exit_code = exit_code;
-            outcome.output_truncated = output.len() > settings.max_output_bytes;
-            output.truncate(settings.max_output_bytes);
-            outcome.output = Some(output);
             // An async http function must answer 2xx to succeed.
-            status < 300 && exit_code.unwrap_or(0) == 0
+            (status < 300 && exit_code.unwrap_or(0) == 0, Some(output))
         }
         Err(e) => {
             outcome.http_status = Some(e.status().as_u16());
             outcome.error = Some(e.describe());
-            false
+            (false, None)
         }
     };
     app.metrics.invocation(
@@ -231,8 +223,7 @@ async fn run_attempt(app: &Arc<App>, claimed: Claimed) {
         outcome.http_status.unwrap_or(500),
         started.elapsed(),
     );
-    outcome.finished_at = now_ms();
-    outcome.duration_us = started.elapsed().as_micros() as u64;
+    journal::close_attempt(&mut outcome, started, trace.as_ref(), output, settings);
     outcome.status = Some(if ok {
         ExecutionStatus::Succeeded
     } else if claimed.attempt < claimed.max_attempts {

@@ -138,13 +138,12 @@ pub async fn call(
         status,
         started.elapsed(),
     );
-    let exit_code = match &result {
-        Ok(Answer::Command(output)) => Some(output.exit_code),
-        _ => None,
-    };
-    let output = match &result {
-        Ok(Answer::Command(output)) => Some(output.stdout.clone().into_bytes()),
-        _ => None,
+    let (exit_code, output) = match &result {
+        Ok(Answer::Command(output)) => (
+            Some(output.exit_code),
+            Some(output.stdout.clone().into_bytes()),
+        ),
+        _ => (None, None),
     };
     let attempt = Attempt {
         status: Some(if succeeded(status, exit_code) {
@@ -201,19 +200,13 @@ async fn record_sync(
     trace: tokio::sync::oneshot::Receiver<wafer_engine::Trace>,
 ) {
     let trace = trace.await.ok();
-    let settings = &app.config.executions;
-    attempt.duration_us = started.elapsed().as_micros() as u64;
-    attempt.finished_at = journal::now_ms();
-    attempt.usage = trace.as_ref().map(journal::usage);
-    attempt.logs = trace
-        .as_ref()
-        .map(|t| journal::logs(t, settings.max_log_bytes))
-        .unwrap_or_default();
-    if let Some(mut output) = output {
-        attempt.output_truncated = output.len() > settings.max_output_bytes;
-        output.truncate(settings.max_output_bytes);
-        attempt.output = Some(output);
-    }
+    journal::close_attempt(
+        &mut attempt,
+        started,
+        trace.as_ref(),
+        output,
+        &app.config.executions,
+    );
     app.journal.record(Write::Insert(NewExecution {
         id,
         function: entry.settings.name.clone(),
