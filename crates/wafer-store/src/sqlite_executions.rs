@@ -136,16 +136,22 @@ fn insert(tx: &rusqlite::Transaction<'_>, new: &NewExecution) -> Result<(), Stor
         ],
     )?;
     if let Some(attempt) = &new.attempt {
-        record(tx, &new.id, attempt)?;
+        record(tx, &new.id, attempt, None)?;
     }
     Ok(())
 }
 
-/// Writes an attempt's result and logs onto its row (already known to be the right one).
-fn record(tx: &rusqlite::Transaction<'_>, id: &str, attempt: &Attempt) -> Result<(), StoreError> {
+/// Writes an attempt's result and logs onto its row. With `running`, only while the row is still running
+/// that attempt number; returns whether the row was written.
+fn record(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    attempt: &Attempt,
+    running: Option<u32>,
+) -> Result<bool, StoreError> {
     let status = attempt.status.unwrap_or(ExecutionStatus::Failed);
     let usage = attempt.usage;
-    tx.execute(
+    let written = tx.execute(
         &format!(
             "UPDATE executions SET status = ?2, version = ?3, started_at = ?4, finished_at = ?5,
                  duration_us = ?6, http_status = ?7, exit_code = ?8, error = ?9, output = ?10,
@@ -153,8 +159,11 @@ fn record(tx: &rusqlite::Transaction<'_>, id: &str, attempt: &Attempt) -> Result
                  fuel = ?15, next_at = ?16,
                  callback_state = CASE WHEN callback_url IS NOT NULL AND ?2 IN {FINAL}
                                   THEN 'pending' ELSE callback_state END,
-                 callback_at = ?5
-             WHERE id = ?1"
+                 callback_at = ?5,
+                 -- The request is not needed once nothing will run it again.
+                 request = CASE WHEN ?2 IN {FINAL} THEN NULL ELSE request END,
+                 body = CASE WHEN ?2 IN {FINAL} THEN NULL ELSE body END
+             WHERE id = ?1 AND (?17 IS NULL OR (status = 'running' AND attempts = ?17))"
         ),
         params![
             id,
@@ -173,14 +182,11 @@ fn record(tx: &rusqlite::Transaction<'_>, id: &str, attempt: &Attempt) -> Result
             usage.map(|u| i64_of(u.peak_memory_bytes)),
             usage.and_then(|u| u.fuel_consumed).map(i64_of),
             attempt.next_at,
+            running,
         ],
     )?;
-    if status.is_final() {
-        // The request is not needed once nothing will run it again.
-        tx.execute(
-            "UPDATE executions SET request = NULL, body = NULL WHERE id = ?1",
-            [id],
-        )?;
+    if written == 0 {
+        return Ok(false);
     }
     let mut stmt = tx.prepare_cached(
         "INSERT INTO logs (execution_id, function, at, stream, line)
@@ -189,7 +195,7 @@ fn record(tx: &rusqlite::Transaction<'_>, id: &str, attempt: &Attempt) -> Result
     for log in &attempt.logs {
         stmt.execute(params![id, attempt.finished_at, log.stream, log.line])?;
     }
-    Ok(())
+    Ok(true)
 }
 
 fn summary(row: &Row<'_>, first: usize, scale: f64) -> rusqlite::Result<Summary> {
@@ -229,18 +235,7 @@ impl ExecutionStore for SqliteStore {
                         id,
                         attempt,
                         outcome,
-                    } => {
-                        let running: bool = tx.query_row(
-                            "SELECT EXISTS (SELECT 1 FROM executions
-                                 WHERE id = ?1 AND status = 'running' AND attempts = ?2)",
-                            params![id, attempt],
-                            |r| r.get(0),
-                        )?;
-                        if running {
-                            record(&tx, id, outcome)?;
-                        }
-                        applied.push(running);
-                    }
+                    } => applied.push(record(&tx, id, outcome, Some(*attempt))?),
                 }
             }
             tx.commit()?;
@@ -370,7 +365,7 @@ impl ExecutionStore for SqliteStore {
     ) -> Result<Vec<LogEntry>, StoreError> {
         let function = function.to_owned();
         self.with_executions(move |conn| {
-            let mut logs = match after {
+            let logs = match after {
                 Some(after) => {
                     let mut stmt = conn.prepare_cached(&format!(
                         "SELECT {LOG_COLUMNS} FROM logs WHERE function = ?1 AND seq > ?2
@@ -389,7 +384,6 @@ impl ExecutionStore for SqliteStore {
                     logs
                 }
             };
-            logs.shrink_to_fit();
             Ok(logs)
         })
         .await
