@@ -76,13 +76,7 @@ fn attacks() -> Vec<Attack> {
             500,
             "memory_limit",
         ),
-        attack(
-            "unreachable",
-            wat(r#"(module (func (export "_start") unreachable))"#),
-            json!({}),
-            500,
-            "trap",
-        ),
+        attack("unreachable", trap_wat(), json!({}), 500, "trap"),
         attack(
             "stack-overflow",
             wat(r#"(module (func $f (export "_start") (call $f)))"#),

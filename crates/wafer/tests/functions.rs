@@ -409,13 +409,7 @@ async fn metrics_count_invocations_by_status_and_time_them() {
             json!({}),
         )
         .await;
-    server
-        .deploy_ok(
-            "crash",
-            wat(r#"(module (func (export "_start") unreachable))"#),
-            json!({}),
-        )
-        .await;
+    server.deploy_ok("crash", trap_wat(), json!({})).await;
     for _ in 0..3 {
         assert_eq!(server.get_text("/fn/good").await.0, 200);
     }

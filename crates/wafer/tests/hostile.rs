@@ -217,13 +217,7 @@ async fn a_memory_bomb_hits_its_cap_with_a_clear_error() {
 #[tokio::test]
 async fn a_trap_ends_only_its_own_invocation() {
     let server = Server::start();
-    server
-        .deploy_ok(
-            "crash",
-            wat(r#"(module (func (export "_start") unreachable))"#),
-            json!({}),
-        )
-        .await;
+    server.deploy_ok("crash", trap_wat(), json!({})).await;
     server
         .deploy_ok(
             "deep",

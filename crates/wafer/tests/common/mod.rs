@@ -321,6 +321,11 @@ pub fn wagi_wat_importing(wasi: &str, response: &str) -> Vec<u8> {
     ))
 }
 
+/// A module whose `_start` traps at once (`unreachable`).
+pub fn trap_wat() -> Vec<u8> {
+    wat(r#"(module (func (export "_start") unreachable))"#)
+}
+
 /// A module whose `_start` never returns.
 pub fn spin_wat() -> Vec<u8> {
     wat(r#"(module (func (export "_start") (loop (br 0))))"#)
