@@ -21,7 +21,7 @@ pub async fn healthz() -> impl IntoResponse {
 pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let stats = app.engine.stats();
     let mut text = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+    let mut metric = |name: &str, kind: &str, help: &str, value: &dyn std::fmt::Display| {
         let _ = writeln!(
             text,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
@@ -31,33 +31,33 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "wafer_functions",
         "gauge",
         "Functions with a live version.",
-        app.registry.len() as u64,
+        &app.registry.len(),
     );
     metric(
         "wafer_active_instances",
         "gauge",
         "Invocations running now.",
-        app.admission.active() as u64,
+        &app.admission.active(),
     );
     if let Some(rss) = resident_bytes() {
         metric(
             "wafer_process_resident_bytes",
             "gauge",
             "Resident memory of the wafer process.",
-            rss,
+            &rss,
         );
     }
     metric(
         "wafer_compilations_total",
         "counter",
         "Wasm binaries compiled to machine code.",
-        stats.compiled,
+        &stats.compiled,
     );
     metric(
         "wafer_artifact_loads_total",
         "counter",
         "Compiled artifacts loaded from disk without compiling.",
-        stats.loaded,
+        &stats.loaded,
     );
     match app.executions.queue_stats().await {
         Ok(queue) => {
@@ -65,36 +65,31 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
                 "wafer_queue_depth",
                 "gauge",
                 "Async and cron executions waiting to run, retries included.",
-                queue.queued,
+                &queue.queued,
             );
             metric(
                 "wafer_queue_running",
                 "gauge",
                 "Async and cron executions running now.",
-                queue.running,
+                &queue.running,
             );
             let age = queue
                 .oldest_queued_at
                 .map_or(0.0, |at| (journal::now_ms() - at).max(0) as f64 / 1000.0);
-            let _ = writeln!(
-                text,
-                "# HELP wafer_queue_oldest_age_seconds Age of the oldest waiting execution.\n\
-                 # TYPE wafer_queue_oldest_age_seconds gauge\nwafer_queue_oldest_age_seconds {age}"
+            metric(
+                "wafer_queue_oldest_age_seconds",
+                "gauge",
+                "Age of the oldest waiting execution.",
+                &age,
             );
         }
         Err(e) => tracing::error!("cannot read the queue for /metrics: {e}"),
     }
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            text,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
     metric(
         "wafer_execution_records_dropped_total",
         "counter",
         "Sync execution records dropped because the journal was behind.",
-        app.journal.dropped(),
+        &app.journal.dropped(),
     );
     app.metrics.render(&mut text);
     (
