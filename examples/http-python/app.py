@@ -2,6 +2,10 @@
 
 GET answers with a greeting naming the method and path it saw; POST echoes the request body back,
 reversed. It reads and writes through the wasi:http 0.2 types directly, with no framework.
+
+Every response carries `x-instance-requests`: how many requests this instance has served, counting this
+one. It is 1 unless the function is deployed with `reuse`, which lets one instance serve several. GET
+/fail raises, so the instance traps: the way an unhandled error looks from outside.
 """
 
 from componentize_py_types import Err, Ok
@@ -33,8 +37,16 @@ def read_body(request: IncomingRequest) -> bytes:
     return b"".join(chunks)
 
 
+served = 0
+
+
 def respond(response_out: ResponseOutparam, status: int, text: bytes) -> None:
-    headers = Fields.from_list([("content-type", b"text/plain; charset=utf-8")])
+    headers = Fields.from_list(
+        [
+            ("content-type", b"text/plain; charset=utf-8"),
+            ("x-instance-requests", str(served).encode()),
+        ]
+    )
     response = OutgoingResponse(headers)
     response.set_status_code(status)
     body = response.body()
@@ -51,8 +63,12 @@ def respond(response_out: ResponseOutparam, status: int, text: bytes) -> None:
 
 class IncomingHandler(exports.IncomingHandler):
     def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
+        global served
+        served += 1
         method = request.method()
         path = request.path_with_query() or "/"
+        if isinstance(method, Method_Get) and path.startswith("/fail"):
+            raise RuntimeError("asked to fail")
         if isinstance(method, Method_Post):
             respond(response_out, 200, read_body(request)[::-1])
         elif isinstance(method, Method_Get):

@@ -103,6 +103,12 @@ pub struct FunctionConfig {
     /// (`min hour day month weekday`) or six with seconds first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// How many requests one instance of an `http` function may serve, one after another, before it is
+    /// dropped (default 1: a fresh instance per request). Worth it for components that start a language
+    /// runtime (Python, JavaScript, .NET); state the guest keeps in memory then outlives a request, but
+    /// never reaches another function or version, and an instance that trapped or timed out is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<u32>,
 }
 
 /// A deployed function as the API lists it: its live version and that version's details.

@@ -4,6 +4,8 @@
 use crate::error::{describe, CompileError};
 use crate::function::{Compiled, Function, Prepared};
 use crate::host::{ComponentState, ModuleState};
+use crate::limits::MAX_TABLE_ELEMENTS;
+use crate::reuse::{IdleInstances, IDLE_TIMEOUT};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -31,6 +33,32 @@ pub struct EngineStats {
     pub compiled: u64,
     /// Compiled artifacts loaded from disk without compiling.
     pub loaded: u64,
+    /// Instances kept idle for functions that set `reuse`.
+    pub idle: usize,
+}
+
+/// How the engine is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Whether compiled code counts the instructions it runs, so a function's `fuel` can bound them; this
+    /// costs every guest some speed.
+    pub fuel: bool,
+    /// Instance slots of the pooling allocator: how many instances (running or kept idle for reuse) may
+    /// exist at once. Memories, tables and stacks are reserved for them up front and recycled, so an
+    /// instantiation maps no memory. `None` allocates every instance on demand.
+    pub pool: Option<u32>,
+    /// Idle instances kept for functions that set `reuse`, across all functions.
+    pub max_idle: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            fuel: false,
+            pool: Some(1000),
+            max_idle: 64,
+        }
+    }
 }
 
 /// wafer's wasmtime engine with its linkers. Create one per process and share it.
@@ -39,6 +67,8 @@ pub struct Engine {
     component_linker: ComponentLinker<ComponentState>,
     module_linker: ModuleLinker<ModuleState>,
     fingerprint: String,
+    pool_slots: Option<u32>,
+    idle: Arc<IdleInstances>,
     compiled: AtomicU64,
     loaded: AtomicU64,
     ticker_stop: Arc<AtomicBool>,
@@ -50,14 +80,30 @@ pub struct Engine {
 pub struct SetupError(String);
 
 impl Engine {
-    /// Builds the engine and starts its epoch ticker thread. With `fuel`, compiled code counts the
-    /// instructions it runs so a function's `fuel` can bound them; this costs every guest some speed.
-    pub fn new(fuel: bool) -> Result<Arc<Self>, SetupError> {
+    /// Builds the engine and starts its epoch ticker thread. When the pooling allocator cannot reserve
+    /// its address space (a `ulimit -v`, say), the engine allocates on demand instead and says so.
+    pub fn new(options: &EngineOptions) -> Result<Arc<Self>, SetupError> {
         let setup = |e: wasmtime::Error| SetupError(describe(&e));
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
-        config.consume_fuel(fuel);
-        let wasmtime = wasmtime::Engine::new(&config).map_err(setup)?;
+        config.consume_fuel(options.fuel);
+        let pooled = options.pool.and_then(|slots| {
+            let mut pooled = config.clone();
+            pooled.allocation_strategy(pool(slots));
+            wasmtime::Engine::new(&pooled)
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        "pooling allocator unavailable, allocating instances on demand: {}",
+                        describe(e)
+                    )
+                })
+                .ok()
+        });
+        let pool_slots = options.pool.filter(|_| pooled.is_some());
+        let wasmtime = match pooled {
+            Some(engine) => engine,
+            None => wasmtime::Engine::new(&config).map_err(setup)?,
+        };
 
         let mut component_linker = ComponentLinker::new(&wasmtime);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(setup)?;
@@ -82,6 +128,8 @@ impl Engine {
             component_linker,
             module_linker,
             fingerprint,
+            pool_slots,
+            idle: Arc::new(IdleInstances::new(options.max_idle)),
             compiled: AtomicU64::new(0),
             loaded: AtomicU64::new(0),
             ticker_stop,
@@ -93,11 +141,23 @@ impl Engine {
         &self.fingerprint
     }
 
+    /// The pooling allocator's instance slots, or `None` when instances are allocated on demand.
+    pub fn pool_slots(&self) -> Option<u32> {
+        self.pool_slots
+    }
+
+    /// Drops the instances kept for reuse that have been idle longer than [`IDLE_TIMEOUT`]; returns how
+    /// many are still kept. Call it now and then from the async runtime (stores drop their host state).
+    pub fn evict_idle(&self) -> usize {
+        self.idle.evict(IDLE_TIMEOUT)
+    }
+
     /// Compile and load counters since start.
     pub fn stats(&self) -> EngineStats {
         EngineStats {
             compiled: self.compiled.load(Ordering::Relaxed),
             loaded: self.loaded.load(Ordering::Relaxed),
+            idle: self.idle.held(),
         }
     }
 
@@ -120,7 +180,7 @@ impl Engine {
         };
         self.compiled.fetch_add(1, Ordering::Relaxed);
         Ok(Compiled {
-            function: Function::new(prepared),
+            function: Function::new(prepared, &self.idle),
             artifact,
         })
     }
@@ -151,7 +211,7 @@ impl Engine {
             }
         };
         self.loaded.fetch_add(1, Ordering::Relaxed);
-        Ok(Function::new(prepared))
+        Ok(Function::new(prepared, &self.idle))
     }
 
     fn prepare_module(
@@ -287,6 +347,24 @@ fn header(bytes: &[u8]) -> Result<Layer, CompileError> {
     }
 }
 
+/// The pooling allocator's layout for `slots` instances. Components are made of several core instances
+/// (an interpreter's component, a dozen or more), so those pools are deeper; everything is address space
+/// reserved once, and only what instances touch becomes resident.
+fn pool(slots: u32) -> wasmtime::InstanceAllocationStrategy {
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(16))
+        .total_memories(slots.saturating_mul(2))
+        .total_tables(slots.saturating_mul(4))
+        .total_stacks(slots)
+        .max_component_instance_size(4 << 20)
+        .max_core_instance_size(1 << 20)
+        .max_memories_per_module(2)
+        .max_tables_per_module(4)
+        .table_elements(MAX_TABLE_ELEMENTS);
+    wasmtime::InstanceAllocationStrategy::Pooling(pool)
+}
+
 /// Advances the engine's epoch every [`EPOCH_TICK`] until `stop` is set.
 fn start_ticker(engine: wasmtime::Engine, stop: Arc<AtomicBool>) {
     let spawned = std::thread::Builder::new()
@@ -337,7 +415,7 @@ mod tests {
 
     #[test]
     fn kinds_are_detected_or_forced() {
-        let engine = Engine::new(false).unwrap();
+        let engine = Engine::new(&EngineOptions::default()).unwrap();
         let module = wagi_module();
         assert_eq!(
             engine.compile(&module, None).unwrap().function.kind(),
@@ -372,7 +450,7 @@ mod tests {
 
     #[test]
     fn a_stored_artifact_loads_without_compiling() {
-        let engine = Engine::new(false).unwrap();
+        let engine = Engine::new(&EngineOptions::default()).unwrap();
         let compiled = engine.compile(&wagi_module(), None).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("artifact.cwasm");
@@ -387,7 +465,8 @@ mod tests {
             engine.stats(),
             EngineStats {
                 compiled: 1,
-                loaded: 1
+                loaded: 1,
+                idle: 0
             }
         );
         // A loaded artifact stays memory-mapped: never rewrite it in place.
@@ -398,10 +477,21 @@ mod tests {
 
     #[test]
     fn the_fingerprint_is_stable_for_one_build_and_configuration() {
-        let (a, b) = (Engine::new(false).unwrap(), Engine::new(false).unwrap());
+        let (a, b) = (
+            Engine::new(&EngineOptions::default()).unwrap(),
+            Engine::new(&EngineOptions::default()).unwrap(),
+        );
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.fingerprint().len(), 16);
         // Fuel metering changes compiled code, so its artifacts must not be shared.
-        assert_ne!(a.fingerprint(), Engine::new(true).unwrap().fingerprint());
+        assert_ne!(
+            a.fingerprint(),
+            Engine::new(&EngineOptions {
+                fuel: true,
+                ..EngineOptions::default()
+            })
+            .unwrap()
+            .fingerprint()
+        );
     }
 }

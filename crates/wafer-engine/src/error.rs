@@ -34,6 +34,9 @@ pub enum InvokeError {
     /// The guest exited without producing a response.
     #[error("the function failed: {0}")]
     Failed(String),
+    /// The host had no room for another instance right now (the pooling allocator's slots are taken).
+    #[error("no instance slot is free: {0}")]
+    Busy(String),
     /// The host failed to run the guest.
     #[error("internal error running the function: {0}")]
     Internal(String),

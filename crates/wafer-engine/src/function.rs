@@ -6,8 +6,10 @@ use crate::error::InvokeError;
 use crate::host::outbound::OutboundPolicy;
 use crate::host::{ComponentState, ModuleState};
 use crate::limits::Limits;
+use crate::reuse::{IdleInstances, IdlePool};
 use crate::trace::Tracer;
 use bytes::Bytes;
+use std::sync::Arc;
 use wafer_api::{CommandOutput, Kind};
 use wasmtime::InstancePre;
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -22,10 +24,12 @@ pub(crate) enum Prepared {
     ComponentCommand(CommandPre<ComponentState>),
 }
 
-/// A function version ready to run: compiled, linked and pre-instantiated. Cheap to clone.
+/// A function version ready to run: compiled, linked and pre-instantiated. Cheap to clone; clones share
+/// the instances kept for `reuse`, so give each function version its own [`crate::Engine::load`].
 #[derive(Clone)]
 pub struct Function {
     prepared: Prepared,
+    warm: Arc<IdlePool<abi::http::Warm>>,
 }
 
 /// The result of compiling a binary at deploy: the runnable function and the artifact to store on disk.
@@ -48,11 +52,17 @@ pub struct Settings {
     pub limits: Limits,
     /// The hosts outbound HTTP may reach.
     pub outbound: OutboundPolicy,
+    /// How many requests one instance of an `http` function may serve, one after another; 0 or 1 gives
+    /// every request a fresh instance.
+    pub reuse: u32,
 }
 
 impl Function {
-    pub(crate) fn new(prepared: Prepared) -> Self {
-        Self { prepared }
+    pub(crate) fn new(prepared: Prepared, idle: &Arc<IdleInstances>) -> Self {
+        Self {
+            prepared,
+            warm: idle.pool(),
+        }
     }
 
     /// The kind this function runs as.
@@ -64,7 +74,8 @@ impl Function {
         }
     }
 
-    /// Serves an HTTP request with an `http` or `wagi` function, in a fresh instance. The invocation's
+    /// Serves an HTTP request with an `http` or `wagi` function, in a fresh instance (or, for an `http`
+    /// function with `reuse`, one that has served fewer requests than that). The invocation's
     /// [`crate::Trace`] goes to `tracer` once the instance is gone (for a streamed body, after it ends).
     ///
     /// The body has already been read (and size-checked) by the caller. Fails with
@@ -77,7 +88,9 @@ impl Function {
         tracer: Tracer,
     ) -> Result<http::Response<ResponseBody>, InvokeError> {
         match &self.prepared {
-            Prepared::Http(pre) => abi::http::serve(pre, request, mount, settings, tracer).await,
+            Prepared::Http(pre) => {
+                abi::http::serve(pre, &self.warm, request, mount, settings, tracer).await
+            }
             Prepared::Wagi(module) => {
                 abi::wagi::serve(module, request, mount, settings, tracer).await
             }

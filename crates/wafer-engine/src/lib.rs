@@ -7,6 +7,7 @@
 //!   `Store` from it.
 //! - `abi/` holds one adapter per function kind: `http.rs` (wasi:http components), `wagi.rs` (CGI over WASI
 //!   preview1) and `command.rs` (jobs).
+//! - `reuse.rs` keeps the instances of functions that opt into `reuse` between requests, bounded per engine.
 //! - `limits.rs` enforces the per-invocation memory cap and deadline; `host.rs` holds the per-invocation host
 //!   state, deny-by-default: no preopened directories, no sockets, no host environment, and outbound HTTP
 //!   only to the hosts a function is granted (`host/outbound.rs`).
@@ -20,14 +21,16 @@ mod error;
 mod function;
 mod host;
 mod limits;
+mod reuse;
 mod trace;
 
 pub use abi::http::{Mount, ResponseBody};
 pub use engine::SetupError;
-pub use engine::{Engine, EngineStats};
+pub use engine::{Engine, EngineOptions, EngineStats};
 pub use error::{CompileError, InvokeError};
 pub use function::{Compiled, Function, Settings};
 pub use host::outbound::OutboundPolicy;
 pub use limits::Limits;
+pub use reuse::IDLE_TIMEOUT;
 pub use trace::{LogLine, Stream, Trace, Tracer, Usage};
 pub use wafer_api::{CommandOutput, Kind};

@@ -41,7 +41,7 @@ impl Default for Limits {
 }
 
 /// The most table elements one instance may hold; tables are host memory too.
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
 /// The trap raised when an invocation runs past its deadline.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +150,12 @@ pub(crate) fn classify(err: wasmtime::Error, limits: &Limits) -> InvokeError {
     }
     if let Some(MemoryLimitExceeded(limit)) = err.downcast_ref::<MemoryLimitExceeded>() {
         return InvokeError::MemoryLimit(*limit);
+    }
+    if err
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return InvokeError::Busy(describe(&err));
     }
     if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) {
         return InvokeError::FuelExhausted(limits.fuel.unwrap_or_default());

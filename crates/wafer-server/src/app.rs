@@ -1,5 +1,5 @@
-//! The server's state and the operations that change it: deploy, rollback, delete, and loading every live
-//! function at start-up.
+//! The server's state and the operations that change it: deploy, rollback, delete, and making every live
+//! function callable at start-up (registered at once, loaded lazily).
 //!
 //! Each change is persisted first (blobs fsynced, the database committed) and only then made live in the
 //! [`Registry`]. Changes are serialised by one lock so the registry always matches the database; compiling,
@@ -18,9 +18,42 @@ use bytes::Bytes;
 use std::sync::Arc;
 use wafer_api::{FunctionConfig, FunctionInfo, Kind};
 use wafer_engine::{CompileError, Engine, Function, OutboundPolicy, Settings};
-use wafer_store::{
-    BlobStore, ExecutionStore, MetaStore, NewVersion, SqliteStore, StoredFunction, StoredVersion,
-};
+use wafer_store::{BlobStore, ExecutionStore, MetaStore, NewVersion, SqliteStore, StoredFunction};
+
+/// Loads, one after another, every live function nobody has called yet, so first calls after a restart
+/// find them ready.
+fn start_background_load(app: &Arc<App>) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        for entry in app.registry.all() {
+            // A failure is logged by `function` and tried again on the next call.
+            let _ = app.function(&entry).await;
+        }
+        let stats = app.engine.stats();
+        tracing::info!(
+            functions = app.registry.len(),
+            loaded = stats.loaded,
+            compiled = stats.compiled,
+            took_ms = started.elapsed().as_millis() as u64,
+            "functions loaded"
+        );
+    });
+}
+
+/// How often instances kept for `reuse` are checked for idleness.
+const EVICT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Drops the instances kept for `reuse` once they have idled past [`wafer_engine::IDLE_TIMEOUT`].
+fn start_idle_eviction(app: &Arc<App>) {
+    let engine = app.engine.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(EVICT_EVERY).await;
+            engine.evict_idle();
+        }
+    });
+}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +117,7 @@ impl App {
         let blobs = BlobStore::open(&config.data_dir)?;
         let executions: Arc<dyn ExecutionStore> = Arc::new(store.clone());
         let app = Arc::new(Self {
-            engine: Engine::new(config.defaults.fuel)?,
+            engine: Engine::new(&config.defaults.engine_options())?,
             meta: Arc::new(store),
             journal: Journal::start(executions.clone()),
             executions,
@@ -107,26 +140,35 @@ impl App {
         queue::start(&app);
         schedule::start(&app);
         journal::start_retention(&app);
+        start_background_load(&app);
+        start_idle_eviction(&app);
         Ok(app)
     }
 
-    /// Makes the live version of every stored function callable, from its compiled artifact.
+    /// Registers the live version of every stored function. Nothing is loaded yet: each is loaded on its
+    /// first call or by the background loader, so the server answers at once however many there are.
     async fn load_all(&self) -> Result<(), StartError> {
         for function in self.meta.list_functions().await? {
-            let name = function.live.name.clone();
-            match self.prepare(&function.live).await {
-                Ok(prepared) => self.install(&function, prepared),
-                Err(e) => tracing::error!(function = %name, "cannot load the live version: {e:?}"),
-            }
+            self.install(&function, None);
         }
-        let stats = self.engine.stats();
         tracing::info!(
             functions = self.registry.len(),
-            loaded = stats.loaded,
-            compiled = stats.compiled,
-            "functions ready"
+            pool_slots = self.engine.pool_slots().unwrap_or(0),
+            "functions registered"
         );
         Ok(())
+    }
+
+    /// The runnable function of a live entry, loading it from its compiled artifact (compiling it again
+    /// when the artifact is missing or from another engine build) the first time it is needed.
+    pub async fn function<'e>(&self, entry: &'e Entry) -> Result<&'e Function, ApiError> {
+        entry
+            .function
+            .get_or_try_init(|| self.prepare(&entry.digest, entry.kind))
+            .await
+            .inspect_err(|e| {
+                tracing::error!(function = %entry.settings.name, "cannot load the live version: {e:?}")
+            })
     }
 
     /// What every invocation of a version gets: its name, env and limits.
@@ -144,6 +186,7 @@ impl App {
                 tracing::error!(function = name, "outbound hosts ignored: {e}");
                 OutboundPolicy::default()
             }),
+            reuse: config.reuse.unwrap_or(1),
         }
     }
 
@@ -155,10 +198,13 @@ impl App {
         }
     }
 
-    fn install(&self, function: &StoredFunction, prepared: Function) {
+    /// Makes the live version of `function` callable, with its runnable form when it is at hand.
+    fn install(&self, function: &StoredFunction, prepared: Option<Function>) {
         let live = &function.live;
         let entry = Entry {
-            function: prepared,
+            function: tokio::sync::OnceCell::new_with(prepared),
+            kind: live.kind,
+            digest: live.digest.clone(),
             settings: self.settings(&live.name, &live.config),
             private: live.config.private,
             max_request_bytes: usize::try_from(
@@ -198,12 +244,10 @@ impl App {
 
     /// A stored version, runnable: from its compiled artifact when there is one for this engine, otherwise
     /// compiled again from its stored module (and the artifact written for next time).
-    async fn prepare(&self, version: &StoredVersion) -> Result<Function, ApiError> {
-        let (function, artifact) = self
-            .load_or_compile(&version.digest, None, Some(version.kind))
-            .await?;
+    async fn prepare(&self, digest: &str, kind: Kind) -> Result<Function, ApiError> {
+        let (function, artifact) = self.load_or_compile(digest, None, Some(kind)).await?;
         if let Some(artifact) = artifact {
-            let (blobs, digest) = (self.blobs.clone(), version.digest.clone());
+            let (blobs, digest) = (self.blobs.clone(), digest.to_string());
             let fingerprint = self.engine.fingerprint().to_string();
             tokio::task::spawn_blocking(move || {
                 blobs.put_artifact(&digest, &fingerprint, &artifact)
@@ -230,6 +274,7 @@ impl App {
         let (function, artifact) = self
             .load_or_compile(&digest, Some(module.clone()), config.kind)
             .await?;
+        validate::fits(&config, function.kind())?;
         let new = NewVersion {
             name: name.to_string(),
             kind: function.kind(),
@@ -257,7 +302,7 @@ impl App {
         };
         match stored {
             Ok(stored) => {
-                self.install(&stored, function);
+                self.install(&stored, Some(function));
                 tracing::info!(
                     function = name,
                     version = stored.live.version,
@@ -339,9 +384,9 @@ impl App {
                 None => ApiError::not_found(format!("function `{name}` does not exist")),
             });
         };
-        let prepared = self.prepare(&target).await?;
+        let prepared = self.prepare(&target.digest, target.kind).await?;
         let function = self.meta.set_live(name, version).await?;
-        self.install(&function, prepared);
+        self.install(&function, Some(prepared));
         tracing::info!(function = name, version, "rolled back");
         Ok(function)
     }

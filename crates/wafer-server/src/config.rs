@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use wafer_api::{EffectiveLimits, FunctionConfig};
-use wafer_engine::Limits;
+use wafer_engine::{EngineOptions, Limits};
 
 /// Everything `wafer serve` needs to run.
 #[derive(Debug, Clone)]
@@ -71,6 +71,11 @@ pub struct Defaults {
     pub queue_wait_ms: u64,
     /// Whether the engine meters fuel, so functions may set `fuel`.
     pub fuel: bool,
+    /// Whether instances come from the pooling allocator (slots for `max_instances` running and
+    /// `max_idle` kept instances, reserved at start) rather than being allocated one by one.
+    pub pooling: bool,
+    /// The most instances kept idle for functions that set `reuse`, over all functions.
+    pub max_idle: usize,
 }
 
 impl Default for Defaults {
@@ -84,6 +89,8 @@ impl Default for Defaults {
             max_instances: 1000,
             queue_wait_ms: 1000,
             fuel: false,
+            pooling: true,
+            max_idle: 64,
         }
     }
 }
@@ -101,6 +108,19 @@ impl Defaults {
                 .max_response_bytes
                 .unwrap_or(self.max_response_bytes as u64),
             max_concurrency: config.max_concurrency,
+        }
+    }
+
+    /// How the engine is set up. The pool has room for every running and every kept instance, plus a
+    /// quarter more: an instance's slot is freed a moment after its admission permit.
+    pub fn engine_options(&self) -> EngineOptions {
+        let slots = self.max_instances + self.max_idle + self.max_instances / 4;
+        EngineOptions {
+            fuel: self.fuel,
+            pool: self
+                .pooling
+                .then(|| u32::try_from(slots).unwrap_or(u32::MAX)),
+            max_idle: self.max_idle,
         }
     }
 

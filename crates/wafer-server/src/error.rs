@@ -134,6 +134,7 @@ impl From<InvokeError> for ApiError {
             InvokeError::FuelExhausted(_) => (StatusCode::INTERNAL_SERVER_ERROR, "fuel_exhausted"),
             InvokeError::BadResponse(_) => (StatusCode::BAD_GATEWAY, "bad_response"),
             InvokeError::Failed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "function_failed"),
+            InvokeError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             InvokeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         Self::new(status, code, err.to_string())

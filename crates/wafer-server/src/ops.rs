@@ -59,6 +59,18 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "Compiled artifacts loaded from disk without compiling.",
         &stats.loaded,
     );
+    metric(
+        "wafer_idle_instances",
+        "gauge",
+        "Instances kept between requests for functions that set reuse.",
+        &stats.idle,
+    );
+    metric(
+        "wafer_instance_pool_slots",
+        "gauge",
+        "Instance slots of the pooling allocator (0: instances are allocated on demand).",
+        &app.engine.pool_slots().unwrap_or(0),
+    );
     match app.executions.queue_stats().await {
         Ok(queue) => {
             metric(

@@ -219,7 +219,7 @@ async fn run_attempt(app: &Arc<App>, claimed: Claimed) {
     };
     app.metrics.invocation(
         &entry.settings.name,
-        entry.function.kind().as_str(),
+        entry.kind.as_str(),
         outcome.http_status.unwrap_or(500),
         started.elapsed(),
     );

@@ -5,12 +5,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use wafer_api::Kind;
 use wafer_engine::{Function, Settings};
 
-/// A live function version, ready to call.
+/// A live function version.
 pub struct Entry {
-    /// The compiled, pre-instantiated function.
-    pub function: Function,
+    /// The compiled, pre-instantiated function: set at deploy and rollback; after a restart, on the first
+    /// call or by the background loader, whichever comes first (see [`crate::app::App::function`]).
+    pub function: tokio::sync::OnceCell<Function>,
+    /// The kind of the version.
+    pub kind: Kind,
+    /// The digest of the version's module.
+    pub digest: String,
     /// What each invocation gets: name, env, limits.
     pub settings: Settings,
     /// Whether callers need the server's token.
@@ -97,6 +103,11 @@ impl Registry {
         let mut inner = self.write();
         inner.functions.remove(name);
         inner.routes.retain(|(_, owner)| owner != name);
+    }
+
+    /// Every live function.
+    pub fn all(&self) -> Vec<Arc<Entry>> {
+        self.read().functions.values().cloned().collect()
     }
 
     /// The live functions that have a schedule.

@@ -134,7 +134,7 @@ pub async fn call(
     };
     app.metrics.invocation(
         &entry.settings.name,
-        entry.function.kind().as_str(),
+        entry.kind.as_str(),
         status,
         started.elapsed(),
     );
@@ -241,9 +241,9 @@ pub async fn execute(
         .admission
         .admit(&entry.settings.name, entry.slots.as_ref())
         .await?;
+    let function = app.function(entry).await?;
     let cold = entry.cold.swap(false, std::sync::atomic::Ordering::Relaxed);
     app.metrics.start(&entry.settings.name, cold);
-    let function = &entry.function;
     if function.kind() == Kind::Command {
         let output = function
             .run_command(body, &[], &entry.settings, tracer)

@@ -4,7 +4,7 @@ use crate::error::ApiError;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use wafer_api::FunctionConfig;
+use wafer_api::{FunctionConfig, Kind};
 
 /// The longest request target accepted, path and query (414 past it).
 const MAX_URI_BYTES: usize = 8 * 1024;
@@ -52,6 +52,8 @@ const MAX_BODY_BYTES: u64 = 1 << 30;
 const MAX_CONCURRENCY: u32 = 100_000;
 /// The longest timeout a function may ask for, in milliseconds (15 minutes).
 const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+/// The most requests one instance may serve with `reuse`.
+const MAX_REUSE: u32 = 1_000_000;
 
 /// Checks a function name: `[a-z0-9][a-z0-9-]{0,62}`.
 pub fn name(name: &str) -> Result<(), ApiError> {
@@ -178,7 +180,31 @@ pub fn config(mut config: FunctionConfig, fuel: bool) -> Result<FunctionConfig, 
     if let Some(expr) = &config.schedule {
         crate::schedule::parse(expr).map_err(invalid)?;
     }
+    if let Some(n) = config.reuse {
+        if n == 0 || n > MAX_REUSE {
+            return Err(invalid(format!(
+                "reuse must be between 1 and {MAX_REUSE}, not {n}"
+            )));
+        }
+    }
+    if let Some(kind) = config.kind {
+        fits(&config, kind)?;
+    }
     Ok(config)
+}
+
+/// Checks the settings that only some kinds have against the kind a module turned out to be.
+pub fn fits(config: &FunctionConfig, kind: Kind) -> Result<(), ApiError> {
+    if config.reuse.is_some_and(|n| n > 1) && kind != Kind::Http {
+        return Err(ApiError::bad_request(
+            "invalid_config",
+            format!(
+                "reuse applies to http components only; a {kind} module runs its entry point once \
+                 per instance"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -110,6 +110,12 @@ pub struct ServeArgs {
     /// Meter fuel so functions may set `fuel` (costs every guest some speed).
     #[arg(long, env = "WAFER_FUEL")]
     pub fuel: bool,
+    /// Allocate every instance on its own instead of from the pooling allocator's reserved slots.
+    #[arg(long, env = "WAFER_NO_POOLING")]
+    pub no_pooling: bool,
+    /// The most instances kept idle for functions that set `reuse`, over all functions (default 64).
+    #[arg(long, env = "WAFER_MAX_IDLE")]
+    pub max_idle: Option<u32>,
     /// Require `Authorization: Bearer TOKEN` on the management API and on private functions. Without it,
     /// wafer only listens on loopback addresses.
     #[arg(long, env = "WAFER_TOKEN", hide_env_values = true)]
@@ -222,6 +228,10 @@ pub struct DeployArgs {
     /// Run the function on this cron schedule (UTC), e.g. "*/5 * * * *" or, with seconds, "*/10 * * * * *".
     #[arg(long)]
     pub schedule: Option<String>,
+    /// Let one instance of an http component serve up to N requests in turn (default 1: a fresh instance
+    /// per request). Speeds up interpreters (Python, JavaScript); guest state then outlives a request.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub reuse: Option<u32>,
     #[command(flatten)]
     pub client: ClientArgs,
 }

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use reqwest::Method;
 use serde_json::json;
+use std::time::Duration;
 
 #[tokio::test]
 async fn every_example_answers_and_survives_a_restart_without_recompiling() {
@@ -43,8 +44,8 @@ async fn every_example_answers_and_survives_a_restart_without_recompiling() {
         "{}",
         server.logs()
     );
-    assert_eq!(server.metric("wafer_artifact_loads_total").await, 4);
     check_examples(&server).await;
+    assert_eq!(server.metric("wafer_artifact_loads_total").await, 4);
     let (_, list) = server.get_json("/v1/functions").await;
     let names: Vec<&str> = list["functions"]
         .as_array()
@@ -428,4 +429,36 @@ async fn metrics_count_invocations_by_status_and_time_them() {
             "missing {line:?} in:\n{text}"
         );
     }
+}
+
+#[tokio::test]
+async fn after_a_restart_functions_load_in_the_background_without_a_call() {
+    let server = Server::start();
+    for i in 0..20 {
+        let module = wagi_wat(&format!("Content-Type: text/plain\n\nfunction {i}\n"));
+        server.deploy_ok(&format!("f{i}"), module, json!({})).await;
+    }
+    assert!(server.metric("wafer_instance_pool_slots").await > 0);
+    let server = server.restart();
+    wait_for("every function loaded", Duration::from_secs(60), || async {
+        (server.metric("wafer_artifact_loads_total").await == 20).then_some(())
+    })
+    .await;
+    assert_eq!(server.metric("wafer_compilations_total").await, 0);
+    for i in 0..20 {
+        let (status, body) = server.get_text(&format!("/fn/f{i}")).await;
+        assert_eq!((status.as_u16(), body), (200, format!("function {i}\n")));
+    }
+}
+
+#[tokio::test]
+async fn instances_can_be_allocated_on_demand_instead_of_from_the_pool() {
+    let server = Server::start_with(&["--no-pooling"]);
+    assert_eq!(server.metric("wafer_instance_pool_slots").await, 0);
+    server
+        .deploy_ok("hello-c", example("wagi-c/hello.wasm"), json!({}))
+        .await;
+    let (status, body) = server.get_text("/fn/hello-c?name=pool").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("Hello, pool!"), "{body}");
 }

@@ -1,12 +1,14 @@
 //! The `http` ABI: a component exporting `wasi:http/incoming-handler@0.2.x` gets the HTTP request as is.
 //!
 //! As in `wasmtime serve`, the handler runs in its own task so it can keep streaming the body after the
-//! response head has been sent; the store (and with it the instance) lives exactly as long as that task.
+//! response head has been sent; the store (and with it the instance) lives as long as that task, unless the
+//! function sets `reuse` and the instance is kept for its next request (`reuse.rs`).
 
 use crate::error::InvokeError;
 use crate::function::Settings;
-use crate::host::{self, ComponentState};
+use crate::host::{self, ComponentState, Stdio};
 use crate::limits::{self, classify, outer_timeout};
+use crate::reuse::IdlePool;
 use crate::trace::{CpuTimed, Stream, Trace, Tracer};
 use bytes::Bytes;
 use http::uri::{Authority, Uri};
@@ -14,10 +16,11 @@ use http::{HeaderValue, Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::WasiHttpView;
 
 /// The body of a response produced by a function.
@@ -46,26 +49,42 @@ impl Mount {
     }
 }
 
-/// Serves one request with a fresh instance of the component.
+/// An instance kept between the requests of a function that sets `reuse`, with its store and streams.
+pub(crate) struct Warm {
+    store: Store<ComponentState>,
+    proxy: Proxy,
+    stdio: Stdio,
+    served: u32,
+}
+
+/// Serves one request with a fresh instance of the component, or with a kept one when the function sets
+/// `reuse`. An instance is kept again only if its request ended without a trap or timeout and it has
+/// served fewer than `reuse` requests.
 pub(crate) async fn serve(
     pre: &ProxyPre<ComponentState>,
+    warm: &Arc<IdlePool<Warm>>,
     request: Request<Bytes>,
     mount: &Mount,
     settings: &Settings,
     tracer: Tracer,
 ) -> Result<Response<ResponseBody>, InvokeError> {
     let limits = settings.limits;
+    let reuse = settings.reuse;
     let request = guest_request(request, mount)?;
-    let (mut builder, stdio) = host::wasi_builder(
-        std::slice::from_ref(&settings.name),
-        &settings.env,
-        Bytes::new(),
-        &limits,
-    );
-    let mut store = Store::new(
-        pre.engine(),
-        ComponentState::new(builder.build(), &limits, &settings.outbound),
-    );
+    let kept = if reuse > 1 { warm.take() } else { None };
+    let (mut store, proxy, stdio, served) = match kept {
+        Some(kept) => (kept.store, Some(kept.proxy), kept.stdio, kept.served),
+        None => {
+            let (mut builder, stdio) = host::wasi_builder(
+                std::slice::from_ref(&settings.name),
+                &settings.env,
+                Bytes::new(),
+                &limits,
+            );
+            let state = ComponentState::new(builder.build(), &limits, &settings.outbound);
+            (Store::new(pre.engine(), state), None, stdio, 0)
+        }
+    };
     limits::apply(&mut store, &limits);
     let internal = |e: wasmtime::Error| InvokeError::Internal(crate::error::describe(&e));
     let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -80,17 +99,24 @@ pub(crate) async fn serve(
         .new_response_outparam(sender)
         .map_err(internal)?;
 
-    let pre = pre.clone();
+    let (pre, warm) = (pre.clone(), warm.clone());
     let task = tokio::spawn(async move {
         let mut instantiate = Duration::ZERO;
         let run = async {
-            let started = Instant::now();
-            let proxy = pre.instantiate_async(&mut store).await?;
-            instantiate = started.elapsed();
+            let proxy = match proxy {
+                Some(proxy) => proxy,
+                None => {
+                    let started = Instant::now();
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    instantiate = started.elapsed();
+                    proxy
+                }
+            };
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, guest_request, outparam)
-                .await
+                .await?;
+            Ok(proxy)
         };
         let (outcome, cpu) = CpuTimed::new(tokio::time::timeout(outer_timeout(&limits), run)).await;
         let result = match outcome {
@@ -98,7 +124,6 @@ pub(crate) async fn serve(
             Ok(result) => result.map_err(|e| classify(e, &limits)),
         };
         let usage = limits::usage(&mut store, &limits, instantiate, cpu);
-        drop(store);
         // Neither stream is part of the HTTP response; both are the function's log.
         tracer.send(Trace::new(
             usage,
@@ -107,7 +132,18 @@ pub(crate) async fn serve(
                 (Stream::Stderr, &stdio.stderr),
             ],
         ));
-        result
+        let proxy = result?;
+        let served = served + 1;
+        if served < reuse {
+            stdio.clear();
+            warm.put(Warm {
+                store,
+                proxy,
+                stdio,
+                served,
+            });
+        }
+        Ok(())
     });
 
     match receiver.await {

@@ -32,6 +32,12 @@ impl Stdio {
             stderr: CappedOutput::new(limits.stderr_bytes),
         }
     }
+
+    /// Empties both streams for an instance's next request.
+    pub(crate) fn clear(&self) {
+        self.stdout.clear();
+        self.stderr.clear();
+    }
 }
 
 /// A WASI context builder with nothing granted but the given args, env and stdin, and captured stdio.

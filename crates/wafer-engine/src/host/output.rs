@@ -50,6 +50,13 @@ impl CappedOutput {
         self.state().buffer.clone().freeze()
     }
 
+    /// Forgets what was written, and that anything was dropped.
+    pub(crate) fn clear(&self) {
+        let mut state = self.state();
+        state.buffer.clear();
+        state.truncated = false;
+    }
+
     /// Whether anything was dropped past the cap.
     pub(crate) fn truncated(&self) -> bool {
         self.state().truncated

@@ -26,6 +26,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
         max_attempts: args.max_attempts,
         retry_backoff_ms: args.retry_backoff,
         schedule: args.schedule,
+        reuse: args.reuse,
     };
     let client = Client::new(&args.client);
     let version = client.deploy(&args.name, module, &config).await?;

@@ -54,6 +54,8 @@ struct FileConfig {
     max_instances: Option<u32>,
     queue_wait: Option<String>,
     fuel: Option<bool>,
+    pooling: Option<bool>,
+    max_idle: Option<u32>,
     workers: Option<u32>,
     retain: Option<u64>,
     retain_for: Option<String>,
@@ -114,6 +116,11 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
             .or(from_file("queue_wait", file.queue_wait, parse_timeout_ms)?)
             .unwrap_or(fallback.queue_wait_ms),
         fuel: args.fuel || file.fuel.unwrap_or(false),
+        pooling: !args.no_pooling && file.pooling.unwrap_or(fallback.pooling),
+        max_idle: args
+            .max_idle
+            .or(file.max_idle)
+            .map_or(fallback.max_idle, |n| n as usize),
     };
     let listen = args
         .listen
