@@ -81,7 +81,7 @@ impl Wafer {
             .text("config", config.to_string());
         let response = self
             .http
-            .post(self.url(&format!("/v1/functions/{name}")))
+            .post(self.url(&format!("/v1/functions/{name}/versions")))
             .multipart(form)
             .send()?;
         if !response.status().is_success() {

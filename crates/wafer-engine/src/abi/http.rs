@@ -58,8 +58,8 @@ pub(crate) struct Warm {
 }
 
 /// Serves one request with a fresh instance of the component, or with a kept one when the function sets
-/// `reuse`. An instance is kept again only if its request ended without a trap or timeout and it has
-/// served fewer than `reuse` requests.
+/// `reuse`. An instance is kept again only if it answered its request (no trap, no timeout, a response
+/// set) and has served fewer than `reuse` requests.
 pub(crate) async fn serve(
     pre: &ProxyPre<ComponentState>,
     warm: &Arc<IdlePool<Warm>>,
@@ -99,7 +99,8 @@ pub(crate) async fn serve(
         .new_response_outparam(sender)
         .map_err(internal)?;
 
-    let (pre, warm) = (pre.clone(), warm.clone());
+    let pre = pre.clone();
+    let warm = warm.clone();
     let task = tokio::spawn(async move {
         let mut instantiate = Duration::ZERO;
         let run = async {
@@ -134,25 +135,33 @@ pub(crate) async fn serve(
         ));
         let proxy = result?;
         let served = served + 1;
-        if served < reuse {
-            stdio.clear();
-            warm.put(Warm {
-                store,
-                proxy,
-                stdio,
-                served,
-            });
-        }
-        Ok(())
+        stdio.clear();
+        Ok((served < reuse).then_some(Warm {
+            store,
+            proxy,
+            stdio,
+            served,
+        }))
     });
 
     match receiver.await {
-        Ok(Ok(response)) => cap_body(response, limits.response_bytes),
+        Ok(Ok(response)) => {
+            // Only an instance that answered is kept: once its handler is done, it goes back to the
+            // function's pool.
+            if reuse > 1 {
+                tokio::spawn(async move {
+                    if let Ok(Ok(Some(instance))) = task.await {
+                        warm.put(instance);
+                    }
+                });
+            }
+            cap_body(response, limits.response_bytes)
+        }
         Ok(Err(code)) => Err(InvokeError::Failed(format!(
             "the handler answered with error {code:?}"
         ))),
         Err(_) => match task.await {
-            Ok(Ok(())) => Err(InvokeError::Failed(
+            Ok(Ok(_)) => Err(InvokeError::Failed(
                 "the handler returned without setting a response".into(),
             )),
             Ok(Err(e)) => Err(e),
