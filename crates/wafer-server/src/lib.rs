@@ -91,6 +91,13 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr().map_err(StartError::Serve)?;
+    // Without TCP_NODELAY, a response whose body follows its head in a second write waits for the
+    // client's delayed ACK (40 ms on Linux) whenever the head is still unacknowledged.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+        }
+    });
     tracing::info!("wafer listening on http://{addr}");
     axum::serve(
         listener,

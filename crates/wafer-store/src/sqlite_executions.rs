@@ -116,25 +116,25 @@ fn insert(tx: &rusqlite::Transaction<'_>, new: &NewExecution) -> Result<(), Stor
         ),
         None => (ExecutionStatus::Queued, 0, Some(new.queued_at)),
     };
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO executions (id, function, version, trigger, status, attempts, max_attempts,
              queued_at, next_at, request, body, callback_url)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![
-            new.id,
-            new.function,
-            new.version,
-            new.trigger.as_str(),
-            status.as_str(),
-            attempts,
-            new.max_attempts,
-            new.queued_at,
-            next_at,
-            request,
-            new.body,
-            new.callback_url,
-        ],
-    )?;
+    )?
+    .execute(params![
+        new.id,
+        new.function,
+        new.version,
+        new.trigger.as_str(),
+        status.as_str(),
+        attempts,
+        new.max_attempts,
+        new.queued_at,
+        next_at,
+        request,
+        new.body,
+        new.callback_url,
+    ])?;
     if let Some(attempt) = &new.attempt {
         record(tx, &new.id, attempt, None)?;
     }
@@ -151,8 +151,8 @@ fn record(
 ) -> Result<bool, StoreError> {
     let status = attempt.status.unwrap_or(ExecutionStatus::Failed);
     let usage = attempt.usage;
-    let written = tx.execute(
-        &format!(
+    let written = tx
+        .prepare_cached(&format!(
             "UPDATE executions SET status = ?2, version = ?3, started_at = ?4, finished_at = ?5,
                  duration_us = ?6, http_status = ?7, exit_code = ?8, error = ?9, output = ?10,
                  output_truncated = ?11, instantiate_us = ?12, cpu_us = ?13, peak_memory = ?14,
@@ -164,8 +164,8 @@ fn record(
                  request = CASE WHEN ?2 IN {FINAL} THEN NULL ELSE request END,
                  body = CASE WHEN ?2 IN {FINAL} THEN NULL ELSE body END
              WHERE id = ?1 AND (?17 IS NULL OR (status = 'running' AND attempts = ?17))"
-        ),
-        params![
+        ))?
+        .execute(params![
             id,
             status.as_str(),
             attempt.version,
@@ -183,8 +183,7 @@ fn record(
             usage.and_then(|u| u.fuel_consumed).map(i64_of),
             attempt.next_at,
             running,
-        ],
-    )?;
+        ])?;
     if written == 0 {
         return Ok(false);
     }
