@@ -64,7 +64,7 @@ fn main() -> anyhow::Result<()> {
         root,
         target,
     };
-    let mut report = Report::new(&setup)?;
+    let mut report = Report::new(&setup);
     throughput(&setup, &mut report)?;
     wagi(&setup, &mut report)?;
     cold_paths(&setup, &mut report)?;

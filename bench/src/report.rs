@@ -20,7 +20,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(setup: &Setup) -> anyhow::Result<Self> {
+    pub fn new(setup: &Setup) -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -90,14 +90,14 @@ impl Report {
                 ),
             ),
         ];
-        Ok(Self {
+        Self {
             header,
             throughput: BTreeMap::new(),
             servers: Vec::new(),
             cold: Vec::new(),
             density: Vec::new(),
             instantiate: Vec::new(),
-        })
+        }
     }
 
     pub fn throughput(&mut self, component: &str, server: &str, c: u32, run: Run) {

@@ -3,8 +3,8 @@
 //! An interpreter packaged as a component (Python, JavaScript, .NET) rebuilds its whole runtime in every
 //! fresh instance. A function that sets `reuse = N` lets one instance serve up to N requests, one after
 //! another, before it is dropped. Each function version has its own [`IdlePool`] (made with its
-//! [`crate::Function`]), so an instance never serves another function or version; an instance whose
-//! request trapped or timed out is never put back. Idle instances hold memory (and pool slots), so the
+//! [`crate::Function`]), so an instance never serves another function or version; only an instance that
+//! answered its request is put back (not one that trapped, timed out or set no response). Idle instances hold memory (and pool slots), so the
 //! engine bounds them: at most `max_idle` across all functions, each dropped after [`IDLE_TIMEOUT`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -122,13 +122,7 @@ pub fn config(mut config: FunctionConfig, fuel: bool) -> Result<FunctionConfig, 
     if config.env.values().any(|v| v.contains('\0')) {
         return Err(invalid("environment values may not contain NUL".into()));
     }
-    if let Some(mb) = config.memory_mb {
-        if mb == 0 || mb > MAX_MEMORY_MB {
-            return Err(invalid(format!(
-                "memory_mb must be between 1 and {MAX_MEMORY_MB}, not {mb}"
-            )));
-        }
-    }
+    in_range("memory_mb", config.memory_mb, MAX_MEMORY_MB)?;
     wafer_engine::OutboundPolicy::parse(&config.allowed_outbound_hosts).map_err(invalid)?;
     for (field, value) in [
         ("max_request_bytes", config.max_request_bytes),
@@ -149,27 +143,9 @@ pub fn config(mut config: FunctionConfig, fuel: bool) -> Result<FunctionConfig, 
         Some(0) => return Err(invalid("fuel must be at least 1".into())),
         _ => {}
     }
-    if let Some(n) = config.max_concurrency {
-        if n == 0 || n > MAX_CONCURRENCY {
-            return Err(invalid(format!(
-                "max_concurrency must be between 1 and {MAX_CONCURRENCY}, not {n}"
-            )));
-        }
-    }
-    if let Some(ms) = config.timeout_ms {
-        if ms == 0 || ms > MAX_TIMEOUT_MS {
-            return Err(invalid(format!(
-                "timeout_ms must be between 1 and {MAX_TIMEOUT_MS}, not {ms}"
-            )));
-        }
-    }
-    if let Some(n) = config.max_attempts {
-        if n == 0 || n > MAX_ATTEMPTS {
-            return Err(invalid(format!(
-                "max_attempts must be between 1 and {MAX_ATTEMPTS}, not {n}"
-            )));
-        }
-    }
+    in_range("max_concurrency", config.max_concurrency, MAX_CONCURRENCY)?;
+    in_range("timeout_ms", config.timeout_ms, MAX_TIMEOUT_MS)?;
+    in_range("max_attempts", config.max_attempts, MAX_ATTEMPTS)?;
     if let Some(ms) = config.retry_backoff_ms {
         if ms > MAX_RETRY_BACKOFF_MS {
             return Err(invalid(format!(
@@ -180,17 +156,25 @@ pub fn config(mut config: FunctionConfig, fuel: bool) -> Result<FunctionConfig, 
     if let Some(expr) = &config.schedule {
         crate::schedule::parse(expr).map_err(invalid)?;
     }
-    if let Some(n) = config.reuse {
-        if n == 0 || n > MAX_REUSE {
-            return Err(invalid(format!(
-                "reuse must be between 1 and {MAX_REUSE}, not {n}"
-            )));
-        }
-    }
+    in_range("reuse", config.reuse, MAX_REUSE)?;
     if let Some(kind) = config.kind {
         fits(&config, kind)?;
     }
     Ok(config)
+}
+
+/// Checks that a setting, when given, lies between 1 and `max`.
+fn in_range<N>(field: &str, value: Option<N>, max: N) -> Result<(), ApiError>
+where
+    N: Copy + PartialOrd + From<u8> + std::fmt::Display,
+{
+    match value {
+        Some(n) if n < N::from(1) || n > max => Err(ApiError::bad_request(
+            "invalid_config",
+            format!("{field} must be between 1 and {max}, not {n}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Checks the settings that only some kinds have against the kind a module turned out to be.
@@ -219,6 +203,30 @@ mod tests {
         for bad in ["", "-a", "A", "a_b", "../x", "a/b", "a.b", &"a".repeat(64)] {
             assert!(name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn numeric_settings_must_lie_between_one_and_their_cap() {
+        let message = |c: FunctionConfig| match config(c, false) {
+            Err(e) => e.describe(),
+            Ok(_) => String::new(),
+        };
+        assert!(message(FunctionConfig {
+            memory_mb: Some(0),
+            ..Default::default()
+        })
+        .contains("memory_mb must be between 1 and 4096, not 0"));
+        assert!(message(FunctionConfig {
+            max_attempts: Some(101),
+            ..Default::default()
+        })
+        .contains("max_attempts must be between 1 and 100, not 101"));
+        assert!(message(FunctionConfig {
+            timeout_ms: Some(MAX_TIMEOUT_MS),
+            reuse: Some(MAX_REUSE),
+            ..Default::default()
+        })
+        .is_empty());
     }
 
     #[test]

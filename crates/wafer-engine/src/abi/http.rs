@@ -135,12 +135,14 @@ pub(crate) async fn serve(
         ));
         let proxy = result?;
         let served = served + 1;
-        stdio.clear();
-        Ok((served < reuse).then_some(Warm {
-            store,
-            proxy,
-            stdio,
-            served,
+        Ok((served < reuse).then(|| {
+            stdio.clear();
+            Warm {
+                store,
+                proxy,
+                stdio,
+                served,
+            }
         }))
     });
 
