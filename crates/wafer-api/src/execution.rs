@@ -17,6 +17,8 @@ pub enum Trigger {
     Async,
     /// The function's `schedule`.
     Cron,
+    /// Another function, through `http://{name}.fn.internal/` or `proxy_invoke_service`.
+    Call,
 }
 
 /// Where an execution stands.
@@ -67,7 +69,7 @@ macro_rules! names {
     };
 }
 
-names!(Trigger, "trigger", Http => "http", Api => "api", Async => "async", Cron => "cron");
+names!(Trigger, "trigger", Http => "http", Api => "api", Async => "async", Cron => "cron", Call => "call");
 names!(ExecutionStatus, "status", Queued => "queued", Running => "running",
     Succeeded => "succeeded", Failed => "failed", Dead => "dead");
 

@@ -16,6 +16,9 @@ pub enum Kind {
     Wagi,
     /// A `wasi:cli/run` component or a `_start` module, run as a job: stdin in; exit code and output out.
     Command,
+    /// A core module exporting `proxy_abi_version_0_2_*` (a proxy-wasm filter, as Layotto's FaaS runs
+    /// them), driven through its HTTP context callbacks.
+    ProxyWasm,
 }
 
 impl Kind {
@@ -25,6 +28,7 @@ impl Kind {
             Kind::Http => "http",
             Kind::Wagi => "wagi",
             Kind::Command => "command",
+            Kind::ProxyWasm => "proxy-wasm",
         }
     }
 }
@@ -43,8 +47,9 @@ impl FromStr for Kind {
             "http" => Ok(Kind::Http),
             "wagi" => Ok(Kind::Wagi),
             "command" => Ok(Kind::Command),
+            "proxy-wasm" => Ok(Kind::ProxyWasm),
             other => Err(format!(
-                "unknown kind `{other}`: expected http, wagi or command"
+                "unknown kind `{other}`: expected http, wagi, command or proxy-wasm"
             )),
         }
     }
@@ -109,6 +114,21 @@ pub struct FunctionConfig {
     /// never reaches another function or version, and an instance that trapped or timed out is dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<u32>,
+    /// The key-value stores the function may open (wasi:keyvalue, Layotto's `proxy_get_state`); none by
+    /// default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_value_stores: Vec<String>,
+    /// The functions it may call inside the process (by name, or a proxy-wasm id; `*` for any), through
+    /// `http://{name}.fn.internal/` or Layotto's `proxy_invoke_service`; none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_functions: Vec<String>,
+    /// The most outbound HTTP requests it may have in flight at once (default 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_outbound: Option<u32>,
+    /// How long an outbound request may wait to connect, for its response to begin, and between
+    /// response frames (default 30000 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_timeout_ms: Option<u64>,
 }
 
 /// A deployed function as the API lists it: its live version and that version's details.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod execution;
 pub mod function;
 pub mod invoke;
+pub mod state;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use execution::{
@@ -21,3 +22,4 @@ pub use function::{
     VersionInfo, VersionList,
 };
 pub use invoke::CommandOutput;
+pub use state::{ConfigUpdate, ConfigView, KeyList};

@@ -109,6 +109,10 @@ impl Engine {
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(setup)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker)
             .map_err(setup)?;
+        wasmtime_wasi_config::add_to_linker(&mut component_linker, |s: &mut ComponentState| {
+            wasmtime_wasi_config::WasiConfig::from(&*s.config)
+        })
+        .map_err(setup)?;
         let mut module_linker = ModuleLinker::new(&wasmtime);
         wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |s: &mut ModuleState| {
             &mut s.wasi
@@ -219,6 +223,10 @@ impl Engine {
         module: &Module,
         forced: Option<Kind>,
     ) -> Result<Prepared, CompileError> {
+        let proxy = crate::abi::proxy::is_proxy_wasm(module);
+        if proxy || forced == Some(Kind::ProxyWasm) {
+            return self.prepare_proxy(module, proxy, forced);
+        }
         let has_start = module
             .exports()
             .any(|e| e.name() == "_start" && e.ty().func().is_some());
@@ -256,7 +264,40 @@ impl Engine {
                  core module (deploy it as `wagi` or `command`)"
                     .into(),
             )),
+            Kind::ProxyWasm => unreachable!("proxy-wasm modules are prepared above"),
         }
+    }
+
+    /// Prepares a proxy-wasm module: WASI preview1, the proxy-wasm host calls and Layotto's Runtime ABI.
+    fn prepare_proxy(
+        &self,
+        module: &Module,
+        exports_abi: bool,
+        forced: Option<Kind>,
+    ) -> Result<Prepared, CompileError> {
+        if let Some(kind) = forced.filter(|k| *k != Kind::ProxyWasm) {
+            return Err(CompileError::Unsupported(format!(
+                "this is a proxy-wasm module (it exports proxy_abi_version_0_2_*); it runs as kind \
+                 `proxy-wasm`, not `{kind}`"
+            )));
+        }
+        if !exports_abi {
+            return Err(CompileError::Unsupported(
+                "kind `proxy-wasm` needs a core module exporting proxy_abi_version_0_2_0 or 0_2_1"
+                    .into(),
+            ));
+        }
+        let unsupported = |e: wasmtime::Error| {
+            CompileError::Unsupported(format!(
+                "the module needs imports wafer does not provide (WASI preview1 and the proxy-wasm 0.2 \
+                 host calls are available): {}",
+                describe(&e)
+            ))
+        };
+        let linker =
+            crate::abi::proxy::linker_for(&self.module_linker, module).map_err(unsupported)?;
+        let pre = linker.instantiate_pre(module).map_err(unsupported)?;
+        Ok(Prepared::Proxy(crate::abi::proxy::ProxyModule::new(pre)))
     }
 
     fn prepare_component(
@@ -310,10 +351,9 @@ impl Engine {
             Kind::Command => Ok(Prepared::ComponentCommand(
                 CommandPre::new(pre).map_err(shape)?,
             )),
-            Kind::Wagi => Err(CompileError::Unsupported(
-                "kind `wagi` needs a WASI preview1 core module with `_start`; this is a component"
-                    .into(),
-            )),
+            Kind::Wagi | Kind::ProxyWasm => Err(CompileError::Unsupported(format!(
+                "kind `{kind}` needs a core module; this is a component"
+            ))),
         }
     }
 }

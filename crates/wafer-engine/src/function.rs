@@ -4,6 +4,7 @@ use crate::abi;
 use crate::abi::http::{Mount, ResponseBody};
 use crate::error::InvokeError;
 use crate::host::outbound::OutboundPolicy;
+use crate::host::platform::{Grants, PlatformHandle, Variables};
 use crate::host::{ComponentState, ModuleState};
 use crate::limits::Limits;
 use crate::reuse::{IdleInstances, IdlePool};
@@ -20,6 +21,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 pub(crate) enum Prepared {
     Http(ProxyPre<ComponentState>),
     Wagi(abi::wagi::WagiModule),
+    Proxy(abi::proxy::ProxyModule),
     ModuleCommand(InstancePre<ModuleState>),
     ComponentCommand(CommandPre<ComponentState>),
 }
@@ -55,6 +57,12 @@ pub struct Settings {
     /// How many requests one instance of an `http` function may serve, one after another; 0 or 1 gives
     /// every request a fresh instance.
     pub reuse: u32,
+    /// The stores and functions it may use.
+    pub grants: Grants,
+    /// Its configuration variables and secrets, as `wasi:config/store` shows them.
+    pub variables: Variables,
+    /// The server's services behind the grants.
+    pub platform: PlatformHandle,
 }
 
 impl Function {
@@ -70,6 +78,7 @@ impl Function {
         match self.prepared {
             Prepared::Http(_) => Kind::Http,
             Prepared::Wagi(_) => Kind::Wagi,
+            Prepared::Proxy(_) => Kind::ProxyWasm,
             Prepared::ModuleCommand(_) | Prepared::ComponentCommand(_) => Kind::Command,
         }
     }
@@ -93,6 +102,9 @@ impl Function {
             }
             Prepared::Wagi(module) => {
                 abi::wagi::serve(module, request, mount, settings, tracer).await
+            }
+            Prepared::Proxy(module) => {
+                abi::proxy::serve(module, request, mount, settings, tracer).await
             }
             Prepared::ModuleCommand(_) | Prepared::ComponentCommand(_) => Err(
                 InvokeError::Internal("a command function does not serve HTTP".into()),
@@ -121,9 +133,18 @@ impl Function {
             Prepared::ComponentCommand(pre) => {
                 abi::command::run_component(pre, stdin, args, settings, tracer).await
             }
-            Prepared::Http(_) => Err(InvokeError::Internal(
-                "an http function is invoked with an HTTP request".into(),
+            Prepared::Http(_) | Prepared::Proxy(_) => Err(InvokeError::Internal(
+                "an http or proxy-wasm function is invoked with an HTTP request".into(),
             )),
+        }
+    }
+
+    /// The id a proxy-wasm function gives itself through its `proxy_get_id` export (run once, then
+    /// remembered), by which requests and other functions may address it; `None` for other kinds.
+    pub async fn proxy_id(&self, settings: &Settings) -> Result<Option<String>, InvokeError> {
+        match &self.prepared {
+            Prepared::Proxy(module) => module.id(settings).await,
+            _ => Ok(None),
         }
     }
 }

@@ -29,7 +29,11 @@ pub use engine::SetupError;
 pub use engine::{Engine, EngineOptions, EngineStats};
 pub use error::{CompileError, InvokeError};
 pub use function::{Compiled, Function, Settings};
-pub use host::outbound::OutboundPolicy;
+pub use host::outbound::{OutboundLimits, OutboundPolicy};
+pub use host::platform::{
+    CallDepth, Grants, Platform, PlatformError, PlatformHandle, Variables, INTERNAL_SUFFIX,
+    MAX_CALL_DEPTH,
+};
 pub use limits::Limits;
 pub use reuse::IDLE_TIMEOUT;
 pub use trace::{LogLine, Stream, Trace, Tracer, Usage};

@@ -16,16 +16,18 @@ use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::IntoParams;
 use wafer_api::{
-    AsyncAccepted, CommandOutput, ErrorBody, FunctionConfig, FunctionInfo, FunctionList,
-    RollbackRequest, Trigger, VersionInfo, VersionList,
+    AsyncAccepted, CommandOutput, ConfigUpdate, ErrorBody, FunctionConfig, FunctionInfo,
+    FunctionList, RollbackRequest, Trigger, VersionInfo, VersionList,
 };
 use wafer_engine::Mount;
+use wafer_store::FunctionVariables;
 
 /// `POST /v1/functions/{name}/versions`: multipart (`module`, optional `config`) or a raw wasm body.
 #[utoipa::path(post, path = "/v1/functions/{name}/versions", tag = "functions",
     params(("name" = String, Path, description = "The function's name")),
     request_body(description = "multipart/form-data with a `module` part (the wasm binary) and an optional \
-        `config` part (FunctionConfig as JSON), or the raw module as application/wasm",
+        `config` part (FunctionConfig as JSON) and an optional `variables` part (ConfigUpdate as JSON, added to \
+        the function's configuration), or the raw module as application/wasm",
         content((Vec<u8> = "multipart/form-data"), (Vec<u8> = "application/wasm"))),
     responses((status = 201, body = VersionInfo), (status = 400, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
@@ -41,13 +43,13 @@ pub async fn deploy(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let (module, config) = if content_type.starts_with("multipart/form-data") {
+    let (module, config, variables) = if content_type.starts_with("multipart/form-data") {
         read_multipart(request).await?
     } else if content_type.starts_with("application/wasm")
         || content_type.starts_with("application/octet-stream")
     {
         let module = trigger::read_body(request.into_body(), limit, "the module").await?;
-        (module, FunctionConfig::default())
+        (module, FunctionConfig::default(), ConfigUpdate::default())
     } else {
         return Err(ApiError::unsupported_media_type(format!(
             "deploy takes multipart/form-data (parts `module` and optional `config`) or an \
@@ -59,12 +61,22 @@ pub async fn deploy(
             }
         )));
     };
-    let function = app.deploy(&name, module, config).await?;
+    let variables = FunctionVariables {
+        variables: variables.variables,
+        secrets: variables
+            .secrets
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect(),
+    };
+    let function = app.deploy(&name, module, config, variables).await?;
     Ok((StatusCode::CREATED, Json(function.live.to_info(true))).into_response())
 }
 
-/// Reads the `module` and `config` parts of a multipart deploy.
-async fn read_multipart(request: Request) -> Result<(Bytes, FunctionConfig), ApiError> {
+/// Reads the `module`, `config` and `variables` parts of a multipart deploy.
+async fn read_multipart(
+    request: Request,
+) -> Result<(Bytes, FunctionConfig, ConfigUpdate), ApiError> {
     let part_error = |e: MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(e.body_text())
@@ -78,7 +90,7 @@ async fn read_multipart(request: Request) -> Result<(Bytes, FunctionConfig), Api
     let mut multipart = Multipart::from_request(request, &())
         .await
         .map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
-    let (mut module, mut config) = (None, None);
+    let (mut module, mut config, mut variables) = (None, None, None);
     while let Some(field) = multipart.next_field().await.map_err(part_error)? {
         match field.name().unwrap_or_default() {
             "module" if module.is_none() => module = Some(field.bytes().await.map_err(part_error)?),
@@ -88,10 +100,16 @@ async fn read_multipart(request: Request) -> Result<(Bytes, FunctionConfig), Api
                     ApiError::bad_request("invalid_config", format!("the config part is not valid: {e}"))
                 })?);
             }
+            "variables" if variables.is_none() => {
+                let bytes = field.bytes().await.map_err(part_error)?;
+                variables = Some(serde_json::from_slice::<ConfigUpdate>(&bytes).map_err(|e| {
+                    ApiError::bad_request("invalid_config", format!("the variables part is not valid: {e}"))
+                })?);
+            }
             other => {
                 return Err(ApiError::bad_request(
                     "invalid_request",
-                    format!("unexpected or repeated multipart part {other:?}: send one `module` and at most one `config`"),
+                    format!("unexpected or repeated multipart part {other:?}: send one `module` and at most one `config` and one `variables`"),
                 ))
             }
         }
@@ -99,7 +117,11 @@ async fn read_multipart(request: Request) -> Result<(Bytes, FunctionConfig), Api
     let module = module.ok_or_else(|| {
         ApiError::bad_request("invalid_request", "the multipart body has no `module` part")
     })?;
-    Ok((module, config.unwrap_or_default()))
+    Ok((
+        module,
+        config.unwrap_or_default(),
+        variables.unwrap_or_default(),
+    ))
 }
 
 /// `GET /v1/functions`.

@@ -10,6 +10,7 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::journal::{self, Journal};
 use crate::metrics::Metrics;
+use crate::platform::ServerPlatform;
 use crate::queue::{self, Queue};
 use crate::registry::{Entry, Registry};
 use crate::schedule;
@@ -17,8 +18,14 @@ use crate::validate;
 use bytes::Bytes;
 use std::sync::Arc;
 use wafer_api::{FunctionConfig, FunctionInfo, Kind};
-use wafer_engine::{CompileError, Engine, Function, OutboundPolicy, Settings};
-use wafer_store::{BlobStore, ExecutionStore, MetaStore, NewVersion, SqliteStore, StoredFunction};
+use wafer_engine::{
+    CompileError, Engine, Function, Grants, OutboundLimits, OutboundPolicy, PlatformHandle,
+    Settings, Variables,
+};
+use wafer_store::{
+    BlobStore, ExecutionStore, FunctionVariables, MetaStore, NewVersion, SqliteStore, StateStore,
+    StoredFunction,
+};
 
 /// Loads, one after another, every live function nobody has called yet, so first calls after a restart
 /// find them ready.
@@ -92,6 +99,12 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// The first retry's wait unless a function sets `retry_backoff_ms`.
 pub const DEFAULT_RETRY_BACKOFF_MS: u64 = 1000;
 
+/// Outbound requests a function may have in flight unless it sets `max_outbound`.
+pub const DEFAULT_MAX_OUTBOUND: u32 = 16;
+
+/// The outbound timeout unless a function sets `outbound_timeout_ms`.
+pub const DEFAULT_OUTBOUND_TIMEOUT_MS: u64 = 30_000;
+
 /// Shared server state.
 pub struct App {
     pub(crate) engine: Arc<Engine>,
@@ -104,6 +117,8 @@ pub struct App {
     pub(crate) executions: Arc<dyn ExecutionStore>,
     pub(crate) journal: Journal,
     pub(crate) queue: Queue,
+    pub(crate) state: Arc<dyn StateStore>,
+    pub(crate) platform: Arc<ServerPlatform>,
     changes: tokio::sync::Mutex<()>,
 }
 
@@ -116,6 +131,11 @@ impl App {
         let store = SqliteStore::open(&config.data_dir)?;
         let blobs = BlobStore::open(&config.data_dir)?;
         let executions: Arc<dyn ExecutionStore> = Arc::new(store.clone());
+        let state: Arc<dyn StateStore> = Arc::new(store.clone());
+        let platform = Arc::new(ServerPlatform::new(
+            state.clone(),
+            config.defaults.kv_store_bytes,
+        ));
         let app = Arc::new(Self {
             engine: Engine::new(&config.defaults.engine_options())?,
             meta: Arc::new(store),
@@ -130,8 +150,11 @@ impl App {
             ),
             metrics: Metrics::default(),
             config,
+            state,
+            platform,
             changes: tokio::sync::Mutex::new(()),
         });
+        app.platform.attach(&app);
         app.load_all().await?;
         let requeued = app.executions.requeue_running(journal::now_ms()).await?;
         if requeued > 0 {
@@ -148,8 +171,10 @@ impl App {
     /// Registers the live version of every stored function. Nothing is loaded yet: each is loaded on its
     /// first call or by the background loader, so the server answers at once however many there are.
     async fn load_all(&self) -> Result<(), StartError> {
+        let mut variables = self.state.all_variables().await?;
         for function in self.meta.list_functions().await? {
-            self.install(&function, None);
+            let own = variables.remove(&function.live.name).unwrap_or_default();
+            self.install(&function, None, own);
         }
         tracing::info!(
             functions = self.registry.len(),
@@ -162,31 +187,111 @@ impl App {
     /// The runnable function of a live entry, loading it from its compiled artifact (compiling it again
     /// when the artifact is missing or from another engine build) the first time it is needed.
     pub async fn function<'e>(&self, entry: &'e Entry) -> Result<&'e Function, ApiError> {
-        entry
+        let function = entry
             .function
             .get_or_try_init(|| self.prepare(&entry.digest, entry.kind))
             .await
             .inspect_err(|e| {
                 tracing::error!(function = %entry.settings.name, "cannot load the live version: {e:?}")
-            })
+            })?;
+        if entry.kind == Kind::ProxyWasm {
+            self.proxy_id(entry, function).await;
+        }
+        Ok(function)
     }
 
-    /// What every invocation of a version gets: its name, env and limits.
-    fn settings(&self, name: &str, config: &FunctionConfig) -> Settings {
+    /// Reads a proxy-wasm version's id (once) and makes the function reachable by it.
+    async fn proxy_id(&self, entry: &Entry, function: &Function) {
+        let id = entry
+            .proxy_id
+            .get_or_init(|| async {
+                function
+                    .proxy_id(&entry.settings)
+                    .await
+                    .inspect_err(|e| {
+                        tracing::warn!(function = %entry.settings.name, "proxy_get_id failed: {e}")
+                    })
+                    .ok()
+                    .flatten()
+            })
+            .await;
+        if let Some(id) = id {
+            if let Err(owner) = self.registry.set_id(&entry.settings.name, id) {
+                tracing::warn!(function = %entry.settings.name, id, owner, "proxy-wasm id already taken; not routed by id");
+            }
+        }
+    }
+
+    /// The live function named `target`, or the proxy-wasm function whose id it is (reading the ids of
+    /// proxy-wasm functions not loaded yet, if need be).
+    pub async fn resolve(&self, target: &str) -> Option<Arc<Entry>> {
+        match self.registry.get(target) {
+            Some(entry) => Some(entry),
+            None => self.by_proxy_id(target).await,
+        }
+    }
+
+    /// The live proxy-wasm function whose id is `id`, reading the ids of those not loaded yet if need be.
+    pub async fn by_proxy_id(&self, id: &str) -> Option<Arc<Entry>> {
+        if let Some(entry) = self.registry.by_id(id) {
+            return Some(entry);
+        }
+        for entry in self.registry.all() {
+            if entry.kind == Kind::ProxyWasm && entry.proxy_id.get().is_none() {
+                let _ = self.function(&entry).await;
+            }
+        }
+        self.registry.by_id(id)
+    }
+
+    /// What every invocation of a version gets: its name, env, limits, grants and configuration.
+    fn settings(
+        &self,
+        name: &str,
+        kind: Kind,
+        config: &FunctionConfig,
+        variables: FunctionVariables,
+    ) -> Settings {
+        let outbound_limits = OutboundLimits::new(
+            std::time::Duration::from_millis(
+                config
+                    .outbound_timeout_ms
+                    .unwrap_or(DEFAULT_OUTBOUND_TIMEOUT_MS),
+            ),
+            config.max_outbound.unwrap_or(DEFAULT_MAX_OUTBOUND),
+        );
+        let mut merged = variables.variables;
+        merged.extend(variables.secrets);
+        // Components read their configuration through wasi:config/store; core modules, which cannot
+        // import it, get it as environment variables (their own `env` wins).
+        let mut env: Vec<(String, String)> = Vec::new();
+        if kind != Kind::Http {
+            env.extend(
+                merged
+                    .iter()
+                    .filter(|(k, _)| !config.env.contains_key(*k))
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        }
+        env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         Settings {
             name: name.to_string(),
-            env: config
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            env,
             limits: self.config.defaults.engine_limits(config),
             // Validated at deploy; a stored entry that no longer parses grants nothing.
-            outbound: OutboundPolicy::parse(&config.allowed_outbound_hosts).unwrap_or_else(|e| {
-                tracing::error!(function = name, "outbound hosts ignored: {e}");
-                OutboundPolicy::default()
-            }),
+            outbound: OutboundPolicy::parse(&config.allowed_outbound_hosts)
+                .unwrap_or_else(|e| {
+                    tracing::error!(function = name, "outbound hosts ignored: {e}");
+                    OutboundPolicy::default()
+                })
+                .with_limits(outbound_limits),
             reuse: config.reuse.unwrap_or(1),
+            grants: Grants {
+                kv_stores: config.key_value_stores.clone().into(),
+                functions: config.allowed_functions.clone().into(),
+            },
+            variables: Variables::new(merged),
+            platform: PlatformHandle(Some(self.platform.clone())),
         }
     }
 
@@ -199,13 +304,30 @@ impl App {
     }
 
     /// Makes the live version of `function` callable, with its runnable form when it is at hand.
-    fn install(&self, function: &StoredFunction, prepared: Option<Function>) {
+    fn install(
+        &self,
+        function: &StoredFunction,
+        prepared: Option<Function>,
+        variables: FunctionVariables,
+    ) {
+        self.install_with(function, prepared, variables, None);
+    }
+
+    /// [`App::install`], with the proxy-wasm id when it is known already.
+    fn install_with(
+        &self,
+        function: &StoredFunction,
+        prepared: Option<Function>,
+        variables: FunctionVariables,
+        proxy_id: Option<Option<String>>,
+    ) {
         let live = &function.live;
         let entry = Entry {
             function: tokio::sync::OnceCell::new_with(prepared),
+            proxy_id: tokio::sync::OnceCell::new_with(proxy_id),
             kind: live.kind,
             digest: live.digest.clone(),
-            settings: self.settings(&live.name, &live.config),
+            settings: self.settings(&live.name, live.kind, &live.config, variables),
             private: live.config.private,
             max_request_bytes: usize::try_from(
                 self.config
@@ -238,8 +360,14 @@ impl App {
                     .map(|schedule| (schedule, since))
             }),
         };
+        let id = entry.proxy_id.get().cloned().flatten();
         self.registry
             .install(&live.name, entry, &live.config.routes);
+        if let Some(id) = id {
+            if let Err(owner) = self.registry.set_id(&live.name, &id) {
+                tracing::warn!(function = %live.name, id, owner, "proxy-wasm id already taken");
+            }
+        }
     }
 
     /// A stored version, runnable: from its compiled artifact when there is one for this engine, otherwise
@@ -267,14 +395,40 @@ impl App {
         name: &str,
         module: Bytes,
         config: FunctionConfig,
+        variables: FunctionVariables,
     ) -> Result<StoredFunction, ApiError> {
         validate::name(name)?;
         let config = validate::config(config, self.config.defaults.fuel)?;
+        validate::variables(&variables)?;
         let digest = BlobStore::digest(&module);
         let (function, artifact) = self
             .load_or_compile(&digest, Some(module.clone()), config.kind)
             .await?;
         validate::fits(&config, function.kind())?;
+        let mut current = self.state.variables(name).await?;
+        current.variables.extend(variables.variables.clone());
+        current.secrets.extend(variables.secrets.clone());
+        let proxy_id = function
+            .proxy_id(&self.settings(name, function.kind(), &config, current.clone()))
+            .await
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "unsupported_module",
+                    format!("the module's proxy_get_id failed: {e}"),
+                )
+            })?;
+        if let Some(owner) = proxy_id
+            .as_deref()
+            .and_then(|id| self.registry.id_owner(id, name))
+        {
+            return Err(ApiError::conflict(
+                "id_taken",
+                format!(
+                    "proxy-wasm id `{}` is already used by function `{owner}`",
+                    proxy_id.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
         let new = NewVersion {
             name: name.to_string(),
             kind: function.kind(),
@@ -300,9 +454,18 @@ impl App {
             Ok(new) => self.meta.insert_version(new).await.map_err(ApiError::from),
             Err(e) => Err(e),
         };
+        let stored = match stored {
+            Ok(stored) => self
+                .state
+                .merge_variables(name, variables)
+                .await
+                .map(|()| stored)
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
         match stored {
             Ok(stored) => {
-                self.install(&stored, Some(function));
+                self.install_with(&stored, Some(function), current, Some(proxy_id));
                 tracing::info!(
                     function = name,
                     version = stored.live.version,
@@ -386,9 +549,43 @@ impl App {
         };
         let prepared = self.prepare(&target.digest, target.kind).await?;
         let function = self.meta.set_live(name, version).await?;
-        self.install(&function, Some(prepared));
+        let variables = self.state.variables(name).await?;
+        self.install(&function, Some(prepared), variables);
         tracing::info!(function = name, version, "rolled back");
         Ok(function)
+    }
+
+    /// Replaces the configuration variables of `name` and sets or removes the named secrets; the next
+    /// call sees them. Returns the new configuration.
+    pub async fn set_variables(
+        &self,
+        name: &str,
+        variables: std::collections::BTreeMap<String, String>,
+        secrets: std::collections::BTreeMap<String, Option<String>>,
+    ) -> Result<FunctionVariables, ApiError> {
+        validate::name(name)?;
+        validate::variables(&FunctionVariables {
+            variables: variables.clone(),
+            secrets: secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
+                .collect(),
+        })?;
+        let _changes = self.changes.lock().await;
+        let function = self
+            .meta
+            .get_function(name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("function `{name}` does not exist")))?;
+        self.state.set_variables(name, variables, secrets).await?;
+        let current = self.state.variables(name).await?;
+        let (prepared, proxy_id) = match self.registry.get(name) {
+            Some(entry) => (entry.function.get().cloned(), entry.proxy_id.get().cloned()),
+            None => (None, None),
+        };
+        self.install_with(&function, prepared, current.clone(), proxy_id);
+        tracing::info!(function = name, "configuration changed");
+        Ok(current)
     }
 
     /// Deletes `name` with every version, and the blobs no other function uses.
@@ -397,6 +594,12 @@ impl App {
         let _changes = self.changes.lock().await;
         let orphaned = self.meta.delete_function(name).await?;
         self.registry.remove(name);
+        if let Err(e) = self.state.forget_variables(name).await {
+            tracing::warn!(
+                function = name,
+                "cannot forget the configuration of a deleted function: {e}"
+            );
+        }
         for digest in orphaned {
             if let Err(e) = self.blobs.remove(&digest) {
                 tracing::warn!(%digest, "cannot remove blobs of a deleted function: {e}");

@@ -76,6 +76,8 @@ pub struct Defaults {
     pub pooling: bool,
     /// The most instances kept idle for functions that set `reuse`, over all functions.
     pub max_idle: usize,
+    /// The most a key-value store may hold (keys plus values), in bytes.
+    pub kv_store_bytes: u64,
 }
 
 impl Default for Defaults {
@@ -91,6 +93,7 @@ impl Default for Defaults {
             fuel: false,
             pooling: true,
             max_idle: 64,
+            kv_store_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -46,6 +46,11 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// 409: the request conflicts with what is deployed; `code` names how.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
     /// 405 for a known path with the wrong method.
     pub fn method_not_allowed() -> Self {
         Self::new(
@@ -148,6 +153,8 @@ impl From<StoreError> for ApiError {
             StoreError::RouteTaken { .. } => {
                 Self::new(StatusCode::CONFLICT, "route_taken", err.to_string())
             }
+            StoreError::Full { .. } => Self::too_large(err.to_string()),
+            StoreError::NotANumber(_) => Self::bad_request("not_a_number", err.to_string()),
             other => {
                 tracing::error!("store failure: {other}");
                 Self::internal(other.to_string())

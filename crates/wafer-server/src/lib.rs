@@ -24,9 +24,11 @@ mod journal;
 mod metrics;
 mod openapi;
 mod ops;
+mod platform;
 mod queue;
 mod registry;
 mod schedule;
+mod state_api;
 mod trigger;
 mod validate;
 

@@ -4,7 +4,7 @@
 //! The management routes are registered through [`utoipa_axum`], which adds each handler to the router
 //! and to the document in one step, so neither can list a route the other lacks.
 
-use crate::{api, executions, ops, trigger};
+use crate::{api, executions, ops, state_api, trigger};
 use axum::response::{Html, IntoResponse};
 use axum::Extension;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -33,6 +33,7 @@ use utoipa_axum::routes;
         (name = "functions", description = "Deploy, list, version, roll back and delete functions"),
         (name = "invoke", description = "Call functions, synchronously or through the async queue"),
         (name = "executions", description = "Execution records, logs and summaries"),
+        (name = "state", description = "Key-value stores functions share"),
         (name = "operations", description = "Health, metrics and this document")
     )
 )]
@@ -63,6 +64,13 @@ pub fn management() -> OpenApiRouter<std::sync::Arc<crate::App>> {
         .routes(routes!(executions::list))
         .routes(routes!(executions::logs))
         .routes(routes!(executions::stats))
+        .routes(routes!(state_api::get_config, state_api::put_config))
+        .routes(routes!(state_api::keys))
+        .routes(routes!(
+            state_api::get_value,
+            state_api::put_value,
+            state_api::delete_value
+        ))
         .routes(routes!(ops::metrics))
 }
 

@@ -36,6 +36,8 @@ pub struct Entry {
     pub schedule: Option<(cron::Schedule, i64)>,
     /// Whether the version has not been called yet since it was loaded (its first call is a cold start).
     pub cold: std::sync::atomic::AtomicBool,
+    /// A proxy-wasm version's own id (from `proxy_get_id`), once it has been read.
+    pub proxy_id: tokio::sync::OnceCell<Option<String>>,
 }
 
 #[derive(Default)]
@@ -43,6 +45,8 @@ struct Inner {
     functions: HashMap<String, Arc<Entry>>,
     /// `(prefix, function)`, longest prefix first.
     routes: Vec<(String, String)>,
+    /// Proxy-wasm ids to the functions that gave them.
+    ids: HashMap<String, String>,
 }
 
 /// Live functions by name and by route.
@@ -85,9 +89,43 @@ impl Registry {
             })
     }
 
+    /// The live function that gave itself proxy-wasm id `id`.
+    pub fn by_id(&self, id: &str) -> Option<Arc<Entry>> {
+        let inner = self.read();
+        inner
+            .ids
+            .get(id)
+            .and_then(|name| inner.functions.get(name))
+            .cloned()
+    }
+
+    /// The function that holds proxy-wasm id `id`, if another than `name` does.
+    pub fn id_owner(&self, id: &str, name: &str) -> Option<String> {
+        self.read()
+            .ids
+            .get(id)
+            .filter(|owner| *owner != name)
+            .cloned()
+    }
+
+    /// Makes `id` address function `name`, unless another function holds it (whose name is returned).
+    pub fn set_id(&self, name: &str, id: &str) -> Result<(), String> {
+        let mut inner = self.write();
+        if let Some(owner) = inner.ids.get(id).filter(|owner| *owner != name) {
+            return Err(owner.clone());
+        }
+        inner.ids.retain(|_, owner| owner != name);
+        inner.ids.insert(id.to_string(), name.to_string());
+        Ok(())
+    }
+
     /// Makes `entry` the live version of `name`, mounted at `routes`.
     pub fn install(&self, name: &str, entry: Entry, routes: &[String]) {
         let mut inner = self.write();
+        let keeps_id = entry.proxy_id.get().cloned().flatten();
+        inner
+            .ids
+            .retain(|id, owner| owner != name || Some(id) == keeps_id.as_ref());
         inner.functions.insert(name.to_string(), Arc::new(entry));
         inner.routes.retain(|(_, owner)| owner != name);
         inner
@@ -103,6 +141,7 @@ impl Registry {
         let mut inner = self.write();
         inner.functions.remove(name);
         inner.routes.retain(|(_, owner)| owner != name);
+        inner.ids.retain(|_, owner| owner != name);
     }
 
     /// Every live function.

@@ -1,4 +1,5 @@
-//! The HTTP trigger: `ANY /fn/{name}[/…]` and the routes functions are mounted at.
+//! The HTTP trigger: `ANY /fn/{name}[/…]`, the routes functions are mounted at, and (as Layotto routes
+//! them) any other path with an `id` header naming a proxy-wasm function.
 //!
 //! Under `/fn/{name}` an http component sees the path below the mount (`/fn/hello/x` arrives as `/x`, with
 //! `x-forwarded-prefix: /fn/hello`); under one of its own routes it sees the path whole. A WAGI function gets
@@ -69,8 +70,28 @@ async fn by_name(app: &Arc<App>, name: &str, request: Request) -> Result<Respons
     call(app, &entry, mount, request, Trigger::Http).await
 }
 
-/// Every path nothing else matched: a function's route, or 404.
+/// The request header that routes a request to the proxy-wasm function with that id, as in Layotto.
+pub const ID_HEADER: &str = "id";
+
+/// Every path nothing else matched: the proxy-wasm function its `id` header names, a function's route,
+/// or 404.
 pub async fn routed(State(app): State<Arc<App>>, request: Request) -> Result<Response, ApiError> {
+    let id = request
+        .headers()
+        .get(ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(entry) = match id {
+        Some(id) => app.by_proxy_id(&id).await,
+        None => None,
+    } {
+        let mount = Mount {
+            prefix: String::new(),
+            strip_prefix: true,
+            client: client_addr(&request),
+        };
+        return call(&app, &entry, mount, request, Trigger::Http).await;
+    }
     let Some((route, entry)) = app.registry.route(request.uri().path()) else {
         return Err(ApiError::not_found(format!(
             "no function is mounted at {}",

@@ -5,6 +5,7 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use wafer_api::{FunctionConfig, Kind};
+use wafer_store::FunctionVariables;
 
 /// The longest request target accepted, path and query (414 past it).
 const MAX_URI_BYTES: usize = 8 * 1024;
@@ -157,10 +158,94 @@ pub fn config(mut config: FunctionConfig, fuel: bool) -> Result<FunctionConfig, 
         crate::schedule::parse(expr).map_err(invalid)?;
     }
     in_range("reuse", config.reuse, MAX_REUSE)?;
+    in_range("max_outbound", config.max_outbound, MAX_OUTBOUND)?;
+    in_range(
+        "outbound_timeout_ms",
+        config.outbound_timeout_ms,
+        MAX_TIMEOUT_MS,
+    )?;
+    for store in &config.key_value_stores {
+        store_name(store)?;
+    }
+    for target in &config.allowed_functions {
+        if target != "*" && !valid_target(target) {
+            return Err(invalid(format!(
+                "allowed_functions entry {target:?} is neither a function name, a proxy-wasm id nor `*`"
+            )));
+        }
+    }
     if let Some(kind) = config.kind {
         fits(&config, kind)?;
     }
     Ok(config)
+}
+
+/// The most outbound requests one function may have in flight.
+const MAX_OUTBOUND: u32 = 10_000;
+
+/// The longest name of a key-value store, a variable, or a proxy-wasm id.
+const MAX_NAME_BYTES: usize = 255;
+
+/// The largest configuration value.
+const MAX_VARIABLE_BYTES: usize = 64 * 1024;
+
+/// Whether `target` can name a function or a proxy-wasm id: printable ASCII without spaces or `/`.
+fn valid_target(target: &str) -> bool {
+    !target.is_empty()
+        && target.len() <= MAX_NAME_BYTES
+        && target.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+}
+
+/// Checks a key-value store's name: 1–255 characters of letters, digits, `-`, `_` and `.`.
+pub fn store_name(store: &str) -> Result<(), ApiError> {
+    let valid = !store.is_empty()
+        && store.len() <= MAX_NAME_BYTES
+        && store
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_store",
+            format!(
+                "invalid key-value store name {store:?}: use 1-{MAX_NAME_BYTES} letters, digits, `-`, `_` or `.`"
+            ),
+        ))
+    }
+}
+
+/// Checks configuration variables and secrets: names like environment variables (letters, digits,
+/// `_`, `.`, `-`), values of at most 64 KiB, and no name both plain and secret.
+pub fn variables(update: &FunctionVariables) -> Result<(), ApiError> {
+    let invalid = |message: String| ApiError::bad_request("invalid_config", message);
+    for (name, value) in update.variables.iter().chain(&update.secrets) {
+        let valid_name = !name.is_empty()
+            && name.len() <= MAX_NAME_BYTES
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !valid_name {
+            return Err(invalid(format!(
+                "invalid variable name {name:?}: use letters, digits, `_`, `.` or `-`"
+            )));
+        }
+        if value.len() > MAX_VARIABLE_BYTES {
+            return Err(invalid(format!(
+                "the value of `{name}` is longer than {MAX_VARIABLE_BYTES} bytes"
+            )));
+        }
+    }
+    if let Some(both) = update
+        .variables
+        .keys()
+        .find(|k| update.secrets.contains_key(*k))
+    {
+        return Err(invalid(format!(
+            "`{both}` is given both as a variable and as a secret"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks that a setting, when given, lies between 1 and `max`.

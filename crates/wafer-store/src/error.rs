@@ -14,6 +14,19 @@ pub enum StoreError {
         /// The function that holds it.
         owner: String,
     },
+    /// A key-value store would pass its size cap.
+    #[error("key-value store `{store}` would hold {would} bytes, more than its limit of {limit}")]
+    Full {
+        /// The store.
+        store: String,
+        /// Its size after the write.
+        would: u64,
+        /// Its cap.
+        limit: u64,
+    },
+    /// A value to increment is not a decimal integer (or the sum overflows).
+    #[error("the value of `{0}` is not a 64-bit decimal integer")]
+    NotANumber(String),
     /// Another process has the data directory open.
     #[error("the data directory {} is in use by another wafer process", .0.display())]
     Locked(std::path::PathBuf),

@@ -4,6 +4,7 @@
 //! - [`MetaStore`] — function and version metadata behind one async trait; [`SqliteStore`] is the embedded
 //!   default (a Postgres implementation can sit behind the same trait);
 //! - [`ExecutionStore`] — execution records, their logs, the async queue and cron ticks, written in batches;
+//! - [`StateStore`] — key-value stores functions share and each function's variables and secrets;
 //! - [`BlobStore`] — content-addressed module bytes on disk (`modules/sha256/<hex>`) with their compiled
 //!   artifacts beside them.
 //!
@@ -16,6 +17,8 @@ mod executions;
 mod meta;
 mod sqlite;
 mod sqlite_executions;
+mod sqlite_state;
+mod state;
 
 pub use blobs::BlobStore;
 pub use error::StoreError;
@@ -26,3 +29,4 @@ pub use executions::{
 pub use meta::{MetaStore, NewVersion, StoredFunction, StoredVersion};
 pub use sqlite::SqliteStore;
 pub use sqlite_executions::rfc3339;
+pub use state::{FunctionVariables, KeyPage, StateStore};

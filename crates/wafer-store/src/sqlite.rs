@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// The current schema; bumped with a migration step in [`migrate`].
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// SQL for "now" as RFC 3339 UTC with milliseconds.
 pub(crate) const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
@@ -23,6 +23,7 @@ pub(crate) const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     pub(crate) executions: Arc<Mutex<Connection>>,
+    pub(crate) state: Arc<Mutex<Connection>>,
     _lock: Arc<std::fs::File>,
 }
 
@@ -40,6 +41,7 @@ impl SqliteStore {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             executions: Arc::new(Mutex::new(connect(data_dir)?)),
+            state: Arc::new(Mutex::new(connect(data_dir)?)),
             _lock: Arc::new(lock),
         })
     }
@@ -167,6 +169,30 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
                  last_tick INTEGER NOT NULL
              );
              PRAGMA user_version = 2;
+             COMMIT;",
+        )?;
+    }
+    if version < 3 {
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE kv (
+                 store TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 value BLOB NOT NULL,
+                 PRIMARY KEY (store, key)
+             ) WITHOUT ROWID;
+             CREATE TABLE kv_stores (
+                 store TEXT PRIMARY KEY,
+                 bytes INTEGER NOT NULL
+             );
+             CREATE TABLE variables (
+                 function TEXT NOT NULL,
+                 name TEXT NOT NULL,
+                 value TEXT NOT NULL,
+                 secret INTEGER NOT NULL,
+                 PRIMARY KEY (function, name)
+             ) WITHOUT ROWID;
+             PRAGMA user_version = 3;
              COMMIT;",
         )?;
     }

@@ -36,6 +36,51 @@ pub enum Command {
     Logs(LogsArgs),
     /// Summarise a function's executions: counts, duration, CPU time and memory.
     Stats(NameArgs),
+    /// Read and write key-value stores: kv set STORE KEY VALUE, kv get STORE KEY, kv ls STORE, kv rm.
+    Kv(KvArgs),
+    /// Show a function's configuration, or change it with --var, --secret and --unset.
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KvArgs {
+    #[command(subcommand)]
+    pub command: KvCommand,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Set KEY in STORE to VALUE (a string, @FILE to read a file, or @- for stdin).
+    Set {
+        store: String,
+        key: String,
+        value: String,
+    },
+    /// Print the value of KEY in STORE.
+    Get { store: String, key: String },
+    /// List the keys of STORE.
+    Ls { store: String },
+    /// Delete KEY from STORE.
+    Rm { store: String, key: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The function's name.
+    pub name: String,
+    /// Set a variable, KEY=VALUE (repeatable).
+    #[arg(long = "var", value_parser = crate::cmd::deploy::parse_env)]
+    pub vars: Vec<(String, String)>,
+    /// Set a secret, KEY=VALUE (repeatable); functions read it, the API never shows it.
+    #[arg(long = "secret", value_parser = crate::cmd::deploy::parse_env)]
+    pub secrets: Vec<(String, String)>,
+    /// Remove a variable or secret (repeatable).
+    #[arg(long = "unset")]
+    pub unset: Vec<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +161,9 @@ pub struct ServeArgs {
     /// The most instances kept idle for functions that set `reuse`, over all functions (default 64).
     #[arg(long, env = "WAFER_MAX_IDLE")]
     pub max_idle: Option<u32>,
+    /// The most a key-value store may hold (keys plus values), e.g. 64MiB.
+    #[arg(long, env = "WAFER_KV_STORE_SIZE", value_parser = crate::cmd::deploy::parse_bytes)]
+    pub kv_store_size: Option<u64>,
     /// Require `Authorization: Bearer TOKEN` on the management API and on private functions. Without it,
     /// wafer only listens on loopback addresses.
     #[arg(long, env = "WAFER_TOKEN", hide_env_values = true)]
@@ -186,7 +234,7 @@ pub struct DeployArgs {
     /// The function's name: 1 to 63 of a-z, 0-9 and `-`.
     #[arg(long)]
     pub name: String,
-    /// Force the kind instead of detecting it: http, wagi or command.
+    /// Force the kind instead of detecting it: http, wagi, command or proxy-wasm.
     #[arg(long)]
     pub kind: Option<wafer_api::Kind>,
     /// An extra path to mount the function at (repeatable).
@@ -232,6 +280,24 @@ pub struct DeployArgs {
     /// per request). Speeds up interpreters (Python, JavaScript); guest state then outlives a request.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub reuse: Option<u32>,
+    /// A key-value store the function may open (repeatable).
+    #[arg(long = "kv")]
+    pub kv: Vec<String>,
+    /// A function (name or proxy-wasm id, or `*`) this one may call inside the server (repeatable).
+    #[arg(long = "call")]
+    pub call: Vec<String>,
+    /// A configuration variable, KEY=VALUE (repeatable); added to the function's configuration.
+    #[arg(long = "var", value_parser = crate::cmd::deploy::parse_env)]
+    pub vars: Vec<(String, String)>,
+    /// A secret, KEY=VALUE (repeatable); the function reads it, the API never shows it.
+    #[arg(long = "secret", value_parser = crate::cmd::deploy::parse_env)]
+    pub secrets: Vec<(String, String)>,
+    /// The most outbound HTTP requests in flight at once (default 16).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_outbound: Option<u32>,
+    /// The timeout of each outbound request's connect and response waits, e.g. 5s (default 30s).
+    #[arg(long, value_parser = crate::cmd::deploy::parse_timeout_ms)]
+    pub outbound_timeout: Option<u64>,
     #[command(flatten)]
     pub client: ClientArgs,
 }

@@ -4,7 +4,7 @@ use crate::cli::ClientArgs;
 use anyhow::{anyhow, Context, Result};
 use reqwest::{Method, Response};
 use serde::de::DeserializeOwned;
-use wafer_api::{AsyncAccepted, ErrorBody, FunctionConfig, VersionInfo};
+use wafer_api::{AsyncAccepted, ConfigUpdate, ErrorBody, FunctionConfig, VersionInfo};
 
 /// A connection to one wafer server.
 pub struct Client {
@@ -74,8 +74,9 @@ impl Client {
         name: &str,
         module: Vec<u8>,
         config: &FunctionConfig,
+        variables: &ConfigUpdate,
     ) -> Result<VersionInfo> {
-        let form = reqwest::multipart::Form::new()
+        let mut form = reqwest::multipart::Form::new()
             .part(
                 "module",
                 reqwest::multipart::Part::bytes(module)
@@ -87,9 +88,38 @@ impl Client {
                 reqwest::multipart::Part::text(serde_json::to_string(config)?)
                     .mime_str("application/json")?,
             );
+        if *variables != ConfigUpdate::default() {
+            form = form.part(
+                "variables",
+                reqwest::multipart::Part::text(serde_json::to_string(variables)?)
+                    .mime_str("application/json")?,
+            );
+        }
         let path = format!("/v1/functions/{name}/versions");
         decode(
             self.send(self.request(Method::POST, &path).multipart(form))
+                .await?,
+        )
+        .await
+    }
+
+    /// Sends `body` with `method` to `path` and returns the raw response, or wafer's error.
+    pub async fn raw(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Response> {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        self.send(request).await
+    }
+
+    /// PUTs `body` as JSON to `path` and decodes the answer.
+    pub async fn put_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T> {
+        decode(
+            self.send(self.request(Method::PUT, path).json(body))
                 .await?,
         )
         .await

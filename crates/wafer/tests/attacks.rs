@@ -9,31 +9,6 @@ use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// A WAGI module that answers with its whole environment, NUL-separated.
-fn env_dumper() -> Vec<u8> {
-    let header = "Content-Type: text/plain\n\n";
-    wat(&format!(
-        r#"(module
-            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
-            (import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
-            (import "wasi_snapshot_preview1" "environ_get" (func $get (param i32 i32) (result i32)))
-            (memory (export "memory") 2)
-            (data (i32.const 64) "{header}")
-            (func (export "_start")
-                (drop (call $sizes (i32.const 0) (i32.const 4)))
-                (drop (call $get (i32.const 1024) (i32.const 8192)))
-                ;; Two writes: fd_write may write only its first buffer.
-                (i32.store (i32.const 16) (i32.const 64))
-                (i32.store (i32.const 20) (i32.const {len}))
-                (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 32)))
-                (i32.store (i32.const 16) (i32.const 8192))
-                (i32.store (i32.const 20) (i32.load (i32.const 4)))
-                (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 32)))))"#,
-        header = header.escape_default(),
-        len = header.len()
-    ))
-}
-
 struct Attack {
     name: &'static str,
     /// The path below `/fn/{name}` that triggers it.

@@ -327,6 +327,12 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
         ("/v1/functions/{name}/logs", "get"),
         ("/v1/functions/{name}/stats", "get"),
         ("/v1/executions/{id}", "get"),
+        ("/v1/functions/{name}/config", "get"),
+        ("/v1/functions/{name}/config", "put"),
+        ("/v1/kv/{store}", "get"),
+        ("/v1/kv/{store}/{key}", "get"),
+        ("/v1/kv/{store}/{key}", "put"),
+        ("/v1/kv/{store}/{key}", "delete"),
         ("/fn/{name}", "post"),
         ("/fn/{name}/{rest}", "get"),
         ("/healthz", "get"),
@@ -339,7 +345,7 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
             "{method} {path} missing"
         );
     }
-    assert_eq!(paths.len(), 15, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 18, "{:?}", paths.keys().collect::<Vec<_>>());
     for schema in [
         "Execution",
         "FunctionConfig",

@@ -6,6 +6,7 @@
 use super::{argv, run_start, Run};
 use crate::error::InvokeError;
 use crate::function::Settings;
+use crate::host::platform::CallDepth;
 use crate::host::{self, ComponentState, ModuleState};
 use crate::limits::{self, classify, outer_timeout};
 use crate::trace::{CpuTimed, Stream, Trace, Tracer, Usage};
@@ -49,7 +50,7 @@ pub(crate) async fn run_component(
         host::wasi_builder(&argv(settings, args), &settings.env, stdin, limits);
     let mut store = Store::new(
         pre.engine(),
-        ComponentState::new(builder.build(), limits, &settings.outbound),
+        ComponentState::new(builder.build(), settings, CallDepth::default()),
     );
     limits::apply(&mut store, limits);
     let mut instantiate = Duration::ZERO;

@@ -6,6 +6,7 @@
 
 use crate::error::InvokeError;
 use crate::function::Settings;
+use crate::host::platform::CallDepth;
 use crate::host::{self, ComponentState, Stdio};
 use crate::limits::{self, classify, outer_timeout};
 use crate::reuse::IdlePool;
@@ -57,6 +58,15 @@ pub(crate) struct Warm {
     served: u32,
 }
 
+/// How deep in a chain of function calls `request` is.
+pub(crate) fn call_depth<B>(request: &Request<B>) -> CallDepth {
+    request
+        .extensions()
+        .get::<CallDepth>()
+        .copied()
+        .unwrap_or_default()
+}
+
 /// Serves one request with a fresh instance of the component, or with a kept one when the function sets
 /// `reuse`. An instance is kept again only if it answered its request (no trap, no timeout, a response
 /// set) and has served fewer than `reuse` requests.
@@ -70,6 +80,7 @@ pub(crate) async fn serve(
 ) -> Result<Response<ResponseBody>, InvokeError> {
     let limits = settings.limits;
     let reuse = settings.reuse;
+    let depth = call_depth(&request);
     let request = guest_request(request, mount)?;
     let kept = if reuse > 1 { warm.take() } else { None };
     let (mut store, proxy, stdio, served) = match kept {
@@ -81,10 +92,11 @@ pub(crate) async fn serve(
                 Bytes::new(),
                 &limits,
             );
-            let state = ComponentState::new(builder.build(), &limits, &settings.outbound);
+            let state = ComponentState::new(builder.build(), settings, depth);
             (Store::new(pre.engine(), state), None, stdio, 0)
         }
     };
+    store.data_mut().set_depth(depth);
     limits::apply(&mut store, &limits);
     let internal = |e: wasmtime::Error| InvokeError::Internal(crate::error::describe(&e));
     let (sender, receiver) = tokio::sync::oneshot::channel();

@@ -1,9 +1,10 @@
-//! One adapter per function kind: [`http`] (wasi:http components), [`wagi`] (CGI over WASI preview1) and
-//! [`command`] (jobs). Core modules of both `wagi` and `command` start at an export, normally `_start`;
+//! One adapter per function kind: [`http`] (wasi:http components), [`wagi`] (CGI over WASI preview1),
+//! [`proxy`] (proxy-wasm modules, as Layotto runs them) and [`command`] (jobs). Core modules of both `wagi` and `command` start at an export, normally `_start`;
 //! [`run_start`] is that shared step.
 
 pub(crate) mod command;
 pub(crate) mod http;
+pub(crate) mod proxy;
 pub(crate) mod wagi;
 
 use crate::error::InvokeError;

@@ -6,18 +6,23 @@
 
 pub(crate) mod outbound;
 pub(crate) mod output;
+pub(crate) mod platform;
 
+use crate::function::Settings;
 use crate::limits::{Limited, Limits, MemoryLimiter};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use outbound::OutboundPolicy;
 use output::CappedOutput;
+use platform::{CallDepth, Grants, PlatformError, PlatformHandle, INTERNAL_SUFFIX};
 use std::future::Future;
+use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_config::WasiConfigVariables;
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// The captured standard streams of one invocation.
 pub(crate) struct Stdio {
@@ -64,6 +69,8 @@ pub(crate) fn wasi_builder(
 /// Store data for a core-module invocation (WAGI, preview1 commands).
 pub(crate) struct ModuleState {
     pub(crate) wasi: WasiP1Ctx,
+    /// The request and host-call state of a proxy-wasm run.
+    pub(crate) proxy: Option<Box<crate::abi::proxy::ProxyCtx>>,
     limiter: MemoryLimiter,
 }
 
@@ -71,6 +78,7 @@ impl ModuleState {
     pub(crate) fn new(wasi: WasiP1Ctx, limits: &Limits) -> Self {
         Self {
             wasi,
+            proxy: None,
             limiter: MemoryLimiter::new(limits.memory_bytes),
         }
     }
@@ -85,6 +93,7 @@ impl Limited for ModuleState {
 /// Store data for a component invocation (wasi:http handlers, wasi:cli commands).
 pub(crate) struct ComponentState {
     wasi: WasiCtx,
+    pub(crate) config: Arc<WasiConfigVariables>,
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: OutboundHooks,
@@ -92,16 +101,28 @@ pub(crate) struct ComponentState {
 }
 
 impl ComponentState {
-    pub(crate) fn new(wasi: WasiCtx, limits: &Limits, outbound: &OutboundPolicy) -> Self {
+    /// State for a run of the function `settings` describes, `depth` calls deep.
+    pub(crate) fn new(wasi: WasiCtx, settings: &Settings, depth: CallDepth) -> Self {
         Self {
             wasi,
+            config: settings.variables.config.clone(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: OutboundHooks {
-                policy: outbound.clone(),
+                policy: settings.outbound.clone(),
+                caller: settings.name.clone(),
+                grants: settings.grants.clone(),
+                platform: settings.platform.clone(),
+                depth,
             },
-            limiter: MemoryLimiter::new(limits.memory_bytes),
+            limiter: MemoryLimiter::new(settings.limits.memory_bytes),
         }
+    }
+
+    /// Sets how deep in a chain of function calls the current request is (a kept instance serves
+    /// requests of different depths).
+    pub(crate) fn set_depth(&mut self, depth: CallDepth) {
+        self.hooks.depth = depth;
     }
 }
 
@@ -130,33 +151,123 @@ impl WasiHttpView for ComponentState {
     }
 }
 
-/// wasi:http hooks that send an outbound request only when the function's policy allows its target.
+/// The largest request body one function sends another through `http://{name}.fn.internal/`.
+const MAX_INTERNAL_BODY: usize = 32 << 20;
+
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+/// wasi:http hooks for outgoing requests: a call to `http://{name}.fn.internal/` goes to that function
+/// inside the process, when granted; anything else goes out only when the function's policy allows its
+/// target, within its outbound concurrency and timeouts.
 struct OutboundHooks {
     policy: OutboundPolicy,
+    caller: String,
+    grants: Grants,
+    platform: PlatformHandle,
+    depth: CallDepth,
 }
 
 impl WasiHttpHooks for OutboundHooks {
     fn send_request(
         &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        request: http::Request<WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-                )>,
-            > + Send,
-    > {
+    ) -> SendFuture {
+        if let Some(target) = internal_target(request.uri()) {
+            let call = InternalCall {
+                caller: self.caller.clone(),
+                grants: self.grants.clone(),
+                platform: self.platform.clone(),
+                depth: self.depth,
+            };
+            return Box::new(call.send(target, request));
+        }
         let policy = self.policy.clone();
         Box::new(async move {
             policy.check(request.uri()).await?;
+            let permit = policy.slot().await?;
+            let options = policy.bound(options);
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let io = async move {
+                let _held = permit;
+                io.await
+            };
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
             ))
         })
+    }
+}
+
+/// The function an outgoing request names through the reserved `.fn.internal` suffix.
+fn internal_target(uri: &http::Uri) -> Option<String> {
+    let host = uri.host()?.to_ascii_lowercase();
+    let name = host.strip_suffix(INTERNAL_SUFFIX)?;
+    (!name.is_empty() && !name.contains('.')).then(|| name.to_string())
+}
+
+/// One function calling another inside the process.
+struct InternalCall {
+    caller: String,
+    grants: Grants,
+    platform: PlatformHandle,
+    depth: CallDepth,
+}
+
+impl InternalCall {
+    async fn send(
+        self,
+        target: String,
+        request: http::Request<WasiBody>,
+    ) -> wasmtime_wasi_http::Result<(
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    )> {
+        use wasmtime_wasi_http::Error as HttpError;
+        let refuse = |e: PlatformError| {
+            tracing::info!(caller = %self.caller, %target, "function call refused: {e}");
+            match e {
+                PlatformError::Denied(_) => HttpError::HttpRequestDenied,
+                PlatformError::NotFound(_) => HttpError::DestinationNotFound,
+                PlatformError::Refused(why) if why.contains("deep") => HttpError::LoopDetected,
+                other => HttpError::InternalError(Some(other.to_string())),
+            }
+        };
+        self.grants.function(&target).map_err(refuse)?;
+        let platform = self.platform.get().map_err(refuse)?.clone();
+        let (parts, body) = request.into_parts();
+        let body = http_body_util::Limited::new(body, MAX_INTERNAL_BODY)
+            .collect()
+            .await
+            .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_INTERNAL_BODY as u64)))?
+            .to_bytes();
+        let response = platform
+            .call(
+                &self.caller,
+                &target,
+                http::Request::from_parts(parts, body),
+                self.depth.0 + 1,
+            )
+            .await
+            .map_err(refuse)?;
+        let response = response.map(|body| {
+            http_body_util::Full::new(body)
+                .map_err(|never| match never {})
+                .boxed_unsync()
+        });
+        let done = async { Ok(()) };
+        Ok((
+            response,
+            Box::new(done) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+        ))
     }
 }

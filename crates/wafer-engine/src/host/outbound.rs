@@ -6,12 +6,17 @@
 //! loopback, link-local, private or otherwise non-public address is refused with
 //! `destination-IP-prohibited` unless an exact (not wildcard) entry names that host, so a wildcard can never
 //! be used to reach the host's own network.
+//!
+//! Each function also has [`OutboundLimits`]: a cap on its requests in flight and a timeout for
+//! connecting and for each wait on the response.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::Arc;
-use wasmtime_wasi_http::Error as HttpError;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions};
 
 /// One allowlist entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +113,33 @@ impl HostRule {
 #[derive(Debug, Clone, Default)]
 pub struct OutboundPolicy {
     rules: Arc<[HostRule]>,
+    limits: OutboundLimits,
+}
+
+/// How much outbound HTTP one function may have going: requests at once (across all its instances)
+/// and how long each may wait to connect and for its response to begin.
+#[derive(Debug, Clone)]
+pub struct OutboundLimits {
+    /// The time to connect, to the first byte of the response, and between its frames.
+    pub timeout: Duration,
+    /// Requests in flight at once; a further one waits (within `timeout`) for one to finish.
+    slots: Arc<Semaphore>,
+}
+
+impl OutboundLimits {
+    /// Limits of `max_concurrent` requests at once, each bounded by `timeout`.
+    pub fn new(timeout: Duration, max_concurrent: u32) -> Self {
+        Self {
+            timeout,
+            slots: Arc::new(Semaphore::new(max_concurrent.max(1) as usize)),
+        }
+    }
+}
+
+impl Default for OutboundLimits {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(30), 16)
+    }
 }
 
 impl OutboundPolicy {
@@ -119,6 +151,37 @@ impl OutboundPolicy {
             .collect::<Result<Vec<HostRule>, String>>()?;
         Ok(Self {
             rules: rules.into(),
+            limits: OutboundLimits::default(),
+        })
+    }
+
+    /// This policy under `limits`.
+    pub fn with_limits(self, limits: OutboundLimits) -> Self {
+        Self { limits, ..self }
+    }
+
+    /// A slot for one more request in flight, waiting up to the timeout for one to free up.
+    pub(crate) async fn slot(&self) -> Result<OwnedSemaphorePermit, HttpError> {
+        let wait = self.limits.slots.clone().acquire_owned();
+        match tokio::time::timeout(self.limits.timeout, wait).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                tracing::info!("outbound HTTP refused: too many requests in flight");
+                Err(HttpError::ConnectionLimitReached)
+            }
+        }
+    }
+
+    /// The guest's request options, each timeout capped at the function's.
+    pub(crate) fn bound(&self, options: Option<RequestOptions>) -> Option<RequestOptions> {
+        let cap = |t: Option<Duration>| {
+            Some(t.map_or(self.limits.timeout, |t| t.min(self.limits.timeout)))
+        };
+        let options = options.unwrap_or_default();
+        Some(RequestOptions {
+            connect_timeout: cap(options.connect_timeout),
+            first_byte_timeout: cap(options.first_byte_timeout),
+            between_bytes_timeout: cap(options.between_bytes_timeout),
         })
     }
 

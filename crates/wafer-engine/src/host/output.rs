@@ -63,7 +63,7 @@ impl CappedOutput {
     }
 
     /// Keeps what fits under the cap; returns how many bytes were offered.
-    fn append(&self, bytes: &[u8]) -> usize {
+    pub(crate) fn append(&self, bytes: &[u8]) -> usize {
         let mut state = self.state();
         let room = state.cap.saturating_sub(state.buffer.len());
         if bytes.len() > room {

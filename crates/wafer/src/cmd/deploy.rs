@@ -5,7 +5,7 @@ use crate::client::Client;
 use crate::output;
 use anyhow::Context;
 use std::process::ExitCode;
-use wafer_api::FunctionConfig;
+use wafer_api::{ConfigUpdate, FunctionConfig};
 
 pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let module = tokio::fs::read(&args.file)
@@ -27,9 +27,23 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
         retry_backoff_ms: args.retry_backoff,
         schedule: args.schedule,
         reuse: args.reuse,
+        key_value_stores: args.kv,
+        allowed_functions: args.call,
+        max_outbound: args.max_outbound,
+        outbound_timeout_ms: args.outbound_timeout,
+    };
+    let variables = ConfigUpdate {
+        variables: args.vars.into_iter().collect(),
+        secrets: args
+            .secrets
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect(),
     };
     let client = Client::new(&args.client);
-    let version = client.deploy(&args.name, module, &config).await?;
+    let version = client
+        .deploy(&args.name, module, &config, &variables)
+        .await?;
     let mut text = format!(
         "deployed {} version {} ({})\n  {}/fn/{}",
         version.function,

@@ -16,8 +16,9 @@ use wafer_api::CommandOutput;
 /// The header the server sets on a command function's job reply.
 const KIND_HEADER: &str = "x-wafer-kind";
 
-pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
-    let body = match args.data.as_deref() {
+/// The bytes a data argument names: the string itself, `@FILE`'s contents, or stdin for `@-`.
+pub async fn read_data(data: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    Ok(match data {
         None => Vec::new(),
         Some("@-") => {
             let mut buf = Vec::new();
@@ -32,7 +33,11 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot read {path}"))?,
             None => data.as_bytes().to_vec(),
         },
-    };
+    })
+}
+
+pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let body = read_data(args.data.as_deref()).await?;
     let client = Client::new(&args.client);
     if args.run_async {
         let accepted = client

@@ -5,6 +5,7 @@ mod executions;
 mod invoke;
 mod list;
 mod serve;
+mod state;
 
 use crate::cli::{Cli, Command};
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Executions(args) => executions::list(args).await,
             Command::Logs(args) => executions::logs(args).await,
             Command::Stats(args) => executions::stats(args).await,
+            Command::Kv(args) => state::kv(args).await,
+            Command::Config(args) => state::config(args).await,
         }
     });
     match result {

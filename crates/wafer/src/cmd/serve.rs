@@ -56,6 +56,7 @@ struct FileConfig {
     fuel: Option<bool>,
     pooling: Option<bool>,
     max_idle: Option<u32>,
+    kv_store_size: Option<String>,
     workers: Option<u32>,
     retain: Option<u64>,
     retain_for: Option<String>,
@@ -121,6 +122,10 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
             .max_idle
             .or(file.max_idle)
             .map_or(fallback.max_idle, |n| n as usize),
+        kv_store_bytes: args
+            .kv_store_size
+            .or(from_file("kv_store_size", file.kv_store_size, parse_bytes)?)
+            .unwrap_or(fallback.kv_store_bytes),
     };
     let listen = args
         .listen

@@ -191,6 +191,24 @@ impl Server {
         (status, headers, response.text().await.expect("body"))
     }
 
+    /// A request to `path` with extra headers → status, headers and body text.
+    pub async fn call_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let mut request = self.request(method, path).body(body.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        (status, headers, response.text().await.expect("body"))
+    }
+
     /// A request to `path` whose answer is JSON → status and JSON body.
     pub async fn call_json(
         &self,
@@ -479,4 +497,29 @@ impl CallbackSink {
     pub fn bodies(&self) -> Vec<Value> {
         self.received.lock().unwrap().clone()
     }
+}
+
+/// A WAGI module that answers with its whole environment, NUL-separated.
+pub fn env_dumper() -> Vec<u8> {
+    let header = "Content-Type: text/plain\n\n";
+    wat(&format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "environ_get" (func $get (param i32 i32) (result i32)))
+            (memory (export "memory") 2)
+            (data (i32.const 64) "{header}")
+            (func (export "_start")
+                (drop (call $sizes (i32.const 0) (i32.const 4)))
+                (drop (call $get (i32.const 1024) (i32.const 8192)))
+                ;; Two writes: fd_write may write only its first buffer.
+                (i32.store (i32.const 16) (i32.const 64))
+                (i32.store (i32.const 20) (i32.const {len}))
+                (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 32)))
+                (i32.store (i32.const 16) (i32.const 8192))
+                (i32.store (i32.const 20) (i32.load (i32.const 4)))
+                (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 32)))))"#,
+        header = header.escape_default(),
+        len = header.len()
+    ))
 }

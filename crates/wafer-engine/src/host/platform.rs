@@ -1,0 +1,154 @@
+//! What a function reaches beyond its own instance: key-value stores and other functions. The server
+//! provides it ([`Platform`]); the engine checks every use against the calling function's grants first.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fmt;
+use std::sync::Arc;
+
+/// Why a platform operation failed, in words the function's log can carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlatformError {
+    /// The function was not granted this store or callee.
+    #[error("{0}")]
+    Denied(String),
+    /// The store, key or function does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request was refused: a full store, a value that is not a number, a call too deep.
+    #[error("{0}")]
+    Refused(String),
+    /// The platform failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The services behind a function's capabilities. Grants are checked by the engine before these are
+/// called; store size caps and callee limits are the platform's to enforce.
+#[async_trait]
+pub trait Platform: Send + Sync {
+    /// The value of `key` in `store`.
+    async fn kv_get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, PlatformError>;
+    /// Sets keys in `store`, all or none.
+    async fn kv_set(
+        &self,
+        store: &str,
+        entries: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), PlatformError>;
+    /// Deletes keys from `store`.
+    async fn kv_delete(&self, store: &str, keys: Vec<String>) -> Result<(), PlatformError>;
+    /// Whether `key` is in `store`.
+    async fn kv_exists(&self, store: &str, key: &str) -> Result<bool, PlatformError>;
+    /// A page of `store`'s keys after `cursor`, with the cursor of the next page.
+    async fn kv_keys(
+        &self,
+        store: &str,
+        cursor: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), PlatformError>;
+    /// Adds `delta` to the integer at `key` and returns the sum.
+    async fn kv_increment(&self, store: &str, key: &str, delta: i64) -> Result<i64, PlatformError>;
+    /// Calls the function named (or, for proxy-wasm functions, identified) `target` with `request`, on
+    /// behalf of `caller`, as a call `depth` deep (1 for a call made by a function reached from outside).
+    async fn call(
+        &self,
+        caller: &str,
+        target: &str,
+        request: http::Request<Bytes>,
+        depth: u32,
+    ) -> Result<http::Response<Bytes>, PlatformError>;
+}
+
+/// A function's handle on the platform, when the engine runs inside a server.
+#[derive(Clone, Default)]
+pub struct PlatformHandle(pub Option<Arc<dyn Platform>>);
+
+impl fmt::Debug for PlatformHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Platform"
+        } else {
+            "NoPlatform"
+        })
+    }
+}
+
+impl PlatformHandle {
+    /// The platform, or why there is none.
+    pub(crate) fn get(&self) -> Result<&Arc<dyn Platform>, PlatformError> {
+        self.0.as_ref().ok_or_else(|| {
+            PlatformError::Failed("no platform services are available to this function".into())
+        })
+    }
+}
+
+/// How deep in a chain of function-to-function calls a request is: absent (0) for a request from outside.
+/// Set by the platform as a request extension, never from anything a guest sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallDepth(pub u32);
+
+/// The deepest chain of function-to-function calls allowed; a call past it is refused, so a cycle of
+/// functions calling each other ends instead of running away.
+pub const MAX_CALL_DEPTH: u32 = 8;
+
+/// The reserved host suffix through which an http function calls another: `http://{name}.fn.internal/`.
+pub const INTERNAL_SUFFIX: &str = ".fn.internal";
+
+/// The capabilities a function is granted beyond computing: stores, callees, and its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// The key-value stores it may open.
+    pub kv_stores: Arc<[String]>,
+    /// The functions (names or proxy-wasm ids) it may call; `*` allows any.
+    pub functions: Arc<[String]>,
+}
+
+impl Grants {
+    /// Whether `store` may be opened.
+    pub(crate) fn store(&self, store: &str) -> Result<(), PlatformError> {
+        if self.kv_stores.iter().any(|s| s == store) {
+            Ok(())
+        } else {
+            Err(PlatformError::Denied(format!(
+                "key-value store `{store}` is not granted to this function (grant it with \
+                 key_value_stores / `wafer deploy --kv {store}`)"
+            )))
+        }
+    }
+
+    /// Whether `target` may be called.
+    pub(crate) fn function(&self, target: &str) -> Result<(), PlatformError> {
+        if self.functions.iter().any(|f| f == "*" || f == target) {
+            Ok(())
+        } else {
+            Err(PlatformError::Denied(format!(
+                "calling function `{target}` is not granted to this function (grant it with \
+                 allowed_functions / `wafer deploy --call {target}`)"
+            )))
+        }
+    }
+}
+
+/// A function's configuration variables and secrets, as `wasi:config/store` shows them. Its `Debug` shows
+/// no values, so secrets never reach a log.
+#[derive(Clone, Default)]
+pub struct Variables {
+    pub(crate) config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
+    count: usize,
+}
+
+impl Variables {
+    /// The given name and value pairs.
+    pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        let pairs: Vec<(String, String)> = pairs.into_iter().collect();
+        Self {
+            count: pairs.len(),
+            config: Arc::new(pairs.into_iter().collect()),
+        }
+    }
+}
+
+impl fmt::Debug for Variables {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Variables({} hidden)", self.count)
+    }
+}

@@ -1,0 +1,155 @@
+//! The platform behind functions' capabilities: key-value stores kept in wafer's database, and calls
+//! from one function to another that never leave the process.
+//!
+//! The engine checks a function's grants before it gets here; this side enforces store size caps and
+//! treats a call like any other request to the callee (its admission, body cap, auth and execution
+//! record apply), except that it is marked as `call`, one level deeper.
+
+use crate::app::App;
+use crate::trigger;
+use async_trait::async_trait;
+use axum::body::Body;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use std::sync::{Arc, OnceLock, Weak};
+use wafer_api::Trigger;
+use wafer_engine::{CallDepth, Mount, Platform, PlatformError, MAX_CALL_DEPTH};
+use wafer_store::{StateStore, StoreError};
+
+/// The most bytes of a callee's response handed back to its caller.
+const MAX_CALL_RESPONSE: usize = 64 << 20;
+
+/// Keys listed per page of `list-keys`.
+pub const KEYS_PER_PAGE: u32 = 1000;
+
+/// wafer's [`Platform`].
+pub struct ServerPlatform {
+    state: Arc<dyn StateStore>,
+    store_bytes: u64,
+    app: OnceLock<Weak<App>>,
+}
+
+impl ServerPlatform {
+    pub(crate) fn new(state: Arc<dyn StateStore>, store_bytes: u64) -> Self {
+        Self {
+            state,
+            store_bytes,
+            app: OnceLock::new(),
+        }
+    }
+
+    /// Connects the platform to the server it calls functions through, once that exists.
+    pub(crate) fn attach(&self, app: &Arc<App>) {
+        let _ = self.app.set(Arc::downgrade(app));
+    }
+
+    fn app(&self) -> Result<Arc<App>, PlatformError> {
+        self.app
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| PlatformError::Failed("the server is shutting down".into()))
+    }
+}
+
+/// Maps a store failure to what a function is told.
+fn store_error(e: StoreError) -> PlatformError {
+    match e {
+        StoreError::Full { .. } | StoreError::NotANumber(_) => {
+            PlatformError::Refused(e.to_string())
+        }
+        other => {
+            tracing::error!("key-value store failed: {other}");
+            PlatformError::Failed("the key-value store failed".into())
+        }
+    }
+}
+
+#[async_trait]
+impl Platform for ServerPlatform {
+    async fn kv_get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, PlatformError> {
+        self.state.kv_get(store, key).await.map_err(store_error)
+    }
+
+    async fn kv_set(
+        &self,
+        store: &str,
+        entries: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), PlatformError> {
+        self.state
+            .kv_set_many(store, entries, self.store_bytes)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn kv_delete(&self, store: &str, keys: Vec<String>) -> Result<(), PlatformError> {
+        self.state
+            .kv_delete(store, keys)
+            .await
+            .map(|_| ())
+            .map_err(store_error)
+    }
+
+    async fn kv_exists(&self, store: &str, key: &str) -> Result<bool, PlatformError> {
+        self.state.kv_exists(store, key).await.map_err(store_error)
+    }
+
+    async fn kv_keys(
+        &self,
+        store: &str,
+        cursor: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), PlatformError> {
+        let page = self
+            .state
+            .kv_keys(store, cursor, KEYS_PER_PAGE)
+            .await
+            .map_err(store_error)?;
+        Ok((page.keys, page.cursor))
+    }
+
+    async fn kv_increment(&self, store: &str, key: &str, delta: i64) -> Result<i64, PlatformError> {
+        self.state
+            .kv_increment(store, key, delta, self.store_bytes)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn call(
+        &self,
+        caller: &str,
+        target: &str,
+        request: http::Request<Bytes>,
+        depth: u32,
+    ) -> Result<http::Response<Bytes>, PlatformError> {
+        if depth > MAX_CALL_DEPTH {
+            return Err(PlatformError::Refused(format!(
+                "the call from `{caller}` to `{target}` is too deep: more than {MAX_CALL_DEPTH} \
+                 function calls in a chain"
+            )));
+        }
+        let app = self.app()?;
+        let entry = app.resolve(target).await.ok_or_else(|| {
+            PlatformError::NotFound(format!("no function `{target}` is deployed"))
+        })?;
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(CallDepth(depth));
+        let request = axum::extract::Request::from_parts(parts, Body::from(body));
+        let mount = Mount {
+            prefix: String::new(),
+            strip_prefix: true,
+            client: None,
+        };
+        let response = trigger::call(&app, &entry, mount, request, Trigger::Call)
+            .await
+            .unwrap_or_else(axum::response::IntoResponse::into_response);
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::Limited::new(body, MAX_CALL_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| {
+                PlatformError::Failed(format!("cannot read the response of `{target}`: {e}"))
+            })?
+            .to_bytes();
+        tracing::debug!(caller, target, status = %parts.status, depth, "function call");
+        Ok(http::Response::from_parts(parts, body))
+    }
+}

@@ -1,0 +1,472 @@
+//! [`StateStore`] on SQLite: tables `kv`, `kv_stores` (each store's size, kept in step with every write)
+//! and `variables`, on their own connection so function state never waits behind deploys or records.
+
+use crate::sqlite::{run_on, SqliteStore};
+use crate::state::{FunctionVariables, KeyPage, StateStore};
+use crate::StoreError;
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension, Transaction};
+use std::collections::BTreeMap;
+
+impl SqliteStore {
+    async fn with_state<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        run_on(self.state.clone(), f).await
+    }
+}
+
+/// What an entry counts against its store's cap.
+fn entry_bytes(key: &str, value: &[u8]) -> u64 {
+    (key.len() + value.len()) as u64
+}
+
+/// Writes `entries` into `store` within `tx`, keeping the store's size and refusing past `max_bytes`.
+fn put(
+    tx: &Transaction<'_>,
+    store: &str,
+    entries: &[(String, Vec<u8>)],
+    max_bytes: u64,
+) -> Result<(), StoreError> {
+    let mut size = store_size(tx, store)?;
+    for (key, value) in entries {
+        let old: Option<u64> = tx
+            .query_row(
+                "SELECT length(key) + length(value) FROM kv WHERE store = ?1 AND key = ?2",
+                params![store, key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        size = size - old.unwrap_or(0) + entry_bytes(key, value);
+        tx.execute(
+            "INSERT INTO kv (store, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
+            params![store, key, value],
+        )?;
+    }
+    if size > max_bytes {
+        return Err(StoreError::Full {
+            store: store.to_string(),
+            would: size,
+            limit: max_bytes,
+        });
+    }
+    set_size(tx, store, size)
+}
+
+fn store_size(tx: &Transaction<'_>, store: &str) -> Result<u64, StoreError> {
+    Ok(tx
+        .query_row(
+            "SELECT bytes FROM kv_stores WHERE store = ?1",
+            [store],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+fn set_size(tx: &Transaction<'_>, store: &str, size: u64) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO kv_stores (store, bytes) VALUES (?1, ?2)
+         ON CONFLICT (store) DO UPDATE SET bytes = excluded.bytes",
+        params![store, size],
+    )?;
+    Ok(())
+}
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    async fn kv_get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let (store, key) = (store.to_string(), key.to_string());
+        self.with_state(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT value FROM kv WHERE store = ?1 AND key = ?2")?
+                .query_row(params![store, key], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn kv_set(
+        &self,
+        store: &str,
+        key: &str,
+        value: Vec<u8>,
+        max_bytes: u64,
+    ) -> Result<(), StoreError> {
+        self.kv_set_many(store, vec![(key.to_string(), value)], max_bytes)
+            .await
+    }
+
+    async fn kv_set_many(
+        &self,
+        store: &str,
+        entries: Vec<(String, Vec<u8>)>,
+        max_bytes: u64,
+    ) -> Result<(), StoreError> {
+        let store = store.to_string();
+        self.with_state(move |conn| {
+            let tx = conn.transaction()?;
+            put(&tx, &store, &entries, max_bytes)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn kv_delete(&self, store: &str, keys: Vec<String>) -> Result<u64, StoreError> {
+        let store = store.to_string();
+        self.with_state(move |conn| {
+            let tx = conn.transaction()?;
+            let mut size = store_size(&tx, &store)?;
+            let mut deleted = 0;
+            for key in &keys {
+                let old: Option<u64> = tx
+                    .query_row(
+                        "DELETE FROM kv WHERE store = ?1 AND key = ?2
+                         RETURNING length(key) + length(value)",
+                        params![store, key],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(old) = old {
+                    size = size.saturating_sub(old);
+                    deleted += 1;
+                }
+            }
+            if deleted > 0 {
+                set_size(&tx, &store, size)?;
+            }
+            tx.commit()?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn kv_exists(&self, store: &str, key: &str) -> Result<bool, StoreError> {
+        let (store, key) = (store.to_string(), key.to_string());
+        self.with_state(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM kv WHERE store = ?1 AND key = ?2")?
+                .exists(params![store, key])?)
+        })
+        .await
+    }
+
+    async fn kv_keys(
+        &self,
+        store: &str,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<KeyPage, StoreError> {
+        let store = store.to_string();
+        self.with_state(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT key FROM kv WHERE store = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
+            )?;
+            let mut keys = statement
+                .query_map(
+                    params![store, cursor.unwrap_or_default(), i64::from(limit) + 1],
+                    |r| r.get::<_, String>(0),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            let cursor = if keys.len() > limit as usize {
+                keys.truncate(limit as usize);
+                keys.last().cloned()
+            } else {
+                None
+            };
+            Ok(KeyPage { keys, cursor })
+        })
+        .await
+    }
+
+    async fn kv_increment(
+        &self,
+        store: &str,
+        key: &str,
+        delta: i64,
+        max_bytes: u64,
+    ) -> Result<i64, StoreError> {
+        let (store, key) = (store.to_string(), key.to_string());
+        self.with_state(move |conn| {
+            let tx = conn.transaction()?;
+            let current: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT value FROM kv WHERE store = ?1 AND key = ?2",
+                    params![store, key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let current = match current {
+                None => 0,
+                Some(bytes) => std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i64>().ok())
+                    .ok_or_else(|| StoreError::NotANumber(key.clone()))?,
+            };
+            let sum = current
+                .checked_add(delta)
+                .ok_or_else(|| StoreError::NotANumber(key.clone()))?;
+            put(
+                &tx,
+                &store,
+                &[(key.clone(), sum.to_string().into_bytes())],
+                max_bytes,
+            )?;
+            tx.commit()?;
+            Ok(sum)
+        })
+        .await
+    }
+
+    async fn kv_size(&self, store: &str) -> Result<u64, StoreError> {
+        let store = store.to_string();
+        self.with_state(move |conn| {
+            let tx = conn.transaction()?;
+            store_size(&tx, &store)
+        })
+        .await
+    }
+
+    async fn variables(&self, function: &str) -> Result<FunctionVariables, StoreError> {
+        let function = function.to_string();
+        self.with_state(move |conn| {
+            let mut statement = conn
+                .prepare_cached("SELECT name, value, secret FROM variables WHERE function = ?1")?;
+            let rows = statement.query_map([function], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
+            })?;
+            let mut out = FunctionVariables::default();
+            for row in rows {
+                let (name, value, secret) = row?;
+                if secret {
+                    out.secrets.insert(name, value);
+                } else {
+                    out.variables.insert(name, value);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn all_variables(
+        &self,
+    ) -> Result<std::collections::HashMap<String, FunctionVariables>, StoreError> {
+        self.with_state(|conn| {
+            let mut statement =
+                conn.prepare("SELECT function, name, value, secret FROM variables")?;
+            let rows = statement.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, bool>(3)?,
+                ))
+            })?;
+            let mut out = std::collections::HashMap::<String, FunctionVariables>::new();
+            for row in rows {
+                let (function, name, value, secret) = row?;
+                let entry = out.entry(function).or_default();
+                if secret {
+                    entry.secrets.insert(name, value);
+                } else {
+                    entry.variables.insert(name, value);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_variables(
+        &self,
+        function: &str,
+        variables: BTreeMap<String, String>,
+        secrets: BTreeMap<String, Option<String>>,
+    ) -> Result<(), StoreError> {
+        let function = function.to_string();
+        self.with_state(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM variables WHERE function = ?1 AND secret = 0",
+                [&function],
+            )?;
+            insert_variables(&tx, &function, &variables, false)?;
+            let (set, removed): (Vec<_>, Vec<_>) =
+                secrets.into_iter().partition(|(_, value)| value.is_some());
+            for (name, _) in removed {
+                tx.execute(
+                    "DELETE FROM variables WHERE function = ?1 AND name = ?2 AND secret = 1",
+                    params![function, name],
+                )?;
+            }
+            let set = set
+                .into_iter()
+                .filter_map(|(name, value)| Some((name, value?)))
+                .collect();
+            insert_variables(&tx, &function, &set, true)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn merge_variables(
+        &self,
+        function: &str,
+        update: FunctionVariables,
+    ) -> Result<(), StoreError> {
+        let function = function.to_string();
+        self.with_state(move |conn| {
+            let tx = conn.transaction()?;
+            insert_variables(&tx, &function, &update.variables, false)?;
+            insert_variables(&tx, &function, &update.secrets, true)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn forget_variables(&self, function: &str) -> Result<(), StoreError> {
+        let function = function.to_string();
+        self.with_state(move |conn| {
+            conn.execute("DELETE FROM variables WHERE function = ?1", [function])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Inserts (or overwrites, moving between plain and secret) the named values.
+fn insert_variables(
+    tx: &Transaction<'_>,
+    function: &str,
+    values: &BTreeMap<String, String>,
+    secret: bool,
+) -> Result<(), StoreError> {
+    for (name, value) in values {
+        tx.execute(
+            "INSERT INTO variables (function, name, value, secret) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (function, name) DO UPDATE SET value = excluded.value, secret = excluded.secret",
+            params![function, name, value, secret],
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn values_round_trip_per_store() {
+        let (_dir, s) = open();
+        s.kv_set("a", "k", b"1".to_vec(), 1000).await.unwrap();
+        s.kv_set("b", "k", b"2".to_vec(), 1000).await.unwrap();
+        assert_eq!(s.kv_get("a", "k").await.unwrap(), Some(b"1".to_vec()));
+        assert_eq!(s.kv_get("b", "k").await.unwrap(), Some(b"2".to_vec()));
+        assert!(s.kv_exists("a", "k").await.unwrap());
+        assert!(!s.kv_exists("a", "x").await.unwrap());
+        assert_eq!(
+            s.kv_delete("a", vec!["k".into(), "x".into()])
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(s.kv_get("a", "k").await.unwrap(), None);
+        assert_eq!(s.kv_size("a").await.unwrap(), 0);
+        assert_eq!(s.kv_size("b").await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_store_refuses_writes_past_its_cap_and_keeps_its_data() {
+        let (_dir, s) = open();
+        s.kv_set("a", "k", vec![0; 8], 10).await.unwrap();
+        // Overwriting counts the new size only.
+        s.kv_set("a", "k", vec![1; 9], 10).await.unwrap();
+        let err = s.kv_set("a", "k2", vec![0; 5], 10).await.unwrap_err();
+        assert!(matches!(err, StoreError::Full { would: 17, .. }), "{err}");
+        let batch = vec![("x".to_string(), vec![0]), ("y".to_string(), vec![0; 20])];
+        assert!(s.kv_set_many("a", batch, 10).await.is_err());
+        assert_eq!(s.kv_get("a", "x").await.unwrap(), None);
+        assert_eq!(s.kv_size("a").await.unwrap(), 10);
+    }
+
+    #[tokio::test]
+    async fn keys_page_in_order_and_increments_count_in_decimal() {
+        let (_dir, s) = open();
+        for k in ["c", "a", "b"] {
+            s.kv_set("s", k, vec![], 100).await.unwrap();
+        }
+        let page = s.kv_keys("s", None, 2).await.unwrap();
+        assert_eq!(page.keys, ["a", "b"]);
+        let rest = s.kv_keys("s", page.cursor, 2).await.unwrap();
+        assert_eq!((rest.keys, rest.cursor), (vec!["c".to_string()], None));
+        assert_eq!(s.kv_increment("s", "n", 5, 100).await.unwrap(), 5);
+        assert_eq!(s.kv_increment("s", "n", -7, 100).await.unwrap(), -2);
+        assert_eq!(s.kv_get("s", "n").await.unwrap(), Some(b"-2".to_vec()));
+        s.kv_set("s", "t", b"text".to_vec(), 100).await.unwrap();
+        assert!(matches!(
+            s.kv_increment("s", "t", 1, 100).await,
+            Err(StoreError::NotANumber(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn variables_replace_or_merge_and_keep_secrets_apart() {
+        let (_dir, s) = open();
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let secret = |name: &str, value: Option<&str>| {
+            BTreeMap::from([(name.to_string(), value.map(str::to_string))])
+        };
+        s.set_variables("f", map(&[("a", "1")]), secret("s", Some("x")))
+            .await
+            .unwrap();
+        s.set_variables("f", map(&[("b", "2")]), secret("gone", Some("y")))
+            .await
+            .unwrap();
+        s.set_variables("f", map(&[("b", "2")]), secret("gone", None))
+            .await
+            .unwrap();
+        let got = s.variables("f").await.unwrap();
+        assert_eq!(got.variables, map(&[("b", "2")]));
+        assert_eq!(got.secrets, map(&[("s", "x")]));
+        s.merge_variables(
+            "f",
+            FunctionVariables {
+                variables: map(&[("c", "3")]),
+                secrets: map(&[("b", "hidden")]),
+            },
+        )
+        .await
+        .unwrap();
+        let got = s.variables("f").await.unwrap();
+        assert_eq!(got.variables, map(&[("c", "3")]));
+        assert_eq!(got.secrets, map(&[("b", "hidden"), ("s", "x")]));
+        assert_eq!(s.all_variables().await.unwrap()["f"], got);
+        s.forget_variables("f").await.unwrap();
+        assert_eq!(
+            s.variables("f").await.unwrap(),
+            FunctionVariables::default()
+        );
+    }
+}
