@@ -121,7 +121,7 @@ impl Platform for ServerPlatform {
         depth: u32,
     ) -> Result<http::Response<Bytes>, PlatformError> {
         if depth > MAX_CALL_DEPTH {
-            return Err(PlatformError::Refused(format!(
+            return Err(PlatformError::TooDeep(format!(
                 "the call from `{caller}` to `{target}` is too deep: more than {MAX_CALL_DEPTH} \
                  function calls in a chain"
             )));

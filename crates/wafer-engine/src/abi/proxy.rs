@@ -23,7 +23,7 @@
 use super::http::{call_depth, Mount, ResponseBody};
 use crate::error::InvokeError;
 use crate::function::Settings;
-use crate::host::platform::{CallDepth, Grants, PlatformError, PlatformHandle, MAX_CALL_DEPTH};
+use crate::host::platform::{CallDepth, Grants, PlatformError, PlatformHandle};
 use crate::host::{self, ModuleState};
 use crate::limits::{self, classify, outer_timeout};
 use crate::trace::{CpuTimed, Stream, Trace, Tracer, Usage};
@@ -1000,11 +1000,6 @@ fn add_to_linker(linker: &mut Linker<ModuleState>) -> wasmtime::Result<()> {
                 };
                 let answered = async {
                     grants.function(&target)?;
-                    if depth.0 >= MAX_CALL_DEPTH {
-                        return Err(PlatformError::Refused(format!(
-                            "the call to `{target}` is too deep: more than {MAX_CALL_DEPTH} function calls in a chain"
-                        )));
-                    }
                     let path = format!("/{}", method.trim_start_matches('/'));
                     let request = Request::post(path)
                         .header("id", target.as_str())
@@ -1042,7 +1037,9 @@ fn failed(caller: &mut Ctx<'_>, call: &str, error: &PlatformError) -> i32 {
     }
     match error {
         PlatformError::NotFound(_) => status::NOT_FOUND,
-        PlatformError::Denied(_) | PlatformError::Refused(_) => status::BAD_ARGUMENT,
+        PlatformError::Denied(_) | PlatformError::Refused(_) | PlatformError::TooDeep(_) => {
+            status::BAD_ARGUMENT
+        }
         PlatformError::Failed(_) => status::INTERNAL_FAILURE,
     }
 }

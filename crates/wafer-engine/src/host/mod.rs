@@ -238,7 +238,7 @@ impl InternalCall {
             match e {
                 PlatformError::Denied(_) => HttpError::HttpRequestDenied,
                 PlatformError::NotFound(_) => HttpError::DestinationNotFound,
-                PlatformError::Refused(why) if why.contains("deep") => HttpError::LoopDetected,
+                PlatformError::TooDeep(_) => HttpError::LoopDetected,
                 other => HttpError::InternalError(Some(other.to_string())),
             }
         };

@@ -15,9 +15,12 @@ pub enum PlatformError {
     /// The store, key or function does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// The request was refused: a full store, a value that is not a number, a call too deep.
+    /// The request was refused: a full store, a value that is not a number.
     #[error("{0}")]
     Refused(String),
+    /// The call would make a chain of function calls deeper than [`MAX_CALL_DEPTH`].
+    #[error("{0}")]
+    TooDeep(String),
     /// The platform failed.
     #[error("{0}")]
     Failed(String),
