@@ -12,7 +12,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(wagi-c command-c http-python http-js http-fetch-js test-fixtures bench-guests)
+[ ${#targets[@]} -gt 0 ] || targets=(wagi-c command-c http-python kv-python http-js http-fetch-js test-fixtures bench-guests)
 
 need_apt() {
   if ! command -v clang >/dev/null || ! dpkg -s wasi-libc libclang-rt-14-dev-wasm32 >/dev/null 2>&1; then
@@ -26,6 +26,16 @@ wit_dir() {
   manifest=$(cd "$here/.." && cargo metadata --format-version 1 2>/dev/null |
     python3 -c 'import json,sys; print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"]=="wasmtime-wasi-http"))')
   dirname "$manifest"
+}
+
+# wafer's http-function world (wit/wafer.wit) in a directory of its own, with every package it uses:
+# the wasi:http WIT above and wafer's capability interfaces (crates/wafer-engine/wit/deps).
+function_wit() {
+  local out=$1
+  mkdir -p "$out/deps"
+  cp -r "$(wit_dir)/wit/deps/." "$out/deps/"
+  cp -r "$here/../crates/wafer-engine/wit/deps/." "$out/deps/"
+  cp "$here/wit/wafer.wit" "$out/"
 }
 
 build_c() {
@@ -63,6 +73,16 @@ build_python() {
   echo "built http-python/hello.wasm"
 }
 
+build_kv_python() {
+  command -v componentize-py >/dev/null || pip install --quiet componentize-py==0.25.1
+  local wit
+  wit=$(mktemp -d)
+  function_wit "$wit"
+  (cd kv-python && componentize-py -d "$wit" -w wafer:function/http-function@0.1.0 componentize app -o app.wasm)
+  rm -rf kv-python/__pycache__ "$wit"
+  echo "built kv-python/app.wasm"
+}
+
 build_js() {
   local dir=$1 wit
   wit="$(wit_dir)/wit"
@@ -82,6 +102,7 @@ for target in "${targets[@]}"; do
     test-fixtures) build_c ../crates/wafer/tests/fixtures ;;
     bench-guests) build_c ../bench/guests/sleep && build_c_component ../bench/guests/hello-c ;;
     http-python) build_python ;;
+    kv-python) build_kv_python ;;
     http-js | http-fetch-js) build_js "$target" ;;
     *) echo "unknown example: $target" >&2; exit 2 ;;
   esac

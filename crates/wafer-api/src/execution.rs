@@ -70,6 +70,8 @@ macro_rules! names {
 }
 
 names!(Trigger, "trigger", Http => "http", Api => "api", Async => "async", Cron => "cron", Call => "call");
+names!(LogLevel, "log level", Trace => "trace", Debug => "debug", Info => "info", Warn => "warn",
+    Error => "error", Critical => "critical");
 names!(ExecutionStatus, "status", Queued => "queued", Running => "running",
     Succeeded => "succeeded", Failed => "failed", Dead => "dead");
 
@@ -175,10 +177,96 @@ pub struct LogEntry {
     pub function: String,
     /// When the execution ended (RFC 3339, UTC).
     pub at: String,
-    /// `stdout` or `stderr`.
+    /// `stdout`, `stderr`, or `log` (`wasi:logging` and proxy-wasm's `proxy_log`).
     pub stream: String,
+    /// Its severity.
+    pub level: LogLevel,
     /// The line.
     pub line: String,
+}
+
+/// How severe a log line is, least first. Lines from `wasi:logging` and `proxy_log` carry the level the
+/// guest gave; a stdout or stderr line is `info` unless it starts with a level word (`ERROR`, `warn:`,
+/// `[debug]` ...).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    Serialize,
+    Deserialize,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    ToSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogLevel {
+    /// Step-by-step detail.
+    Trace,
+    /// Detail for finding a fault.
+    Debug,
+    /// Normal operation.
+    #[default]
+    Info,
+    /// Something unexpected that was handled.
+    Warn,
+    /// A failure.
+    Error,
+    /// A failure that stops the function.
+    Critical,
+}
+
+impl LogLevel {
+    /// Every level, least severe first; a level's position is its rank.
+    pub const ALL: [LogLevel; 6] = [
+        Self::Trace,
+        Self::Debug,
+        Self::Info,
+        Self::Warn,
+        Self::Error,
+        Self::Critical,
+    ];
+
+    /// Its rank, 0 (trace) to 5 (critical), as the database orders levels.
+    pub fn rank(self) -> u8 {
+        self as u8
+    }
+
+    /// The level of `rank`, or `info` for a rank no level has.
+    pub fn from_rank(rank: i64) -> Self {
+        usize::try_from(rank)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
+            .unwrap_or_default()
+    }
+
+    /// The level a log line announces with a leading level word, bare or in brackets, followed by `:`,
+    /// `]` or a space: `ERROR: disk full`, `[warn] slow`, `debug cache miss`. Case is ignored; `warning`,
+    /// `err` and `fatal` are understood too.
+    pub fn announced(line: &str) -> Option<Self> {
+        let line = line.trim_start();
+        let rest = line.strip_prefix('[').unwrap_or(line);
+        let word_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let (word, after) = rest.split_at(word_len);
+        let ends_well = after.is_empty() || after.starts_with([':', ']', ' ', '\t']);
+        if !ends_well {
+            return None;
+        }
+        Some(match word.to_ascii_lowercase().as_str() {
+            "trace" => Self::Trace,
+            "debug" => Self::Debug,
+            "info" => Self::Info,
+            "warn" | "warning" => Self::Warn,
+            "error" | "err" => Self::Error,
+            "critical" | "fatal" => Self::Critical,
+            _ => return None,
+        })
+    }
 }
 
 /// Log lines, oldest first.
@@ -223,4 +311,37 @@ pub struct ExecutionStats {
     pub peak_memory_bytes: Summary,
     /// Instantiation time of finished attempts, in microseconds.
     pub instantiate_us: Summary,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogLevel;
+
+    #[test]
+    fn a_leading_level_word_is_the_lines_level() {
+        for (line, level) in [
+            ("ERROR: disk full", Some(LogLevel::Error)),
+            ("[warn] slow upstream", Some(LogLevel::Warn)),
+            ("  Warning: deprecated", Some(LogLevel::Warn)),
+            ("debug cache miss", Some(LogLevel::Debug)),
+            ("fatal", Some(LogLevel::Critical)),
+            ("[TRACE]", Some(LogLevel::Trace)),
+            ("errors are fine", None),
+            ("information", None),
+            ("hello", None),
+            ("", None),
+        ] {
+            assert_eq!(LogLevel::announced(line), level, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn ranks_order_levels_and_round_trip() {
+        for level in LogLevel::ALL {
+            assert_eq!(LogLevel::from_rank(level.rank().into()), level);
+            assert_eq!(level.as_str().parse::<LogLevel>(), Ok(level));
+        }
+        assert!(LogLevel::Warn > LogLevel::Info);
+        assert_eq!(LogLevel::from_rank(99), LogLevel::Info);
+    }
 }

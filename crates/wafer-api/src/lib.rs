@@ -15,7 +15,7 @@ pub mod state;
 pub use error::{ErrorBody, ErrorDetail};
 pub use execution::{
     AsyncAccepted, Execution, ExecutionList, ExecutionStats, ExecutionStatus, ExecutionUsage,
-    LogEntry, LogList, Summary, Trigger,
+    LogEntry, LogLevel, LogList, Summary, Trigger,
 };
 pub use function::{
     EffectiveLimits, FunctionConfig, FunctionInfo, FunctionList, Kind, RollbackRequest,

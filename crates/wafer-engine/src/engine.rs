@@ -113,6 +113,7 @@ impl Engine {
             wasmtime_wasi_config::WasiConfig::from(&*s.config)
         })
         .map_err(setup)?;
+        crate::host::capabilities::add_to_linker(&mut component_linker).map_err(setup)?;
         let mut module_linker = ModuleLinker::new(&wasmtime);
         wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |s: &mut ModuleState| {
             &mut s.wasi

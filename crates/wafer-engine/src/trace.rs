@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use wafer_api::LogLevel;
 
 /// The resources one invocation used.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,14 +32,34 @@ pub enum Stream {
     Stdout,
     /// Standard error.
     Stderr,
+    /// A logging interface: `wasi:logging`, proxy-wasm's `proxy_log`, and the host's notes on refused
+    /// capability calls.
+    Log,
 }
 
 impl Stream {
-    /// `stdout` or `stderr`.
+    /// `stdout`, `stderr` or `log`.
     pub fn as_str(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
+            Stream::Log => "log",
+        }
+    }
+
+    /// The line `text` captured from this stream: a logging interface's own level, or the level a
+    /// standard stream's line announces (`info` when it announces none).
+    fn line(self, text: &str) -> LogLine {
+        let level = LogLevel::announced(text);
+        let text = match self {
+            // Written by CappedOutput::log as `[level] line`.
+            Stream::Log => text.split_once("] ").map_or(text, |(_, line)| line),
+            Stream::Stdout | Stream::Stderr => text,
+        };
+        LogLine {
+            stream: self,
+            level: level.unwrap_or_default(),
+            text: text.to_string(),
         }
     }
 }
@@ -48,6 +69,8 @@ impl Stream {
 pub struct LogLine {
     /// The stream it came from.
     pub stream: Stream,
+    /// Its severity.
+    pub level: LogLevel,
     /// The line, without its newline; invalid UTF-8 replaced with U+FFFD.
     pub text: String,
 }
@@ -74,10 +97,7 @@ impl Trace {
             trace.logs.extend(
                 String::from_utf8_lossy(&output.contents())
                     .lines()
-                    .map(|text| LogLine {
-                        stream: *stream,
-                        text: text.to_string(),
-                    }),
+                    .map(|text| stream.line(text)),
             );
             trace.logs_truncated |= output.truncated();
         }

@@ -10,7 +10,9 @@ use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
 use utoipa::IntoParams;
-use wafer_api::{ErrorBody, Execution, ExecutionList, ExecutionStats, ExecutionStatus, LogList};
+use wafer_api::{
+    ErrorBody, Execution, ExecutionList, ExecutionStats, ExecutionStatus, LogLevel, LogList,
+};
 use wafer_store::Page;
 
 /// The most executions or log lines one page holds.
@@ -93,6 +95,9 @@ pub struct LogsQuery {
     after: Option<i64>,
     /// Lines per page, 1 to 1000 (default 100).
     limit: Option<u32>,
+    /// Only lines at this level or above: `trace`, `debug`, `info`, `warn`, `error` or `critical`
+    /// (default: all).
+    level: Option<String>,
     /// Keep the response open and stream new lines as server-sent events (`event: log`, `id: seq`,
     /// the line as JSON data).
     #[serde(default)]
@@ -112,7 +117,16 @@ pub async fn logs(
     Query(query): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
     let limit = page_size(query.limit, 100)?;
-    let first = app.executions.logs(&name, query.after, limit).await?;
+    let level = query
+        .level
+        .map(|l| l.parse::<LogLevel>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_request", e))?
+        .unwrap_or(LogLevel::Trace);
+    let first = app
+        .executions
+        .logs(&name, query.after, limit, level)
+        .await?;
     if !query.follow {
         return Ok(Json(LogList { logs: first }).into_response());
     }
@@ -121,7 +135,7 @@ pub async fn logs(
     let state = (app, name, first, query.after.unwrap_or(0), committed);
     let stream = futures_util::stream::unfold(
         state,
-        |(app, name, mut pending, mut after, mut committed)| async move {
+        move |(app, name, mut pending, mut after, mut committed)| async move {
             loop {
                 if !pending.is_empty() {
                     let line = pending.remove(0);
@@ -136,7 +150,11 @@ pub async fn logs(
                 }
                 // Wait for the journal to commit, then read what is new.
                 committed.changed().await.ok()?;
-                match app.executions.logs(&name, Some(after), MAX_PAGE).await {
+                match app
+                    .executions
+                    .logs(&name, Some(after), MAX_PAGE, level)
+                    .await
+                {
                     Ok(lines) => pending = lines,
                     Err(e) => {
                         tracing::error!(function = %name, "cannot read logs to follow: {e}");

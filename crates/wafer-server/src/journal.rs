@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
-use wafer_api::ExecutionUsage;
+use wafer_api::{ExecutionUsage, LogLevel};
 use wafer_engine::Trace;
 use wafer_store::{Attempt, ExecutionStore, NewLog, Retention, Write};
 
@@ -184,12 +184,14 @@ pub fn logs(trace: &Trace, cap: usize) -> Vec<NewLog> {
         kept += line.text.len();
         logs.push(NewLog {
             stream: line.stream.as_str(),
+            level: line.level,
             line: line.text.clone(),
         });
     }
     if dropped > 0 || trace.logs_truncated {
         logs.push(NewLog {
-            stream: "stderr",
+            stream: "log",
+            level: LogLevel::Warn,
             line: format!("[wafer] log output past the cap of {cap} bytes was dropped"),
         });
     }
@@ -205,6 +207,7 @@ mod tests {
     fn logs_past_the_cap_are_dropped_and_said_so() {
         let line = |text: &str| LogLine {
             stream: Stream::Stderr,
+            level: wafer_api::LogLevel::Info,
             text: text.into(),
         };
         let trace = Trace {

@@ -8,7 +8,9 @@
 use crate::StoreError;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use wafer_api::{Execution, ExecutionStats, ExecutionStatus, ExecutionUsage, LogEntry, Trigger};
+use wafer_api::{
+    Execution, ExecutionStats, ExecutionStatus, ExecutionUsage, LogEntry, LogLevel, Trigger,
+};
 
 /// The HTTP request of an async execution, kept until it has run (the body is stored beside it).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -24,8 +26,10 @@ pub struct StoredRequest {
 /// A line to store in an execution's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewLog {
-    /// `stdout` or `stderr`.
+    /// `stdout`, `stderr` or `log`.
     pub stream: &'static str,
+    /// Its severity.
+    pub level: LogLevel,
     /// The line.
     pub line: String,
 }
@@ -197,13 +201,14 @@ pub trait ExecutionStore: Send + Sync {
         page: Page,
     ) -> Result<Vec<Execution>, StoreError>;
 
-    /// A function's log lines after `after` (oldest first), or its latest `limit` lines when `after` is
-    /// `None`.
+    /// A function's log lines at `level` or above, after `after` (oldest first), or its latest `limit`
+    /// such lines when `after` is `None`.
     async fn logs(
         &self,
         function: &str,
         after: Option<i64>,
         limit: u32,
+        level: LogLevel,
     ) -> Result<Vec<LogEntry>, StoreError>;
 
     /// A function's executions summarised.

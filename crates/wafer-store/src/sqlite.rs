@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// The current schema; bumped with a migration step in [`migrate`].
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// SQL for "now" as RFC 3339 UTC with milliseconds.
 pub(crate) const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
@@ -193,6 +193,15 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
                  PRIMARY KEY (function, name)
              ) WITHOUT ROWID;
              PRAGMA user_version = 3;
+             COMMIT;",
+        )?;
+    }
+    if version < 4 {
+        // A log line's level as its rank (LogLevel::rank): 2 is info, which every earlier line was.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE logs ADD COLUMN level INTEGER NOT NULL DEFAULT 2;
+             PRAGMA user_version = 4;
              COMMIT;",
         )?;
     }

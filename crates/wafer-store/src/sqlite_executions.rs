@@ -13,7 +13,9 @@ use crate::{SqliteStore, StoreError};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::collections::BTreeMap;
-use wafer_api::{Execution, ExecutionStats, ExecutionStatus, ExecutionUsage, LogEntry, Summary};
+use wafer_api::{
+    Execution, ExecutionStats, ExecutionStatus, ExecutionUsage, LogEntry, LogLevel, Summary,
+};
 
 const COLUMNS: &str = "id, function, version, trigger, status, attempts, max_attempts, queued_at, \
      started_at, finished_at, next_at, duration_us, http_status, exit_code, error, output, \
@@ -96,10 +98,11 @@ fn log_from_row(row: &Row<'_>) -> rusqlite::Result<LogEntry> {
         at: rfc3339(row.get(3)?),
         stream: row.get(4)?,
         line: row.get(5)?,
+        level: LogLevel::from_rank(row.get(6)?),
     })
 }
 
-const LOG_COLUMNS: &str = "seq, execution_id, function, at, stream, line";
+const LOG_COLUMNS: &str = "seq, execution_id, function, at, stream, line, level";
 
 fn insert(tx: &rusqlite::Transaction<'_>, new: &NewExecution) -> Result<(), StoreError> {
     let request = new
@@ -188,11 +191,17 @@ fn record(
         return Ok(false);
     }
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO logs (execution_id, function, at, stream, line)
-         SELECT id, function, ?2, ?3, ?4 FROM executions WHERE id = ?1",
+        "INSERT INTO logs (execution_id, function, at, stream, line, level)
+         SELECT id, function, ?2, ?3, ?4, ?5 FROM executions WHERE id = ?1",
     )?;
     for log in &attempt.logs {
-        stmt.execute(params![id, attempt.finished_at, log.stream, log.line])?;
+        stmt.execute(params![
+            id,
+            attempt.finished_at,
+            log.stream,
+            log.line,
+            log.level.rank()
+        ])?;
     }
     Ok(true)
 }
@@ -361,23 +370,27 @@ impl ExecutionStore for SqliteStore {
         function: &str,
         after: Option<i64>,
         limit: u32,
+        level: LogLevel,
     ) -> Result<Vec<LogEntry>, StoreError> {
         let function = function.to_owned();
+        let level = level.rank();
         self.with_executions(move |conn| {
             let logs = match after {
                 Some(after) => {
                     let mut stmt = conn.prepare_cached(&format!(
                         "SELECT {LOG_COLUMNS} FROM logs WHERE function = ?1 AND seq > ?2
-                         ORDER BY seq LIMIT ?3"
+                         AND level >= ?4 ORDER BY seq LIMIT ?3"
                     ))?;
-                    let rows = stmt.query_map(params![function, after, limit], log_from_row)?;
+                    let rows =
+                        stmt.query_map(params![function, after, limit, level], log_from_row)?;
                     rows.collect::<Result<Vec<_>, _>>()?
                 }
                 None => {
                     let mut stmt = conn.prepare_cached(&format!(
-                        "SELECT {LOG_COLUMNS} FROM logs WHERE function = ?1 ORDER BY seq DESC LIMIT ?2"
+                        "SELECT {LOG_COLUMNS} FROM logs WHERE function = ?1 AND level >= ?3
+                         ORDER BY seq DESC LIMIT ?2"
                     ))?;
-                    let rows = stmt.query_map(params![function, limit], log_from_row)?;
+                    let rows = stmt.query_map(params![function, limit, level], log_from_row)?;
                     let mut logs = rows.collect::<Result<Vec<_>, _>>()?;
                     logs.reverse();
                     logs
@@ -611,6 +624,11 @@ mod tests {
             }),
             logs: vec![NewLog {
                 stream: "stderr",
+                level: if status == ExecutionStatus::Failed {
+                    LogLevel::Error
+                } else {
+                    LogLevel::Info
+                },
                 line: format!("{status} at {at}"),
             }],
             ..Default::default()
@@ -736,12 +754,25 @@ mod tests {
         let stats = store.stats("f").await.unwrap();
         assert_eq!((stats.count, stats.by_status["succeeded"]), (5, 3));
         assert_eq!(stats.cpu_ms.max, 2.0);
-        let logs = store.logs("f", None, 3).await.unwrap();
+        let logs = store.logs("f", None, 3, LogLevel::Trace).await.unwrap();
         assert_eq!(logs.len(), 3);
         assert!(logs[0].seq < logs[2].seq);
         assert_eq!(
-            store.logs("f", Some(logs[1].seq), 10).await.unwrap().len(),
+            store
+                .logs("f", Some(logs[1].seq), 10, LogLevel::Trace)
+                .await
+                .unwrap()
+                .len(),
             1
+        );
+        let errors = store.logs("f", None, 10, LogLevel::Warn).await.unwrap();
+        let errors: Vec<_> = errors.iter().map(|l| (l.level, l.line.as_str())).collect();
+        assert_eq!(
+            errors,
+            [
+                (LogLevel::Error, "failed at 1"),
+                (LogLevel::Error, "failed at 3")
+            ]
         );
         // Keep two per function.
         let pruned = store
@@ -753,7 +784,8 @@ mod tests {
             .unwrap();
         assert_eq!(pruned, 3);
         assert_eq!(page(None, None).await, ["e4", "e3"]);
-        assert_eq!(store.logs("f", None, 10).await.unwrap().len(), 2);
+        let kept = store.logs("f", None, 10, LogLevel::Trace).await.unwrap();
+        assert_eq!(kept.len(), 2);
     }
 
     #[tokio::test]

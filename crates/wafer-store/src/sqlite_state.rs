@@ -5,7 +5,7 @@ use crate::sqlite::{run_on, SqliteStore};
 use crate::state::{FunctionVariables, KeyPage, StateStore};
 use crate::StoreError;
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::BTreeMap;
 
 impl SqliteStore {
@@ -108,7 +108,7 @@ impl StateStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let store = store.to_string();
         self.with_state(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             put(&tx, &store, &entries, max_bytes)?;
             tx.commit()?;
             Ok(())
@@ -119,7 +119,7 @@ impl StateStore for SqliteStore {
     async fn kv_delete(&self, store: &str, keys: Vec<String>) -> Result<u64, StoreError> {
         let store = store.to_string();
         self.with_state(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut size = store_size(&tx, &store)?;
             let mut deleted = 0;
             for key in &keys {
@@ -192,7 +192,7 @@ impl StateStore for SqliteStore {
     ) -> Result<i64, StoreError> {
         let (store, key) = (store.to_string(), key.to_string());
         self.with_state(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let current: Option<Vec<u8>> = tx
                 .query_row(
                     "SELECT value FROM kv WHERE store = ?1 AND key = ?2",
@@ -294,7 +294,7 @@ impl StateStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let function = function.to_string();
         self.with_state(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "DELETE FROM variables WHERE function = ?1 AND secret = 0",
                 [&function],
@@ -326,7 +326,7 @@ impl StateStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let function = function.to_string();
         self.with_state(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             insert_variables(&tx, &function, &update.variables, false)?;
             insert_variables(&tx, &function, &update.secrets, true)?;
             tx.commit()?;

@@ -118,6 +118,9 @@ pub struct LogsArgs {
     /// How many of the latest lines to show first (1–1000).
     #[arg(long, short = 'n', default_value_t = 100)]
     pub limit: u32,
+    /// Only lines at this level or above (trace, debug, info, warn, error, critical).
+    #[arg(long, short)]
+    pub level: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }

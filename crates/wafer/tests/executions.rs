@@ -238,14 +238,16 @@ async fn logs_are_kept_per_execution_and_followed_live() {
             .recv_timeout(Duration::from_secs(30))
             .expect("a followed line")
     };
-    assert!(next_line().contains(&format!("{first} stderr: execution {first} attempt 1")));
+    assert!(next_line().contains(&format!("{first} stderr info: execution {first} attempt 1")));
     let (_, headers, _) = server.call(Method::GET, "/fn/flaky?fail=always", "").await;
     let second = headers["x-wafer-execution-id"]
         .to_str()
         .unwrap()
         .to_string();
-    assert!(next_line().ends_with(&format!("{second} stderr: execution {second} attempt 1")));
-    assert!(next_line().ends_with(&format!("{second} stderr: failing on purpose")));
+    assert!(next_line().ends_with(&format!(
+        "{second} stderr info: execution {second} attempt 1"
+    )));
+    assert!(next_line().ends_with(&format!("{second} stderr info: failing on purpose")));
     follower.kill().unwrap();
     follower.wait().unwrap();
 }

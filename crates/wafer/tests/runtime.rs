@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn fixture_wat(name: &str) -> String {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -104,7 +104,12 @@ async fn layotto_functions_call_each_other_and_read_state_seeded_with_the_cli() 
         (StatusCode::OK, "There are 100 inventories for book1.")
     );
     // The callee's own log, and its execution record of a call.
-    logged(&server, "function2", "[info] looked up a book").await;
+    logged(&server, "function2", "looked up a book").await;
+    let lines = leveled_lines(&server, "function2", "info").await;
+    assert!(
+        lines.iter().any(|l| l.starts_with("log info: looked up a book")),
+        "proxy_log keeps its level: {lines:?}"
+    );
     let (_, executions) = server.get_json("/v1/functions/function2/executions").await;
     assert!(
         executions["executions"]
@@ -275,33 +280,15 @@ async fn key_value_stores_are_managed_through_the_api_and_the_cli() {
     assert!(!failed.status.success());
 }
 
-/// Deploys `module` as `name` with a `variables` part.
-async fn deploy_with_variables(server: &Server, name: &str, module: Vec<u8>, variables: Value) {
-    let form = reqwest::multipart::Form::new()
-        .part("module", reqwest::multipart::Part::bytes(module))
-        .part(
-            "variables",
-            reqwest::multipart::Part::text(variables.to_string()),
-        );
-    let response = server
-        .request(Method::POST, &format!("/v1/functions/{name}/versions"))
-        .multipart(form)
-        .send()
-        .await
-        .expect("deploy");
-    assert_eq!(response.status(), StatusCode::CREATED);
-}
-
 #[tokio::test]
 async fn configuration_and_secrets_reach_the_function_and_secrets_never_come_back() {
     let server = Server::start();
-    deploy_with_variables(
-        &server,
-        "cfg",
-        env_dumper(),
-        json!({"variables": {"GREETING": "hi"}, "secrets": {"API_KEY": "s3cret-value"}}),
-    )
-    .await;
+    let variables =
+        json!({"variables": {"GREETING": "hi"}, "secrets": {"API_KEY": "s3cret-value"}});
+    let (status, body) = server
+        .deploy_parts("cfg", env_dumper(), &[("variables", variables)])
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     let (_, env) = server.get_text("/fn/cfg").await;
     assert!(env.contains("GREETING=hi"), "{env}");
     assert!(env.contains("API_KEY=s3cret-value"), "{env}");
@@ -432,4 +419,179 @@ async fn an_outbound_request_gives_up_at_the_functions_timeout() {
     assert!(body.starts_with("fetch failed"), "{body}");
     // Well before the function's own 20 s timeout.
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
+}
+
+/// The log lines of `function` at `level` or above, as `stream level: line`.
+async fn leveled_lines(server: &Server, function: &str, level: &str) -> Vec<String> {
+    let (status, body) = server
+        .get_json(&format!(
+            "/v1/functions/{function}/logs?limit=1000&level={level}"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .map(|l| format!("{} {}: {}", l["stream"], l["level"], l["line"]).replace('"', ""))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_python_component_uses_wasi_keyvalue_config_and_logging() {
+    let server = Server::start();
+    let app = example("kv-python/app.wasm");
+    let (status, body) = server
+        .deploy_parts(
+            "notes",
+            app.clone(),
+            &[
+                ("config", json!({"key_value_stores": ["default", "shared"]})),
+                (
+                    "variables",
+                    json!({"variables": {"greeting": "hi"}, "secrets": {"token": "t0ken"}}),
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server
+        .deploy_ok("other", app, json!({"key_value_stores": ["shared"]}))
+        .await;
+    let call = |method: Method, path: &'static str, body: &'static str| {
+        let server = &server;
+        async move {
+            let (status, _, text) = server.call(method, path, body).await;
+            (status.as_u16(), text)
+        }
+    };
+
+    // Round trip through the function, visible to operators, and seeded by them.
+    assert_eq!(
+        call(Method::PUT, "/fn/notes/kv/default/a", "1").await.0,
+        204
+    );
+    assert_eq!(
+        call(Method::GET, "/fn/notes/kv/default/a", "").await,
+        (200, "1".into())
+    );
+    assert_eq!(server.get_text("/v1/kv/default/a").await.1, "1");
+    let seeded = server.cli(&["kv", "set", "default", "b", "from the cli"]);
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    assert_eq!(
+        call(Method::GET, "/fn/notes/kv/default/b", "").await,
+        (200, "from the cli".into())
+    );
+    assert_eq!(
+        call(Method::GET, "/fn/notes/kv/default/zz", "").await.0,
+        404
+    );
+
+    // atomics.increment.
+    for want in ["5", "10"] {
+        let (status, sum) = call(Method::POST, "/fn/notes/kv/default/n/increment?by=5", "").await;
+        assert_eq!((status, sum.as_str()), (200, want));
+    }
+    assert_eq!(server.get_text("/v1/kv/default/n").await.1, "10");
+
+    // batch: set-many and get-many, then delete-many.
+    let (status, read_back) = call(Method::POST, "/fn/notes/batch/default", "x=1\ny=2").await;
+    assert_eq!((status, read_back.as_str()), (200, "x=1\ny=2\n"));
+    assert_eq!(
+        call(Method::DELETE, "/fn/notes/batch/default?keys=x,y", "")
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        server.get_text("/v1/kv/default/x").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // list-keys, across pages: more keys than one page holds.
+    let many: String = (0..1100).map(|i| format!("k{i:04}=v\n")).collect();
+    let (status, _, _) = server
+        .call(Method::POST, "/fn/notes/batch/default", &many)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, keys) = call(Method::GET, "/fn/notes/kv/default", "").await;
+    assert_eq!(status, 200);
+    let keys: Vec<&str> = keys.lines().collect();
+    assert_eq!(keys.len(), 1103, "a, b, n and 1100 more");
+    assert_eq!(keys[..3], ["a", "b", "k0000"]);
+    assert_eq!(keys.last(), Some(&"n"));
+
+    // Stores are separate, and a function opens only the stores it was granted.
+    assert_eq!(
+        call(Method::PUT, "/fn/notes/kv/shared/a", "shared").await.0,
+        204
+    );
+    assert_eq!(call(Method::GET, "/fn/notes/kv/default/a", "").await.1, "1");
+    assert_eq!(
+        call(Method::GET, "/fn/other/kv/shared/a", "").await,
+        (200, "shared".into())
+    );
+    assert_eq!(
+        call(Method::GET, "/fn/other/kv/default/a", "").await,
+        (403, "access denied\n".into())
+    );
+    logged(&server, "other", "`default` is not granted").await;
+
+    // wasi:config: variables and secrets, by name and all at once.
+    assert_eq!(
+        call(Method::GET, "/fn/notes/config/greeting", "").await,
+        (200, "hi".into())
+    );
+    assert_eq!(
+        call(Method::GET, "/fn/notes/config/token", "").await,
+        (200, "t0ken".into())
+    );
+    assert_eq!(
+        call(Method::GET, "/fn/notes/config/missing", "").await.0,
+        404
+    );
+    assert_eq!(
+        call(Method::GET, "/fn/notes/config", "").await,
+        (200, "greeting\ntoken\n".into())
+    );
+    assert_eq!(
+        call(Method::GET, "/fn/other/config", "").await,
+        (200, "".into())
+    );
+
+    // wasi:logging lines keep their level; a stderr line announces its own.
+    assert_eq!(
+        call(Method::GET, "/fn/notes/log", "").await,
+        (200, "logged\n".into())
+    );
+    let lines = logged(&server, "notes", "a critical line").await;
+    assert!(
+        lines.iter().any(|l| l == "kv-python: GET /log"),
+        "{lines:?}"
+    );
+    let severe = leveled_lines(&server, "notes", "warn").await;
+    let from_log: Vec<&String> = severe.iter().filter(|l| l.contains("a ")).collect();
+    assert_eq!(
+        from_log,
+        [
+            "log warn: kv-python: a warn line",
+            "log error: kv-python: a error line",
+            "log critical: kv-python: a critical line",
+        ]
+    );
+    assert!(
+        severe.contains(&"stderr warn: warning: this one went to stderr".to_string()),
+        "{severe:?}"
+    );
+    assert!(!severe.iter().any(|l| l.contains("GET /log")), "{severe:?}");
+    let trace = leveled_lines(&server, "notes", "trace").await;
+    assert!(trace.contains(&"log trace: kv-python: a trace line".to_string()));
+    let (status, body) = server.get_json("/v1/functions/notes/logs?level=loud").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    let cli = stdout(&server.cli(&["logs", "notes", "--level", "critical"]));
+    assert!(
+        cli.trim_end()
+            .ends_with("log critical: kv-python: a critical line"),
+        "{cli}"
+    );
 }

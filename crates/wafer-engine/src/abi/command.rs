@@ -50,7 +50,7 @@ pub(crate) async fn run_component(
         host::wasi_builder(&argv(settings, args), &settings.env, stdin, limits);
     let mut store = Store::new(
         pre.engine(),
-        ComponentState::new(builder.build(), settings, CallDepth::default()),
+        ComponentState::new(builder.build(), settings, CallDepth::default(), &stdio),
     );
     limits::apply(&mut store, limits);
     let mut instantiate = Duration::ZERO;
@@ -81,7 +81,10 @@ fn finish(
     usage: Usage,
     tracer: Tracer,
 ) -> Result<CommandOutput, InvokeError> {
-    tracer.send(Trace::new(usage, &[(Stream::Stderr, &stdio.stderr)]));
+    tracer.send(Trace::new(
+        usage,
+        &[(Stream::Stderr, &stdio.stderr), (Stream::Log, &stdio.log)],
+    ));
     let exit_code = exit?;
     Ok(CommandOutput {
         exit_code,

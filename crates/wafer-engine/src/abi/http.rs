@@ -92,7 +92,7 @@ pub(crate) async fn serve(
                 Bytes::new(),
                 &limits,
             );
-            let state = ComponentState::new(builder.build(), settings, depth);
+            let state = ComponentState::new(builder.build(), settings, depth, &stdio);
             (Store::new(pre.engine(), state), None, stdio, 0)
         }
     };
@@ -143,6 +143,7 @@ pub(crate) async fn serve(
             &[
                 (Stream::Stdout, &stdio.stdout),
                 (Stream::Stderr, &stdio.stderr),
+                (Stream::Log, &stdio.log),
             ],
         ));
         let proxy = result?;

@@ -33,6 +33,7 @@ use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
+use wafer_api::LogLevel;
 use wasmtime::{Caller, Extern, Instance, InstancePre, Linker, Module, Store, Val};
 use wasmtime_wasi::I32Exit;
 
@@ -182,8 +183,8 @@ impl ProxyCtx {
         }
     }
 
-    fn log(&self, level: &str, message: &str) {
-        self.log.append(format!("[{level}] {message}\n").as_bytes());
+    fn log(&self, level: LogLevel, message: &str) {
+        self.log.log(level, message);
     }
 }
 
@@ -243,7 +244,7 @@ pub(crate) async fn serve(
             (Stream::Stderr, &stdio.stderr),
         ],
     );
-    let logged = Trace::new(Usage::default(), &[(Stream::Stderr, &ctx.log)]);
+    let logged = Trace::new(Usage::default(), &[(Stream::Log, &ctx.log)]);
     trace.logs.extend(logged.logs);
     trace.logs_truncated |= logged.logs_truncated;
     tracer.send(trace);
@@ -614,8 +615,6 @@ fn splice(buffer: &mut Vec<u8>, start: usize, size: usize, data: &[u8]) {
     buffer.splice(start..end, data.iter().copied());
 }
 
-const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "critical"];
-
 /// The host calls wafer implements.
 fn add_to_linker(linker: &mut Linker<ModuleState>) -> wasmtime::Result<()> {
     linker.func_wrap(
@@ -626,7 +625,8 @@ fn add_to_linker(linker: &mut Linker<ModuleState>) -> wasmtime::Result<()> {
                 Ok(m) => m,
                 Err(code) => return code,
             };
-            let level = LEVELS.get(level as usize).copied().unwrap_or("info");
+            // proxy-wasm numbers its levels as wafer ranks them: trace 0 to critical 5.
+            let level = LogLevel::from_rank(level.into());
             status_of(ctx(&mut caller).map(|c| c.log(level, &message)))
         },
     )?;
@@ -1033,7 +1033,7 @@ fn add_to_linker(linker: &mut Linker<ModuleState>) -> wasmtime::Result<()> {
 /// Logs why a Runtime ABI call failed and returns the status the guest gets.
 fn failed(caller: &mut Ctx<'_>, call: &str, error: &PlatformError) -> i32 {
     if let Ok(c) = ctx(caller) {
-        c.log("error", &format!("{call} failed: {error}"));
+        c.log(LogLevel::Error, &format!("{call} failed: {error}"));
     }
     match error {
         PlatformError::NotFound(_) => status::NOT_FOUND,

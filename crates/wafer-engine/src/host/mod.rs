@@ -4,6 +4,7 @@
 //! Neither has preopened directories, sockets, or the host's environment. Outbound HTTP reaches only the
 //! hosts a function is granted (`outbound.rs`).
 
+pub(crate) mod capabilities;
 pub(crate) mod outbound;
 pub(crate) mod output;
 pub(crate) mod platform;
@@ -24,10 +25,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-/// The captured standard streams of one invocation.
+/// The captured output of one invocation: its standard streams, and what it sent to a logging
+/// interface.
 pub(crate) struct Stdio {
     pub(crate) stdout: CappedOutput,
     pub(crate) stderr: CappedOutput,
+    pub(crate) log: CappedOutput,
 }
 
 impl Stdio {
@@ -35,13 +38,15 @@ impl Stdio {
         Self {
             stdout: CappedOutput::new(limits.response_bytes),
             stderr: CappedOutput::new(limits.stderr_bytes),
+            log: CappedOutput::new(limits.stderr_bytes),
         }
     }
 
-    /// Empties both streams for an instance's next request.
+    /// Empties every stream for an instance's next request.
     pub(crate) fn clear(&self) {
         self.stdout.clear();
         self.stderr.clear();
+        self.log.clear();
     }
 }
 
@@ -97,14 +102,17 @@ pub(crate) struct ComponentState {
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: OutboundHooks,
+    /// Where `wasi:logging` lines and refused capability calls go.
+    log: CappedOutput,
     limiter: MemoryLimiter,
 }
 
 impl ComponentState {
-    /// State for a run of the function `settings` describes, `depth` calls deep.
-    pub(crate) fn new(wasi: WasiCtx, settings: &Settings, depth: CallDepth) -> Self {
+    /// State for a run of the function `settings` describes, `depth` calls deep, logging to `stdio`.
+    pub(crate) fn new(wasi: WasiCtx, settings: &Settings, depth: CallDepth, stdio: &Stdio) -> Self {
         Self {
             wasi,
+            log: stdio.log.clone(),
             config: settings.variables.config.clone(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
+use wafer_api::LogLevel;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
@@ -72,6 +73,16 @@ impl CappedOutput {
         let kept = bytes.len().min(room);
         state.buffer.extend_from_slice(&bytes[..kept]);
         bytes.len()
+    }
+
+    /// Appends `message` to a log stream ([`crate::Stream::Log`]), every line marked with `level` the way
+    /// [`crate::Trace`] reads it back.
+    pub(crate) fn log(&self, level: LogLevel, message: &str) {
+        let mut text = String::with_capacity(message.len() + 16);
+        for line in message.lines() {
+            text.push_str(&format!("[{level}] {line}\n"));
+        }
+        self.append(text.as_bytes());
     }
 }
 

@@ -71,7 +71,10 @@ pub async fn show(args: ExecutionArgs) -> anyhow::Result<ExitCode> {
     if !e.logs.is_empty() {
         println!("logs:");
         for line in &e.logs {
-            println!("  {} {}: {}", line.at, line.stream, line.line);
+            println!(
+                "  {} {} {}: {}",
+                line.at, line.stream, line.level, line.line
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -128,8 +131,8 @@ fn print_line(output: Output, line: &LogEntry) -> anyhow::Result<()> {
     match output {
         Output::Json => println!("{}", serde_json::to_string(line)?),
         Output::Text => println!(
-            "{} {} {}: {}",
-            line.at, line.execution_id, line.stream, line.line
+            "{} {} {} {}: {}",
+            line.at, line.execution_id, line.stream, line.level, line.line
         ),
     }
     Ok(())
@@ -139,6 +142,9 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.client);
     let path = format!("/v1/functions/{}/logs", args.name);
     let mut query = vec![("limit", args.limit.to_string())];
+    if let Some(level) = args.level {
+        query.push(("level", level));
+    }
     if !args.follow {
         let list: LogList = client.get_query(&path, &query).await?;
         for line in &list.logs {

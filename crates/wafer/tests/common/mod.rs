@@ -140,9 +140,24 @@ impl Server {
 
     /// Deploys `module` with `config` as multipart; returns status and JSON body.
     pub async fn deploy(&self, name: &str, module: Vec<u8>, config: Value) -> (StatusCode, Value) {
-        let form = reqwest::multipart::Form::new()
-            .part("module", reqwest::multipart::Part::bytes(module))
-            .part("config", reqwest::multipart::Part::text(config.to_string()));
+        self.deploy_parts(name, module, &[("config", config)]).await
+    }
+
+    /// Deploys `module` with the given JSON parts (`config`, `variables`); returns status and JSON body.
+    pub async fn deploy_parts(
+        &self,
+        name: &str,
+        module: Vec<u8>,
+        parts: &[(&str, Value)],
+    ) -> (StatusCode, Value) {
+        let mut form =
+            reqwest::multipart::Form::new().part("module", reqwest::multipart::Part::bytes(module));
+        for (part, value) in parts {
+            form = form.part(
+                part.to_string(),
+                reqwest::multipart::Part::text(value.to_string()),
+            );
+        }
         let response = self
             .request(
                 reqwest::Method::POST,
