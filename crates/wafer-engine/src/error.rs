@@ -42,6 +42,23 @@ pub enum InvokeError {
     Internal(String),
 }
 
+impl InvokeError {
+    /// The HTTP status a caller gets for this failure, and the error code that names it.
+    pub fn status(&self) -> (http::StatusCode, &'static str) {
+        use http::StatusCode;
+        match self {
+            Self::Trap(_) => (StatusCode::INTERNAL_SERVER_ERROR, "trap"),
+            Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            Self::MemoryLimit(_) => (StatusCode::INTERNAL_SERVER_ERROR, "memory_limit"),
+            Self::FuelExhausted(_) => (StatusCode::INTERNAL_SERVER_ERROR, "fuel_exhausted"),
+            Self::BadResponse(_) => (StatusCode::BAD_GATEWAY, "bad_response"),
+            Self::Failed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "function_failed"),
+            Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
 /// Renders a wasmtime error with its whole chain of causes on one line.
 pub(crate) fn describe(err: &wasmtime::Error) -> String {
     let mut text = String::new();

@@ -132,16 +132,7 @@ impl From<CompileError> for ApiError {
 
 impl From<InvokeError> for ApiError {
     fn from(err: InvokeError) -> Self {
-        let (status, code) = match err {
-            InvokeError::Trap(_) => (StatusCode::INTERNAL_SERVER_ERROR, "trap"),
-            InvokeError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-            InvokeError::MemoryLimit(_) => (StatusCode::INTERNAL_SERVER_ERROR, "memory_limit"),
-            InvokeError::FuelExhausted(_) => (StatusCode::INTERNAL_SERVER_ERROR, "fuel_exhausted"),
-            InvokeError::BadResponse(_) => (StatusCode::BAD_GATEWAY, "bad_response"),
-            InvokeError::Failed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "function_failed"),
-            InvokeError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
-            InvokeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
+        let (status, code) = err.status();
         Self::new(status, code, err.to_string())
     }
 }

@@ -18,6 +18,13 @@ pub enum Command {
     Serve(ServeArgs),
     /// Deploy a wasm file as a new version of a function; the new version goes live at once.
     Deploy(DeployArgs),
+    /// Package a wasm file and its configuration as an OCI image (an image layout tarball) for
+    /// containerd, Kubernetes and registries.
+    Package(PackageArgs),
+    /// Push a function (a .wasm file or a `wafer package` tarball) to an OCI registry.
+    Push(PushArgs),
+    /// Pull a function from an OCI registry: its wasm and its config.
+    Pull(PullArgs),
     /// Call a function through the management API, synchronously or (--async) through the queue.
     Invoke(InvokeArgs),
     /// List deployed functions.
@@ -232,11 +239,69 @@ pub struct RollbackArgs {
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// The .wasm file (a component or a WASI module).
-    pub file: PathBuf,
+    /// The .wasm file (a component or a WASI module), or oci://REF for an image in a registry (its
+    /// config is the base; flags given here override it).
+    pub file: String,
     /// The function's name: 1 to 63 of a-z, 0-9 and `-`.
     #[arg(long)]
     pub name: String,
+    #[command(flatten)]
+    pub function: FunctionFlags,
+    /// Speak plain HTTP to the registry of an oci:// image (always so for localhost and 127.0.0.1).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// A configuration variable, KEY=VALUE (repeatable); added to the function's configuration.
+    #[arg(long = "var", value_parser = crate::cmd::deploy::parse_env)]
+    pub vars: Vec<(String, String)>,
+    /// A secret, KEY=VALUE (repeatable); the function reads it, the API never shows it.
+    #[arg(long = "secret", value_parser = crate::cmd::deploy::parse_env)]
+    pub secrets: Vec<(String, String)>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// The .wasm file (a component or a WASI module).
+    pub file: PathBuf,
+    /// Where to write the OCI image layout tarball.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// The image's name and tag, NAME[:TAG] (default: the file's name, tag `latest`).
+    #[arg(long)]
+    pub tag: Option<String>,
+    #[command(flatten)]
+    pub function: FunctionFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// A .wasm file (packaged with the flags below) or an image layout tarball from `wafer package`.
+    pub file: PathBuf,
+    /// Where to push: REGISTRY/REPOSITORY[:TAG], e.g. ghcr.io/me/hello:v1.
+    pub reference: String,
+    /// Speak plain HTTP to the registry (always so for localhost and 127.0.0.1).
+    #[arg(long)]
+    pub plain_http: bool,
+    #[command(flatten)]
+    pub function: FunctionFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The image: REGISTRY/REPOSITORY[:TAG|@DIGEST].
+    pub reference: String,
+    /// Where to write the wasm (default: REPOSITORY.wasm); its config goes beside it as .json.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Speak plain HTTP to the registry (always so for localhost and 127.0.0.1).
+    #[arg(long)]
+    pub plain_http: bool,
+}
+
+/// A function's configuration, as flags: for `wafer deploy`, `wafer package` and `wafer push`.
+#[derive(Debug, Args)]
+pub struct FunctionFlags {
     /// Force the kind instead of detecting it: http, wagi, command or proxy-wasm.
     #[arg(long)]
     pub kind: Option<wafer_api::Kind>,
@@ -289,20 +354,12 @@ pub struct DeployArgs {
     /// A function (name or proxy-wasm id, or `*`) this one may call inside the server (repeatable).
     #[arg(long = "call")]
     pub call: Vec<String>,
-    /// A configuration variable, KEY=VALUE (repeatable); added to the function's configuration.
-    #[arg(long = "var", value_parser = crate::cmd::deploy::parse_env)]
-    pub vars: Vec<(String, String)>,
-    /// A secret, KEY=VALUE (repeatable); the function reads it, the API never shows it.
-    #[arg(long = "secret", value_parser = crate::cmd::deploy::parse_env)]
-    pub secrets: Vec<(String, String)>,
     /// The most outbound HTTP requests in flight at once (default 16).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_outbound: Option<u32>,
     /// The timeout of each outbound request's connect and response waits, e.g. 5s (default 30s).
     #[arg(long, value_parser = crate::cmd::deploy::parse_timeout_ms)]
     pub outbound_timeout: Option<u64>,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]

@@ -107,7 +107,9 @@ async fn layotto_functions_call_each_other_and_read_state_seeded_with_the_cli() 
     logged(&server, "function2", "looked up a book").await;
     let lines = leveled_lines(&server, "function2", "info").await;
     assert!(
-        lines.iter().any(|l| l.starts_with("log info: looked up a book")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("log info: looked up a book")),
         "proxy_log keeps its level: {lines:?}"
     );
     let (_, executions) = server.get_json("/v1/functions/function2/executions").await;

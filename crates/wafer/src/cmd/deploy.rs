@@ -1,6 +1,6 @@
 //! `wafer deploy FILE --name N …`, and the parsers of its size and duration flags.
 
-use crate::cli::DeployArgs;
+use crate::cli::{DeployArgs, FunctionFlags};
 use crate::client::Client;
 use crate::output;
 use anyhow::Context;
@@ -8,29 +8,17 @@ use std::process::ExitCode;
 use wafer_api::{ConfigUpdate, FunctionConfig};
 
 pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
-    let module = tokio::fs::read(&args.file)
-        .await
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let config = FunctionConfig {
-        kind: args.kind,
-        routes: args.routes,
-        env: args.env.into_iter().collect(),
-        memory_mb: args.memory,
-        timeout_ms: args.timeout,
-        fuel: args.fuel,
-        max_request_bytes: args.max_body,
-        max_response_bytes: args.max_response,
-        allowed_outbound_hosts: args.allow_outbound,
-        max_concurrency: args.concurrency,
-        private: args.private,
-        max_attempts: args.max_attempts,
-        retry_backoff_ms: args.retry_backoff,
-        schedule: args.schedule,
-        reuse: args.reuse,
-        key_value_stores: args.kv,
-        allowed_functions: args.call,
-        max_outbound: args.max_outbound,
-        outbound_timeout_ms: args.outbound_timeout,
+    let (module, config) = match args.file.strip_prefix("oci://") {
+        Some(reference) => {
+            let (module, base) = super::registry::fetch(reference, args.plain_http).await?;
+            (module, overlay(base, args.function.config()))
+        }
+        None => {
+            let module = tokio::fs::read(&args.file)
+                .await
+                .with_context(|| format!("cannot read {}", args.file))?;
+            (module, args.function.config())
+        }
     };
     let variables = ConfigUpdate {
         variables: args.vars.into_iter().collect(),
@@ -57,6 +45,61 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
     }
     output::message(args.client.output, &version, &text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+impl FunctionFlags {
+    /// The configuration these flags describe.
+    pub fn config(self) -> FunctionConfig {
+        FunctionConfig {
+            kind: self.kind,
+            routes: self.routes,
+            env: self.env.into_iter().collect(),
+            memory_mb: self.memory,
+            timeout_ms: self.timeout,
+            fuel: self.fuel,
+            max_request_bytes: self.max_body,
+            max_response_bytes: self.max_response,
+            allowed_outbound_hosts: self.allow_outbound,
+            max_concurrency: self.concurrency,
+            private: self.private,
+            max_attempts: self.max_attempts,
+            retry_backoff_ms: self.retry_backoff,
+            schedule: self.schedule,
+            reuse: self.reuse,
+            key_value_stores: self.kv,
+            allowed_functions: self.call,
+            max_outbound: self.max_outbound,
+            outbound_timeout_ms: self.outbound_timeout,
+        }
+    }
+}
+
+/// `base` with every setting `flags` gives replacing its own (`env` entries are merged).
+fn overlay(base: FunctionConfig, flags: FunctionConfig) -> FunctionConfig {
+    let list = |given: Vec<String>, base: Vec<String>| if given.is_empty() { base } else { given };
+    let mut env = base.env;
+    env.extend(flags.env);
+    FunctionConfig {
+        kind: flags.kind.or(base.kind),
+        routes: list(flags.routes, base.routes),
+        env,
+        memory_mb: flags.memory_mb.or(base.memory_mb),
+        timeout_ms: flags.timeout_ms.or(base.timeout_ms),
+        fuel: flags.fuel.or(base.fuel),
+        max_request_bytes: flags.max_request_bytes.or(base.max_request_bytes),
+        max_response_bytes: flags.max_response_bytes.or(base.max_response_bytes),
+        allowed_outbound_hosts: list(flags.allowed_outbound_hosts, base.allowed_outbound_hosts),
+        max_concurrency: flags.max_concurrency.or(base.max_concurrency),
+        private: flags.private || base.private,
+        max_attempts: flags.max_attempts.or(base.max_attempts),
+        retry_backoff_ms: flags.retry_backoff_ms.or(base.retry_backoff_ms),
+        schedule: flags.schedule.or(base.schedule),
+        reuse: flags.reuse.or(base.reuse),
+        key_value_stores: list(flags.key_value_stores, base.key_value_stores),
+        allowed_functions: list(flags.allowed_functions, base.allowed_functions),
+        max_outbound: flags.max_outbound.or(base.max_outbound),
+        outbound_timeout_ms: flags.outbound_timeout_ms.or(base.outbound_timeout_ms),
+    }
 }
 
 /// Parses `KEY=VALUE`.

@@ -4,6 +4,8 @@ pub mod deploy;
 mod executions;
 mod invoke;
 mod list;
+pub mod package;
+mod registry;
 mod serve;
 mod state;
 
@@ -26,6 +28,9 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Deploy(args) => deploy::run(args).await,
+            Command::Package(args) => package::run(args).await,
+            Command::Push(args) => registry::push(args).await,
+            Command::Pull(args) => registry::pull(args).await,
             Command::Invoke(args) => invoke::run(args).await,
             Command::Ls(args) => list::functions(args).await,
             Command::Versions(args) => list::versions(args).await,

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Cold start under containerd: `ctr run --rm` of a wafer command function (containerd-shim-wafer-v1)
+# against a busybox container (runc), measured in the same run on this machine. Each run is a new
+# container and a new shim process. Needs root, containerd, runc and busybox-static.
+#
+#   bench/containerd/coldstart.sh [RUNS]            (default 20; release build)
+#   PROFILE=dev bench/containerd/coldstart.sh       (the debug build the tests use)
+#   SKIP_BUILD=1 PROFILE=dev bench/containerd/coldstart.sh 10
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+runs=${1:-20}
+command -v busybox >/dev/null || { apt-get install -y -qq busybox-static >/dev/null; }
+
+profile=${PROFILE:-release}
+# SKIP_BUILD=1 uses the binaries already built for that profile.
+[ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$profile" -p wafer -p containerd-shim-wafer --manifest-path "$repo/Cargo.toml" >&2
+[ "$profile" = dev ] && out=debug || out=$profile
+target=$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/$out
+
+dir=$(mktemp -d)
+cat >"$dir/config.toml" <<TOML
+version = 2
+root = "$dir/root"
+state = "$dir/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$dir/containerd.sock"
+TOML
+PATH="$target:$PATH" containerd --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 &
+containerd_pid=$!
+cleanup() {
+  kill "$containerd_pid" 2>/dev/null || true
+  wait "$containerd_pid" 2>/dev/null || true
+  grep " $dir" /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+ctr() { command ctr --address "$dir/containerd.sock" --namespace bench "$@"; }
+until ctr version >/dev/null 2>&1; do sleep 0.1; done
+
+"$target/wafer" package "$repo/examples/command-c/greet.wasm" --output "$dir/greet.tar" --tag greet:bench --kind command >&2
+python3 "$here/busybox-image.py" "$dir/busybox.tar"
+ctr images import "$dir/greet.tar" >&2
+ctr images import "$dir/busybox.tar" >&2
+
+# Prints the median and the fastest of $runs runs of: ctr run --rm IMAGE ID COMMAND..., each printing a
+# greeting.
+measure() {
+  local label=$1 image=$2; shift 2
+  local times=()
+  for i in $(seq "$runs"); do
+    local start end
+    start=$(date +%s%N)
+    ctr run --rm "${runtime[@]}" "$image" "bench-$i" "$@" </dev/null >/dev/null 2>&1
+    end=$(date +%s%N)
+    times+=($(( (end - start) / 1000000 )))
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk -v label="$label" '{t[NR]=$1} END {printf "%-40s median %5d ms   fastest %5d ms   (%d runs)\n", label, t[int((NR+1)/2)], t[1], NR}'
+}
+
+echo "containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | head -1 | awk '{print $3}'), $(nproc) cores"
+runtime=(--runtime io.containerd.wafer.v1)
+measure "wafer command (containerd-shim-wafer)" docker.io/library/greet:bench /app.wasm bench
+runtime=()
+measure "busybox echo (runc)" docker.io/library/busybox:bench /bin/echo Hello, bench!

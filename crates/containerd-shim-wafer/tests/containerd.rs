@@ -1,0 +1,391 @@
+//! The shim under a real containerd: images made with `wafer package`, imported and run with `ctr`.
+//!
+//! It starts its own containerd (as root, config and socket in a temporary directory) with the shim on
+//! its PATH, and stops it by PID at the end. Without containerd or root it skips with a message, unless
+//! `CI` is set: CI installs containerd and runc (`.ci/run`) and must run it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const RUNTIME: &str = "io.containerd.wafer.v1";
+const NAMESPACE: &str = "wafer-test";
+
+/// A containerd of the test's own, stopped and cleaned away on drop.
+struct Containerd {
+    dir: tempfile::TempDir,
+    process: Child,
+}
+
+impl Containerd {
+    /// Starts containerd, or says why it cannot and returns `None` (a failure in CI).
+    fn start() -> Option<Self> {
+        let missing = if !on_path("containerd") || !on_path("ctr") || !on_path("runc") {
+            Some("containerd, ctr and runc must be installed (apt install containerd runc)")
+        } else if unsafe { libc::geteuid() } != 0 {
+            Some("containerd needs root")
+        } else {
+            None
+        };
+        if let Some(reason) = missing {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the containerd test: {reason}"
+            );
+            eprintln!("skipping the containerd test: {reason}");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("wafer-containerd-")
+            .tempdir()
+            .expect("temp dir");
+        let root = dir.path();
+        let config = format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{0}/containerd.sock\"\n\
+             [ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n",
+            root.display()
+        );
+        std::fs::write(root.join("config.toml"), config).expect("config");
+        let shim = PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-wafer-v1"));
+        let path = format!(
+            "{}:{}",
+            shim.parent().expect("shim dir").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = std::fs::File::create(root.join("containerd.log")).expect("log");
+        let process = Command::new("containerd")
+            .arg("--config")
+            .arg(root.join("config.toml"))
+            .env("PATH", path)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let containerd = Self { dir, process };
+        let started = Instant::now();
+        while !containerd.ctr(&["version"]).status.success() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "containerd did not come up: {}",
+                containerd.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(containerd)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("ctr");
+        command
+            .arg("--address")
+            .arg(self.dir.path().join("containerd.sock"))
+            .args(["--namespace", NAMESPACE])
+            .args(args);
+        command
+    }
+
+    /// Runs `ctr ARGS` with no input.
+    fn ctr(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ctr")
+    }
+
+    /// Runs `ctr ARGS` with `input` on its stdin, printing the command and what it wrote, as a
+    /// transcript. A run that takes over a minute is killed and fails the test.
+    fn ctr_with_input(&self, args: &[&str], input: &[u8]) -> (Output, Duration) {
+        let started = Instant::now();
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ctr");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input).expect("write stdin");
+        drop(stdin);
+        while child.try_wait().expect("wait for ctr").is_none() {
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("ctr {} did not finish within a minute", args.join(" "));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let output = child.wait_with_output().expect("ctr output");
+        let took = started.elapsed();
+        println!("$ ctr {}", args.join(" "));
+        print!("{}", String::from_utf8_lossy(&output.stdout));
+        print!("{}", String::from_utf8_lossy(&output.stderr));
+        println!("[exit {:?}, {} ms]", output.status.code(), took.as_millis());
+        (output, took)
+    }
+
+    /// Imports an image layout tarball.
+    fn import(&self, tarball: &Path) {
+        let path = tarball.to_string_lossy();
+        let output = self.ctr(&["images", "import", &path]);
+        assert!(output.status.success(), "import {path}: {}", text(&output));
+        println!("$ ctr images import {path}\n{}", text(&output));
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // Tasks left by a failed assertion: kill them so their shims exit and their mounts go.
+        let tasks = self.ctr(&["tasks", "ls", "--quiet"]);
+        for id in String::from_utf8_lossy(&tasks.stdout).lines() {
+            self.ctr(&["tasks", "kill", "--signal", "SIGKILL", id]);
+            std::thread::sleep(Duration::from_millis(200));
+            self.ctr(&["tasks", "rm", "--force", id]);
+            self.ctr(&["containers", "rm", id]);
+        }
+        unsafe { libc::kill(self.process.id() as i32, libc::SIGTERM) };
+        let _ = self.process.wait();
+        // Snapshots containerd left mounted under its root keep the directory from being removed.
+        let root = self.dir.path().to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|p| p.starts_with(&root))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            if let Ok(point) = std::ffi::CString::new(point) {
+                unsafe { libc::umount2(point.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+/// The `wafer` CLI next to this test's binary (built by `cargo test --workspace`), built if missing.
+fn wafer() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    let wafer = target.join("wafer");
+    if !wafer.is_file() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "wafer"])
+            .current_dir(repo(""))
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "cannot build the wafer CLI");
+    }
+    wafer
+}
+
+/// `wafer package FILE --output DIR/NAME.tar --tag NAME:test ARGS…`.
+fn package(dir: &Path, file: &str, name: &str, args: &[&str]) -> PathBuf {
+    let output = dir.join(format!("{name}.tar"));
+    let result = Command::new(wafer())
+        .arg("package")
+        .arg(repo(file))
+        .arg("--output")
+        .arg(&output)
+        .args(["--tag", &format!("{name}:test")])
+        .args(args)
+        .output()
+        .expect("wafer package");
+    assert!(result.status.success(), "{}", text(&result));
+    println!(
+        "$ wafer package {file} … --tag {name}:test\n{}",
+        text(&result)
+    );
+    output
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `GET url` through a raw HTTP/1.0 exchange: the status line and the body.
+fn get(url_port: u16, path: &str) -> std::io::Result<(String, String)> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", url_port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.lines().next().unwrap_or_default().to_string();
+    Ok((status, body.to_string()))
+}
+
+#[test]
+fn functions_run_as_containers_under_containerd() {
+    let Some(containerd) = Containerd::start() else {
+        return;
+    };
+    let images = tempfile::tempdir().expect("temp dir");
+    let greet = package(
+        images.path(),
+        "examples/command-c/greet.wasm",
+        "greet",
+        &["--kind", "command", "--env", "GREETING=Hi"],
+    );
+    let hello = package(images.path(), "examples/wagi-c/hello.wasm", "hello", &[]);
+    let bomb = package(
+        images.path(),
+        "crates/wafer/tests/fixtures/hostile.wasm",
+        "bomb",
+        &[
+            "--kind",
+            "command",
+            "--env",
+            "PATH_INFO=/malloc",
+            "--memory",
+            "32MiB",
+        ],
+    );
+    for image in [&greet, &hello, &bomb] {
+        containerd.import(image);
+    }
+    let image = |name: &str| format!("docker.io/library/{name}:test");
+
+    // A command runs to completion: arguments in, stdout and stderr out, its exit code the task's.
+    let greet = image("greet");
+    let (output, _) = containerd.ctr_with_input(
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            &greet,
+            "greet1",
+            "/app.wasm",
+            "containerd",
+            "runc",
+        ],
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "Hi, containerd!\nHi, runc!\n"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("greeted 2"));
+    let (output, _) = containerd.ctr_with_input(
+        &["run", "--rm", "--runtime", RUNTIME, &greet, "greet2"],
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("usage"));
+
+    // An http (WAGI) function serves on WAFER_LISTEN until it is stopped.
+    let port = free_port();
+    let listen = format!("WAFER_LISTEN=127.0.0.1:{port}");
+    let started = containerd.ctr(&[
+        "run",
+        "--detach",
+        "--net-host",
+        "--env",
+        &listen,
+        "--runtime",
+        RUNTIME,
+        &image("hello"),
+        "web",
+    ]);
+    assert!(started.status.success(), "{}", text(&started));
+    println!(
+        "$ ctr run --detach --net-host --env {listen} --runtime {RUNTIME} {} web",
+        image("hello")
+    );
+    let serving = Instant::now();
+    let answer = loop {
+        match get(port, "/?name=containerd") {
+            Ok(answer) => break answer,
+            Err(e) => {
+                assert!(
+                    serving.elapsed() < Duration::from_secs(30),
+                    "the http function never answered: {e}\n{}",
+                    containerd.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    println!(
+        "$ curl http://127.0.0.1:{port}/?name=containerd\n{} {}",
+        answer.0, answer.1
+    );
+    assert!(answer.0.contains("200"), "{answer:?}");
+    assert!(answer.1.starts_with("Hello, containerd!\n"), "{answer:?}");
+    assert!(answer.1.contains("greeting=(unset)"), "{answer:?}");
+
+    // A memory bomb fails on its own; the http task keeps serving.
+    let (output, _) = containerd.ctr_with_input(
+        &["run", "--rm", "--runtime", RUNTIME, &image("bomb"), "bomb"],
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(137), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("memory limit"),
+        "{}",
+        text(&output)
+    );
+    let (status, body) = get(port, "/?name=again").expect("still serving");
+    assert!(status.contains("200"), "{status}");
+    assert!(body.starts_with("Hello, again!\n"), "{body}");
+
+    // SIGTERM ends the http task cleanly: it stops with exit code 0 (ctr tasks rm fails otherwise).
+    let killed = containerd.ctr(&["tasks", "kill", "web"]);
+    assert!(killed.status.success(), "{}", text(&killed));
+    println!("$ ctr tasks kill web");
+    let stopping = Instant::now();
+    loop {
+        let tasks = text(&containerd.ctr(&["tasks", "ls"]));
+        if tasks
+            .lines()
+            .any(|l| l.starts_with("web ") && l.contains("STOPPED"))
+        {
+            println!("$ ctr tasks ls\n{tasks}");
+            break;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(20),
+            "the http task did not stop: {tasks}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let removed = containerd.ctr(&["tasks", "rm", "web"]);
+    assert!(removed.status.success(), "exit status: {}", text(&removed));
+    let removed = containerd.ctr(&["containers", "rm", "web"]);
+    assert!(removed.status.success(), "{}", text(&removed));
+    println!("$ ctr tasks rm web && ctr containers rm web");
+}
