@@ -53,10 +53,9 @@ pub async fn run(ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
     let wasm = entrypoint.source.as_bytes()?;
     let packaged = read_config(Path::new(CONFIG_PATH))?;
     // An image not made by `wafer package` runs as runwasi's shims run it: a WASI module is a command.
-    let component = wasm.get(4..8) == Some(&[0x0d, 0, 1, 0][..]);
     let kind = match &packaged {
         Some(config) => config.kind,
-        None => (!component).then_some(Kind::Command),
+        None => (!wafer_engine::is_component(&wasm)).then_some(Kind::Command),
     };
     let config = packaged.unwrap_or_default();
     let name = entrypoint.name.unwrap_or_else(|| "function".into());

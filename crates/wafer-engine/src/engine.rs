@@ -371,6 +371,11 @@ enum Layer {
 }
 
 /// Tells a core module from a component by its header, refusing anything else with a clear message.
+/// Whether `bytes` start with a component's header (as opposed to a core module's).
+pub fn is_component(bytes: &[u8]) -> bool {
+    bytes.get(..8) == Some(&COMPONENT_HEADER[..])
+}
+
 fn header(bytes: &[u8]) -> Result<Layer, CompileError> {
     match bytes.get(..8) {
         Some(h) if h == MODULE_HEADER => Ok(Layer::Module),

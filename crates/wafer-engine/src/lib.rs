@@ -26,7 +26,7 @@ mod trace;
 
 pub use abi::http::{Mount, ResponseBody};
 pub use engine::SetupError;
-pub use engine::{Engine, EngineOptions, EngineStats};
+pub use engine::{is_component, Engine, EngineOptions, EngineStats};
 pub use error::{CompileError, InvokeError};
 pub use function::{Compiled, Function, Settings};
 pub use host::outbound::{OutboundLimits, OutboundPolicy};

@@ -35,15 +35,21 @@ fn self_caller() -> Vec<u8> {
         ))
 }
 
-/// The lines logged for `function`, newest last.
-async fn log_lines(server: &Server, function: &str) -> Vec<String> {
+/// The log entries of `function` at `level` or above, oldest first.
+async fn log_entries(server: &Server, function: &str, level: &str) -> Vec<serde_json::Value> {
     let (status, body) = server
-        .get_json(&format!("/v1/functions/{function}/logs?limit=1000"))
+        .get_json(&format!(
+            "/v1/functions/{function}/logs?limit=1000&level={level}"
+        ))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    body["logs"]
-        .as_array()
-        .expect("logs")
+    body["logs"].as_array().expect("logs").clone()
+}
+
+/// The lines logged for `function`, newest last.
+async fn log_lines(server: &Server, function: &str) -> Vec<String> {
+    log_entries(server, function, "trace")
+        .await
         .iter()
         .map(|l| l["line"].as_str().unwrap_or_default().to_string())
         .collect()
@@ -425,15 +431,8 @@ async fn an_outbound_request_gives_up_at_the_functions_timeout() {
 
 /// The log lines of `function` at `level` or above, as `stream level: line`.
 async fn leveled_lines(server: &Server, function: &str, level: &str) -> Vec<String> {
-    let (status, body) = server
-        .get_json(&format!(
-            "/v1/functions/{function}/logs?limit=1000&level={level}"
-        ))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["logs"]
-        .as_array()
-        .expect("logs")
+    log_entries(server, function, level)
+        .await
         .iter()
         .map(|l| format!("{} {}: {}", l["stream"], l["level"], l["line"]).replace('"', ""))
         .collect()

@@ -150,7 +150,7 @@ pub struct Image {
 impl Image {
     /// The function `wasm` with `config`, as both image forms.
     pub fn new(wasm: &[u8], config: &FunctionConfig) -> anyhow::Result<Self> {
-        let component = wasm.get(4..8) == Some(&[0x0d, 0x00, 0x01, 0x00][..]);
+        let component = wafer_engine::is_component(wasm);
         if !wasm.starts_with(b"\0asm") {
             bail!("not a WebAssembly binary (no \\0asm header)");
         }

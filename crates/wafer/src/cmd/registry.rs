@@ -121,13 +121,12 @@ async fn push_manifest(
             .await
             .with_context(|| format!("cannot push blob {blob_digest}"))?;
     }
-    let by_digest = Reference::with_digest(
-        reference.registry().to_string(),
-        reference.repository().to_string(),
-        digest.to_string(),
-    );
     client
-        .push_manifest_raw(&by_digest, manifest.to_vec(), media_type.parse()?)
+        .push_manifest_raw(
+            &at_digest(reference, digest),
+            manifest.to_vec(),
+            media_type.parse()?,
+        )
         .await
         .with_context(|| format!("cannot push manifest {digest}"))?;
     Ok(())
@@ -170,13 +169,8 @@ pub async fn fetch(reference: &str, plain_http: bool) -> anyhow::Result<(Vec<u8>
     let mut manifest: Value = serde_json::from_slice(&body).context("the manifest is not JSON")?;
     if manifest.get("manifests").is_some() {
         let chosen = choose(&manifest)?;
-        let by_digest = Reference::with_digest(
-            reference.registry().to_string(),
-            reference.repository().to_string(),
-            chosen,
-        );
         let (body, _) = client
-            .pull_manifest_raw(&by_digest, &auth, &accepted)
+            .pull_manifest_raw(&at_digest(&reference, &chosen), &auth, &accepted)
             .await
             .context("cannot fetch the image's manifest")?;
         manifest = serde_json::from_slice(&body).context("the manifest is not JSON")?;
@@ -229,6 +223,15 @@ pub async fn fetch(reference: &str, plain_http: bool) -> anyhow::Result<(Vec<u8>
         }
     }
     bail!("{reference} has no wasm layer and no /{entrypoint} in its root filesystem")
+}
+
+/// The content `digest` in the repository `reference` names.
+fn at_digest(reference: &Reference, digest: &str) -> Reference {
+    Reference::with_digest(
+        reference.registry().to_string(),
+        reference.repository().to_string(),
+        digest.to_string(),
+    )
 }
 
 /// The manifest to use from an index: the wasm artifact if there is one, else the first.
