@@ -1,6 +1,7 @@
 //! The one wasmtime engine of a wafer process: configuration, linkers, the epoch ticker, and the two ways a
 //! function becomes runnable — compiled from a binary at deploy, or loaded from its compiled artifact.
 
+use crate::abi::proxy::ProxyState;
 use crate::error::{describe, CompileError};
 use crate::function::{Compiled, Function, Prepared};
 use crate::host::{ComponentState, ModuleState};
@@ -66,6 +67,7 @@ pub struct Engine {
     wasmtime: wasmtime::Engine,
     component_linker: ComponentLinker<ComponentState>,
     module_linker: ModuleLinker<ModuleState>,
+    proxy_linker: ModuleLinker<ProxyState>,
     fingerprint: String,
     pool_slots: Option<u32>,
     idle: Arc<IdleInstances>,
@@ -114,16 +116,10 @@ impl Engine {
         })
         .map_err(setup)?;
         crate::host::capabilities::add_to_linker(&mut component_linker).map_err(setup)?;
-        let mut module_linker = ModuleLinker::new(&wasmtime);
-        wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |s: &mut ModuleState| {
-            &mut s.wasi
-        })
-        .map_err(setup)?;
-        // Older modules (early WAGI, old toolchains) import WASI preview 0 as `wasi_unstable`.
-        wasmtime_wasi::p0::add_to_linker_async(&mut module_linker, |s: &mut ModuleState| {
-            &mut s.wasi
-        })
-        .map_err(setup)?;
+        let module_linker =
+            wasi_module_linker(&wasmtime, |s: &mut ModuleState| &mut s.wasi).map_err(setup)?;
+        let proxy_linker =
+            wasi_module_linker(&wasmtime, |s: &mut ProxyState| &mut s.wasi).map_err(setup)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         start_ticker(wasmtime.clone(), ticker_stop.clone());
@@ -132,6 +128,7 @@ impl Engine {
             wasmtime,
             component_linker,
             module_linker,
+            proxy_linker,
             fingerprint,
             pool_slots,
             idle: Arc::new(IdleInstances::new(options.max_idle)),
@@ -203,16 +200,49 @@ impl Engine {
             })?;
         // SAFETY: artifacts are written only by `compile` into wafer's data directory, named by the digest of
         // their source and this engine's fingerprint, and never modified afterwards.
+        self.prepare_precompiled(
+            precompiled,
+            kind,
+            || unsafe { Module::deserialize_file(&self.wasmtime, artifact) },
+            || unsafe { Component::deserialize_file(&self.wasmtime, artifact) },
+        )
+    }
+
+    /// [`Engine::load`] from the artifact's bytes, copied into memory rather than mapped.
+    ///
+    /// The bytes must be an artifact [`Engine::compile`] wrote for this engine: wasmtime trusts compiled
+    /// code.
+    pub fn load_bytes(
+        &self,
+        artifact: &[u8],
+        kind: Option<Kind>,
+    ) -> Result<Function, CompileError> {
+        let precompiled = wasmtime::Engine::detect_precompiled(artifact)
+            .ok_or_else(|| CompileError::Invalid("the bytes are not a compiled artifact".into()))?;
+        // SAFETY: the caller hands over bytes `compile` produced for this engine (see above).
+        self.prepare_precompiled(
+            precompiled,
+            kind,
+            || unsafe { Module::deserialize(&self.wasmtime, artifact) },
+            || unsafe { Component::deserialize(&self.wasmtime, artifact) },
+        )
+    }
+
+    /// Deserialises an artifact of the given form with `module` or `component` and pre-instantiates it.
+    fn prepare_precompiled(
+        &self,
+        precompiled: wasmtime::Precompiled,
+        kind: Option<Kind>,
+        module: impl FnOnce() -> wasmtime::Result<Module>,
+        component: impl FnOnce() -> wasmtime::Result<Component>,
+    ) -> Result<Function, CompileError> {
+        let invalid = |e: wasmtime::Error| CompileError::Invalid(describe(&e));
         let prepared = match precompiled {
             wasmtime::Precompiled::Module => {
-                let module = unsafe { Module::deserialize_file(&self.wasmtime, artifact) }
-                    .map_err(invalid)?;
-                self.prepare_module(&module, kind)?
+                self.prepare_module(&module().map_err(invalid)?, kind)?
             }
             wasmtime::Precompiled::Component => {
-                let component = unsafe { Component::deserialize_file(&self.wasmtime, artifact) }
-                    .map_err(invalid)?;
-                self.prepare_component(&component, kind)?
+                self.prepare_component(&component().map_err(invalid)?, kind)?
             }
         };
         self.loaded.fetch_add(1, Ordering::Relaxed);
@@ -296,7 +326,7 @@ impl Engine {
             ))
         };
         let linker =
-            crate::abi::proxy::linker_for(&self.module_linker, module).map_err(unsupported)?;
+            crate::abi::proxy::linker_for(&self.proxy_linker, module).map_err(unsupported)?;
         let pre = linker.instantiate_pre(module).map_err(unsupported)?;
         Ok(Prepared::Proxy(crate::abi::proxy::ProxyModule::new(pre)))
     }
@@ -391,6 +421,18 @@ fn header(bytes: &[u8]) -> Result<Layer, CompileError> {
                 .into(),
         )),
     }
+}
+
+/// A linker for core modules of store data `T` with WASI preview1, and preview0 as `wasi_unstable` for
+/// older modules (early WAGI, old toolchains).
+fn wasi_module_linker<T: Send + 'static>(
+    engine: &wasmtime::Engine,
+    wasi: fn(&mut T) -> &mut wasmtime_wasi::p1::WasiP1Ctx,
+) -> wasmtime::Result<ModuleLinker<T>> {
+    let mut linker = ModuleLinker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, wasi)?;
+    wasmtime_wasi::p0::add_to_linker_async(&mut linker, wasi)?;
+    Ok(linker)
 }
 
 /// How much of each freed memory, table and stack slot stays resident for the next instance.

@@ -3,11 +3,9 @@
 use crate::abi;
 use crate::abi::http::{Mount, ResponseBody};
 use crate::error::InvokeError;
-use crate::host::outbound::OutboundPolicy;
-use crate::host::platform::{Grants, PlatformHandle, Variables};
 use crate::host::{ComponentState, ModuleState};
-use crate::limits::Limits;
 use crate::reuse::{IdleInstances, IdlePool};
+use crate::settings::Settings;
 use crate::trace::Tracer;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -40,29 +38,6 @@ pub struct Compiled {
     pub function: Function,
     /// The serialized machine code, for [`crate::Engine::load`] after a restart.
     pub artifact: Vec<u8>,
-}
-
-/// What one invocation gets besides its input: the function's name (argv[0]), its configured
-/// environment and its limits.
-#[derive(Debug, Clone, Default)]
-pub struct Settings {
-    /// The function's name, passed as argv[0].
-    pub name: String,
-    /// Environment variables, as configured; nothing of the host's.
-    pub env: Vec<(String, String)>,
-    /// Memory, time and output limits.
-    pub limits: Limits,
-    /// The hosts outbound HTTP may reach.
-    pub outbound: OutboundPolicy,
-    /// How many requests one instance of an `http` function may serve, one after another; 0 or 1 gives
-    /// every request a fresh instance.
-    pub reuse: u32,
-    /// The stores and functions it may use.
-    pub grants: Grants,
-    /// Its configuration variables and secrets, as `wasi:config/store` shows them.
-    pub variables: Variables,
-    /// The server's services behind the grants.
-    pub platform: PlatformHandle,
 }
 
 impl Function {

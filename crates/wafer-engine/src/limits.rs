@@ -4,7 +4,7 @@
 //! The deadline works in two layers. Inside wasm, the engine's epoch ticker interrupts running code every
 //! tick; the store's epoch callback yields to tokio (so a busy guest never starves others on its thread) and
 //! traps with [`DeadlineExceeded`] once the deadline has passed. Outside wasm — a guest blocked in a host
-//! call — the adapters also wrap the whole run in a tokio timeout that drops the store.
+//! call — the bounded run (`run.rs`) also wraps the whole run in a tokio timeout that drops the store.
 
 use crate::error::{describe, InvokeError};
 use crate::trace::Usage;
@@ -29,14 +29,9 @@ pub struct Limits {
 }
 
 impl Default for Limits {
+    /// The limits of a function that sets none, under the default [`crate::FunctionDefaults`].
     fn default() -> Self {
-        Self {
-            memory_bytes: 128 * 1024 * 1024,
-            timeout: Duration::from_secs(30),
-            response_bytes: 16 * 1024 * 1024,
-            stderr_bytes: 1024 * 1024,
-            fuel: None,
-        }
+        crate::FunctionDefaults::default().limits(&wafer_api::FunctionConfig::default())
     }
 }
 

@@ -5,17 +5,15 @@
 
 use super::{argv, run_start, Run};
 use crate::error::InvokeError;
-use crate::function::Settings;
 use crate::host::platform::CallDepth;
 use crate::host::{self, ComponentState, ModuleState};
-use crate::limits::{self, classify, outer_timeout};
-use crate::trace::{CpuTimed, Stream, Trace, Tracer, Usage};
+use crate::run::{bounded, Ended};
+use crate::settings::Settings;
+use crate::trace::{Stream, Trace, Tracer, Usage};
 use bytes::Bytes;
-use std::time::{Duration, Instant};
 use wafer_api::CommandOutput;
 use wasmtime::{InstancePre, Store};
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::I32Exit;
 
 /// Runs a preview1 module as a job.
 pub(crate) async fn run_module(
@@ -52,25 +50,19 @@ pub(crate) async fn run_component(
         pre.engine(),
         ComponentState::new(builder.build(), settings, CallDepth::default(), &stdio),
     );
-    limits::apply(&mut store, limits);
-    let mut instantiate = Duration::ZERO;
-    let run = async {
-        let started = Instant::now();
-        let command = pre.instantiate_async(&mut store).await?;
-        instantiate = started.elapsed();
-        command.wasi_cli_run().call_run(&mut store).await
-    };
-    let (outcome, cpu) = CpuTimed::new(tokio::time::timeout(outer_timeout(limits), run)).await;
-    let exit = match outcome {
-        Err(_) => Err(InvokeError::Timeout(limits.timeout)),
-        Ok(Ok(Ok(()))) => Ok(0),
-        Ok(Ok(Err(()))) => Ok(1),
-        Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
-            Some(I32Exit(code)) => Ok(*code),
-            None => Err(classify(e, limits)),
-        },
-    };
-    let usage = limits::usage(&mut store, limits, instantiate, cpu);
+    let run = bounded(
+        &mut store,
+        limits,
+        async |store| pre.instantiate_async(store).await,
+        async |store, command| command.wasi_cli_run().call_run(store).await,
+    )
+    .await;
+    let exit = run.ended.map(|ended| match ended {
+        Ended::Returned(Ok(())) => 0,
+        Ended::Returned(Err(())) => 1,
+        Ended::Exited(code) => code,
+    });
+    let usage = run.usage;
     finish(exit, &stdio, usage, tracer)
 }
 

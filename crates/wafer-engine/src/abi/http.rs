@@ -5,12 +5,12 @@
 //! function sets `reuse` and the instance is kept for its next request (`reuse.rs`).
 
 use crate::error::InvokeError;
-use crate::function::Settings;
 use crate::host::platform::CallDepth;
 use crate::host::{self, ComponentState, Stdio};
-use crate::limits::{self, classify, outer_timeout};
 use crate::reuse::IdlePool;
-use crate::trace::{CpuTimed, Stream, Trace, Tracer};
+use crate::run::bounded;
+use crate::settings::Settings;
+use crate::trace::{Stream, Trace, Tracer};
 use bytes::Bytes;
 use http::uri::{Authority, Uri};
 use http::{HeaderValue, Request, Response};
@@ -18,7 +18,6 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
@@ -97,7 +96,6 @@ pub(crate) async fn serve(
         }
     };
     store.data_mut().set_depth(depth);
-    limits::apply(&mut store, &limits);
     let internal = |e: wasmtime::Error| InvokeError::Internal(crate::error::describe(&e));
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let guest_request = store
@@ -114,29 +112,24 @@ pub(crate) async fn serve(
     let pre = pre.clone();
     let warm = warm.clone();
     let task = tokio::spawn(async move {
-        let mut instantiate = Duration::ZERO;
-        let run = async {
-            let proxy = match proxy {
-                Some(proxy) => proxy,
-                None => {
-                    let started = Instant::now();
-                    let proxy = pre.instantiate_async(&mut store).await?;
-                    instantiate = started.elapsed();
-                    proxy
-                }
-            };
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, guest_request, outparam)
-                .await?;
-            Ok(proxy)
-        };
-        let (outcome, cpu) = CpuTimed::new(tokio::time::timeout(outer_timeout(&limits), run)).await;
-        let result = match outcome {
-            Err(_) => Err(InvokeError::Timeout(limits.timeout)),
-            Ok(result) => result.map_err(|e| classify(e, &limits)),
-        };
-        let usage = limits::usage(&mut store, &limits, instantiate, cpu);
+        let run = bounded(
+            &mut store,
+            &limits,
+            async |store| match proxy {
+                Some(kept) => Ok(kept),
+                None => pre.instantiate_async(store).await,
+            },
+            async |store, proxy| {
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut *store, guest_request, outparam)
+                    .await?;
+                Ok(proxy)
+            },
+        )
+        .await;
+        let usage = run.usage;
+        let result = run.ended.and_then(|ended| ended.returned());
         // Neither stream is part of the HTTP response; both are the function's log.
         tracer.send(Trace::new(
             usage,

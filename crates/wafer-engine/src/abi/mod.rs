@@ -1,6 +1,7 @@
 //! One adapter per function kind: [`http`] (wasi:http components), [`wagi`] (CGI over WASI preview1),
-//! [`proxy`] (proxy-wasm modules, as Layotto runs them) and [`command`] (jobs). Core modules of both `wagi` and `command` start at an export, normally `_start`;
-//! [`run_start`] is that shared step.
+//! [`proxy`] (proxy-wasm modules, as Layotto runs them) and [`command`] (jobs). Each makes its store and
+//! runs the guest through the one bounded run of `run.rs`. Core modules of both `wagi` and `command`
+//! start at an export, normally `_start`; [`run_start`] is that shared step.
 
 pub(crate) mod command;
 pub(crate) mod http;
@@ -8,14 +9,12 @@ pub(crate) mod proxy;
 pub(crate) mod wagi;
 
 use crate::error::InvokeError;
-use crate::function::Settings;
 use crate::host::{self, ModuleState, Stdio};
-use crate::limits::{self, classify, outer_timeout};
-use crate::trace::{CpuTimed, Usage};
+use crate::run::{bounded, Ended};
+use crate::settings::Settings;
+use crate::trace::Usage;
 use bytes::Bytes;
-use std::time::{Duration, Instant};
 use wasmtime::{InstancePre, Store};
-use wasmtime_wasi::I32Exit;
 
 /// A finished run of a core module: how it ended, what it wrote and what it used.
 pub(crate) struct Run {
@@ -40,26 +39,25 @@ pub(crate) async fn run_start(
     let (mut builder, stdio) = host::wasi_builder(args, env, stdin, limits);
     let state = ModuleState::new(builder.build_p1(), limits);
     let mut store = Store::new(pre.module().engine(), state);
-    limits::apply(&mut store, limits);
-    let mut instantiate = Duration::ZERO;
-    let run = async {
-        let started = Instant::now();
-        let instance = pre.instantiate_async(&mut store).await?;
-        instantiate = started.elapsed();
-        let start = instance.get_typed_func::<(), ()>(&mut store, entry)?;
-        start.call_async(&mut store, ()).await
-    };
-    let (outcome, cpu) = CpuTimed::new(tokio::time::timeout(outer_timeout(limits), run)).await;
-    let exit = match outcome {
-        Err(_) => Err(InvokeError::Timeout(limits.timeout)),
-        Ok(Ok(())) => Ok(0),
-        Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
-            Some(I32Exit(code)) => Ok(*code),
-            None => Err(classify(e, limits)),
+    let run = bounded(
+        &mut store,
+        limits,
+        async |store| pre.instantiate_async(store).await,
+        async |store, instance| {
+            let start = instance.get_typed_func::<(), ()>(&mut *store, entry)?;
+            start.call_async(store, ()).await
         },
-    };
-    let usage = limits::usage(&mut store, limits, instantiate, cpu);
-    Run { exit, stdio, usage }
+    )
+    .await;
+    let exit = run.ended.map(|ended| match ended {
+        Ended::Returned(()) => 0,
+        Ended::Exited(code) => code,
+    });
+    Run {
+        exit,
+        stdio,
+        usage: run.usage,
+    }
 }
 
 /// argv for a run: the function's name, then `extra`.

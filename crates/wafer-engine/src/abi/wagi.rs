@@ -10,8 +10,8 @@
 use super::{run_start, Run};
 use crate::abi::http::{Mount, ResponseBody};
 use crate::error::InvokeError;
-use crate::function::Settings;
 use crate::host::ModuleState;
+use crate::settings::Settings;
 use crate::trace::{Stream, Trace, Tracer};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};

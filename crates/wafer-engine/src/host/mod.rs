@@ -9,13 +9,13 @@ pub(crate) mod outbound;
 pub(crate) mod output;
 pub(crate) mod platform;
 
-use crate::function::Settings;
 use crate::limits::{Limited, Limits, MemoryLimiter};
+use crate::settings::Settings;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use outbound::OutboundPolicy;
 use output::CappedOutput;
-use platform::{CallDepth, Grants, PlatformError, PlatformHandle, INTERNAL_SUFFIX};
+use platform::{CallDepth, Guest, PlatformError, INTERNAL_SUFFIX};
 use std::future::Future;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -74,8 +74,6 @@ pub(crate) fn wasi_builder(
 /// Store data for a core-module invocation (WAGI, preview1 commands).
 pub(crate) struct ModuleState {
     pub(crate) wasi: WasiP1Ctx,
-    /// The request and host-call state of a proxy-wasm run.
-    pub(crate) proxy: Option<Box<crate::abi::proxy::ProxyCtx>>,
     limiter: MemoryLimiter,
 }
 
@@ -83,7 +81,6 @@ impl ModuleState {
     pub(crate) fn new(wasi: WasiP1Ctx, limits: &Limits) -> Self {
         Self {
             wasi,
-            proxy: None,
             limiter: MemoryLimiter::new(limits.memory_bytes),
         }
     }
@@ -118,10 +115,7 @@ impl ComponentState {
             table: ResourceTable::new(),
             hooks: OutboundHooks {
                 policy: settings.outbound.clone(),
-                caller: settings.name.clone(),
-                grants: settings.grants.clone(),
-                platform: settings.platform.clone(),
-                depth,
+                guest: Guest::new(settings, depth),
             },
             limiter: MemoryLimiter::new(settings.limits.memory_bytes),
         }
@@ -130,7 +124,7 @@ impl ComponentState {
     /// Sets how deep in a chain of function calls the current request is (a kept instance serves
     /// requests of different depths).
     pub(crate) fn set_depth(&mut self, depth: CallDepth) {
-        self.hooks.depth = depth;
+        self.hooks.guest.depth = depth;
     }
 }
 
@@ -174,12 +168,10 @@ type SendFuture = Box<
 /// wasi:http hooks for outgoing requests: a call to `http://{name}.fn.internal/` goes to that function
 /// inside the process, when granted; anything else goes out only when the function's policy allows its
 /// target, within its outbound concurrency and timeouts.
-struct OutboundHooks {
+pub(crate) struct OutboundHooks {
     policy: OutboundPolicy,
-    caller: String,
-    grants: Grants,
-    platform: PlatformHandle,
-    depth: CallDepth,
+    /// The function the requests are made for.
+    pub(crate) guest: Guest,
 }
 
 impl WasiHttpHooks for OutboundHooks {
@@ -190,13 +182,7 @@ impl WasiHttpHooks for OutboundHooks {
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
         if let Some(target) = internal_target(request.uri()) {
-            let call = InternalCall {
-                caller: self.caller.clone(),
-                grants: self.grants.clone(),
-                platform: self.platform.clone(),
-                depth: self.depth,
-            };
-            return Box::new(call.send(target, request));
+            return Box::new(call_internal(self.guest.clone(), target, request));
         }
         let policy = self.policy.clone();
         Box::new(async move {
@@ -223,59 +209,43 @@ fn internal_target(uri: &http::Uri) -> Option<String> {
     (!name.is_empty() && !name.contains('.')).then(|| name.to_string())
 }
 
-/// One function calling another inside the process.
-struct InternalCall {
-    caller: String,
-    grants: Grants,
-    platform: PlatformHandle,
-    depth: CallDepth,
-}
-
-impl InternalCall {
-    async fn send(
-        self,
-        target: String,
-        request: http::Request<WasiBody>,
-    ) -> wasmtime_wasi_http::Result<(
-        http::Response<WasiBody>,
-        Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    )> {
-        use wasmtime_wasi_http::Error as HttpError;
-        let refuse = |e: PlatformError| {
-            tracing::info!(caller = %self.caller, %target, "function call refused: {e}");
-            match e {
-                PlatformError::Denied(_) => HttpError::HttpRequestDenied,
-                PlatformError::NotFound(_) => HttpError::DestinationNotFound,
-                PlatformError::TooDeep(_) => HttpError::LoopDetected,
-                other => HttpError::InternalError(Some(other.to_string())),
-            }
-        };
-        self.grants.function(&target).map_err(refuse)?;
-        let platform = self.platform.get().map_err(refuse)?.clone();
-        let (parts, body) = request.into_parts();
-        let body = http_body_util::Limited::new(body, MAX_INTERNAL_BODY)
-            .collect()
-            .await
-            .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_INTERNAL_BODY as u64)))?
-            .to_bytes();
-        let response = platform
-            .call(
-                &self.caller,
-                &target,
-                http::Request::from_parts(parts, body),
-                self.depth.0 + 1,
-            )
-            .await
-            .map_err(refuse)?;
-        let response = response.map(|body| {
-            http_body_util::Full::new(body)
-                .map_err(|never| match never {})
-                .boxed_unsync()
-        });
-        let done = async { Ok(()) };
-        Ok((
-            response,
-            Box::new(done) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-        ))
-    }
+/// One function calling another inside the process, through the platform.
+async fn call_internal(
+    guest: Guest,
+    target: String,
+    request: http::Request<WasiBody>,
+) -> wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)> {
+    use wasmtime_wasi_http::Error as HttpError;
+    let refuse = |e: PlatformError| {
+        tracing::info!(caller = %guest.name, %target, "function call refused: {e}");
+        match e {
+            PlatformError::Denied(_) => HttpError::HttpRequestDenied,
+            PlatformError::NotFound(_) => HttpError::DestinationNotFound,
+            PlatformError::TooDeep(_) => HttpError::LoopDetected,
+            other => HttpError::InternalError(Some(other.to_string())),
+        }
+    };
+    let (parts, body) = request.into_parts();
+    let body = http_body_util::Limited::new(body, MAX_INTERNAL_BODY)
+        .collect()
+        .await
+        .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_INTERNAL_BODY as u64)))?
+        .to_bytes();
+    let response = guest
+        .call(&target, http::Request::from_parts(parts, body))
+        .await
+        .map_err(refuse)?;
+    let response = response.map(|body| {
+        http_body_util::Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    });
+    let done = async { Ok(()) };
+    Ok((
+        response,
+        Box::new(done) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ))
 }

@@ -131,6 +131,48 @@ impl Grants {
     }
 }
 
+/// The function a host call is made for: its name, its grants, the platform behind them, and how deep in
+/// a chain of function calls its current request is. Every adapter reaches the platform through it, so a
+/// grant is checked, and a call counted one level deeper, the same way for all of them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Guest {
+    pub(crate) name: String,
+    pub(crate) grants: Grants,
+    pub(crate) platform: PlatformHandle,
+    pub(crate) depth: CallDepth,
+}
+
+impl Guest {
+    /// The function `settings` describes, serving a request `depth` calls deep.
+    pub(crate) fn new(settings: &crate::Settings, depth: CallDepth) -> Self {
+        Self {
+            name: settings.name.clone(),
+            grants: settings.grants.clone(),
+            platform: settings.platform.clone(),
+            depth,
+        }
+    }
+
+    /// The platform, for key-value store `store`, once the function is granted it.
+    pub(crate) fn store(&self, store: &str) -> Result<&Arc<dyn Platform>, PlatformError> {
+        self.grants.store(store)?;
+        self.platform.get()
+    }
+
+    /// Calls function `target` with `request`, one level deeper, once the function is granted it.
+    pub(crate) async fn call(
+        &self,
+        target: &str,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, PlatformError> {
+        self.grants.function(target)?;
+        self.platform
+            .get()?
+            .call(&self.name, target, request, self.depth.0 + 1)
+            .await
+    }
+}
+
 /// A function's configuration variables and secrets, as `wasi:config/store` shows them. Its `Debug` shows
 /// no values, so secrets never reach a log.
 #[derive(Clone, Default)]
