@@ -105,7 +105,8 @@ pub struct FunctionConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_backoff_ms: Option<u64>,
     /// A cron expression (UTC) on which the function runs as a `cron` execution: five fields
-    /// (`min hour day month weekday`) or six with seconds first.
+    /// (`min hour day month weekday`), six with seconds first, or seven with seconds first and a year
+    /// last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
     /// How many requests one instance of an `http` function may serve, one after another, before it is

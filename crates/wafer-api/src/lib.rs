@@ -2,14 +2,16 @@
 //!
 //! The server serialises these, the `wafer` CLI and the end-to-end tests deserialise them, so a field added
 //! here reaches every side at once. Modules: [`function`] (deploy-time configuration and what is stored about
-//! functions and versions), [`invoke`] (the job reply of `command` functions), [`execution`] (execution records, logs and
-//! their summaries) and [`error`] (the JSON error
-//! body every failing endpoint answers with).
+//! functions and versions), [`invoke`] (the job reply of `command` functions), [`execution`] (execution
+//! records, logs and their summaries), [`state`] (key-value listings and function configuration),
+//! [`error`] (the JSON error body every failing endpoint answers with) and [`oci`] (the image contract
+//! of a packaged function, shared by the CLI and the containerd shim).
 
 pub mod error;
 pub mod execution;
 pub mod function;
 pub mod invoke;
+pub mod oci;
 pub mod state;
 
 pub use error::{ErrorBody, ErrorDetail};

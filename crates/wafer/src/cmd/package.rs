@@ -10,31 +10,21 @@
 //!   it like any image, so `ctr run --runtime io.containerd.wafer.v1` works on every containerd.
 //!
 //! Both manifests carry the function's wafer config (kind, env, limits, routes) in the annotation
-//! [`CONFIG_ANNOTATION`]; the plain image also has it as `/wafer.json`, where the shim reads it.
+//! [`CONFIG_ANNOTATION`]; the plain image also has it as `/wafer.json`, where the shim reads it. The
+//! media types and paths are the contract in [`wafer_api::oci`], which the shim reads by.
 //! The tarball is reproducible: the same inputs give the same bytes.
 
 use crate::cli::PackageArgs;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use wafer_api::oci::{
+    sha256_hex, COMPONENT_LAYER, CONFIG_ANNOTATION, CONFIG_PATH, IMAGE_CONFIG, INDEX, MANIFEST,
+    MODULE_LAYER, TAR_LAYER, WASM_CONFIG, WASM_PATH,
+};
 use wafer_api::FunctionConfig;
 
-/// The manifest annotation holding the function's wafer config as JSON.
-pub const CONFIG_ANNOTATION: &str = "dev.wafer.function.config";
-/// Where the plain image keeps the wasm binary; its entrypoint.
-pub const WASM_PATH: &str = "app.wasm";
-/// Where the plain image keeps the wafer config.
-const CONFIG_PATH: &str = "wafer.json";
-
-pub const INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const IMAGE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const TAR_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
-pub const COMPONENT_LAYER: &str = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm";
-pub const MODULE_LAYER: &str = "application/wasm";
 /// A blob read from a layout whose media type only its parent descriptor knows.
 const UNKNOWN: &str = "application/octet-stream";
 
@@ -124,7 +114,7 @@ impl Blob {
     }
 
     pub fn digest(&self) -> String {
-        format!("sha256:{:x}", Sha256::digest(&self.bytes))
+        format!("sha256:{}", sha256_hex(&self.bytes))
     }
 
     /// The OCI descriptor of this blob, with extra fields (platform, annotations).

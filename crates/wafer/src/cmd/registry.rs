@@ -8,9 +8,7 @@
 //! Credentials come from `WAFER_REGISTRY_USER` and `WAFER_REGISTRY_PASSWORD` (anonymous without them).
 //! Registries on `localhost` and `127.0.0.1`, or any with `--plain-http`, are spoken to over HTTP.
 
-use super::package::{
-    Image, COMPONENT_LAYER, CONFIG_ANNOTATION, INDEX, MANIFEST, MODULE_LAYER, WASM_PATH,
-};
+use super::package::Image;
 use crate::cli::{PullArgs, PushArgs};
 use anyhow::{bail, Context};
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -19,14 +17,8 @@ use oci_client::{Client, Reference, RegistryOperation};
 use serde_json::Value;
 use std::io::Read;
 use std::process::ExitCode;
+use wafer_api::oci::{CONFIG_ANNOTATION, INDEX, MANIFEST, WASM_LAYERS, WASM_PATH};
 use wafer_api::FunctionConfig;
-
-/// Layer media types that are the wasm itself.
-const WASM_LAYERS: &[&str] = &[
-    COMPONENT_LAYER,
-    MODULE_LAYER,
-    "application/vnd.wasm.content.layer.v1+wasm",
-];
 
 pub async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(&args.file)
