@@ -1,95 +1,114 @@
-//! Content-addressed module bytes and compiled artifacts on disk.
+//! Module bytes, content-addressed by their SHA-256: the [`ModuleBlobs`] trait, and [`DirBlobs`], the
+//! files of a data directory.
 //!
-//! Layout under the data directory: `modules/sha256/<hex>` holds a module as deployed;
-//! `modules/sha256/<hex>.<engine-fingerprint>.cwasm` holds its compiled form for one engine build, so an engine
-//! upgrade never loads an incompatible artifact. Files are written to a temporary name, fsynced and renamed,
-//! so a crash never leaves a partial blob under a real name, and a file is never rewritten in place: a loaded
-//! artifact is memory-mapped, and truncating it under the mapping would crash the process.
+//! A [`crate::MetaStore`] keeps a version's bytes through its `insert_version`, so that no version is ever
+//! stored without them: a store whose bytes live outside its database (these files, an object store)
+//! writes them durably before it commits the version, and one that keeps them in its database writes them
+//! in the version's own transaction.
+//!
+//! Layout under the data directory: `modules/sha256/<hex>` holds a module as deployed. Files are written
+//! to a temporary name, fsynced and renamed, so a crash never leaves a partial blob under a real name, and
+//! a file is never rewritten in place.
 
-use crate::StoreError;
-use sha2::{Digest, Sha256};
+use crate::{blocking, StoreError};
+use async_trait::async_trait;
+use bytes::Bytes;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The module blob directory.
+/// Where module bytes live, by digest (the lowercase hex SHA-256 of the bytes).
+#[async_trait]
+pub trait ModuleBlobs: Send + Sync {
+    /// Stores `bytes` under `digest`, durable when it returns; a no-op when they are there already.
+    async fn put(&self, digest: &str, bytes: Bytes) -> Result<(), StoreError>;
+
+    /// The bytes stored under `digest`; [`StoreError::NotFound`] when there are none.
+    async fn get(&self, digest: &str) -> Result<Vec<u8>, StoreError>;
+
+    /// Whether bytes are stored under `digest`.
+    async fn contains(&self, digest: &str) -> Result<bool, StoreError>;
+
+    /// Removes the bytes stored under `digest` (a no-op when there are none).
+    async fn remove(&self, digest: &str) -> Result<(), StoreError>;
+}
+
+/// Module bytes as files of a data directory, under `modules/sha256/`.
 #[derive(Debug, Clone)]
-pub struct BlobStore {
+pub struct DirBlobs {
     dir: PathBuf,
 }
 
-impl BlobStore {
+impl DirBlobs {
     /// Opens (creating if needed) the blob directory under `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let dir = data_dir.join("modules").join("sha256");
+        let dir = blob_dir(data_dir);
         fs::create_dir_all(&dir)?;
         Ok(Self { dir })
     }
 
-    /// The SHA-256 digest of `bytes`, hex.
-    pub fn digest(bytes: &[u8]) -> String {
-        let hash = Sha256::digest(bytes);
-        hash.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// Where a module's bytes live.
-    pub fn module_path(&self, digest: &str) -> PathBuf {
-        self.dir.join(digest)
-    }
-
-    /// Where a module's compiled artifact for the engine with `fingerprint` lives.
-    pub fn artifact_path(&self, digest: &str, fingerprint: &str) -> PathBuf {
-        self.dir.join(format!("{digest}.{fingerprint}.cwasm"))
-    }
-
-    /// Stores a module's bytes under its digest (a no-op when already present).
-    pub fn put_module(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let path = self.module_path(digest);
-        if path.exists() {
-            return Ok(());
+    fn path(&self, digest: &str) -> Result<PathBuf, StoreError> {
+        if digest.is_empty() || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::Corrupt(format!("{digest:?} is not a digest")));
         }
-        write_atomically(&path, bytes)
-    }
-
-    /// Stores a compiled artifact.
-    pub fn put_artifact(
-        &self,
-        digest: &str,
-        fingerprint: &str,
-        bytes: &[u8],
-    ) -> Result<(), StoreError> {
-        write_atomically(&self.artifact_path(digest, fingerprint), bytes)
-    }
-
-    /// Reads a module's bytes back.
-    pub fn read_module(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
-        Ok(fs::read(self.module_path(digest))?)
-    }
-
-    /// Removes a module and every compiled artifact of it.
-    pub fn remove(&self, digest: &str) -> Result<(), StoreError> {
-        let artifact_prefix = format!("{digest}.");
-        for entry in fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name == digest || name.starts_with(&artifact_prefix) {
-                fs::remove_file(entry.path())?;
-            }
-        }
-        Ok(())
+        Ok(self.dir.join(digest))
     }
 }
 
+#[async_trait]
+impl ModuleBlobs for DirBlobs {
+    async fn put(&self, digest: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let path = self.path(digest)?;
+        blocking(move || {
+            if path.exists() {
+                return Ok(());
+            }
+            write_atomically(&path, &bytes)
+        })
+        .await
+    }
+
+    async fn get(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.path(digest)?;
+        let digest = digest.to_string();
+        blocking(move || match fs::read(&path) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound(format!("module {digest}")))
+            }
+            Err(e) => Err(e.into()),
+        })
+        .await
+    }
+
+    async fn contains(&self, digest: &str) -> Result<bool, StoreError> {
+        Ok(self.path(digest)?.exists())
+    }
+
+    async fn remove(&self, digest: &str) -> Result<(), StoreError> {
+        let path = self.path(digest)?;
+        blocking(move || match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        })
+        .await
+    }
+}
+
+/// The directory of a data directory's blobs: module bytes and, beside them, compiled artifacts.
+pub(crate) fn blob_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("modules").join("sha256")
+}
+
 /// Writes `bytes` to `path` through a fsynced temporary file and a rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path
         .parent()
         .ok_or_else(|| StoreError::Corrupt(format!("{} has no parent", path.display())))?;
-    let mut tmp = tempfile_in(dir)?;
-    tmp.1.write_all(bytes)?;
-    tmp.1.sync_all()?;
-    fs::rename(&tmp.0, path)?;
+    let (tmp, mut file) = tempfile_in(dir)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
     fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
@@ -111,18 +130,19 @@ fn tempfile_in(dir: &Path) -> Result<(PathBuf, fs::File), StoreError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn remove_deletes_module_and_its_artifacts_only() {
+    #[tokio::test]
+    async fn blobs_round_trip_and_refuse_what_is_not_a_digest() {
         let dir = tempfile::tempdir().unwrap();
-        let blobs = BlobStore::open(dir.path()).unwrap();
-        let a = BlobStore::digest(b"a");
-        let b = BlobStore::digest(b"b");
-        blobs.put_module(&a, b"a").unwrap();
-        blobs.put_artifact(&a, "fp1", b"compiled").unwrap();
-        blobs.put_module(&b, b"b").unwrap();
-        blobs.remove(&a).unwrap();
-        assert!(!blobs.module_path(&a).exists());
-        assert!(!blobs.artifact_path(&a, "fp1").exists());
-        assert_eq!(blobs.read_module(&b).unwrap(), b"b");
+        let blobs = DirBlobs::open(dir.path()).unwrap();
+        let digest = wafer_api::oci::sha256_hex(b"a");
+        blobs.put(&digest, Bytes::from_static(b"a")).await.unwrap();
+        assert!(blobs.contains(&digest).await.unwrap());
+        assert_eq!(blobs.get(&digest).await.unwrap(), b"a");
+        blobs.remove(&digest).await.unwrap();
+        assert!(matches!(
+            blobs.get(&digest).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(blobs.get("../wafer.db").await.is_err());
     }
 }

@@ -1,13 +1,24 @@
 //! The execution trait: execution records, their log lines, the async queue they form, callbacks owed,
 //! and the cron schedule's last ticks.
 //!
-//! Times are milliseconds since the Unix epoch (UTC); the API types this trait returns render them as
-//! RFC 3339. Writes come in batches ([`ExecutionStore::write`]) so the server can commit many records
-//! with one fsync.
+//! Times in records are milliseconds since the Unix epoch (UTC), as the node that ran the attempt saw
+//! them; the API types this trait returns render them as RFC 3339. Every time the store *compares* —
+//! whether a queued execution is due, whether a lease has expired, whether a callback is due, what is old
+//! enough to delete — is the store's own clock (the database's), never a node's, so nodes whose clocks
+//! differ still agree on the queue. Callers hand over durations ("retry in 2 s"), not instants.
+//!
+//! A claim belongs to a node and holds a lease: the node renews it while the attempt runs, any node
+//! may put an execution whose lease expired back in the queue, and an attempt's end is recorded only
+//! for the node and attempt that hold the claim (fencing), so an attempt that outlived its lease can
+//! never overwrite the attempt that replaced it.
+//!
+//! Writes come in batches ([`ExecutionStore::write`]) so the server can commit many records with one
+//! fsync.
 
 use crate::StoreError;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use wafer_api::{
     Execution, ExecutionStats, ExecutionStatus, ExecutionUsage, LogEntry, LogLevel, Trigger,
 };
@@ -59,8 +70,8 @@ pub struct Attempt {
     pub output_truncated: bool,
     /// What it used, when it got as far as running.
     pub usage: Option<ExecutionUsage>,
-    /// When a retry is due.
-    pub next_at: Option<i64>,
+    /// For a retry (`status` `Queued`): how long from now (the store's now) it is due.
+    pub retry_in: Option<Duration>,
     /// Its log lines.
     pub logs: Vec<NewLog>,
 }
@@ -96,10 +107,13 @@ pub enum Write {
     /// Store a new execution.
     Insert(NewExecution),
     /// Record how attempt number `attempt` of a running execution ended. Ignored (reported `false`) unless
-    /// the execution is still running that attempt, so no attempt is ever recorded twice.
+    /// the execution is still running that attempt under `node`'s claim, so no attempt is ever recorded
+    /// twice, nor by a node whose claim has passed to another.
     Finish {
         /// The execution.
         id: String,
+        /// The node that claimed it.
+        node: String,
         /// The attempt number the worker claimed.
         attempt: u32,
         /// How it ended.
@@ -144,8 +158,8 @@ pub struct Page {
 pub struct Retention {
     /// Per function, the newest this many.
     pub per_function: u64,
-    /// None finished before this time.
-    pub finished_before: i64,
+    /// None that finished longer ago than this.
+    pub older_than: Duration,
 }
 
 /// The async queue at a glance.
@@ -155,8 +169,8 @@ pub struct QueueStats {
     pub queued: u64,
     /// Executions running.
     pub running: u64,
-    /// When the oldest waiting execution was submitted.
-    pub oldest_queued_at: Option<i64>,
+    /// How long the oldest waiting execution has waited since it was submitted.
+    pub oldest_age: Option<Duration>,
 }
 
 /// A callback owed: post `execution` to `url`.
@@ -177,15 +191,30 @@ pub trait ExecutionStore: Send + Sync {
     /// took effect (see [`Write::Finish`]).
     async fn write(&self, writes: Vec<Write>) -> Result<Vec<bool>, StoreError>;
 
-    /// Claims up to `limit` queued executions due at `now`, oldest due first, marking them running.
-    async fn claim(&self, now: i64, limit: u32) -> Result<Vec<Claimed>, StoreError>;
+    /// Claims up to `limit` queued executions that are due, oldest due first, for `node`: marks them
+    /// running, counts the attempt, and leases them to `node` for `lease`.
+    async fn claim(
+        &self,
+        node: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError>;
 
-    /// Puts every running execution back in the queue, due at `now`: after a restart nothing is running.
-    /// Returns how many there were.
-    async fn requeue_running(&self, now: i64) -> Result<u64, StoreError>;
+    /// Extends to `lease` from now the leases `node` holds on the running executions `ids`. Returns how
+    /// many of them it still holds.
+    async fn renew(&self, node: &str, ids: &[String], lease: Duration) -> Result<u64, StoreError>;
 
-    /// When the next queued execution is due, if any is queued.
-    async fn next_due(&self) -> Result<Option<i64>, StoreError>;
+    /// Puts every running execution whose lease has expired (its node stopped renewing it) back in the
+    /// queue, due now. Returns how many there were.
+    async fn sweep_expired(&self) -> Result<u64, StoreError>;
+
+    /// Puts every running execution `node` claimed back in the queue, due now, with any claimed before
+    /// claims named their node: when a node starts, nothing of its own is running. Returns how many
+    /// there were.
+    async fn requeue_claims(&self, node: &str) -> Result<u64, StoreError>;
+
+    /// How long until the next queued execution is due (zero when one is due now), if any is queued.
+    async fn next_due(&self) -> Result<Option<Duration>, StoreError>;
 
     /// One execution, with its log lines when `with_logs`.
     async fn get_execution(
@@ -203,6 +232,9 @@ pub trait ExecutionStore: Send + Sync {
 
     /// A function's log lines at `level` or above, after `after` (oldest first), or its latest `limit`
     /// such lines when `after` is `None`.
+    ///
+    /// Lines become visible in the order of their `seq`: a reader that pages on with the last `seq` it
+    /// saw never skips a line that a concurrent writer commits afterwards.
     async fn logs(
         &self,
         function: &str,
@@ -220,15 +252,15 @@ pub trait ExecutionStore: Send + Sync {
     /// Deletes finished executions (and their logs) outside `retention`; returns how many.
     async fn prune(&self, retention: Retention) -> Result<u64, StoreError>;
 
-    /// Callbacks due at `now`, up to `limit`.
-    async fn due_callbacks(&self, now: i64, limit: u32) -> Result<Vec<DueCallback>, StoreError>;
+    /// Callbacks that are due, up to `limit`.
+    async fn due_callbacks(&self, limit: u32) -> Result<Vec<DueCallback>, StoreError>;
 
-    /// Records a delivery: `delivered`, or failed with a retry at `retry_at` (`None`: given up).
+    /// Records a delivery: `delivered`, or failed with a retry `retry_in` from now (`None`: given up).
     async fn callback_done(
         &self,
         id: &str,
         delivered: bool,
-        retry_at: Option<i64>,
+        retry_in: Option<Duration>,
     ) -> Result<(), StoreError>;
 
     /// When `function`'s schedule last fired.

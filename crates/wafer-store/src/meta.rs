@@ -1,7 +1,9 @@
-//! The metadata trait: functions, their immutable versions and which version is live.
+//! The metadata trait: functions, their immutable versions (with their module bytes) and which version is
+//! live.
 
 use crate::StoreError;
 use async_trait::async_trait;
+use bytes::Bytes;
 use wafer_api::{FunctionConfig, FunctionInfo, Kind, VersionInfo};
 
 /// A version about to be stored; its number is assigned by the store.
@@ -87,10 +89,20 @@ impl StoredFunction {
 /// Function metadata storage. Every method is atomic: it either happens whole or not at all.
 #[async_trait]
 pub trait MetaStore: Send + Sync {
-    /// Stores a new version under the next number and makes it live, mounting its routes.
+    /// Stores a new version under the next number, with its module bytes (`new.digest` is their
+    /// digest), and makes it live, mounting its routes. A version never exists without its bytes: they
+    /// are durable before the version is, or written in its transaction.
     ///
-    /// Fails with [`StoreError::RouteTaken`] (and stores nothing) when another function holds a route.
-    async fn insert_version(&self, new: NewVersion) -> Result<StoredFunction, StoreError>;
+    /// Fails with [`StoreError::RouteTaken`] (and stores nothing, bytes included unless another version
+    /// has them) when another function holds a route.
+    async fn insert_version(
+        &self,
+        new: NewVersion,
+        module: Bytes,
+    ) -> Result<StoredFunction, StoreError>;
+
+    /// The module bytes of digest `digest`; [`StoreError::NotFound`] when no version has them.
+    async fn module(&self, digest: &str) -> Result<Vec<u8>, StoreError>;
 
     /// All functions, by name.
     async fn list_functions(&self) -> Result<Vec<StoredFunction>, StoreError>;
@@ -104,10 +116,8 @@ pub trait MetaStore: Send + Sync {
     /// Makes an existing version live again, remounting its routes.
     async fn set_live(&self, name: &str, version: u32) -> Result<StoredFunction, StoreError>;
 
-    /// Deletes a function with all its versions and routes. Returns the digests no version references any
-    /// more, so their blobs can be removed.
+    /// Deletes a function with all its versions and routes, and the module bytes no other version uses.
+    /// Returns the digests of those modules, so what was derived from them (compiled artifacts) can go
+    /// too.
     async fn delete_function(&self, name: &str) -> Result<Vec<String>, StoreError>;
-
-    /// Whether any version references this module digest.
-    async fn digest_in_use(&self, digest: &str) -> Result<bool, StoreError>;
 }

@@ -1,108 +1,27 @@
 //! [`ExecutionStore`] on SQLite: tables `executions`, `logs` and `schedules`, on their own connection.
 //!
 //! The queue is the `executions` table itself: a queued row is due at `next_at`; claiming flips it to
-//! `running` and counts the attempt in the same statement, so no two workers ever claim one execution; an
-//! attempt's result is recorded only while the row is still running that attempt.
+//! `running`, counts the attempt and leases it to the claiming node (`claimed_by`, `lease_until`) in the
+//! same statement, so no two workers ever claim one execution; an attempt's result is recorded only while
+//! the row is still running that attempt under that node's claim. Every time compared is [`NOW_MS`], the
+//! database's clock.
 
+use super::rows::{
+    corrupt, execution_from_row, i64_of, log_from_row, summary, u64_of, COLUMNS, LOG_COLUMNS,
+};
+use super::{millis, run_on, SqliteStore, NOW_MS};
 use crate::executions::{
     Attempt, Claimed, DueCallback, ExecutionStore, NewExecution, Page, QueueStats, Retention,
     StoredRequest, Write,
 };
-use crate::sqlite::run_on;
-use crate::{SqliteStore, StoreError};
+use crate::StoreError;
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
-use wafer_api::{
-    Execution, ExecutionStats, ExecutionStatus, ExecutionUsage, LogEntry, LogLevel, Summary,
-};
-
-const COLUMNS: &str = "id, function, version, trigger, status, attempts, max_attempts, queued_at, \
-     started_at, finished_at, next_at, duration_us, http_status, exit_code, error, output, \
-     output_truncated, instantiate_us, cpu_us, peak_memory, fuel, callback_url, callback_state";
+use std::time::Duration;
+use wafer_api::{Execution, ExecutionStats, ExecutionStatus, LogEntry, LogLevel};
 
 const FINAL: &str = "('succeeded', 'failed', 'dead')";
-
-/// Milliseconds since the epoch as RFC 3339 UTC, with milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn corrupt(column: usize, what: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, what.into())
-}
-
-fn u64_of(value: Option<i64>) -> Option<u64> {
-    value.map(|v| u64::try_from(v).unwrap_or_default())
-}
-
-fn i64_of(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// Reads a row of [`COLUMNS`].
-fn execution_from_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
-    let trigger: String = row.get(3)?;
-    let status: String = row.get(4)?;
-    let time = |i: usize| -> rusqlite::Result<Option<String>> {
-        Ok(row.get::<_, Option<i64>>(i)?.map(rfc3339))
-    };
-    let duration_us: Option<i64> = row.get(11)?;
-    let output: Option<Vec<u8>> = row.get(15)?;
-    let usage = match (
-        row.get::<_, Option<i64>>(17)?,
-        row.get::<_, Option<i64>>(18)?,
-    ) {
-        (Some(instantiate_us), Some(cpu_us)) => Some(ExecutionUsage {
-            instantiate_us: u64_of(Some(instantiate_us)).unwrap_or_default(),
-            cpu_us: u64_of(Some(cpu_us)).unwrap_or_default(),
-            peak_memory_bytes: u64_of(row.get(19)?).unwrap_or_default(),
-            fuel_consumed: u64_of(row.get(20)?),
-        }),
-        _ => None,
-    };
-    Ok(Execution {
-        id: row.get(0)?,
-        function: row.get(1)?,
-        version: row.get(2)?,
-        trigger: trigger.parse().map_err(|e| corrupt(3, e))?,
-        status: status.parse().map_err(|e| corrupt(4, e))?,
-        attempts: row.get(5)?,
-        max_attempts: row.get(6)?,
-        queued_at: rfc3339(row.get(7)?),
-        started_at: time(8)?,
-        finished_at: time(9)?,
-        next_attempt_at: if status == "queued" { time(10)? } else { None },
-        duration_ms: duration_us.map(|us| us as f64 / 1000.0),
-        http_status: row
-            .get::<_, Option<i64>>(12)?
-            .and_then(|s| u16::try_from(s).ok()),
-        exit_code: row.get(13)?,
-        error: row.get(14)?,
-        output: output.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
-        output_truncated: row.get(16)?,
-        usage,
-        callback_url: row.get(21)?,
-        callback_state: row.get(22)?,
-        logs: Vec::new(),
-    })
-}
-
-fn log_from_row(row: &Row<'_>) -> rusqlite::Result<LogEntry> {
-    Ok(LogEntry {
-        seq: row.get(0)?,
-        execution_id: row.get(1)?,
-        function: row.get(2)?,
-        at: rfc3339(row.get(3)?),
-        stream: row.get(4)?,
-        line: row.get(5)?,
-        level: LogLevel::from_rank(row.get(6)?),
-    })
-}
-
-const LOG_COLUMNS: &str = "seq, execution_id, function, at, stream, line, level";
 
 fn insert(tx: &rusqlite::Transaction<'_>, new: &NewExecution) -> Result<(), StoreError> {
     let request = new
@@ -111,19 +30,16 @@ fn insert(tx: &rusqlite::Transaction<'_>, new: &NewExecution) -> Result<(), Stor
         .map(serde_json::to_string)
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("request does not serialise: {e}")))?;
-    let (status, attempts, next_at) = match &new.attempt {
-        Some(attempt) => (
-            attempt.status.unwrap_or(ExecutionStatus::Failed),
-            1,
-            attempt.next_at,
-        ),
-        None => (ExecutionStatus::Queued, 0, Some(new.queued_at)),
+    // A queued execution is due at once; one that already ran (a sync call) is not in the queue.
+    let (status, attempts, queued) = match &new.attempt {
+        Some(attempt) => (attempt.status.unwrap_or(ExecutionStatus::Failed), 1, false),
+        None => (ExecutionStatus::Queued, 0, true),
     };
-    tx.prepare_cached(
+    tx.prepare_cached(&format!(
         "INSERT INTO executions (id, function, version, trigger, status, attempts, max_attempts,
              queued_at, next_at, request, body, callback_url)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?9 THEN {NOW_MS} END, ?10, ?11, ?12)"
+    ))?
     .execute(params![
         new.id,
         new.function,
@@ -133,7 +49,7 @@ fn insert(tx: &rusqlite::Transaction<'_>, new: &NewExecution) -> Result<(), Stor
         attempts,
         new.max_attempts,
         new.queued_at,
-        next_at,
+        queued,
         request,
         new.body,
         new.callback_url,
@@ -144,13 +60,13 @@ fn insert(tx: &rusqlite::Transaction<'_>, new: &NewExecution) -> Result<(), Stor
     Ok(())
 }
 
-/// Writes an attempt's result and logs onto its row. With `running`, only while the row is still running
-/// that attempt number; returns whether the row was written.
+/// Writes an attempt's result and logs onto its row. With `claim` (node, attempt number), only while the
+/// row is still running that attempt under that node's claim; returns whether the row was written.
 fn record(
     tx: &rusqlite::Transaction<'_>,
     id: &str,
     attempt: &Attempt,
-    running: Option<u32>,
+    claim: Option<(&str, u32)>,
 ) -> Result<bool, StoreError> {
     let status = attempt.status.unwrap_or(ExecutionStatus::Failed);
     let usage = attempt.usage;
@@ -159,14 +75,16 @@ fn record(
             "UPDATE executions SET status = ?2, version = ?3, started_at = ?4, finished_at = ?5,
                  duration_us = ?6, http_status = ?7, exit_code = ?8, error = ?9, output = ?10,
                  output_truncated = ?11, instantiate_us = ?12, cpu_us = ?13, peak_memory = ?14,
-                 fuel = ?15, next_at = ?16,
+                 fuel = ?15, next_at = CASE WHEN ?16 IS NOT NULL THEN {NOW_MS} + ?16 END,
+                 lease_until = NULL,
                  callback_state = CASE WHEN callback_url IS NOT NULL AND ?2 IN {FINAL}
                                   THEN 'pending' ELSE callback_state END,
-                 callback_at = ?5,
+                 callback_at = {NOW_MS},
                  -- The request is not needed once nothing will run it again.
                  request = CASE WHEN ?2 IN {FINAL} THEN NULL ELSE request END,
                  body = CASE WHEN ?2 IN {FINAL} THEN NULL ELSE body END
-             WHERE id = ?1 AND (?17 IS NULL OR (status = 'running' AND attempts = ?17))"
+             WHERE id = ?1
+               AND (?17 IS NULL OR (status = 'running' AND attempts = ?17 AND claimed_by = ?18))"
         ))?
         .execute(params![
             id,
@@ -184,8 +102,9 @@ fn record(
             usage.map(|u| i64_of(u.cpu_us)),
             usage.map(|u| i64_of(u.peak_memory_bytes)),
             usage.and_then(|u| u.fuel_consumed).map(i64_of),
-            attempt.next_at,
-            running,
+            attempt.retry_in.map(millis),
+            claim.map(|(_, attempt)| attempt),
+            claim.map(|(node, _)| node),
         ])?;
     if written == 0 {
         return Ok(false);
@@ -206,24 +125,13 @@ fn record(
     Ok(true)
 }
 
-fn summary(row: &Row<'_>, first: usize, scale: f64) -> rusqlite::Result<Summary> {
-    let value = |i: usize| -> rusqlite::Result<f64> {
-        Ok(row.get::<_, Option<f64>>(first + i)?.unwrap_or_default() / scale)
-    };
-    Ok(Summary {
-        min: value(0)?,
-        avg: value(1)?,
-        max: value(2)?,
-    })
-}
-
 impl SqliteStore {
     async fn with_executions<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        run_on(self.executions.clone(), f).await
+        run_on(&self.executions, f).await
     }
 }
 
@@ -241,9 +149,10 @@ impl ExecutionStore for SqliteStore {
                     }
                     Write::Finish {
                         id,
+                        node,
                         attempt,
                         outcome,
-                    } => applied.push(record(&tx, id, outcome, Some(*attempt))?),
+                    } => applied.push(record(&tx, id, outcome, Some((node, *attempt)))?),
                 }
             }
             tx.commit()?;
@@ -252,19 +161,26 @@ impl ExecutionStore for SqliteStore {
         .await
     }
 
-    async fn claim(&self, now: i64, limit: u32) -> Result<Vec<Claimed>, StoreError> {
+    async fn claim(
+        &self,
+        node: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let node = node.to_owned();
         self.with_executions(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let claimed = {
-                let mut stmt = tx.prepare_cached(
+                let mut stmt = tx.prepare_cached(&format!(
                     "UPDATE executions SET status = 'running', attempts = attempts + 1,
-                         started_at = ?1, next_at = NULL
+                         started_at = {NOW_MS}, next_at = NULL,
+                         claimed_by = ?1, lease_until = {NOW_MS} + ?2
                      WHERE id IN (SELECT id FROM executions
-                                  WHERE status = 'queued' AND next_at <= ?1
-                                  ORDER BY next_at, id LIMIT ?2)
-                     RETURNING id, function, trigger, attempts, max_attempts, queued_at, request, body",
-                )?;
-                let rows = stmt.query_map(params![now, limit], |row| {
+                                  WHERE status = 'queued' AND next_at <= {NOW_MS}
+                                  ORDER BY next_at, id LIMIT ?3)
+                     RETURNING id, function, trigger, attempts, max_attempts, queued_at, request, body"
+                ))?;
+                let rows = stmt.query_map(params![node, millis(lease), limit], |row| {
                     let trigger: String = row.get(2)?;
                     let request: Option<String> = row.get(6)?;
                     Ok(Claimed {
@@ -289,23 +205,63 @@ impl ExecutionStore for SqliteStore {
         .await
     }
 
-    async fn requeue_running(&self, now: i64) -> Result<u64, StoreError> {
+    async fn renew(&self, node: &str, ids: &[String], lease: Duration) -> Result<u64, StoreError> {
+        let (node, ids) = (node.to_owned(), ids.to_vec());
         self.with_executions(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut held = 0;
+            {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "UPDATE executions SET lease_until = {NOW_MS} + ?3
+                     WHERE id = ?1 AND status = 'running' AND claimed_by = ?2"
+                ))?;
+                for id in &ids {
+                    held += stmt.execute(params![id, node, millis(lease)])? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(held)
+        })
+        .await
+    }
+
+    async fn sweep_expired(&self) -> Result<u64, StoreError> {
+        self.with_executions(|conn| {
             Ok(conn.execute(
-                "UPDATE executions SET status = 'queued', next_at = ?1 WHERE status = 'running'",
-                [now],
+                &format!(
+                    "UPDATE executions SET status = 'queued', next_at = {NOW_MS}, lease_until = NULL
+                     WHERE status = 'running' AND lease_until < {NOW_MS}"
+                ),
+                [],
             )? as u64)
         })
         .await
     }
 
-    async fn next_due(&self) -> Result<Option<i64>, StoreError> {
+    async fn requeue_claims(&self, node: &str) -> Result<u64, StoreError> {
+        let node = node.to_owned();
+        self.with_executions(move |conn| {
+            Ok(conn.execute(
+                &format!(
+                    "UPDATE executions SET status = 'queued', next_at = {NOW_MS}, lease_until = NULL
+                     WHERE status = 'running' AND (claimed_by = ?1 OR claimed_by IS NULL)"
+                ),
+                [node],
+            )? as u64)
+        })
+        .await
+    }
+
+    async fn next_due(&self) -> Result<Option<Duration>, StoreError> {
         self.with_executions(|conn| {
-            Ok(conn.query_row(
-                "SELECT MIN(next_at) FROM executions WHERE status = 'queued'",
+            let wait: Option<i64> = conn.query_row(
+                &format!(
+                    "SELECT MAX(0, MIN(next_at) - {NOW_MS}) FROM executions WHERE status = 'queued'"
+                ),
                 [],
                 |r| r.get(0),
-            )?)
+            )?;
+            Ok(wait.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
         })
         .await
     }
@@ -449,16 +405,18 @@ impl ExecutionStore for SqliteStore {
     async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
         self.with_executions(|conn| {
             Ok(conn.query_row(
-                "SELECT COUNT(*) FILTER (WHERE status = 'queued'),
-                        COUNT(*) FILTER (WHERE status = 'running'),
-                        MIN(queued_at) FILTER (WHERE status = 'queued')
-                 FROM executions WHERE status IN ('queued', 'running')",
+                &format!(
+                    "SELECT COUNT(*) FILTER (WHERE status = 'queued'),
+                            COUNT(*) FILTER (WHERE status = 'running'),
+                            MAX(0, {NOW_MS} - MIN(queued_at) FILTER (WHERE status = 'queued'))
+                     FROM executions WHERE status IN ('queued', 'running')"
+                ),
                 [],
                 |r| {
                     Ok(QueueStats {
                         queued: u64_of(r.get(0)?).unwrap_or_default(),
                         running: u64_of(r.get(1)?).unwrap_or_default(),
-                        oldest_queued_at: r.get(2)?,
+                        oldest_age: u64_of(r.get(2)?).map(Duration::from_millis),
                     })
                 },
             )?)
@@ -475,10 +433,13 @@ impl ExecutionStore for SqliteStore {
                          SELECT id, finished_at, callback_state,
                                 ROW_NUMBER() OVER (PARTITION BY function ORDER BY id DESC) AS n
                          FROM executions WHERE status IN {FINAL})
-                     WHERE (n > ?1 OR finished_at < ?2) AND callback_state IS NOT 'pending'"
+                     WHERE (n > ?1 OR finished_at < {NOW_MS} - ?2) AND callback_state IS NOT 'pending'"
                 ))?;
                 let rows = stmt.query_map(
-                    params![i64_of(retention.per_function), retention.finished_before],
+                    params![
+                        i64_of(retention.per_function),
+                        millis(retention.older_than)
+                    ],
                     |r| r.get(0),
                 )?;
                 rows.collect::<Result<_, _>>()?
@@ -493,14 +454,14 @@ impl ExecutionStore for SqliteStore {
         .await
     }
 
-    async fn due_callbacks(&self, now: i64, limit: u32) -> Result<Vec<DueCallback>, StoreError> {
+    async fn due_callbacks(&self, limit: u32) -> Result<Vec<DueCallback>, StoreError> {
         self.with_executions(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {COLUMNS}, callback_attempts FROM executions
-                 WHERE callback_state = 'pending' AND callback_at <= ?1
-                 ORDER BY callback_at LIMIT ?2"
+                 WHERE callback_state = 'pending' AND callback_at <= {NOW_MS}
+                 ORDER BY callback_at LIMIT ?1"
             ))?;
-            let rows = stmt.query_map(params![now, limit], |row| {
+            let rows = stmt.query_map(params![limit], |row| {
                 let execution = execution_from_row(row)?;
                 Ok(DueCallback {
                     url: execution.callback_url.clone().unwrap_or_default(),
@@ -517,20 +478,23 @@ impl ExecutionStore for SqliteStore {
         &self,
         id: &str,
         delivered: bool,
-        retry_at: Option<i64>,
+        retry_in: Option<Duration>,
     ) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.with_executions(move |conn| {
-            let state = match (delivered, retry_at) {
+            let state = match (delivered, retry_in) {
                 (true, _) => "delivered",
                 (false, Some(_)) => "pending",
                 (false, None) => "failed",
             };
             conn.execute(
-                "UPDATE executions SET callback_state = ?2, callback_at = ?3,
-                     callback_attempts = callback_attempts + 1
-                 WHERE id = ?1",
-                params![id, state, retry_at],
+                &format!(
+                    "UPDATE executions SET callback_state = ?2,
+                         callback_at = CASE WHEN ?3 IS NOT NULL THEN {NOW_MS} + ?3 END,
+                         callback_attempts = callback_attempts + 1
+                     WHERE id = ?1"
+                ),
+                params![id, state, retry_in.map(millis)],
             )?;
             Ok(())
         })
@@ -580,257 +544,5 @@ impl ExecutionStore for SqliteStore {
             Ok(true)
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::NewLog;
-    use wafer_api::Trigger;
-
-    fn queued(id: &str, function: &str, at: i64) -> NewExecution {
-        NewExecution {
-            id: id.into(),
-            function: function.into(),
-            version: 1,
-            trigger: Trigger::Async,
-            max_attempts: 3,
-            queued_at: at,
-            request: Some(StoredRequest {
-                method: "POST".into(),
-                path: "/".into(),
-                headers: vec![("a".into(), "b".into())],
-            }),
-            body: b"input".to_vec(),
-            callback_url: None,
-            attempt: None,
-        }
-    }
-
-    fn ended(status: ExecutionStatus, at: i64) -> Attempt {
-        Attempt {
-            status: Some(status),
-            version: 1,
-            started_at: at,
-            finished_at: at + 5,
-            duration_us: 5000,
-            exit_code: Some(0),
-            usage: Some(ExecutionUsage {
-                instantiate_us: 10,
-                cpu_us: 2000,
-                peak_memory_bytes: 65536,
-                fuel_consumed: None,
-            }),
-            logs: vec![NewLog {
-                stream: "stderr",
-                level: if status == ExecutionStatus::Failed {
-                    LogLevel::Error
-                } else {
-                    LogLevel::Info
-                },
-                line: format!("{status} at {at}"),
-            }],
-            ..Default::default()
-        }
-    }
-
-    fn open() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        (dir, store)
-    }
-
-    #[tokio::test]
-    async fn a_claimed_execution_is_not_claimed_again_and_finishes_once() {
-        let (_dir, store) = open();
-        store
-            .write(vec![Write::Insert(queued("e1", "f", 100))])
-            .await
-            .unwrap();
-        assert!(store.claim(99, 10).await.unwrap().is_empty(), "not yet due");
-        let claimed = store.claim(100, 10).await.unwrap();
-        assert_eq!(claimed.len(), 1);
-        assert_eq!(
-            (claimed[0].attempt, claimed[0].body.as_slice()),
-            (1, &b"input"[..])
-        );
-        assert!(store.claim(1000, 10).await.unwrap().is_empty());
-        let finish = |attempt| Write::Finish {
-            id: "e1".into(),
-            attempt,
-            outcome: ended(ExecutionStatus::Succeeded, 200),
-        };
-        assert_eq!(
-            store
-                .write(vec![finish(1), finish(1), finish(2)])
-                .await
-                .unwrap(),
-            [true, false, false]
-        );
-        let e = store.get_execution("e1", true).await.unwrap().unwrap();
-        assert_eq!(
-            (e.status, e.attempts, e.logs.len()),
-            (ExecutionStatus::Succeeded, 1, 1)
-        );
-        assert_eq!(e.usage.unwrap().cpu_us, 2000);
-        assert_eq!(e.duration_ms, Some(5.0));
-    }
-
-    #[tokio::test]
-    async fn a_retry_waits_for_its_time_and_a_restart_requeues_running_work() {
-        let (_dir, store) = open();
-        store
-            .write(vec![Write::Insert(queued("e1", "f", 0))])
-            .await
-            .unwrap();
-        store.claim(0, 1).await.unwrap();
-        let retry = Attempt {
-            status: Some(ExecutionStatus::Queued),
-            next_at: Some(500),
-            ..ended(ExecutionStatus::Queued, 10)
-        };
-        store
-            .write(vec![Write::Finish {
-                id: "e1".into(),
-                attempt: 1,
-                outcome: retry,
-            }])
-            .await
-            .unwrap();
-        assert_eq!(store.next_due().await.unwrap(), Some(500));
-        assert!(store.claim(499, 1).await.unwrap().is_empty());
-        assert_eq!(store.claim(500, 1).await.unwrap()[0].attempt, 2);
-        assert_eq!(store.requeue_running(600).await.unwrap(), 1);
-        let again = store.claim(600, 1).await.unwrap();
-        assert_eq!((again[0].attempt, again[0].request.is_some()), (3, true));
-    }
-
-    #[tokio::test]
-    async fn listing_pages_newest_first_and_filters_by_status() {
-        let (_dir, store) = open();
-        let writes = (0..5)
-            .map(|i| {
-                Write::Insert(NewExecution {
-                    attempt: Some(ended(
-                        if i % 2 == 0 {
-                            ExecutionStatus::Succeeded
-                        } else {
-                            ExecutionStatus::Failed
-                        },
-                        i,
-                    )),
-                    ..queued(&format!("e{i}"), "f", i)
-                })
-            })
-            .collect();
-        store.write(writes).await.unwrap();
-        let page = |status, before: Option<&str>| {
-            let store = store.clone();
-            let before = before.map(str::to_string);
-            async move {
-                store
-                    .list_executions(
-                        "f",
-                        Page {
-                            status,
-                            before,
-                            limit: 2,
-                        },
-                    )
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|e| e.id)
-                    .collect::<Vec<_>>()
-            }
-        };
-        assert_eq!(page(None, None).await, ["e4", "e3"]);
-        assert_eq!(page(None, Some("e3")).await, ["e2", "e1"]);
-        assert_eq!(
-            page(Some(ExecutionStatus::Failed), None).await,
-            ["e3", "e1"]
-        );
-        let stats = store.stats("f").await.unwrap();
-        assert_eq!((stats.count, stats.by_status["succeeded"]), (5, 3));
-        assert_eq!(stats.cpu_ms.max, 2.0);
-        let logs = store.logs("f", None, 3, LogLevel::Trace).await.unwrap();
-        assert_eq!(logs.len(), 3);
-        assert!(logs[0].seq < logs[2].seq);
-        assert_eq!(
-            store
-                .logs("f", Some(logs[1].seq), 10, LogLevel::Trace)
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
-        let errors = store.logs("f", None, 10, LogLevel::Warn).await.unwrap();
-        let errors: Vec<_> = errors.iter().map(|l| (l.level, l.line.as_str())).collect();
-        assert_eq!(
-            errors,
-            [
-                (LogLevel::Error, "failed at 1"),
-                (LogLevel::Error, "failed at 3")
-            ]
-        );
-        // Keep two per function.
-        let pruned = store
-            .prune(Retention {
-                per_function: 2,
-                finished_before: 0,
-            })
-            .await
-            .unwrap();
-        assert_eq!(pruned, 3);
-        assert_eq!(page(None, None).await, ["e4", "e3"]);
-        let kept = store.logs("f", None, 10, LogLevel::Trace).await.unwrap();
-        assert_eq!(kept.len(), 2);
-    }
-
-    #[tokio::test]
-    async fn a_schedule_tick_fires_once() {
-        let (_dir, store) = open();
-        let fire = |id: &str, tick| {
-            let (store, new) = (store.clone(), queued(id, "f", tick));
-            async move { store.fire_tick("f", tick, new).await.unwrap() }
-        };
-        assert!(fire("c1", 60_000).await);
-        assert!(!fire("c2", 60_000).await);
-        assert!(!fire("c3", 0).await);
-        assert!(fire("c4", 120_000).await);
-        assert_eq!(store.last_tick("f").await.unwrap(), Some(120_000));
-        assert!(store.get_execution("c2", false).await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn a_finished_execution_owes_its_callback_until_delivered() {
-        let (_dir, store) = open();
-        let new = NewExecution {
-            callback_url: Some("http://127.0.0.1:1/cb".into()),
-            ..queued("e1", "f", 0)
-        };
-        store.write(vec![Write::Insert(new)]).await.unwrap();
-        store.claim(0, 1).await.unwrap();
-        assert!(store.due_callbacks(1000, 10).await.unwrap().is_empty());
-        store
-            .write(vec![Write::Finish {
-                id: "e1".into(),
-                attempt: 1,
-                outcome: ended(ExecutionStatus::Succeeded, 10),
-            }])
-            .await
-            .unwrap();
-        let due = store.due_callbacks(1000, 10).await.unwrap();
-        assert_eq!(
-            (due.len(), due[0].url.as_str()),
-            (1, "http://127.0.0.1:1/cb")
-        );
-        store.callback_done("e1", false, Some(2000)).await.unwrap();
-        assert!(store.due_callbacks(1999, 10).await.unwrap().is_empty());
-        store.callback_done("e1", true, None).await.unwrap();
-        assert!(store.due_callbacks(5000, 10).await.unwrap().is_empty());
-        let e = store.get_execution("e1", false).await.unwrap().unwrap();
-        assert_eq!(e.callback_state.as_deref(), Some("delivered"));
     }
 }

@@ -1,7 +1,7 @@
 //! [`StateStore`] on SQLite: tables `kv`, `kv_stores` (each store's size, kept in step with every write)
 //! and `variables`, on their own connection so function state never waits behind deploys or records.
 
-use crate::sqlite::{run_on, SqliteStore};
+use super::{run_on, SqliteStore};
 use crate::state::{FunctionVariables, KeyPage, StateStore};
 use crate::StoreError;
 use async_trait::async_trait;
@@ -14,7 +14,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        run_on(self.state.clone(), f).await
+        run_on(&self.state, f).await
     }
 }
 
@@ -360,113 +360,4 @@ fn insert_variables(
         )?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn open() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        (dir, store)
-    }
-
-    #[tokio::test]
-    async fn values_round_trip_per_store() {
-        let (_dir, s) = open();
-        s.kv_set("a", "k", b"1".to_vec(), 1000).await.unwrap();
-        s.kv_set("b", "k", b"2".to_vec(), 1000).await.unwrap();
-        assert_eq!(s.kv_get("a", "k").await.unwrap(), Some(b"1".to_vec()));
-        assert_eq!(s.kv_get("b", "k").await.unwrap(), Some(b"2".to_vec()));
-        assert!(s.kv_exists("a", "k").await.unwrap());
-        assert!(!s.kv_exists("a", "x").await.unwrap());
-        assert_eq!(
-            s.kv_delete("a", vec!["k".into(), "x".into()])
-                .await
-                .unwrap(),
-            1
-        );
-        assert_eq!(s.kv_get("a", "k").await.unwrap(), None);
-        assert_eq!(s.kv_size("a").await.unwrap(), 0);
-        assert_eq!(s.kv_size("b").await.unwrap(), 2);
-    }
-
-    #[tokio::test]
-    async fn a_store_refuses_writes_past_its_cap_and_keeps_its_data() {
-        let (_dir, s) = open();
-        s.kv_set("a", "k", vec![0; 8], 10).await.unwrap();
-        // Overwriting counts the new size only.
-        s.kv_set("a", "k", vec![1; 9], 10).await.unwrap();
-        let err = s.kv_set("a", "k2", vec![0; 5], 10).await.unwrap_err();
-        assert!(matches!(err, StoreError::Full { would: 17, .. }), "{err}");
-        let batch = vec![("x".to_string(), vec![0]), ("y".to_string(), vec![0; 20])];
-        assert!(s.kv_set_many("a", batch, 10).await.is_err());
-        assert_eq!(s.kv_get("a", "x").await.unwrap(), None);
-        assert_eq!(s.kv_size("a").await.unwrap(), 10);
-    }
-
-    #[tokio::test]
-    async fn keys_page_in_order_and_increments_count_in_decimal() {
-        let (_dir, s) = open();
-        for k in ["c", "a", "b"] {
-            s.kv_set("s", k, vec![], 100).await.unwrap();
-        }
-        let page = s.kv_keys("s", None, 2).await.unwrap();
-        assert_eq!(page.keys, ["a", "b"]);
-        let rest = s.kv_keys("s", page.cursor, 2).await.unwrap();
-        assert_eq!((rest.keys, rest.cursor), (vec!["c".to_string()], None));
-        assert_eq!(s.kv_increment("s", "n", 5, 100).await.unwrap(), 5);
-        assert_eq!(s.kv_increment("s", "n", -7, 100).await.unwrap(), -2);
-        assert_eq!(s.kv_get("s", "n").await.unwrap(), Some(b"-2".to_vec()));
-        s.kv_set("s", "t", b"text".to_vec(), 100).await.unwrap();
-        assert!(matches!(
-            s.kv_increment("s", "t", 1, 100).await,
-            Err(StoreError::NotANumber(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn variables_replace_or_merge_and_keep_secrets_apart() {
-        let (_dir, s) = open();
-        let map = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>()
-        };
-        let secret = |name: &str, value: Option<&str>| {
-            BTreeMap::from([(name.to_string(), value.map(str::to_string))])
-        };
-        s.set_variables("f", map(&[("a", "1")]), secret("s", Some("x")))
-            .await
-            .unwrap();
-        s.set_variables("f", map(&[("b", "2")]), secret("gone", Some("y")))
-            .await
-            .unwrap();
-        s.set_variables("f", map(&[("b", "2")]), secret("gone", None))
-            .await
-            .unwrap();
-        let got = s.variables("f").await.unwrap();
-        assert_eq!(got.variables, map(&[("b", "2")]));
-        assert_eq!(got.secrets, map(&[("s", "x")]));
-        s.merge_variables(
-            "f",
-            FunctionVariables {
-                variables: map(&[("c", "3")]),
-                secrets: map(&[("b", "hidden")]),
-            },
-        )
-        .await
-        .unwrap();
-        let got = s.variables("f").await.unwrap();
-        assert_eq!(got.variables, map(&[("c", "3")]));
-        assert_eq!(got.secrets, map(&[("b", "hidden"), ("s", "x")]));
-        assert_eq!(s.all_variables().await.unwrap()["f"], got);
-        s.forget_variables("f").await.unwrap();
-        assert_eq!(
-            s.variables("f").await.unwrap(),
-            FunctionVariables::default()
-        );
-    }
 }

@@ -1,0 +1,519 @@
+//! [`crate::ExecutionStore`]: claims, fencing, retries, leases, paging, retention, log cursors, ticks and
+//! callbacks.
+
+use super::Stores;
+use crate::{Attempt, NewExecution, NewLog, Page, Retention, StoredRequest, Write};
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use wafer_api::{ExecutionStatus, ExecutionUsage, LogLevel, Trigger};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Milliseconds since the epoch, as a node stamps its records.
+fn now_ms() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// An async execution of `function`, queued now.
+fn queued(id: &str, function: &str) -> NewExecution {
+    NewExecution {
+        id: id.into(),
+        function: function.into(),
+        version: 1,
+        trigger: Trigger::Async,
+        max_attempts: 3,
+        queued_at: now_ms(),
+        request: Some(StoredRequest {
+            method: "POST".into(),
+            path: "/".into(),
+            headers: vec![("a".into(), "b".into())],
+        }),
+        body: b"input".to_vec(),
+        callback_url: None,
+        attempt: None,
+    }
+}
+
+/// An attempt that ended in `status` at `at`, with one log line.
+fn ended(status: ExecutionStatus, at: i64) -> Attempt {
+    Attempt {
+        status: Some(status),
+        version: 1,
+        started_at: at,
+        finished_at: at + 5,
+        duration_us: 5000,
+        exit_code: Some(0),
+        usage: Some(ExecutionUsage {
+            instantiate_us: 10,
+            cpu_us: 2000,
+            peak_memory_bytes: 65536,
+            fuel_consumed: None,
+        }),
+        logs: vec![NewLog {
+            stream: "stderr",
+            level: if status == ExecutionStatus::Failed {
+                LogLevel::Error
+            } else {
+                LogLevel::Info
+            },
+            line: format!("{status} at {at}"),
+        }],
+        ..Default::default()
+    }
+}
+
+/// A sync execution that already ran: finished in `status` at `at`.
+fn finished(id: &str, function: &str, status: ExecutionStatus, at: i64) -> NewExecution {
+    NewExecution {
+        trigger: Trigger::Http,
+        max_attempts: 1,
+        request: None,
+        body: Vec::new(),
+        attempt: Some(ended(status, at)),
+        ..queued(id, function)
+    }
+}
+
+fn finish(id: &str, node: &str, attempt: u32, outcome: Attempt) -> Write {
+    Write::Finish {
+        id: id.into(),
+        node: node.into(),
+        attempt,
+        outcome,
+    }
+}
+
+/// Applies `writes` in one batch; whether each took effect.
+async fn write(stores: &Stores, writes: Vec<Write>) -> Vec<bool> {
+    stores.executions.write(writes).await.unwrap()
+}
+
+async fn insert(stores: &Stores, executions: Vec<NewExecution>) {
+    write(stores, executions.into_iter().map(Write::Insert).collect()).await;
+}
+
+async fn status_of(stores: &Stores, id: &str) -> ExecutionStatus {
+    let execution = stores.executions.get_execution(id, false).await.unwrap();
+    execution.expect("the execution exists").status
+}
+
+pub async fn a_claimed_execution_is_claimed_once_and_finishes_once(stores: &Stores) {
+    insert(stores, vec![queued("e1", "f")]).await;
+    let claimed = stores.executions.claim("n1", HOUR, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        (claimed[0].attempt, claimed[0].body.as_slice()),
+        (1, &b"input"[..])
+    );
+    assert_eq!(claimed[0].request.as_ref().unwrap().headers.len(), 1);
+    assert_eq!(status_of(stores, "e1").await, ExecutionStatus::Running);
+    assert!(stores
+        .executions
+        .claim("n2", HOUR, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let done = || ended(ExecutionStatus::Succeeded, 200);
+    let applied = write(
+        stores,
+        vec![
+            finish("e1", "n1", 1, done()),
+            finish("e1", "n1", 1, done()),
+            finish("e1", "n1", 2, done()),
+        ],
+    )
+    .await;
+    assert_eq!(applied, [true, false, false]);
+    let e = stores
+        .executions
+        .get_execution("e1", true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e.status, e.attempts, e.logs.len()),
+        (ExecutionStatus::Succeeded, 1, 1)
+    );
+    assert_eq!(e.usage.unwrap().cpu_us, 2000);
+    assert_eq!(e.duration_ms, Some(5.0));
+}
+
+pub async fn only_the_claiming_node_records_an_attempt(stores: &Stores) {
+    insert(stores, vec![queued("e1", "f")]).await;
+    stores.executions.claim("n1", HOUR, 1).await.unwrap();
+    let from_other = finish("e1", "n2", 1, ended(ExecutionStatus::Failed, 1));
+    assert_eq!(write(stores, vec![from_other]).await, [false]);
+    assert_eq!(status_of(stores, "e1").await, ExecutionStatus::Running);
+    let from_owner = finish("e1", "n1", 1, ended(ExecutionStatus::Succeeded, 1));
+    assert_eq!(write(stores, vec![from_owner]).await, [true]);
+}
+
+pub async fn a_retry_waits_for_its_delay(stores: &Stores) {
+    insert(stores, vec![queued("later", "f"), queued("now", "f")]).await;
+    assert_eq!(
+        stores.executions.claim("n1", HOUR, 2).await.unwrap().len(),
+        2
+    );
+    let retry = |delay| Attempt {
+        status: Some(ExecutionStatus::Queued),
+        retry_in: Some(delay),
+        ..ended(ExecutionStatus::Queued, 10)
+    };
+    let applied = write(
+        stores,
+        vec![
+            finish("later", "n1", 1, retry(HOUR)),
+            finish("now", "n1", 1, retry(Duration::ZERO)),
+        ],
+    )
+    .await;
+    assert_eq!(applied, [true, true]);
+    let again = stores.executions.claim("n1", HOUR, 10).await.unwrap();
+    assert_eq!(again.len(), 1, "only the retry due now is claimed");
+    assert_eq!((again[0].id.as_str(), again[0].attempt), ("now", 2));
+    assert!(again[0].request.is_some(), "a retry keeps its request");
+    let wait = stores.executions.next_due().await.unwrap().unwrap();
+    assert!(wait > HOUR - Duration::from_secs(60), "{wait:?}");
+    let later = stores
+        .executions
+        .get_execution("later", false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(later.next_attempt_at.is_some());
+}
+
+/// Queues execution `id` and claims it for `node` under a lease of a millisecond.
+async fn claim_briefly(stores: &Stores, id: &str, node: &str) {
+    insert(stores, vec![queued(id, "f")]).await;
+    let claimed = stores.executions.claim(node, Duration::from_millis(1), 1);
+    assert_eq!(claimed.await.unwrap().len(), 1);
+}
+
+pub async fn an_expired_lease_is_swept_back_into_the_queue(stores: &Stores) {
+    claim_briefly(stores, "e1", "n1").await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(stores.executions.sweep_expired().await.unwrap(), 1);
+    assert_eq!(status_of(stores, "e1").await, ExecutionStatus::Queued);
+    let again = stores.executions.claim("n2", HOUR, 1).await.unwrap();
+    assert_eq!(again[0].attempt, 2);
+    // The attempt that outlived its lease cannot overwrite the one that replaced it.
+    let late = finish("e1", "n1", 1, ended(ExecutionStatus::Failed, 1));
+    let current = finish("e1", "n2", 2, ended(ExecutionStatus::Succeeded, 2));
+    let applied = write(stores, vec![late, current]).await;
+    assert_eq!(applied, [false, true]);
+    assert_eq!(status_of(stores, "e1").await, ExecutionStatus::Succeeded);
+}
+
+pub async fn a_renewed_lease_is_kept(stores: &Stores) {
+    claim_briefly(stores, "e1", "n1").await;
+    let ids = ["e1".to_string()];
+    assert_eq!(stores.executions.renew("n1", &ids, HOUR).await.unwrap(), 1);
+    assert_eq!(stores.executions.renew("n2", &ids, HOUR).await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(stores.executions.sweep_expired().await.unwrap(), 0);
+    assert_eq!(status_of(stores, "e1").await, ExecutionStatus::Running);
+}
+
+pub async fn a_start_requeues_only_the_nodes_own_claims(stores: &Stores) {
+    insert(stores, vec![queued("mine", "f")]).await;
+    stores.executions.claim("n1", HOUR, 1).await.unwrap();
+    insert(stores, vec![queued("theirs", "f")]).await;
+    stores.executions.claim("n2", HOUR, 1).await.unwrap();
+    assert_eq!(stores.executions.requeue_claims("n1").await.unwrap(), 1);
+    assert_eq!(status_of(stores, "mine").await, ExecutionStatus::Queued);
+    assert_eq!(status_of(stores, "theirs").await, ExecutionStatus::Running);
+    let again = stores.executions.claim("n1", HOUR, 10).await.unwrap();
+    assert_eq!(
+        again
+            .iter()
+            .map(|c| (c.id.as_str(), c.attempt))
+            .collect::<Vec<_>>(),
+        [("mine", 2)]
+    );
+}
+
+pub async fn listing_pages_newest_first_and_filters_by_status(stores: &Stores) {
+    let runs = (0..5)
+        .map(|i| {
+            let status = if i % 2 == 0 {
+                ExecutionStatus::Succeeded
+            } else {
+                ExecutionStatus::Failed
+            };
+            finished(&format!("e{i}"), "f", status, i)
+        })
+        .collect();
+    insert(stores, runs).await;
+    insert(
+        stores,
+        vec![finished("other", "g", ExecutionStatus::Succeeded, 9)],
+    )
+    .await;
+    let page = |status, before: Option<&str>| {
+        let executions = stores.executions.clone();
+        let before = before.map(str::to_string);
+        async move {
+            executions
+                .list_executions(
+                    "f",
+                    Page {
+                        status,
+                        before,
+                        limit: 2,
+                    },
+                )
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(None, None).await, ["e4", "e3"]);
+    assert_eq!(page(None, Some("e3")).await, ["e2", "e1"]);
+    assert_eq!(
+        page(Some(ExecutionStatus::Failed), None).await,
+        ["e3", "e1"]
+    );
+    let stats = stores.executions.stats("f").await.unwrap();
+    assert_eq!((stats.count, stats.by_status["succeeded"]), (5, 3));
+    assert_eq!(stats.cpu_ms.max, 2.0);
+    let logs = stores
+        .executions
+        .logs("f", None, 3, LogLevel::Trace)
+        .await
+        .unwrap();
+    assert_eq!(logs.len(), 3);
+    assert!(logs[0].seq < logs[2].seq, "oldest first");
+    let after = stores
+        .executions
+        .logs("f", Some(logs[1].seq), 10, LogLevel::Trace)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    let errors = stores
+        .executions
+        .logs("f", None, 10, LogLevel::Warn)
+        .await
+        .unwrap();
+    let errors: Vec<_> = errors.iter().map(|l| (l.level, l.line.as_str())).collect();
+    assert_eq!(
+        errors,
+        [
+            (LogLevel::Error, "failed at 1"),
+            (LogLevel::Error, "failed at 3")
+        ]
+    );
+}
+
+pub async fn retention_keeps_the_newest_and_owed_callbacks(stores: &Stores) {
+    // A minute ago: well within the week kept below.
+    let now = now_ms() - 60_000;
+    let runs = (0..5)
+        .map(|i| finished(&format!("e{i}"), "f", ExecutionStatus::Succeeded, now + i))
+        .collect();
+    insert(stores, runs).await;
+    let keep_two = Retention {
+        per_function: 2,
+        older_than: 30 * 24 * HOUR,
+    };
+    assert_eq!(stores.executions.prune(keep_two).await.unwrap(), 3);
+    let left = stores
+        .executions
+        .list_executions(
+            "f",
+            Page {
+                limit: 10,
+                ..Page::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        left.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["e4", "e3"]
+    );
+    let logs = stores.executions.logs("f", None, 10, LogLevel::Trace).await;
+    assert_eq!(logs.unwrap().len(), 2, "logs go with their executions");
+    // A finished execution that still owes its callback is kept, however old.
+    insert(
+        stores,
+        vec![NewExecution {
+            callback_url: Some("http://127.0.0.1:1/cb".into()),
+            ..queued("owed", "f")
+        }],
+    )
+    .await;
+    stores.executions.claim("n1", HOUR, 1).await.unwrap();
+    let done = finish("owed", "n1", 1, ended(ExecutionStatus::Succeeded, 0));
+    write(stores, vec![done]).await;
+    let everything = Retention {
+        per_function: 0,
+        older_than: Duration::ZERO,
+    };
+    assert_eq!(stores.executions.prune(everything).await.unwrap(), 2);
+    assert!(stores
+        .executions
+        .get_execution("owed", false)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+pub async fn log_cursors_see_every_line_of_concurrent_writers(stores: &Stores) {
+    const WRITERS: usize = 4;
+    const BATCHES: usize = 40;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let executions = stores.executions.clone();
+            tokio::spawn(async move {
+                for b in 0..BATCHES {
+                    let mut run =
+                        finished(&format!("w{w}-{b}"), "f", ExecutionStatus::Succeeded, 0);
+                    if let Some(attempt) = run.attempt.as_mut() {
+                        attempt.logs = (0..3)
+                            .map(|i| NewLog {
+                                stream: "stderr",
+                                level: LogLevel::Info,
+                                line: format!("w{w} b{b} line {i}"),
+                            })
+                            .collect();
+                    }
+                    executions.write(vec![Write::Insert(run)]).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let done = writers.iter().all(|w| w.is_finished());
+        let lines = stores
+            .executions
+            .logs("f", Some(after), 1000, LogLevel::Trace)
+            .await
+            .unwrap();
+        if let Some(last) = lines.last() {
+            after = last.seq;
+        }
+        let read_nothing = lines.is_empty();
+        seen.extend(lines.into_iter().map(|l| (l.seq, l.line)));
+        if done && read_nothing {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let lines: BTreeSet<_> = seen.iter().map(|(_, line)| line.clone()).collect();
+    assert_eq!(seen.len(), WRITERS * BATCHES * 3, "no line read twice");
+    assert_eq!(lines.len(), WRITERS * BATCHES * 3, "every line read");
+}
+
+pub async fn a_schedule_tick_fires_once(stores: &Stores) {
+    let fire = |id: &str, tick| {
+        let (executions, new) = (stores.executions.clone(), queued(id, "f"));
+        async move { executions.fire_tick("f", tick, new).await.unwrap() }
+    };
+    assert!(fire("c1", 60_000).await);
+    assert!(!fire("c2", 60_000).await, "the same tick again");
+    assert!(!fire("c3", 0).await, "an earlier tick");
+    assert_eq!(
+        stores.executions.last_tick("f").await.unwrap(),
+        Some(60_000)
+    );
+    assert!(stores
+        .executions
+        .get_execution("c2", false)
+        .await
+        .unwrap()
+        .is_none());
+    // Two nodes firing the same tick at once: one of them queues it.
+    let (a, b) = tokio::join!(fire("c4", 120_000), fire("c5", 120_000));
+    assert!(a ^ b, "exactly one fired: {a} {b}");
+    assert_eq!(
+        stores.executions.last_tick("f").await.unwrap(),
+        Some(120_000)
+    );
+    assert_eq!(
+        status_of(stores, if a { "c4" } else { "c5" }).await,
+        ExecutionStatus::Queued
+    );
+    assert!(stores.executions.last_tick("g").await.unwrap().is_none());
+}
+
+pub async fn a_finished_execution_owes_its_callback_until_delivered(stores: &Stores) {
+    let new = NewExecution {
+        callback_url: Some("http://127.0.0.1:1/cb".into()),
+        ..queued("e1", "f")
+    };
+    insert(stores, vec![new]).await;
+    stores.executions.claim("n1", HOUR, 1).await.unwrap();
+    assert!(stores
+        .executions
+        .due_callbacks(10)
+        .await
+        .unwrap()
+        .is_empty());
+    let done = finish("e1", "n1", 1, ended(ExecutionStatus::Succeeded, 10));
+    write(stores, vec![done]).await;
+    let due = stores.executions.due_callbacks(10).await.unwrap();
+    assert_eq!(
+        (due.len(), due[0].url.as_str(), due[0].attempts),
+        (1, "http://127.0.0.1:1/cb", 0)
+    );
+    assert_eq!(due[0].execution.status, ExecutionStatus::Succeeded);
+    stores
+        .executions
+        .callback_done("e1", false, Some(Duration::ZERO))
+        .await
+        .unwrap();
+    let again = stores.executions.due_callbacks(10).await.unwrap();
+    assert_eq!(again[0].attempts, 1, "a failed delivery due again at once");
+    stores
+        .executions
+        .callback_done("e1", false, Some(HOUR))
+        .await
+        .unwrap();
+    assert!(stores
+        .executions
+        .due_callbacks(10)
+        .await
+        .unwrap()
+        .is_empty());
+    stores
+        .executions
+        .callback_done("e1", true, None)
+        .await
+        .unwrap();
+    let e = stores
+        .executions
+        .get_execution("e1", false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.callback_state.as_deref(), Some("delivered"));
+}
+
+pub async fn the_queue_reports_its_depth_and_age(stores: &Stores) {
+    assert_eq!(stores.executions.next_due().await.unwrap(), None);
+    assert_eq!(
+        stores.executions.queue_stats().await.unwrap(),
+        Default::default()
+    );
+    insert(stores, vec![queued("a", "f"), queued("b", "f")]).await;
+    assert_eq!(
+        stores.executions.next_due().await.unwrap(),
+        Some(Duration::ZERO)
+    );
+    stores.executions.claim("n1", HOUR, 1).await.unwrap();
+    let queue = stores.executions.queue_stats().await.unwrap();
+    assert_eq!((queue.queued, queue.running), (1, 1));
+    let age = queue.oldest_age.expect("one is waiting");
+    assert!(age < Duration::from_secs(60), "{age:?}");
+}

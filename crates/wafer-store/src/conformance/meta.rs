@@ -1,0 +1,134 @@
+//! [`crate::MetaStore`]: versions, routes, module bytes, rollback and delete.
+
+use super::Stores;
+use crate::{NewVersion, StoreError};
+use bytes::Bytes;
+use wafer_api::oci::sha256_hex;
+use wafer_api::{FunctionConfig, Kind};
+
+/// A version of `name` whose module is `module`, mounted at `routes`.
+fn version(name: &str, module: &'static [u8], routes: &[&str]) -> (NewVersion, Bytes) {
+    let new = NewVersion {
+        name: name.into(),
+        kind: Kind::Wagi,
+        config: FunctionConfig {
+            routes: routes.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        },
+        digest: sha256_hex(module),
+        size: module.len() as u64,
+    };
+    (new, Bytes::from_static(module))
+}
+
+async fn deploy(
+    stores: &Stores,
+    name: &str,
+    module: &'static [u8],
+    routes: &[&str],
+) -> Result<crate::StoredFunction, StoreError> {
+    let (new, bytes) = version(name, module, routes);
+    stores.meta.insert_version(new, bytes).await
+}
+
+pub async fn versions_count_from_one_and_the_newest_goes_live(stores: &Stores) {
+    let v1 = deploy(stores, "f", b"one", &[]).await.unwrap();
+    let v2 = deploy(stores, "f", b"two", &[]).await.unwrap();
+    assert_eq!((v1.live.version, v2.live.version), (1, 2));
+    assert_eq!(v2.latest_version, 2);
+    let rolled = stores.meta.set_live("f", 1).await.unwrap();
+    assert_eq!(
+        (rolled.live.version, rolled.live.digest.as_str()),
+        (1, sha256_hex(b"one").as_str())
+    );
+    assert_eq!(rolled.latest_version, 2);
+    let versions = stores.meta.list_versions("f").await.unwrap();
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    let listed = stores.meta.list_functions().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].live.version, 1);
+    assert!(stores.meta.get_function("g").await.unwrap().is_none());
+    assert!(stores.meta.list_versions("g").await.unwrap().is_empty());
+}
+
+pub async fn a_version_is_stored_with_its_module_bytes(stores: &Stores) {
+    let stored = deploy(stores, "f", b"\0asm bytes", &[]).await.unwrap();
+    assert_eq!(
+        stores.meta.module(&stored.live.digest).await.unwrap(),
+        b"\0asm bytes"
+    );
+    // The same bytes under another name are stored once and read back the same.
+    let other = deploy(stores, "g", b"\0asm bytes", &[]).await.unwrap();
+    assert_eq!(other.live.digest, stored.live.digest);
+    assert!(matches!(
+        stores.meta.module(&sha256_hex(b"never deployed")).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn a_taken_route_refuses_the_whole_deploy_and_keeps_no_bytes(stores: &Stores) {
+    deploy(stores, "a", b"a", &["/x"]).await.unwrap();
+    let err = deploy(stores, "b", b"b", &["/y", "/x"]).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::RouteTaken { ref owner, ref route } if owner == "a" && route == "/x"),
+        "{err}"
+    );
+    assert!(stores.meta.get_function("b").await.unwrap().is_none());
+    assert!(matches!(
+        stores.meta.module(&sha256_hex(b"b")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Nothing of the refused deploy holds /y.
+    deploy(stores, "c", b"c", &["/y"]).await.unwrap();
+    // A function may keep its own routes from one version to the next.
+    deploy(stores, "a", b"a2", &["/x"]).await.unwrap();
+}
+
+pub async fn rollback_to_an_unknown_version_is_not_found(stores: &Stores) {
+    deploy(stores, "f", b"one", &[]).await.unwrap();
+    assert!(matches!(
+        stores.meta.set_live("f", 9).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        stores.meta.set_live("nobody", 1).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        stores
+            .meta
+            .get_function("f")
+            .await
+            .unwrap()
+            .unwrap()
+            .live
+            .version,
+        1
+    );
+}
+
+pub async fn delete_removes_only_unshared_modules(stores: &Stores) {
+    deploy(stores, "a", b"shared", &["/a"]).await.unwrap();
+    deploy(stores, "a", b"own", &[]).await.unwrap();
+    deploy(stores, "b", b"shared", &[]).await.unwrap();
+    let orphaned = stores.meta.delete_function("a").await.unwrap();
+    assert_eq!(orphaned, vec![sha256_hex(b"own")]);
+    assert!(stores.meta.get_function("a").await.unwrap().is_none());
+    assert!(matches!(
+        stores.meta.module(&sha256_hex(b"own")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        stores.meta.module(&sha256_hex(b"shared")).await.unwrap(),
+        b"shared"
+    );
+    // The route went with the function, so another may take it.
+    deploy(stores, "c", b"c", &["/a"]).await.unwrap();
+    assert!(matches!(
+        stores.meta.delete_function("a").await,
+        Err(StoreError::NotFound(_))
+    ));
+}

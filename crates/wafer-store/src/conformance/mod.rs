@@ -1,0 +1,73 @@
+//! The behaviour every store implementation must have, written once against the traits.
+//!
+//! Each case is an async function taking fresh [`Stores`]; [`crate::conformance!`] turns the whole list
+//! into `#[tokio::test]`s for one implementation, so SQLite and any other store run the very same tests:
+//!
+//! ```ignore
+//! async fn open() -> wafer_store::conformance::Stores { /* a fresh, empty store */ }
+//! wafer_store::conformance!(open);
+//! ```
+//!
+//! The cases compare no times of their own: waiting is expressed as durations the store measures with
+//! its own clock (a retry due in an hour, a lease of a few milliseconds).
+
+pub mod executions;
+pub mod meta;
+pub mod state;
+
+use crate::{ExecutionStore, MetaStore, StateStore};
+use std::sync::Arc;
+
+/// One store implementation's three traits, fresh and empty, with whatever must live as long as they
+/// do (a temporary directory, a database).
+pub struct Stores {
+    /// Functions and versions.
+    pub meta: Arc<dyn MetaStore>,
+    /// Execution records and the queue.
+    pub executions: Arc<dyn ExecutionStore>,
+    /// Key-value stores and variables.
+    pub state: Arc<dyn StateStore>,
+    /// Dropped with the stores.
+    pub keep: Box<dyn std::any::Any + Send + Sync>,
+}
+
+/// Runs every conformance case as a test against the stores `$open` (an async function returning fresh
+/// [`Stores`]) makes.
+#[macro_export]
+macro_rules! conformance {
+    ($open:path) => {
+        $crate::conformance!(@cases $open;
+            meta::versions_count_from_one_and_the_newest_goes_live,
+            meta::a_version_is_stored_with_its_module_bytes,
+            meta::a_taken_route_refuses_the_whole_deploy_and_keeps_no_bytes,
+            meta::rollback_to_an_unknown_version_is_not_found,
+            meta::delete_removes_only_unshared_modules,
+            executions::a_claimed_execution_is_claimed_once_and_finishes_once,
+            executions::only_the_claiming_node_records_an_attempt,
+            executions::a_retry_waits_for_its_delay,
+            executions::an_expired_lease_is_swept_back_into_the_queue,
+            executions::a_renewed_lease_is_kept,
+            executions::a_start_requeues_only_the_nodes_own_claims,
+            executions::listing_pages_newest_first_and_filters_by_status,
+            executions::retention_keeps_the_newest_and_owed_callbacks,
+            executions::log_cursors_see_every_line_of_concurrent_writers,
+            executions::a_schedule_tick_fires_once,
+            executions::a_finished_execution_owes_its_callback_until_delivered,
+            executions::the_queue_reports_its_depth_and_age,
+            state::values_round_trip_per_store,
+            state::a_store_refuses_writes_past_its_cap_and_keeps_its_data,
+            state::keys_page_in_order_and_increments_count_in_decimal,
+            state::concurrent_increments_all_count,
+            state::variables_replace_or_merge_and_keep_secrets_apart,
+        );
+    };
+    (@cases $open:path; $($group:ident :: $case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let stores = $open().await;
+                $crate::conformance::$group::$case(&stores).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,137 @@
+//! The embedded default store: one SQLite database in WAL mode (`wafer.db` in the data directory) behind
+//! all three store traits, with module bytes as files beside it.
+//!
+//! - `schema.rs` creates and migrates the tables;
+//! - `meta.rs` is the [`crate::MetaStore`] (functions, versions, routes, module bytes);
+//! - `executions.rs` is the [`crate::ExecutionStore`] (records, logs, the queue, callbacks, ticks),
+//!   with `rows.rs` reading its rows back;
+//! - `state.rs` is the [`crate::StateStore`] (key-value stores, variables and secrets).
+//!
+//! rusqlite is synchronous, so every call runs on tokio's blocking pool. Each trait has its own
+//! connection, so a batch of records being committed never holds up a deploy's reads or a function's
+//! key-value read; SQLite serialises the writers. Every commit is durable (`synchronous=FULL`). The data
+//! directory is locked while open, so one server at a time owns it.
+
+mod executions;
+mod meta;
+mod rows;
+mod schema;
+mod state;
+
+pub use rows::rfc3339;
+
+use crate::blobs::{DirBlobs, ModuleBlobs};
+use crate::StoreError;
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// SQL for "now" as RFC 3339 UTC with milliseconds.
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
+
+/// SQL for "now" in milliseconds since the Unix epoch: the store's clock, which every comparison of
+/// times uses.
+const NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+
+/// wafer's state in SQLite.
+#[derive(Clone)]
+pub struct SqliteStore {
+    meta: Arc<Mutex<Connection>>,
+    executions: Arc<Mutex<Connection>>,
+    state: Arc<Mutex<Connection>>,
+    blobs: Arc<dyn ModuleBlobs>,
+    /// Serialises storing a version's bytes with its row, so a failed deploy's clean-up never removes
+    /// bytes a concurrent deploy of the same module has just stored.
+    deploys: Arc<tokio::sync::Mutex<()>>,
+    _lock: Arc<std::fs::File>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) `wafer.db` under `data_dir`, with module bytes in
+    /// `data_dir/modules/sha256`.
+    ///
+    /// Fails with [`StoreError::Locked`] while another process has the directory open.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)?;
+        let lock = std::fs::File::create(data_dir.join("wafer.lock"))?;
+        lock.try_lock()
+            .map_err(|_| StoreError::Locked(data_dir.to_path_buf()))?;
+        let conn = connect(data_dir)?;
+        schema::migrate(&conn)?;
+        Ok(Self {
+            meta: Arc::new(Mutex::new(conn)),
+            executions: Arc::new(Mutex::new(connect(data_dir)?)),
+            state: Arc::new(Mutex::new(connect(data_dir)?)),
+            blobs: Arc::new(DirBlobs::open(data_dir)?),
+            deploys: Arc::new(tokio::sync::Mutex::new(())),
+            _lock: Arc::new(lock),
+        })
+    }
+}
+
+/// Opens a connection to `wafer.db` in WAL mode, every commit durable.
+fn connect(data_dir: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(data_dir.join("wafer.db"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Runs `f` with `conn` on the blocking pool.
+async fn run_on<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    let conn = conn.clone();
+    crate::blocking(move || {
+        let mut conn = conn
+            .lock()
+            .map_err(|_| StoreError::Corrupt("database lock poisoned".into()))?;
+        f(&mut conn)
+    })
+    .await
+}
+
+/// A duration as the milliseconds SQL adds to [`NOW_MS`].
+fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MetaStore, NewVersion};
+    use wafer_api::{FunctionConfig, Kind};
+
+    #[tokio::test]
+    async fn data_survives_reopening_and_one_process_owns_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let module = bytes::Bytes::from_static(b"\0asm");
+        let digest = wafer_api::oci::sha256_hex(&module);
+        store
+            .insert_version(
+                NewVersion {
+                    name: "f".into(),
+                    kind: Kind::Wagi,
+                    config: FunctionConfig::default(),
+                    digest: digest.clone(),
+                    size: 4,
+                },
+                module,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            SqliteStore::open(dir.path()),
+            Err(StoreError::Locked(_))
+        ));
+        drop(store);
+        let reopened = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.list_functions().await.unwrap().len(), 1);
+        assert_eq!(reopened.module(&digest).await.unwrap(), b"\0asm");
+    }
+}

@@ -1,0 +1,146 @@
+//! The SQLite schema and its migrations: each step moves the database from one `user_version` to the
+//! next in one transaction, so a database written by any earlier wafer opens with this one (the upgrade
+//! fixture under `crates/wafer/tests/fixtures/upgrade` checks it).
+
+use crate::StoreError;
+use rusqlite::Connection;
+
+/// The current schema; bumped with a migration step in [`migrate`].
+const SCHEMA_VERSION: i64 = 5;
+
+/// Creates or upgrades the schema.
+pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "database schema {version} is newer than this wafer understands ({SCHEMA_VERSION})"
+        )));
+    }
+    if version < 1 {
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE functions (
+                 name TEXT PRIMARY KEY,
+                 live_version INTEGER NOT NULL,
+                 created_at TEXT NOT NULL,
+                 updated_at TEXT NOT NULL
+             );
+             CREATE TABLE versions (
+                 name TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+                 version INTEGER NOT NULL,
+                 kind TEXT NOT NULL,
+                 config TEXT NOT NULL,
+                 digest TEXT NOT NULL,
+                 size INTEGER NOT NULL,
+                 created_at TEXT NOT NULL,
+                 PRIMARY KEY (name, version)
+             );
+             CREATE INDEX versions_by_digest ON versions(digest);
+             CREATE TABLE routes (
+                 path TEXT PRIMARY KEY,
+                 name TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE
+             );
+             PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+    }
+    if version < 2 {
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE executions (
+                 id TEXT PRIMARY KEY,
+                 function TEXT NOT NULL,
+                 version INTEGER NOT NULL,
+                 trigger TEXT NOT NULL,
+                 status TEXT NOT NULL,
+                 attempts INTEGER NOT NULL,
+                 max_attempts INTEGER NOT NULL,
+                 queued_at INTEGER NOT NULL,
+                 next_at INTEGER,
+                 started_at INTEGER,
+                 finished_at INTEGER,
+                 duration_us INTEGER,
+                 http_status INTEGER,
+                 exit_code INTEGER,
+                 error TEXT,
+                 output BLOB,
+                 output_truncated INTEGER NOT NULL DEFAULT 0,
+                 instantiate_us INTEGER,
+                 cpu_us INTEGER,
+                 peak_memory INTEGER,
+                 fuel INTEGER,
+                 request TEXT,
+                 body BLOB,
+                 callback_url TEXT,
+                 callback_state TEXT,
+                 callback_attempts INTEGER NOT NULL DEFAULT 0,
+                 callback_at INTEGER
+             );
+             CREATE INDEX executions_by_function ON executions(function, id);
+             CREATE INDEX executions_queue ON executions(status, next_at);
+             CREATE INDEX executions_finished ON executions(finished_at);
+             CREATE INDEX executions_callbacks ON executions(callback_state, callback_at);
+             CREATE TABLE logs (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 execution_id TEXT NOT NULL,
+                 function TEXT NOT NULL,
+                 at INTEGER NOT NULL,
+                 stream TEXT NOT NULL,
+                 line TEXT NOT NULL
+             );
+             CREATE INDEX logs_by_function ON logs(function, seq);
+             CREATE INDEX logs_by_execution ON logs(execution_id, seq);
+             CREATE TABLE schedules (
+                 function TEXT PRIMARY KEY,
+                 last_tick INTEGER NOT NULL
+             );
+             PRAGMA user_version = 2;
+             COMMIT;",
+        )?;
+    }
+    if version < 3 {
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE kv (
+                 store TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 value BLOB NOT NULL,
+                 PRIMARY KEY (store, key)
+             ) WITHOUT ROWID;
+             CREATE TABLE kv_stores (
+                 store TEXT PRIMARY KEY,
+                 bytes INTEGER NOT NULL
+             );
+             CREATE TABLE variables (
+                 function TEXT NOT NULL,
+                 name TEXT NOT NULL,
+                 value TEXT NOT NULL,
+                 secret INTEGER NOT NULL,
+                 PRIMARY KEY (function, name)
+             ) WITHOUT ROWID;
+             PRAGMA user_version = 3;
+             COMMIT;",
+        )?;
+    }
+    if version < 4 {
+        // A log line's level as its rank (LogLevel::rank): 2 is info, which every earlier line was.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE logs ADD COLUMN level INTEGER NOT NULL DEFAULT 2;
+             PRAGMA user_version = 4;
+             COMMIT;",
+        )?;
+    }
+    if version < 5 {
+        // A claim names its node and holds a lease (ms since the epoch, in the store's clock). Rows a
+        // crash left running before claims named their node have neither; a node's start requeues them.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE executions ADD COLUMN claimed_by TEXT;
+             ALTER TABLE executions ADD COLUMN lease_until INTEGER;
+             PRAGMA user_version = 5;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}
