@@ -6,7 +6,7 @@
 //! flood against one function cannot exhaust the host for everyone else. A [`Permit`] holds both slots for
 //! as long as the invocation runs, including while an http component streams its response body.
 
-use crate::error::ApiError;
+use crate::error::Error;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -40,14 +40,14 @@ impl Admission {
         &self,
         name: &str,
         function_slots: Option<&Arc<Semaphore>>,
-    ) -> Result<Permit, ApiError> {
+    ) -> Result<Permit, Error> {
         let function = match function_slots {
             None => None,
             Some(slots) => {
                 match tokio::time::timeout(self.queue_wait, slots.clone().acquire_owned()).await {
                     Ok(Ok(permit)) => Some(permit),
                     Ok(Err(_)) | Err(_) => {
-                        return Err(ApiError::too_many_requests(format!(
+                        return Err(Error::ConcurrencyLimit(format!(
                             "function `{name}` is running as many invocations as its \
                              max_concurrency allows; try again shortly"
                         )))
@@ -56,7 +56,7 @@ impl Admission {
             }
         };
         let instance = self.instances.clone().try_acquire_owned().map_err(|_| {
-            ApiError::unavailable(format!(
+            Error::AtCapacity(format!(
                 "the server is running its maximum of {} instances; try again shortly",
                 self.max_instances
             ))

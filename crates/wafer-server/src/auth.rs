@@ -2,41 +2,28 @@
 //!
 //! With a token configured, `/v1/*` and `/metrics` need `Authorization: Bearer <token>`; `/healthz` and
 //! `/fn/*` stay open except for functions deployed with `private: true`. Without a token the server only
-//! listens on loopback (see [`crate::serve`]), so only local users reach it.
+//! listens on loopback (see [`crate::serve`]), so only local users reach it. The router applies this
+//! check to the management API; the invocation core applies it to private functions.
 
-use crate::app::App;
-use crate::error::ApiError;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use crate::error::Error;
 use http::header::AUTHORIZATION;
-use std::sync::Arc;
+use http::HeaderMap;
 
-/// Middleware: lets the request through only with the server's token, when it has one.
-pub async fn require_token(
-    State(app): State<Arc<App>>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    check(&app, &request)?;
-    Ok(next.run(request).await)
-}
-
-/// Whether `request` carries the server's token (always true when the server has none).
-pub fn check(app: &App, request: &Request) -> Result<(), ApiError> {
-    let Some(token) = app.config.token.as_deref() else {
+/// Whether `headers` carry `token` (always true when the server has none).
+pub fn check(token: Option<&str>, headers: &HeaderMap) -> Result<(), Error> {
+    let Some(token) = token else {
         return Ok(());
     };
-    let presented = request
-        .headers()
+    let presented = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::unauthorized("the bearer token is not valid")),
-        None => Err(ApiError::unauthorized(
-            "this server needs `Authorization: Bearer <token>` (the CLI sends --token or WAFER_TOKEN)",
+        Some(_) => Err(Error::Unauthorized("the bearer token is not valid".into())),
+        None => Err(Error::Unauthorized(
+            "this server needs `Authorization: Bearer <token>` (the CLI sends --token or WAFER_TOKEN)"
+                .into(),
         )),
     }
 }

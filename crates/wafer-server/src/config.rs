@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use wafer_api::{EffectiveLimits, FunctionConfig};
-use wafer_engine::{EngineOptions, Limits};
+use wafer_engine::{EngineOptions, FunctionDefaults};
 
 /// Everything `wafer serve` needs to run.
 #[derive(Debug, Clone)]
@@ -55,22 +55,15 @@ impl Default for ExecutionSettings {
 /// Server-wide defaults and caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Defaults {
-    /// Memory cap of an invocation unless the function sets `memory_mb`.
-    pub memory_mb: u64,
-    /// Timeout of an invocation unless the function sets `timeout_ms`.
-    pub timeout_ms: u64,
-    /// The largest request body a function is handed, unless it sets `max_request_bytes`.
-    pub max_request_bytes: usize,
-    /// The largest answer a function may give, unless it sets `max_response_bytes`.
-    pub max_response_bytes: usize,
+    /// The limits of functions that do not set their own, and whether the engine meters fuel (so
+    /// functions may set `fuel`).
+    pub function: FunctionDefaults,
     /// The largest module a deploy accepts.
     pub max_module_bytes: usize,
     /// The most instances running at once, over all functions.
     pub max_instances: usize,
     /// How long a call waits for a slot of a function at its `max_concurrency`, in milliseconds.
     pub queue_wait_ms: u64,
-    /// Whether the engine meters fuel, so functions may set `fuel`.
-    pub fuel: bool,
     /// Whether instances come from the pooling allocator (slots for `max_instances` running and
     /// `max_idle` kept instances, reserved at start) rather than being allocated one by one.
     pub pooling: bool,
@@ -83,14 +76,10 @@ pub struct Defaults {
 impl Default for Defaults {
     fn default() -> Self {
         Self {
-            memory_mb: 128,
-            timeout_ms: 30_000,
-            max_request_bytes: 16 * 1024 * 1024,
-            max_response_bytes: 16 * 1024 * 1024,
+            function: FunctionDefaults::default(),
             max_module_bytes: 256 * 1024 * 1024,
             max_instances: 1000,
             queue_wait_ms: 1000,
-            fuel: false,
             pooling: true,
             max_idle: 64,
             kv_store_bytes: 64 * 1024 * 1024,
@@ -101,17 +90,7 @@ impl Default for Defaults {
 impl Defaults {
     /// The limits of a function: its own settings where it has them, these defaults for the rest.
     pub fn effective(&self, config: &FunctionConfig) -> EffectiveLimits {
-        EffectiveLimits {
-            memory_mb: config.memory_mb.unwrap_or(self.memory_mb),
-            timeout_ms: config.timeout_ms.unwrap_or(self.timeout_ms),
-            max_request_bytes: config
-                .max_request_bytes
-                .unwrap_or(self.max_request_bytes as u64),
-            max_response_bytes: config
-                .max_response_bytes
-                .unwrap_or(self.max_response_bytes as u64),
-            max_concurrency: config.max_concurrency,
-        }
+        self.function.effective(config)
     }
 
     /// How the engine is set up. The pool has room for every running and every kept instance, plus a
@@ -119,23 +98,11 @@ impl Defaults {
     pub fn engine_options(&self) -> EngineOptions {
         let slots = self.max_instances + self.max_idle + self.max_instances / 4;
         EngineOptions {
-            fuel: self.fuel,
+            fuel: self.function.fuel,
             pool: self
                 .pooling
                 .then(|| u32::try_from(slots).unwrap_or(u32::MAX)),
             max_idle: self.max_idle,
-        }
-    }
-
-    /// The engine's view of a function's limits.
-    pub fn engine_limits(&self, config: &FunctionConfig) -> Limits {
-        let effective = self.effective(config);
-        Limits {
-            memory_bytes: effective.memory_mb * 1024 * 1024,
-            timeout: Duration::from_millis(effective.timeout_ms),
-            response_bytes: usize::try_from(effective.max_response_bytes).unwrap_or(usize::MAX),
-            fuel: self.fuel.then(|| config.fuel.unwrap_or(u64::MAX)),
-            ..Limits::default()
         }
     }
 }

@@ -1,8 +1,10 @@
-//! The one place where every failure becomes an HTTP status and a stable `code`.
+//! The server's errors: one enum, [`Error`], for everything that can go wrong inside (a deploy, a call,
+//! the queue, admission, the stores), and — in this one place — the HTTP status, the stable `code` and
+//! the headers each answers with ([`Error::response`]). Domain code says what went wrong; only here does
+//! that become HTTP.
 
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use http::StatusCode;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
 use wafer_api::ErrorBody;
 use wafer_engine::{CompileError, InvokeError};
 use wafer_store::StoreError;
@@ -11,171 +13,298 @@ use wafer_store::StoreError;
 /// never have it, so clients can tell the two apart.
 pub const ERROR_HEADER: &str = "x-wafer-error";
 
-/// An error answer of the API or of a function call.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    /// Seconds after which a retry may succeed (`Retry-After`), for load-shedding answers.
-    retry_after: Option<u32>,
+/// Seconds a client is told to wait before retrying a load-shedding answer (429, 503).
+const RETRY_AFTER_SECS: u32 = 1;
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A function name does not follow the naming rule.
+    #[error("{0}")]
+    InvalidName(String),
+    /// A deploy's configuration, or a configuration update, is invalid.
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// A key-value store's name is invalid.
+    #[error("{0}")]
+    InvalidStore(String),
+    /// A request is malformed.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// An async invocation's callback URL is not allowed.
+    #[error("{0}")]
+    InvalidCallback(String),
+    /// A module cannot run as deployed (besides what compiling finds).
+    #[error("{0}")]
+    UnsupportedModule(String),
+    /// A binary is not wasm, or fits no kind.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// A function, version, execution, key or path does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The server's token is missing or wrong.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A proxy-wasm id another function holds.
+    #[error("{0}")]
+    IdTaken(String),
+    /// A body is over its cap.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The request target is too long.
+    #[error("{0}")]
+    UriTooLong(String),
+    /// The request headers are too large.
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// A body of a type the endpoint does not take.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A known path with the wrong method.
+    #[error("this path does not accept that method")]
+    MethodNotAllowed,
+    /// The function runs as many invocations as its `max_concurrency` allows.
+    #[error("{0}")]
+    ConcurrencyLimit(String),
+    /// The server runs its maximum of instances.
+    #[error("{0}")]
+    AtCapacity(String),
+    /// A part of the server has stopped (it is shutting down).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The function's invocation failed.
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+    /// The store failed or refused.
+    #[error("{}", store_message(.0))]
+    Store(#[from] StoreError),
+    /// Something failed on our side.
+    #[error("{0}")]
+    Internal(String),
 }
 
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
+/// What a store error tells the caller.
+fn store_message(err: &StoreError) -> String {
+    match err {
+        StoreError::NotFound(what) => format!("{what} does not exist"),
+        other => other.to_string(),
+    }
+}
+
+impl Error {
+    /// The error for function `name`, which does not exist.
+    pub fn unknown_function(name: &str) -> Self {
+        Error::NotFound(format!("function `{name}` does not exist"))
+    }
+
+    /// The HTTP status and the stable code this error answers with.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+            Error::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
+            Error::InvalidStore(_) => (StatusCode::BAD_REQUEST, "invalid_store"),
+            Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Error::InvalidCallback(_) => (StatusCode::BAD_REQUEST, "invalid_callback"),
+            Error::UnsupportedModule(_) | Error::Compile(CompileError::Unsupported(_)) => {
+                (StatusCode::BAD_REQUEST, "unsupported_module")
+            }
+            Error::Compile(CompileError::Invalid(_)) => (StatusCode::BAD_REQUEST, "invalid_module"),
+            Error::NotFound(_) | Error::Store(StoreError::NotFound(_)) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::IdTaken(_) => (StatusCode::CONFLICT, "id_taken"),
+            Error::Store(StoreError::RouteTaken { .. }) => (StatusCode::CONFLICT, "route_taken"),
+            Error::TooLarge(_) | Error::Store(StoreError::Full { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            Error::Store(StoreError::NotANumber(_)) => (StatusCode::BAD_REQUEST, "not_a_number"),
+            Error::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            Error::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
+            Error::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Error::ConcurrencyLimit(_) => (StatusCode::TOO_MANY_REQUESTS, "concurrency_limit"),
+            Error::AtCapacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "at_capacity"),
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::Invoke(e) => e.status(),
+            Error::Store(_) | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 
-    /// 400: the request is malformed; `code` names what.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    /// 404 for an unknown function, version or path.
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-
-    /// 401: the request lacks the server's token.
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
-    }
-
-    /// 409: the request conflicts with what is deployed; `code` names how.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
-    }
-
-    /// 405 for a known path with the wrong method.
-    pub fn method_not_allowed() -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this path does not accept that method",
-        )
-    }
-
-    /// 413: a body is over its cap.
-    pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
-    }
-
-    /// 414: the request target is too long.
-    pub fn uri_too_long(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::URI_TOO_LONG, "uri_too_long", message)
-    }
-
-    /// 431: the request headers are too large.
-    pub fn headers_too_large(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
-            message,
-        )
-    }
-
-    /// 415: a body of a type this endpoint does not take.
-    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            message,
-        )
-    }
-
-    /// 429: the function is at its concurrency limit; retry after a second.
-    pub fn too_many_requests(message: impl Into<String>) -> Self {
-        Self {
-            retry_after: Some(1),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "concurrency_limit", message)
-        }
-    }
-
-    /// 503: the server is at its instance limit; retry after a second.
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self {
-            retry_after: Some(1),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "at_capacity", message)
-        }
-    }
-
-    /// 500: something failed on our side.
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
-    }
-
-    /// The status this error answers with.
+    /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.status_and_code().0
     }
 
     /// `code: message`, as an execution record keeps it.
     pub fn describe(&self) -> String {
-        format!("{}: {}", self.code, self.message)
+        format!("{}: {self}", self.status_and_code().1)
     }
-}
 
-impl From<CompileError> for ApiError {
-    fn from(err: CompileError) -> Self {
-        let code = match err {
-            CompileError::Invalid(_) => "invalid_module",
-            CompileError::Unsupported(_) => "unsupported_module",
-        };
-        Self::new(StatusCode::BAD_REQUEST, code, err.to_string())
-    }
-}
-
-impl From<InvokeError> for ApiError {
-    fn from(err: InvokeError) -> Self {
-        let (status, code) = err.status();
-        Self::new(status, code, err.to_string())
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::NotFound(what) => Self::not_found(format!("{what} does not exist")),
-            StoreError::RouteTaken { .. } => {
-                Self::new(StatusCode::CONFLICT, "route_taken", err.to_string())
-            }
-            StoreError::Full { .. } => Self::too_large(err.to_string()),
-            StoreError::NotANumber(_) => Self::bad_request("not_a_number", err.to_string()),
-            other => {
-                tracing::error!("store failure: {other}");
-                Self::internal(other.to_string())
+    /// The answer this error gives over HTTP: its status; `x-wafer-error` with its code; `Retry-After`
+    /// on every 429 and 503, which shed load and are worth retrying; `WWW-Authenticate` on a 401; and
+    /// the JSON error body.
+    pub fn response(&self) -> http::Response<Bytes> {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            match self {
+                Error::Store(e) => tracing::error!("store failure: {e}"),
+                _ => tracing::warn!(code, "{self}"),
             }
         }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::warn!(code = self.code, "{}", self.message);
+        let body = serde_json::to_vec(&ErrorBody::new(code, self.to_string()))
+            .unwrap_or_else(|_| br#"{"error":{"code":"internal","message":""}}"#.to_vec());
+        let mut response = http::Response::new(Bytes::from(body));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(code));
+        if matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            headers.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER_SECS),
+            );
         }
-        let mut response = (
-            self.status,
-            [(ERROR_HEADER, self.code)],
-            Json(ErrorBody::new(self.code, self.message)),
-        )
-            .into_response();
-        if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
-        }
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
                 http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
+                HeaderValue::from_static("Bearer"),
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(error: Error) -> (u16, String, Option<String>, String) {
+        let response = error.response();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(
+            body["error"]["code"].as_str(),
+            header(ERROR_HEADER).as_deref(),
+            "the body and the header carry the same code"
+        );
+        (
+            response.status().as_u16(),
+            header(ERROR_HEADER).unwrap_or_default(),
+            header(http::header::RETRY_AFTER.as_str()),
+            body["error"]["message"].as_str().unwrap_or_default().into(),
+        )
+    }
+
+    #[test]
+    fn every_error_maps_to_one_status_and_code() {
+        let m = || "m".to_string();
+        let cases: Vec<(Error, u16, &str)> = vec![
+            (Error::InvalidName(m()), 400, "invalid_name"),
+            (Error::InvalidConfig(m()), 400, "invalid_config"),
+            (Error::InvalidStore(m()), 400, "invalid_store"),
+            (Error::InvalidRequest(m()), 400, "invalid_request"),
+            (Error::InvalidCallback(m()), 400, "invalid_callback"),
+            (Error::UnsupportedModule(m()), 400, "unsupported_module"),
+            (CompileError::Invalid(m()).into(), 400, "invalid_module"),
+            (
+                CompileError::Unsupported(m()).into(),
+                400,
+                "unsupported_module",
+            ),
+            (Error::NotFound(m()), 404, "not_found"),
+            (StoreError::NotFound(m()).into(), 404, "not_found"),
+            (Error::Unauthorized(m()), 401, "unauthorized"),
+            (Error::IdTaken(m()), 409, "id_taken"),
+            (
+                StoreError::RouteTaken {
+                    route: "/x".into(),
+                    owner: "a".into(),
+                }
+                .into(),
+                409,
+                "route_taken",
+            ),
+            (Error::TooLarge(m()), 413, "payload_too_large"),
+            (
+                StoreError::Full {
+                    store: "s".into(),
+                    would: 2,
+                    limit: 1,
+                }
+                .into(),
+                413,
+                "payload_too_large",
+            ),
+            (StoreError::NotANumber(m()).into(), 400, "not_a_number"),
+            (Error::UriTooLong(m()), 414, "uri_too_long"),
+            (Error::HeadersTooLarge(m()), 431, "headers_too_large"),
+            (
+                Error::UnsupportedMediaType(m()),
+                415,
+                "unsupported_media_type",
+            ),
+            (Error::MethodNotAllowed, 405, "method_not_allowed"),
+            (Error::ConcurrencyLimit(m()), 429, "concurrency_limit"),
+            (Error::AtCapacity(m()), 503, "at_capacity"),
+            (Error::Unavailable(m()), 503, "unavailable"),
+            (InvokeError::Trap(m()).into(), 500, "trap"),
+            (
+                InvokeError::Timeout(std::time::Duration::from_secs(1)).into(),
+                504,
+                "timeout",
+            ),
+            (
+                InvokeError::MemoryLimit(1 << 20).into(),
+                500,
+                "memory_limit",
+            ),
+            (InvokeError::FuelExhausted(1).into(), 500, "fuel_exhausted"),
+            (InvokeError::BadResponse(m()).into(), 502, "bad_response"),
+            (InvokeError::Failed(m()).into(), 500, "function_failed"),
+            (InvokeError::Busy(m()).into(), 503, "busy"),
+            (InvokeError::Internal(m()).into(), 500, "internal"),
+            (StoreError::Corrupt(m()).into(), 500, "internal"),
+            (Error::Internal(m()), 500, "internal"),
+        ];
+        for (error, status, code) in cases {
+            let described = error.describe();
+            let (got_status, got_code, retry_after, _) = answer(error);
+            assert_eq!(
+                (got_status, got_code.as_str()),
+                (status, code),
+                "{described}"
+            );
+            assert!(described.starts_with(&format!("{code}: ")), "{described}");
+            // Every load-shedding answer says when to come back, and nothing else does.
+            let sheds = status == 429 || status == 503;
+            assert_eq!(retry_after.as_deref(), sheds.then_some("1"), "{described}");
+        }
+    }
+
+    #[test]
+    fn messages_say_what_was_not_found_and_401_asks_for_the_bearer_token() {
+        let (_, _, _, message) = answer(StoreError::NotFound("function `f`".into()).into());
+        assert_eq!(message, "function `f` does not exist");
+        let response = Error::Unauthorized("no".into()).response();
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
     }
 }

@@ -6,15 +6,12 @@
 //! afterwards. Followers of a function's log watch [`Journal::committed`] to know when to read again.
 //! A background task deletes finished records outside the retention settings.
 
-use crate::app::App;
 use crate::config::ExecutionSettings;
-use crate::error::ApiError;
+use crate::error::Error;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
-use wafer_api::{ExecutionUsage, LogLevel};
-use wafer_engine::Trace;
-use wafer_store::{Attempt, ExecutionStore, NewLog, Retention, Write};
+use wafer_store::{ExecutionStore, Retention, Write};
 
 /// Writes waiting for the journal task beyond this are refused (records) or wait (commits).
 const BACKLOG: usize = 16 * 1024;
@@ -75,9 +72,9 @@ impl Journal {
     }
 
     /// Writes durably; returns whether the write took effect (see [`Write::Finish`]).
-    pub async fn commit(&self, write: Write) -> Result<bool, ApiError> {
+    pub async fn commit(&self, write: Write) -> Result<bool, Error> {
         let (ack, done) = oneshot::channel();
-        let unavailable = || ApiError::unavailable("the execution journal has stopped");
+        let unavailable = || Error::Unavailable("the execution journal has stopped".into());
         self.sender
             .send(Op {
                 write,
@@ -87,7 +84,7 @@ impl Journal {
             .map_err(|_| unavailable())?;
         done.await
             .map_err(|_| unavailable())?
-            .map_err(ApiError::internal)
+            .map_err(Error::Internal)
     }
 
     /// A receiver that changes after every commit.
@@ -104,18 +101,15 @@ impl Journal {
 /// How often finished executions outside the retention settings are deleted.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Starts the task that deletes finished executions outside the retention settings.
-pub fn start_retention(app: &Arc<App>) {
-    let app = app.clone();
+/// Starts the task that deletes the finished executions in `store` outside the retention `settings`.
+pub fn start_retention(store: Arc<dyn ExecutionStore>, settings: &ExecutionSettings) {
+    let retention = Retention {
+        per_function: settings.retain_per_function,
+        older_than: settings.retain,
+    };
     tokio::spawn(async move {
         loop {
-            let settings = &app.config.executions;
-            let retention = Retention {
-                per_function: settings.retain_per_function,
-                finished_before: now_ms()
-                    - i64::try_from(settings.retain.as_millis()).unwrap_or(i64::MAX),
-            };
-            match app.executions.prune(retention).await {
+            match store.prune(retention).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(executions = n, "old execution records deleted"),
                 Err(e) => tracing::error!("cannot delete old execution records: {e}"),
@@ -138,88 +132,9 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// Completes an attempt's record once its instance is gone: when it ended, how long it took from
-/// `started`, what its trace says it used and logged, and its `output` cut to the kept size.
-pub fn close_attempt(
-    attempt: &mut Attempt,
-    started: std::time::Instant,
-    trace: Option<&Trace>,
-    output: Option<Vec<u8>>,
-    settings: &ExecutionSettings,
-) {
-    attempt.finished_at = now_ms();
-    attempt.duration_us = started.elapsed().as_micros() as u64;
-    attempt.usage = trace.map(usage);
-    attempt.logs = trace
-        .map(|t| logs(t, settings.max_log_bytes))
-        .unwrap_or_default();
-    if let Some(mut output) = output {
-        attempt.output_truncated = output.len() > settings.max_output_bytes;
-        output.truncate(settings.max_output_bytes);
-        attempt.output = Some(output);
-    }
-}
-
-/// An engine usage report as the API shows it.
-pub fn usage(trace: &Trace) -> ExecutionUsage {
-    let usage = trace.usage;
-    ExecutionUsage {
-        instantiate_us: usage.instantiate.as_micros() as u64,
-        cpu_us: usage.cpu.as_micros() as u64,
-        peak_memory_bytes: usage.peak_memory_bytes,
-        fuel_consumed: usage.fuel_consumed,
-    }
-}
-
-/// A trace's log lines, at most `cap` bytes of them, with a last line saying what was dropped.
-pub fn logs(trace: &Trace, cap: usize) -> Vec<NewLog> {
-    let mut kept = 0;
-    let mut logs = Vec::new();
-    let mut dropped = 0;
-    for line in &trace.logs {
-        if kept + line.text.len() > cap {
-            dropped += 1;
-            continue;
-        }
-        kept += line.text.len();
-        logs.push(NewLog {
-            stream: line.stream.as_str(),
-            level: line.level,
-            line: line.text.clone(),
-        });
-    }
-    if dropped > 0 || trace.logs_truncated {
-        logs.push(NewLog {
-            stream: "log",
-            level: LogLevel::Warn,
-            line: format!("[wafer] log output past the cap of {cap} bytes was dropped"),
-        });
-    }
-    logs
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wafer_engine::{LogLine, Stream};
-
-    #[test]
-    fn logs_past_the_cap_are_dropped_and_said_so() {
-        let line = |text: &str| LogLine {
-            stream: Stream::Stderr,
-            level: wafer_api::LogLevel::Info,
-            text: text.into(),
-        };
-        let trace = Trace {
-            logs: vec![line("12345"), line("67890"), line("1")],
-            ..Default::default()
-        };
-        let kept: Vec<_> = logs(&trace, 6).into_iter().map(|l| l.line).collect();
-        assert_eq!(kept.len(), 3);
-        assert_eq!(kept[..2], ["12345", "1"]);
-        assert!(kept[2].contains("dropped"));
-        assert_eq!(logs(&trace, 100).len(), 3);
-    }
 
     #[test]
     fn ids_sort_by_time() {

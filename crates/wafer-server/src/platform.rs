@@ -2,15 +2,13 @@
 //! from one function to another that never leave the process.
 //!
 //! The engine checks a function's grants before it gets here; this side enforces store size caps and
-//! treats a call like any other request to the callee (its admission, body cap, auth and execution
-//! record apply), except that it is marked as `call`, one level deeper.
+//! runs a call through the invocation core like any other request to the callee (its admission, body
+//! cap, auth and execution record apply), except that it is marked as `call`, one level deeper.
 
 use crate::app::App;
-use crate::trigger;
+use crate::invoke::{self, Invocation};
 use async_trait::async_trait;
-use axum::body::Body;
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use std::sync::{Arc, OnceLock, Weak};
 use wafer_api::Trigger;
 use wafer_engine::{CallDepth, Mount, Platform, PlatformError, MAX_CALL_DEPTH};
@@ -132,23 +130,19 @@ impl Platform for ServerPlatform {
         })?;
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(CallDepth(depth));
-        let request = axum::extract::Request::from_parts(parts, Body::from(body));
         let mount = Mount {
             prefix: String::new(),
             strip_prefix: true,
             client: None,
         };
-        let response = trigger::call(&app, &entry, mount, request, Trigger::Call)
-            .await
-            .unwrap_or_else(axum::response::IntoResponse::into_response);
-        let (parts, body) = response.into_parts();
-        let body = http_body_util::Limited::new(body, MAX_CALL_RESPONSE)
-            .collect()
+        let invocation = Invocation::new(entry, parts, body, mount, Trigger::Call);
+        let (id, answer) = invoke::call(&app, invocation).await;
+        let (parts, body) = invoke::respond(&id, answer).into_parts();
+        let body = invoke::read_response(body, MAX_CALL_RESPONSE)
             .await
             .map_err(|e| {
                 PlatformError::Failed(format!("cannot read the response of `{target}`: {e}"))
-            })?
-            .to_bytes();
+            })?;
         tracing::debug!(caller, target, status = %parts.status, depth, "function call");
         Ok(http::Response::from_parts(parts, body))
     }

@@ -1,25 +1,29 @@
 //! The async queue: submission, the workers that run queued executions, retries, and callbacks.
 //!
 //! A submission is committed to the store before it is acknowledged with 202, so a crash after the answer
-//! loses nothing. The dispatcher claims due executions (claiming marks them running and counts the
-//! attempt atomically, so no execution runs twice at once) as workers come free. A failed attempt — a trap,
-//! a timeout, a status of 300 or more, a non-zero exit — is queued again after an exponential backoff until
-//! the function's `max_attempts`, then marked `dead`. At start-up, executions a crash left running are
-//! queued again: delivery is at least once. A finished execution with a `callback_url` owes a callback,
-//! which is retried until delivered or given up, and survives restarts the same way.
+//! loses nothing. The dispatcher claims due executions for this node as workers come free: claiming marks
+//! them running, counts the attempt and leases them to the node atomically, so no execution runs twice at
+//! once. While an attempt runs its lease is renewed; an execution whose node stopped renewing (it died)
+//! is put back in the queue by any node's sweep, and a node's start puts back its own. A failed attempt —
+//! a trap, a timeout, a status of 300 or more, a non-zero exit — is queued again after an exponential
+//! backoff until the function's `max_attempts`, then marked `dead`. Delivery is at least once. A finished
+//! execution with a `callback_url` owes a callback, which is retried until delivered or given up, and
+//! survives restarts the same way.
+//!
+//! Each attempt runs through the invocation core ([`crate::invoke`]), like any other call.
 
 use crate::app::App;
-use crate::error::ApiError;
+use crate::error::Error;
+use crate::invoke::{self, Answer, Ended, Invocation};
 use crate::journal::{self, now_ms};
 use crate::registry::Entry;
-use crate::trigger::{self, Answer};
-use axum::extract::Request;
-use http_body_util::BodyExt;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use bytes::Bytes;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use wafer_api::{AsyncAccepted, ExecutionStatus, Trigger};
-use wafer_engine::{Mount, Tracer};
+use wafer_engine::Mount;
 use wafer_store::{Attempt, Claimed, NewExecution, StoredRequest, Write};
 
 /// The longest wait between two retries.
@@ -31,14 +35,22 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Attempts a callback gets, with a doubling wait from one second.
 const CALLBACK_ATTEMPTS: u32 = 5;
 
+/// How long a claim holds without renewal: past it, another node may run the execution again.
+const LEASE: Duration = Duration::from_secs(30);
+
+/// How often this node renews the leases of the attempts it runs, and sweeps expired ones back into the
+/// queue.
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+
 /// The request header telling the guest which attempt this is, from 1.
 pub const ATTEMPT_HEADER: &str = "x-wafer-attempt";
 
-/// Wakes the dispatcher and the callback sender when there is work.
+/// Wakes the dispatcher and the callback sender when there is work, and knows the attempts this node runs.
 #[derive(Default)]
 pub struct Queue {
     work: Notify,
     callbacks: Notify,
+    running: Mutex<HashSet<String>>,
 }
 
 impl Queue {
@@ -46,20 +58,27 @@ impl Queue {
     pub fn wake(&self) {
         self.work.notify_one();
     }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
-/// Stores an async invocation of `entry` and answers 202 with its id.
+/// Stores an async invocation of `entry` (its request `parts` and `body`) and answers with its id, once
+/// it is durable.
 pub async fn submit(
     app: &App,
     entry: &Entry,
-    request: Request,
+    parts: &http::request::Parts,
+    body: Bytes,
     callback_url: Option<String>,
-) -> Result<AsyncAccepted, ApiError> {
+) -> Result<AsyncAccepted, Error> {
     if let Some(url) = &callback_url {
         check_callback(app, entry, url).await?;
     }
-    let (parts, body) = request.into_parts();
-    let body = trigger::read_body(body, entry.max_request_bytes, "the request body").await?;
+    invoke::check_body(entry, &body)?;
     let id = journal::new_id();
     let path = match parts.uri.query().map(without_invoke_params) {
         Some(query) if !query.is_empty() => format!("/?{query}"),
@@ -106,8 +125,8 @@ fn without_invoke_params(query: &str) -> String {
 }
 
 /// A callback may go to a host the server allows callbacks to, or one the function may reach itself.
-async fn check_callback(app: &App, entry: &Entry, url: &str) -> Result<(), ApiError> {
-    let invalid = |why: String| ApiError::bad_request("invalid_callback", why);
+async fn check_callback(app: &App, entry: &Entry, url: &str) -> Result<(), Error> {
+    let invalid = Error::InvalidCallback;
     let uri: http::Uri = url
         .parse()
         .map_err(|e| invalid(format!("callback_url {url:?} is not a URL: {e}")))?;
@@ -117,7 +136,7 @@ async fn check_callback(app: &App, entry: &Entry, url: &str) -> Result<(), ApiEr
         )));
     }
     let server = wafer_engine::OutboundPolicy::parse(&app.config.executions.callback_hosts)
-        .map_err(ApiError::internal)?;
+        .map_err(Error::Internal)?;
     if server.permits(&uri).await.is_ok() || entry.settings.outbound.permits(&uri).await.is_ok() {
         return Ok(());
     }
@@ -127,10 +146,36 @@ async fn check_callback(app: &App, entry: &Entry, url: &str) -> Result<(), ApiEr
     )))
 }
 
-/// Starts the dispatcher and the callback sender.
+/// Starts the dispatcher, the lease keeper and the callback sender.
 pub fn start(app: &Arc<App>) {
     tokio::spawn(dispatch(app.clone()));
+    tokio::spawn(keep_leases(app.clone()));
     tokio::spawn(send_callbacks(app.clone()));
+}
+
+/// Renews the leases of the attempts this node runs, and puts executions whose leases expired (their
+/// node died) back in the queue.
+async fn keep_leases(app: Arc<App>) {
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        let running: Vec<String> = app.queue.running().iter().cloned().collect();
+        if !running.is_empty() {
+            if let Err(e) = app.executions.renew(&app.node, &running, LEASE).await {
+                tracing::error!("cannot renew the leases of running executions: {e}");
+            }
+        }
+        match app.executions.sweep_expired().await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(
+                    executions = n,
+                    "queued again: their node stopped renewing them"
+                );
+                app.queue.wake();
+            }
+            Err(e) => tracing::error!("cannot sweep expired claims: {e}"),
+        }
+    }
 }
 
 /// Claims due executions while workers are free, and runs each on its own task.
@@ -145,7 +190,7 @@ async fn dispatch(app: Arc<App>) {
             }
             continue;
         }
-        let claimed = match app.executions.claim(now_ms(), free as u32).await {
+        let claimed = match app.executions.claim(&app.node, LEASE, free as u32).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::error!("cannot claim queued executions: {e}");
@@ -155,7 +200,7 @@ async fn dispatch(app: Arc<App>) {
         };
         if claimed.is_empty() {
             let wait = match app.executions.next_due().await {
-                Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms()).max(1) as u64),
+                Ok(Some(wait)) => wait.max(Duration::from_millis(1)),
                 _ => IDLE_POLL,
             };
             tokio::select! {
@@ -169,8 +214,11 @@ async fn dispatch(app: Arc<App>) {
                 return;
             };
             let app = app.clone();
+            app.queue.running().insert(execution.id.clone());
             tokio::spawn(async move {
+                let id = execution.id.clone();
                 run_attempt(&app, execution).await;
+                app.queue.running().remove(&id);
                 drop(permit);
             });
         }
@@ -179,56 +227,43 @@ async fn dispatch(app: Arc<App>) {
 
 /// Runs one claimed attempt and records how it ended.
 async fn run_attempt(app: &Arc<App>, claimed: Claimed) {
-    let started = Instant::now();
-    let started_at = now_ms();
-    let settings = &app.config.executions;
     let Some(entry) = app.registry.get(&claimed.function) else {
-        let outcome = Attempt {
-            status: Some(ExecutionStatus::Dead),
-            started_at,
-            finished_at: now_ms(),
-            error: Some(format!(
-                "not_found: function `{}` does not exist",
-                claimed.function
-            )),
-            ..Attempt::default()
-        };
-        finish(app, &claimed, outcome).await;
-        return;
+        let gone = Error::NotFound(format!("function `{}` does not exist", claimed.function));
+        return give_up(app, &claimed, &gone).await;
     };
-    let (tracer, trace) = Tracer::channel();
-    let result = attempt(app, &entry, &claimed, tracer).await;
-    let trace = trace.await.ok();
-    let mut outcome = Attempt {
-        version: entry.version,
-        started_at,
-        ..Attempt::default()
+    // A request stored from a valid one replays; one that does not will never run.
+    let invocation = match replay(&entry, &claimed) {
+        Ok(invocation) => invocation,
+        Err(e) => return give_up(app, &claimed, &e).await,
     };
-    let (ok, output) = match result {
-        Ok((status, exit_code, output)) => {
-            outcome.http_status = Some(status);
-            outcome.exit_code = exit_code;
-            // An async http function must answer 2xx to succeed.
-            (status < 300 && exit_code.unwrap_or(0) == 0, Some(output))
+    let invoked = invoke::run(app, invocation).await;
+    let ended = match invoked.answer {
+        Ok(Answer::Http(response, permit)) => {
+            let status = response.status().as_u16();
+            // The engine holds the body to the function's response cap.
+            let body = invoke::read_response(response.into_body(), usize::MAX).await;
+            drop(permit);
+            match body {
+                Ok(body) => Ended {
+                    http_status: status,
+                    output: Some(body.to_vec()),
+                    ..Ended::default()
+                },
+                Err(e) => Ended::failed(&Error::Invoke(wafer_engine::InvokeError::BadResponse(
+                    format!("the response body failed: {e}"),
+                ))),
+            }
         }
-        Err(e) => {
-            outcome.http_status = Some(e.status().as_u16());
-            outcome.error = Some(e.describe());
-            (false, None)
-        }
+        other => Ended::of(&other),
     };
-    app.metrics.invocation(
-        &entry.settings.name,
-        entry.kind.as_str(),
-        outcome.http_status.unwrap_or(500),
-        started.elapsed(),
-    );
-    journal::close_attempt(&mut outcome, started, trace.as_ref(), output, settings);
+    // An async http function must answer 2xx to succeed.
+    let ok = ended.error.is_none() && ended.http_status < 300 && ended.exit_code.unwrap_or(0) == 0;
+    let mut outcome = invoked.record.finish(&app.config.executions, ended).await;
     outcome.status = Some(if ok {
         ExecutionStatus::Succeeded
     } else if claimed.attempt < claimed.max_attempts {
         app.metrics.retry(&claimed.function);
-        outcome.next_at = Some(now_ms() + backoff(entry.retry_backoff, claimed.attempt));
+        outcome.retry_in = Some(backoff(entry.retry_backoff, claimed.attempt));
         ExecutionStatus::Queued
     } else {
         app.metrics.dead(&claimed.function);
@@ -237,13 +272,22 @@ async fn run_attempt(app: &Arc<App>, claimed: Claimed) {
     finish(app, &claimed, outcome).await;
 }
 
-/// Runs the function on the stored request; returns the status, exit code and output.
-async fn attempt(
-    app: &App,
-    entry: &Entry,
-    claimed: &Claimed,
-    tracer: Tracer,
-) -> Result<(u16, Option<i32>, Vec<u8>), ApiError> {
+/// Marks a claimed execution `dead` without running it, for `error`.
+async fn give_up(app: &App, claimed: &Claimed, error: &Error) {
+    let at = now_ms();
+    let outcome = Attempt {
+        status: Some(ExecutionStatus::Dead),
+        started_at: at,
+        finished_at: at,
+        error: Some(error.describe()),
+        ..Attempt::default()
+    };
+    finish(app, claimed, outcome).await;
+}
+
+/// The invocation a claimed execution replays: its stored request under `/fn/{name}`, with the
+/// attempt's number in `x-wafer-attempt`.
+fn replay(entry: &Arc<Entry>, claimed: &Claimed) -> Result<Invocation, Error> {
     let stored = claimed.request.clone().unwrap_or_else(|| StoredRequest {
         method: "POST".into(),
         path: "/".into(),
@@ -259,28 +303,22 @@ async fn attempt(
     builder = builder.header(ATTEMPT_HEADER, claimed.attempt);
     let (parts, ()) = builder
         .body(())
-        .map_err(|e| ApiError::internal(format!("the stored request is unusable: {e}")))?
+        .map_err(|e| Error::Internal(format!("the stored request is unusable: {e}")))?
         .into_parts();
     let mount = Mount {
         prefix,
         strip_prefix: true,
         client: None,
     };
-    let body = bytes::Bytes::from(claimed.body.clone());
-    match trigger::execute(app, entry, parts, body, &mount, &claimed.id, tracer).await? {
-        Answer::Command(output) => Ok((200, Some(output.exit_code), output.stdout.into_bytes())),
-        Answer::Http(response, permit) => {
-            let status = response.status().as_u16();
-            let body = response.into_body().collect().await;
-            drop(permit);
-            let body = body.map_err(|e| {
-                ApiError::from(wafer_engine::InvokeError::BadResponse(format!(
-                    "the response body failed: {e}"
-                )))
-            })?;
-            Ok((status, None, body.to_bytes().to_vec()))
-        }
-    }
+    let mut invocation = Invocation::new(
+        entry.clone(),
+        parts,
+        Bytes::from(claimed.body.clone()),
+        mount,
+        claimed.trigger,
+    );
+    invocation.id = claimed.id.clone();
+    Ok(invocation)
 }
 
 /// Records an attempt's end, and wakes the callback sender when a callback is now owed.
@@ -288,6 +326,7 @@ async fn finish(app: &App, claimed: &Claimed, outcome: Attempt) {
     let done = outcome.status.is_some_and(ExecutionStatus::is_final);
     let write = Write::Finish {
         id: claimed.id.clone(),
+        node: app.node.clone(),
         attempt: claimed.attempt,
         outcome,
     };
@@ -302,11 +341,9 @@ async fn finish(app: &App, claimed: &Claimed, outcome: Attempt) {
 }
 
 /// The wait before retrying after attempt number `attempt` failed: `base`, doubling each attempt.
-fn backoff(base: Duration, attempt: u32) -> i64 {
-    let wait = base
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-        .min(MAX_BACKOFF);
-    wait.as_millis() as i64
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+        .min(MAX_BACKOFF)
 }
 
 /// Posts finished executions to their callback URLs.
@@ -317,7 +354,7 @@ async fn send_callbacks(app: Arc<App>) {
         .build()
         .unwrap_or_default();
     loop {
-        let due = match app.executions.due_callbacks(now_ms(), 32).await {
+        let due = match app.executions.due_callbacks(32).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!("cannot read due callbacks: {e}");
@@ -335,19 +372,19 @@ async fn send_callbacks(app: Arc<App>) {
             let id = callback.execution.id.clone();
             let sent = client
                 .post(&callback.url)
-                .header(trigger::EXECUTION_HEADER, &id)
+                .header(invoke::EXECUTION_HEADER, &id)
                 .json(&callback.execution)
                 .send()
                 .await;
             let delivered = matches!(&sent, Ok(response) if response.status().is_success());
             app.metrics.callback(delivered);
-            let retry_at = (!delivered && callback.attempts + 1 < CALLBACK_ATTEMPTS)
-                .then(|| now_ms() + backoff(Duration::from_secs(1), callback.attempts + 1));
+            let retry_in = (!delivered && callback.attempts + 1 < CALLBACK_ATTEMPTS)
+                .then(|| backoff(Duration::from_secs(1), callback.attempts + 1));
             if !delivered {
                 tracing::warn!(execution = %id, url = %callback.url, "callback not delivered: {}",
                     match &sent { Ok(r) => r.status().to_string(), Err(e) => e.to_string() });
             }
-            if let Err(e) = app.executions.callback_done(&id, delivered, retry_at).await {
+            if let Err(e) = app.executions.callback_done(&id, delivered, retry_in).await {
                 tracing::error!(execution = %id, "cannot record a callback: {e}");
             }
         }
@@ -361,8 +398,11 @@ mod tests {
     #[test]
     fn backoff_doubles_and_is_capped() {
         let base = Duration::from_millis(100);
-        assert_eq!([1, 2, 3, 4].map(|a| backoff(base, a)), [100, 200, 400, 800]);
-        assert_eq!(backoff(base, 40), MAX_BACKOFF.as_millis() as i64);
+        assert_eq!(
+            [1, 2, 3, 4].map(|a| backoff(base, a).as_millis()),
+            [100, 200, 400, 800]
+        );
+        assert_eq!(backoff(base, 40), MAX_BACKOFF);
     }
 
     #[test]

@@ -21,8 +21,8 @@ const LOOK: Duration = Duration::from_millis(250);
 /// The most ticks walked to find the latest missed one (a seconds schedule missed for a day is 86,400).
 const MAX_WALK: usize = 1_000_000;
 
-/// Parses a cron expression: five fields (`min hour day month weekday`) or six and seven with seconds first
-/// and a year last.
+/// Parses a cron expression: five fields (`min hour day month weekday`), six with seconds first, or seven
+/// with seconds first and a year last.
 pub fn parse(expr: &str) -> Result<cron::Schedule, String> {
     let fields = expr.split_whitespace().count();
     let full = match fields {
@@ -36,8 +36,8 @@ pub fn parse(expr: &str) -> Result<cron::Schedule, String> {
 
 fn wrong_field_count(expr: &str, fields: usize) -> String {
     format!(
-        "schedule {expr:?} has {fields} fields; expected 5 (min hour day month weekday), or 6 with \
-         seconds first"
+        "schedule {expr:?} has {fields} fields; expected 5 (min hour day month weekday), 6 with \
+         seconds first, or 7 with seconds first and a year last"
     )
 }
 
@@ -135,6 +135,7 @@ mod tests {
     fn five_and_six_field_expressions_parse() {
         assert!(parse("*/5 * * * *").is_ok());
         assert!(parse("*/2 * * * * *").is_ok());
+        assert!(parse("0 0 12 * * * 2030").is_ok());
         assert!(parse("* * *").unwrap_err().contains("3 fields"));
         assert!(parse("61 * * * *").is_err());
     }

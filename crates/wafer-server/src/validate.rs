@@ -1,43 +1,30 @@
-//! Checks on what deployers send, before anything is compiled or stored.
+//! Checks on what deployers send, before anything is compiled or stored, and the paths wafer keeps for
+//! itself.
 
-use crate::error::ApiError;
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
+use crate::error::Error;
 use wafer_api::{FunctionConfig, Kind};
 use wafer_store::FunctionVariables;
 
-/// The longest request target accepted, path and query (414 past it).
-const MAX_URI_BYTES: usize = 8 * 1024;
-/// The most header bytes accepted, names and values together (431 past it).
-const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Paths wafer itself answers, or keeps for what it will answer (`/ui`, the console; `/2015-03-31`, the
+/// Lambda Invoke API); no function route may claim them or anything below them.
+pub const RESERVED_PREFIXES: &[&str] = &[
+    "/v1",
+    "/fn",
+    "/api",
+    "/healthz",
+    "/metrics",
+    "/ui",
+    "/2015-03-31",
+];
 
-/// Middleware: refuses requests whose target or headers are over the caps, before any routing.
-pub async fn request_head(request: Request, next: Next) -> Result<Response, ApiError> {
-    let uri_bytes = request
-        .uri()
-        .path_and_query()
-        .map_or(0, |p| p.as_str().len());
-    if uri_bytes > MAX_URI_BYTES {
-        return Err(ApiError::uri_too_long(format!(
-            "the request target is {uri_bytes} bytes; the limit is {MAX_URI_BYTES}"
-        )));
-    }
-    let header_bytes: usize = request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len())
-        .sum();
-    if header_bytes > MAX_HEADER_BYTES {
-        return Err(ApiError::headers_too_large(format!(
-            "the request headers are {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}"
-        )));
-    }
-    Ok(next.run(request).await)
+/// The reserved prefix `route` is or lies below, if any.
+pub fn reserved(route: &str) -> Option<&'static str> {
+    RESERVED_PREFIXES.iter().copied().find(|p| {
+        route
+            .strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
 }
-
-/// Paths wafer itself answers; no function route may shadow them.
-const RESERVED_PREFIXES: &[&str] = &["/v1", "/fn", "/api", "/healthz", "/metrics"];
 
 /// The most attempts an async execution may be given.
 const MAX_ATTEMPTS: u32 = 100;
@@ -57,7 +44,7 @@ const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 const MAX_REUSE: u32 = 1_000_000;
 
 /// Checks a function name: `[a-z0-9][a-z0-9-]{0,62}`.
-pub fn name(name: &str) -> Result<(), ApiError> {
+pub fn name(name: &str) -> Result<(), Error> {
     let bytes = name.as_bytes();
     let valid = !bytes.is_empty()
         && bytes.len() <= 63
@@ -68,20 +55,17 @@ pub fn name(name: &str) -> Result<(), ApiError> {
     if valid {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "invalid_name",
-            format!(
-                "invalid function name {name:?}: use 1 to 63 lowercase letters, digits and `-`, \
-                 starting with a letter or digit"
-            ),
-        ))
+        Err(Error::InvalidName(format!(
+            "invalid function name {name:?}: use 1 to 63 lowercase letters, digits and `-`, \
+             starting with a letter or digit"
+        )))
     }
 }
 
 /// Checks a deploy configuration and normalises its routes (no trailing `/`, no duplicates). `fuel` says
 /// whether the server meters fuel.
-pub fn config(mut config: FunctionConfig, fuel: bool) -> Result<FunctionConfig, ApiError> {
-    let invalid = |message: String| ApiError::bad_request("invalid_config", message);
+pub fn config(mut config: FunctionConfig, fuel: bool) -> Result<FunctionConfig, Error> {
+    let invalid = Error::InvalidConfig;
     let mut routes = Vec::with_capacity(config.routes.len());
     for raw in &config.routes {
         let route = raw.trim_end_matches('/').to_string();
@@ -99,10 +83,7 @@ pub fn config(mut config: FunctionConfig, fuel: bool) -> Result<FunctionConfig, 
                  `/api/v2`, of letters, digits and `-._~`"
             )));
         }
-        if RESERVED_PREFIXES
-            .iter()
-            .any(|p| route == *p || route.starts_with(&format!("{p}/")))
-        {
+        if reserved(&route).is_some() {
             return Err(invalid(format!(
                 "route {raw:?} is reserved by wafer (reserved: {})",
                 RESERVED_PREFIXES.join(", ")
@@ -197,7 +178,7 @@ fn valid_target(target: &str) -> bool {
 }
 
 /// Checks a key-value store's name: 1–255 characters of letters, digits, `-`, `_` and `.`.
-pub fn store_name(store: &str) -> Result<(), ApiError> {
+pub fn store_name(store: &str) -> Result<(), Error> {
     let valid = !store.is_empty()
         && store.len() <= MAX_NAME_BYTES
         && store
@@ -206,19 +187,16 @@ pub fn store_name(store: &str) -> Result<(), ApiError> {
     if valid {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "invalid_store",
-            format!(
-                "invalid key-value store name {store:?}: use 1-{MAX_NAME_BYTES} letters, digits, `-`, `_` or `.`"
-            ),
-        ))
+        Err(Error::InvalidStore(format!(
+            "invalid key-value store name {store:?}: use 1-{MAX_NAME_BYTES} letters, digits, `-`, `_` or `.`"
+        )))
     }
 }
 
 /// Checks configuration variables and secrets: names like environment variables (letters, digits,
 /// `_`, `.`, `-`), values of at most 64 KiB, and no name both plain and secret.
-pub fn variables(update: &FunctionVariables) -> Result<(), ApiError> {
-    let invalid = |message: String| ApiError::bad_request("invalid_config", message);
+pub fn variables(update: &FunctionVariables) -> Result<(), Error> {
+    let invalid = Error::InvalidConfig;
     for (name, value) in update.variables.iter().chain(&update.secrets) {
         let valid_name = !name.is_empty()
             && name.len() <= MAX_NAME_BYTES
@@ -249,29 +227,25 @@ pub fn variables(update: &FunctionVariables) -> Result<(), ApiError> {
 }
 
 /// Checks that a setting, when given, lies between 1 and `max`.
-fn in_range<N>(field: &str, value: Option<N>, max: N) -> Result<(), ApiError>
+fn in_range<N>(field: &str, value: Option<N>, max: N) -> Result<(), Error>
 where
     N: Copy + PartialOrd + From<u8> + std::fmt::Display,
 {
     match value {
-        Some(n) if n < N::from(1) || n > max => Err(ApiError::bad_request(
-            "invalid_config",
-            format!("{field} must be between 1 and {max}, not {n}"),
-        )),
+        Some(n) if n < N::from(1) || n > max => Err(Error::InvalidConfig(format!(
+            "{field} must be between 1 and {max}, not {n}"
+        ))),
         _ => Ok(()),
     }
 }
 
 /// Checks the settings that only some kinds have against the kind a module turned out to be.
-pub fn fits(config: &FunctionConfig, kind: Kind) -> Result<(), ApiError> {
+pub fn fits(config: &FunctionConfig, kind: Kind) -> Result<(), Error> {
     if config.reuse.is_some_and(|n| n > 1) && kind != Kind::Http {
-        return Err(ApiError::bad_request(
-            "invalid_config",
-            format!(
-                "reuse applies to http components only; a {kind} module runs its entry point once \
-                 per instance"
-            ),
-        ));
+        return Err(Error::InvalidConfig(format!(
+            "reuse applies to http components only; a {kind} module runs its entry point once \
+             per instance"
+        )));
     }
     Ok(())
 }
@@ -325,8 +299,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.routes, vec!["/hello", "/a/b"]);
+        assert_eq!(
+            reserved("/uix"),
+            None,
+            "only the path and below it are reserved"
+        );
         for bad in [
-            "hello", "/", "/a//b", "/a/../b", "/v1", "/fn/x", "/metrics", "/a b",
+            "hello",
+            "/",
+            "/a//b",
+            "/a/../b",
+            "/v1",
+            "/fn/x",
+            "/metrics",
+            "/a b",
+            "/ui",
+            "/ui/x",
+            "/2015-03-31/functions",
         ] {
             let c = FunctionConfig {
                 routes: vec![bad.into()],

@@ -1,7 +1,7 @@
 //! The execution endpoints: records, logs (listed or followed over server-sent events) and summaries.
 
 use crate::app::App;
-use crate::error::ApiError;
+use crate::error::Error;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -25,12 +25,12 @@ const MAX_PAGE: u32 = 1000;
 pub async fn get(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-) -> Result<Json<Execution>, ApiError> {
+) -> Result<Json<Execution>, Error> {
     app.executions
         .get_execution(&id, true)
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("execution `{id}` does not exist")))
+        .ok_or_else(|| Error::NotFound(format!("execution `{id}` does not exist")))
 }
 
 /// Which executions to list.
@@ -53,12 +53,12 @@ pub async fn list(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<ExecutionList>, ApiError> {
+) -> Result<Json<ExecutionList>, Error> {
     let status = query
         .status
         .map(|s| s.parse::<ExecutionStatus>())
         .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_request", e))?;
+        .map_err(Error::InvalidRequest)?;
     let limit = page_size(query.limit, 50)?;
     let executions = app
         .executions
@@ -77,13 +77,12 @@ pub async fn list(
     Ok(Json(ExecutionList { executions, next }))
 }
 
-fn page_size(asked: Option<u32>, default: u32) -> Result<u32, ApiError> {
+fn page_size(asked: Option<u32>, default: u32) -> Result<u32, Error> {
     match asked.unwrap_or(default) {
         n @ 1..=MAX_PAGE => Ok(n),
-        n => Err(ApiError::bad_request(
-            "invalid_request",
-            format!("limit must be between 1 and {MAX_PAGE}, not {n}"),
-        )),
+        n => Err(Error::InvalidRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}, not {n}"
+        ))),
     }
 }
 
@@ -115,13 +114,13 @@ pub async fn logs(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     Query(query): Query<LogsQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let limit = page_size(query.limit, 100)?;
     let level = query
         .level
         .map(|l| l.parse::<LogLevel>())
         .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_request", e))?
+        .map_err(Error::InvalidRequest)?
         .unwrap_or(LogLevel::Trace);
     let first = app
         .executions
@@ -176,6 +175,6 @@ pub async fn logs(
 pub async fn stats(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-) -> Result<Json<ExecutionStats>, ApiError> {
+) -> Result<Json<ExecutionStats>, Error> {
     Ok(Json(app.executions.stats(&name).await?))
 }

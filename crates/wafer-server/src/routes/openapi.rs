@@ -4,7 +4,7 @@
 //! The management routes are registered through [`utoipa_axum`], which adds each handler to the router
 //! and to the document in one step, so neither can list a route the other lacks.
 
-use crate::{api, executions, ops, state_api, trigger};
+use super::{executions, functions, invoke, ops, state};
 use axum::response::{Html, IntoResponse};
 use axum::Extension;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -23,8 +23,8 @@ use utoipa_axum::routes;
     ),
     paths(
         ops::healthz,
-        trigger::function_root,
-        trigger::function_path,
+        invoke::function_root,
+        invoke::function_path,
         openapi_json,
         docs
     ),
@@ -53,23 +53,23 @@ impl Modify for BearerToken {
 }
 
 /// The management routes (behind the token), with the document describing them and everything else.
-pub fn management() -> OpenApiRouter<std::sync::Arc<crate::App>> {
+pub fn management() -> OpenApiRouter<std::sync::Arc<crate::app::App>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(api::list))
-        .routes(routes!(api::get, api::delete))
-        .routes(routes!(api::versions, api::deploy))
-        .routes(routes!(api::rollback))
-        .routes(routes!(api::invoke))
+        .routes(routes!(functions::list))
+        .routes(routes!(functions::get, functions::delete))
+        .routes(routes!(functions::versions, functions::deploy))
+        .routes(routes!(functions::rollback))
+        .routes(routes!(invoke::invoke))
         .routes(routes!(executions::get))
         .routes(routes!(executions::list))
         .routes(routes!(executions::logs))
         .routes(routes!(executions::stats))
-        .routes(routes!(state_api::get_config, state_api::put_config))
-        .routes(routes!(state_api::keys))
+        .routes(routes!(state::get_config, state::put_config))
+        .routes(routes!(state::keys))
         .routes(routes!(
-            state_api::get_value,
-            state_api::put_value,
-            state_api::delete_value
+            state::get_value,
+            state::put_value,
+            state::delete_value
         ))
         .routes(routes!(ops::metrics))
 }

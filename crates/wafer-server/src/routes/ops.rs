@@ -1,7 +1,6 @@
 //! Operational endpoints: `/healthz` and `/metrics` (Prometheus text format).
 
 use crate::app::App;
-use crate::journal;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -85,9 +84,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
                 "Async and cron executions running now.",
                 &queue.running,
             );
-            let age = queue
-                .oldest_queued_at
-                .map_or(0.0, |at| (journal::now_ms() - at).max(0) as f64 / 1000.0);
+            let age = queue.oldest_age.map_or(0.0, |age| age.as_secs_f64());
             metric(
                 "wafer_queue_oldest_age_seconds",
                 "gauge",

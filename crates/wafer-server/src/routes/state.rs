@@ -2,10 +2,10 @@
 //! inspect what functions keep, and each function's configuration under `/v1/functions/{name}/config`
 //! (secrets write-only).
 
+use super::read_body;
 use crate::app::App;
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::platform::KEYS_PER_PAGE;
-use crate::trigger;
 use crate::validate;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +32,7 @@ pub async fn keys(
     State(app): State<Arc<App>>,
     Path(store): Path<String>,
     Query(query): Query<KeysQuery>,
-) -> Result<Json<KeyList>, ApiError> {
+) -> Result<Json<KeyList>, Error> {
     validate::store_name(&store)?;
     let page = app
         .state
@@ -54,7 +54,7 @@ pub async fn keys(
 pub async fn get_value(
     State(app): State<Arc<App>>,
     Path((store, key)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     validate::store_name(&store)?;
     match app.state.kv_get(&store, &key).await? {
         Some(value) => Ok((
@@ -62,7 +62,7 @@ pub async fn get_value(
             value,
         )
             .into_response()),
-        None => Err(ApiError::not_found(format!(
+        None => Err(Error::NotFound(format!(
             "key `{key}` is not in store `{store}`"
         ))),
     }
@@ -79,10 +79,10 @@ pub async fn put_value(
     State(app): State<Arc<App>>,
     Path((store, key)): Path<(String, String)>,
     request: Request,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, Error> {
     validate::store_name(&store)?;
     let limit = usize::try_from(app.config.defaults.kv_store_bytes).unwrap_or(usize::MAX);
-    let value = trigger::read_body(request.into_body(), limit, "the value").await?;
+    let value = read_body(request.into_body(), limit, "the value").await?;
     app.state
         .kv_set(
             &store,
@@ -102,10 +102,10 @@ pub async fn put_value(
 pub async fn delete_value(
     State(app): State<Arc<App>>,
     Path((store, key)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, Error> {
     validate::store_name(&store)?;
     match app.state.kv_delete(&store, vec![key.clone()]).await? {
-        0 => Err(ApiError::not_found(format!(
+        0 => Err(Error::NotFound(format!(
             "key `{key}` is not in store `{store}`"
         ))),
         _ => Ok(StatusCode::NO_CONTENT),
@@ -126,11 +126,9 @@ fn view(current: FunctionVariables) -> ConfigView {
 pub async fn get_config(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-) -> Result<Json<ConfigView>, ApiError> {
+) -> Result<Json<ConfigView>, Error> {
     if app.meta.get_function(&name).await?.is_none() {
-        return Err(ApiError::not_found(format!(
-            "function `{name}` does not exist"
-        )));
+        return Err(Error::unknown_function(&name));
     }
     Ok(Json(view(app.state.variables(&name).await?)))
 }
@@ -146,10 +144,9 @@ pub async fn put_config(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<ConfigView>, ApiError> {
-    let update: ConfigUpdate = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request("invalid_config", format!("invalid configuration: {e}"))
-    })?;
+) -> Result<Json<ConfigView>, Error> {
+    let update: ConfigUpdate = serde_json::from_slice(&body)
+        .map_err(|e| Error::InvalidConfig(format!("invalid configuration: {e}")))?;
     let current = app
         .set_variables(&name, update.variables, update.secrets)
         .await?;

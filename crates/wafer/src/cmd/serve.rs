@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
+use wafer_engine::FunctionDefaults;
 use wafer_server::{Defaults, ExecutionSettings, ServerConfig};
 
 /// The config file read when `--config` is not given, if it exists.
@@ -80,43 +81,42 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
             .map(|v| parse(&v).map_err(|e| anyhow!("config file: {name}: {e}")))
             .transpose()
     };
-    let bytes = |value: Option<u64>, default: usize| {
-        value.map_or(default, |b| usize::try_from(b).unwrap_or(usize::MAX))
-    };
     let max_instances = args.max_instances.or(file.max_instances);
     if max_instances == Some(0) {
         return Err(anyhow!("config file: max_instances must be at least 1"));
     }
-    let defaults = Defaults {
+    let function = FunctionDefaults {
         memory_mb: args
             .memory
             .or(from_file("memory", file.memory, parse_memory_mb)?)
-            .unwrap_or(fallback.memory_mb),
+            .unwrap_or(fallback.function.memory_mb),
         timeout_ms: args
             .timeout
             .or(from_file("timeout", file.timeout, parse_timeout_ms)?)
-            .unwrap_or(fallback.timeout_ms),
-        max_request_bytes: bytes(
-            args.max_body
-                .or(from_file("max_body", file.max_body, parse_bytes)?),
-            fallback.max_request_bytes,
-        ),
-        max_response_bytes: bytes(
-            args.max_response
-                .or(from_file("max_response", file.max_response, parse_bytes)?),
-            fallback.max_response_bytes,
-        ),
-        max_module_bytes: bytes(
-            args.max_module
-                .or(from_file("max_module", file.max_module, parse_bytes)?),
-            fallback.max_module_bytes,
-        ),
+            .unwrap_or(fallback.function.timeout_ms),
+        max_request_bytes: args
+            .max_body
+            .or(from_file("max_body", file.max_body, parse_bytes)?)
+            .unwrap_or(fallback.function.max_request_bytes),
+        max_response_bytes: args
+            .max_response
+            .or(from_file("max_response", file.max_response, parse_bytes)?)
+            .unwrap_or(fallback.function.max_response_bytes),
+        fuel: args.fuel || file.fuel.unwrap_or(false),
+    };
+    let defaults = Defaults {
+        function,
+        max_module_bytes: args
+            .max_module
+            .or(from_file("max_module", file.max_module, parse_bytes)?)
+            .map_or(fallback.max_module_bytes, |b| {
+                usize::try_from(b).unwrap_or(usize::MAX)
+            }),
         max_instances: max_instances.map_or(fallback.max_instances, |n| n as usize),
         queue_wait_ms: args
             .queue_wait
             .or(from_file("queue_wait", file.queue_wait, parse_timeout_ms)?)
             .unwrap_or(fallback.queue_wait_ms),
-        fuel: args.fuel || file.fuel.unwrap_or(false),
         pooling: !args.no_pooling && file.pooling.unwrap_or(fallback.pooling),
         max_idle: args
             .max_idle
@@ -214,8 +214,8 @@ mod tests {
         .unwrap();
         let config = server_config(args(&["--timeout", "2s"]), file).unwrap();
         assert_eq!(config.listen.port(), 9000);
-        assert_eq!(config.defaults.memory_mb, 64);
-        assert_eq!(config.defaults.timeout_ms, 2000);
+        assert_eq!(config.defaults.function.memory_mb, 64);
+        assert_eq!(config.defaults.function.timeout_ms, 2000);
         assert_eq!(config.defaults.max_instances, 7);
         assert_eq!(
             config.defaults.queue_wait_ms,

@@ -1,0 +1,158 @@
+//! The operations that change what is deployed: deploy, rollback, delete, and a function's
+//! configuration.
+//!
+//! Each change is persisted first (module bytes durable, the database committed) and only then made live
+//! in the registry. Changes are serialised by one lock so the registry always matches the database;
+//! compiling, the slow part of a deploy, happens before the lock is taken.
+
+use super::App;
+use crate::error::Error;
+use crate::validate;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use wafer_api::oci::sha256_hex;
+use wafer_api::FunctionConfig;
+use wafer_store::{FunctionVariables, NewVersion, StoredFunction};
+
+impl App {
+    /// Validates, compiles and stores a new version of `name`, and makes it live.
+    ///
+    /// Nothing is stored unless the module compiles and fits its kind. Bytes deployed before (under any
+    /// name) are not compiled again.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        module: Bytes,
+        config: FunctionConfig,
+        variables: FunctionVariables,
+    ) -> Result<StoredFunction, Error> {
+        validate::name(name)?;
+        let config = validate::config(config, self.config.defaults.function.fuel)?;
+        validate::variables(&variables)?;
+        let digest = sha256_hex(&module);
+        let (function, artifact) = self
+            .load_or_compile(&digest, Some(module.clone()), config.kind)
+            .await?;
+        validate::fits(&config, function.kind())?;
+        let mut current = self.state.variables(name).await?;
+        current.variables.extend(variables.variables.clone());
+        current.secrets.extend(variables.secrets.clone());
+        let proxy_id = function
+            .proxy_id(&self.settings(name, function.kind(), &config, current.clone()))
+            .await
+            .map_err(|e| {
+                Error::UnsupportedModule(format!("the module's proxy_get_id failed: {e}"))
+            })?;
+        if let Some((id, owner)) = proxy_id
+            .as_deref()
+            .and_then(|id| Some((id, self.registry.id_owner(id, name)?)))
+        {
+            return Err(Error::IdTaken(format!(
+                "proxy-wasm id `{id}` is already used by function `{owner}`"
+            )));
+        }
+        let new = NewVersion {
+            name: name.to_string(),
+            kind: function.kind(),
+            config,
+            digest: digest.clone(),
+            size: module.len() as u64,
+        };
+        let _changes = self.changes.lock().await;
+        let stored = self.meta.insert_version(new, module).await?;
+        self.state.merge_variables(name, variables).await?;
+        if let Some(artifact) = artifact {
+            // The artifact is this node's cache: without it the next load compiles again.
+            if let Err(e) = self.keep_artifact(&digest, artifact).await {
+                tracing::warn!(%digest, "cannot keep the compiled artifact: {e}");
+            }
+        }
+        self.install_with(&stored, Some(function), current, Some(proxy_id));
+        tracing::info!(
+            function = name,
+            version = stored.live.version,
+            kind = %stored.live.kind,
+            "deployed"
+        );
+        Ok(stored)
+    }
+
+    /// Makes an earlier (or later) stored version of `name` live again.
+    pub async fn rollback(&self, name: &str, version: u32) -> Result<StoredFunction, Error> {
+        validate::name(name)?;
+        let _changes = self.changes.lock().await;
+        let target = self
+            .meta
+            .list_versions(name)
+            .await?
+            .into_iter()
+            .find(|v| v.version == version);
+        let Some(target) = target else {
+            return Err(match self.meta.get_function(name).await? {
+                Some(_) => Error::NotFound(format!("function `{name}` has no version {version}")),
+                None => Error::unknown_function(name),
+            });
+        };
+        let prepared = self.prepare(&target.digest, target.kind).await?;
+        let function = self.meta.set_live(name, version).await?;
+        let variables = self.state.variables(name).await?;
+        self.install(&function, Some(prepared), variables);
+        tracing::info!(function = name, version, "rolled back");
+        Ok(function)
+    }
+
+    /// Replaces the configuration variables of `name` and sets or removes the named secrets; the next
+    /// call sees them. Returns the new configuration.
+    pub async fn set_variables(
+        &self,
+        name: &str,
+        variables: BTreeMap<String, String>,
+        secrets: BTreeMap<String, Option<String>>,
+    ) -> Result<FunctionVariables, Error> {
+        validate::name(name)?;
+        validate::variables(&FunctionVariables {
+            variables: variables.clone(),
+            secrets: secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
+                .collect(),
+        })?;
+        let _changes = self.changes.lock().await;
+        let function = self
+            .meta
+            .get_function(name)
+            .await?
+            .ok_or_else(|| Error::unknown_function(name))?;
+        self.state.set_variables(name, variables, secrets).await?;
+        let current = self.state.variables(name).await?;
+        let (prepared, proxy_id) = match self.registry.get(name) {
+            Some(entry) => (entry.function.get().cloned(), entry.proxy_id.get().cloned()),
+            None => (None, None),
+        };
+        self.install_with(&function, prepared, current.clone(), proxy_id);
+        tracing::info!(function = name, "configuration changed");
+        Ok(current)
+    }
+
+    /// Deletes `name` with every version, the modules no other function uses, and their compiled
+    /// artifacts.
+    pub async fn delete(&self, name: &str) -> Result<(), Error> {
+        validate::name(name)?;
+        let _changes = self.changes.lock().await;
+        let orphaned = self.meta.delete_function(name).await?;
+        self.registry.remove(name);
+        if let Err(e) = self.state.forget_variables(name).await {
+            tracing::warn!(
+                function = name,
+                "cannot forget the configuration of a deleted function: {e}"
+            );
+        }
+        for digest in orphaned {
+            if let Err(e) = self.artifacts.remove(&digest) {
+                tracing::warn!(%digest, "cannot remove the artifacts of a deleted function: {e}");
+            }
+        }
+        tracing::info!(function = name, "deleted");
+        Ok(())
+    }
+}

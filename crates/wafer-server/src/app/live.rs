@@ -1,0 +1,284 @@
+//! The live registry's build-up: how a stored version becomes a callable [`Entry`] — its settings (by
+//! the engine's one rule from its config), its limits and schedule, its routes (never one wafer
+//! reserves) — and how its runnable form is loaded from its compiled artifact, or compiled again from
+//! its module bytes, the first time it is needed.
+
+use super::App;
+use crate::error::Error;
+use crate::registry::Entry;
+use crate::{journal, schedule, validate};
+use bytes::Bytes;
+use std::sync::Arc;
+use wafer_api::{FunctionConfig, FunctionInfo, Kind};
+use wafer_engine::{CompileError, Function, PlatformHandle, Settings, Variables};
+use wafer_store::{FunctionVariables, StoredFunction};
+
+/// Attempts an async or cron execution gets unless its function sets `max_attempts`.
+const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// The first retry's wait unless a function sets `retry_backoff_ms`.
+const DEFAULT_RETRY_BACKOFF_MS: u64 = 1000;
+
+impl App {
+    /// Registers the live version of every stored function. Nothing is loaded yet: each is loaded on its
+    /// first call or by the background loader, so the server answers at once however many there are.
+    pub(super) async fn load_all(&self) -> Result<(), super::StartError> {
+        let mut variables = self.state.all_variables().await?;
+        for function in self.meta.list_functions().await? {
+            let own = variables.remove(&function.live.name).unwrap_or_default();
+            self.install(&function, None, own);
+        }
+        tracing::info!(
+            functions = self.registry.len(),
+            pool_slots = self.engine.pool_slots().unwrap_or(0),
+            "functions registered"
+        );
+        Ok(())
+    }
+
+    /// The runnable function of a live entry, loading it from its compiled artifact (compiling it again
+    /// when the artifact is missing or from another engine build) the first time it is needed.
+    pub async fn function<'e>(&self, entry: &'e Entry) -> Result<&'e Function, Error> {
+        let function = entry
+            .function
+            .get_or_try_init(|| self.prepare(&entry.digest, entry.kind))
+            .await
+            .inspect_err(|e| {
+                tracing::error!(function = %entry.settings.name, "cannot load the live version: {e:?}")
+            })?;
+        if entry.kind == Kind::ProxyWasm {
+            self.proxy_id(entry, function).await;
+        }
+        Ok(function)
+    }
+
+    /// Reads a proxy-wasm version's id (once) and makes the function reachable by it.
+    async fn proxy_id(&self, entry: &Entry, function: &Function) {
+        let id = entry
+            .proxy_id
+            .get_or_init(|| async {
+                function
+                    .proxy_id(&entry.settings)
+                    .await
+                    .inspect_err(|e| {
+                        tracing::warn!(function = %entry.settings.name, "proxy_get_id failed: {e}")
+                    })
+                    .ok()
+                    .flatten()
+            })
+            .await;
+        if let Some(id) = id {
+            if let Err(owner) = self.registry.set_id(&entry.settings.name, id) {
+                tracing::warn!(function = %entry.settings.name, id, owner, "proxy-wasm id already taken; not routed by id");
+            }
+        }
+    }
+
+    /// The live function named `target`, or the proxy-wasm function whose id it is (reading the ids of
+    /// proxy-wasm functions not loaded yet, if need be).
+    pub async fn resolve(&self, target: &str) -> Option<Arc<Entry>> {
+        match self.registry.get(target) {
+            Some(entry) => Some(entry),
+            None => self.by_proxy_id(target).await,
+        }
+    }
+
+    /// The live proxy-wasm function whose id is `id`, reading the ids of those not loaded yet if need be.
+    pub async fn by_proxy_id(&self, id: &str) -> Option<Arc<Entry>> {
+        if let Some(entry) = self.registry.by_id(id) {
+            return Some(entry);
+        }
+        for entry in self.registry.all() {
+            if entry.kind == Kind::ProxyWasm && entry.proxy_id.get().is_none() {
+                let _ = self.function(&entry).await;
+            }
+        }
+        self.registry.by_id(id)
+    }
+
+    /// What every invocation of a version gets: the engine's rule applied to its config under the
+    /// server's defaults, with its configuration and the platform. Components read their configuration
+    /// through `wasi:config/store`; core modules, which cannot import it, get it as environment variables
+    /// (their own `env` wins).
+    pub(super) fn settings(
+        &self,
+        name: &str,
+        kind: Kind,
+        config: &FunctionConfig,
+        variables: FunctionVariables,
+    ) -> Settings {
+        let mut merged = variables.variables;
+        merged.extend(variables.secrets);
+        let base: Vec<(String, String)> = if kind == Kind::Http {
+            Vec::new()
+        } else {
+            merged.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let defaults = &self.config.defaults.function;
+        let mut settings = defaults
+            .settings(name, config, base.clone())
+            .unwrap_or_else(|e| {
+                // Validated at deploy; a stored entry that no longer parses grants nothing.
+                tracing::error!(function = name, "outbound hosts ignored: {e}");
+                let config = FunctionConfig {
+                    allowed_outbound_hosts: Vec::new(),
+                    ..config.clone()
+                };
+                defaults.settings(name, &config, base).unwrap_or_default()
+            });
+        settings.variables = Variables::new(merged);
+        settings.platform = PlatformHandle(Some(self.platform.clone()));
+        settings
+    }
+
+    /// The API view of a stored function, with the limits it runs under.
+    pub fn info(&self, function: &StoredFunction) -> FunctionInfo {
+        FunctionInfo {
+            limits: self.config.defaults.effective(&function.live.config),
+            ..function.to_info()
+        }
+    }
+
+    /// Makes the live version of `function` callable, with its runnable form when it is at hand.
+    pub(super) fn install(
+        &self,
+        function: &StoredFunction,
+        prepared: Option<Function>,
+        variables: FunctionVariables,
+    ) {
+        self.install_with(function, prepared, variables, None);
+    }
+
+    /// [`App::install`], with the proxy-wasm id when it is known already. A route wafer reserves (one a
+    /// version stored before that path was reserved may hold) is logged and not mounted, so it never
+    /// shadows wafer's own.
+    pub(super) fn install_with(
+        &self,
+        function: &StoredFunction,
+        prepared: Option<Function>,
+        variables: FunctionVariables,
+        proxy_id: Option<Option<String>>,
+    ) {
+        let live = &function.live;
+        let routes: Vec<String> = live
+            .config
+            .routes
+            .iter()
+            .filter(|route| match validate::reserved(route) {
+                Some(prefix) => {
+                    tracing::error!(function = %live.name, %route, "route not mounted: {prefix} is reserved by wafer");
+                    false
+                }
+                None => true,
+            })
+            .cloned()
+            .collect();
+        let entry = Entry {
+            function: tokio::sync::OnceCell::new_with(prepared),
+            proxy_id: tokio::sync::OnceCell::new_with(proxy_id),
+            kind: live.kind,
+            digest: live.digest.clone(),
+            settings: self.settings(&live.name, live.kind, &live.config, variables),
+            private: live.config.private,
+            max_request_bytes: usize::try_from(
+                self.config
+                    .defaults
+                    .effective(&live.config)
+                    .max_request_bytes,
+            )
+            .unwrap_or(usize::MAX),
+            slots: live
+                .config
+                .max_concurrency
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
+            version: live.version,
+            max_attempts: live.config.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            retry_backoff: std::time::Duration::from_millis(
+                live.config
+                    .retry_backoff_ms
+                    .unwrap_or(DEFAULT_RETRY_BACKOFF_MS),
+            ),
+            cold: std::sync::atomic::AtomicBool::new(true),
+            schedule: live.config.schedule.as_deref().and_then(|expr| {
+                let since = chrono::DateTime::parse_from_rfc3339(&function.updated_at)
+                    .map_or_else(|_| journal::now_ms(), |t| t.timestamp_millis());
+                // Validated at deploy; a stored expression that no longer parses schedules nothing.
+                schedule::parse(expr)
+                    .inspect_err(
+                        |e| tracing::error!(function = %live.name, "schedule ignored: {e}"),
+                    )
+                    .ok()
+                    .map(|schedule| (schedule, since))
+            }),
+        };
+        let id = entry.proxy_id.get().cloned().flatten();
+        self.registry.install(&live.name, entry, &routes);
+        if let Some(id) = id {
+            if let Err(owner) = self.registry.set_id(&live.name, &id) {
+                tracing::warn!(function = %live.name, id, owner, "proxy-wasm id already taken");
+            }
+        }
+    }
+
+    /// A stored version, runnable: from its compiled artifact when there is one for this engine, otherwise
+    /// compiled again from its stored module (and the artifact written for next time).
+    pub(super) async fn prepare(&self, digest: &str, kind: Kind) -> Result<Function, Error> {
+        let (function, artifact) = self.load_or_compile(digest, None, Some(kind)).await?;
+        if let Some(artifact) = artifact {
+            self.keep_artifact(digest, artifact).await?;
+        }
+        Ok(function)
+    }
+
+    /// Writes a freshly compiled artifact of module `digest` to this node's disk.
+    pub(super) async fn keep_artifact(&self, digest: &str, artifact: Vec<u8>) -> Result<(), Error> {
+        let (artifacts, digest) = (self.artifacts.clone(), digest.to_string());
+        let fingerprint = self.engine.fingerprint().to_string();
+        tokio::task::spawn_blocking(move || artifacts.put(&digest, &fingerprint, &artifact))
+            .await
+            .map_err(|e| Error::Internal(format!("write task failed: {e}")))??;
+        Ok(())
+    }
+
+    /// The function of module `digest`: its stored artifact for this engine when there is one (the same
+    /// bytes deployed before, under any name), otherwise compiled from `module` (or, when `None`, the stored
+    /// module), with the new artifact returned for storing. Either way `kind`, when given, is checked.
+    pub(super) async fn load_or_compile(
+        &self,
+        digest: &str,
+        module: Option<Bytes>,
+        kind: Option<Kind>,
+    ) -> Result<(Function, Option<Vec<u8>>), Error> {
+        let artifact = self.artifacts.path(digest, self.engine.fingerprint());
+        let engine = self.engine.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            if !artifact.exists() {
+                return Ok(None);
+            }
+            match engine.load(&artifact, kind) {
+                Ok(function) => Ok(Some(function)),
+                Err(CompileError::Unsupported(reason)) => Err(CompileError::Unsupported(reason)),
+                Err(e) => {
+                    tracing::warn!(artifact = %artifact.display(), "stored artifact unusable, compiling: {e}");
+                    Ok(None)
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("load task failed: {e}")))??;
+        if let Some(function) = loaded {
+            return Ok((function, None));
+        }
+        let module = match module {
+            Some(module) => module,
+            None => Bytes::from(self.meta.module(digest).await?),
+        };
+        let engine = self.engine.clone();
+        let started = std::time::Instant::now();
+        let compiled = tokio::task::spawn_blocking(move || engine.compile(&module, kind))
+            .await
+            .map_err(|e| Error::Internal(format!("compile task failed: {e}")))??;
+        self.metrics.compile(started.elapsed());
+        Ok((compiled.function, Some(compiled.artifact)))
+    }
+}
