@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Cold start under containerd: `ctr run --rm` of a wafer command function (containerd-shim-wafer-v1)
-# against a busybox container (runc), measured in the same run on this machine. Each run is a new
-# container and a new shim process. Needs root, containerd, runc and busybox-static.
+# against a busybox container (runc), and start to first response of a JavaScript http function (a
+# 10 MB component), measured in the same run on this machine. Each run is a new container and a new
+# shim process; the shim's compile cache (WAFER_SHIM_CACHE) is a fresh directory at the start, so
+# the first run of each function compiles it and the rest load it. Needs root, containerd, runc,
+# busybox-static and curl.
 #
 #   bench/containerd/coldstart.sh [RUNS]            (default 20; release build)
 #   PROFILE=dev bench/containerd/coldstart.sh       (the debug build the tests use)
 #   SKIP_BUILD=1 PROFILE=dev bench/containerd/coldstart.sh 10
+#   BIN_DIR=DIR bench/containerd/coldstart.sh       (wafer and the shim from DIR, e.g. another build)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -16,7 +20,7 @@ profile=${PROFILE:-release}
 # SKIP_BUILD=1 uses the binaries already built for that profile.
 [ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$profile" -p wafer -p containerd-shim-wafer --manifest-path "$repo/Cargo.toml" >&2
 [ "$profile" = dev ] && out=debug || out=$profile
-target=$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/$out
+target=${BIN_DIR:-$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/$out}
 
 dir=$(mktemp -d)
 cat >"$dir/config.toml" <<TOML
@@ -27,7 +31,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
   address = "$dir/containerd.sock"
 TOML
-PATH="$target:$PATH" containerd --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 &
+mkdir -p "$dir/cache"
+WAFER_SHIM_CACHE="$dir/cache" PATH="$target:$PATH" containerd --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 &
 containerd_pid=$!
 cleanup() {
   kill "$containerd_pid" 2>/dev/null || true
@@ -40,12 +45,20 @@ ctr() { command ctr --address "$dir/containerd.sock" --namespace bench "$@"; }
 until ctr version >/dev/null 2>&1; do sleep 0.1; done
 
 "$target/wafer" package "$repo/examples/command-c/greet.wasm" --output "$dir/greet.tar" --tag greet:bench --kind command >&2
+"$target/wafer" package "$repo/examples/http-js/hello.wasm" --output "$dir/hello-js.tar" --tag hello-js:bench >&2
 python3 "$here/busybox-image.py" "$dir/busybox.tar"
 ctr images import "$dir/greet.tar" >&2
+ctr images import "$dir/hello-js.tar" >&2
 ctr images import "$dir/busybox.tar" >&2
 
-# Prints the median and the fastest of $runs runs of: ctr run --rm IMAGE ID COMMAND..., each printing a
-# greeting.
+# Prints LABEL with the median, the fastest and the first (the run that compiled) of the times after it.
+report() {
+  local label=$1 first=$2
+  shift
+  printf '%s\n' "$@" | sort -n | awk -v label="$label" -v first="$first" '{t[NR]=$1} END {printf "%-40s median %5d ms   fastest %5d ms   first %5d ms   (%d runs)\n", label, t[int((NR+1)/2)], t[1], first, NR}'
+}
+
+# $runs runs of: ctr run --rm IMAGE ID COMMAND..., each printing a greeting.
 measure() {
   local label=$1 image=$2; shift 2
   local times=()
@@ -56,11 +69,30 @@ measure() {
     end=$(date +%s%N)
     times+=($(( (end - start) / 1000000 )))
   done
-  printf '%s\n' "${times[@]}" | sort -n | awk -v label="$label" '{t[NR]=$1} END {printf "%-40s median %5d ms   fastest %5d ms   (%d runs)\n", label, t[int((NR+1)/2)], t[1], NR}'
+  report "$label" "${times[@]}"
+}
+
+# $runs runs of: ctr run --detach of the http function IMAGE listening on PORT, from the start until it
+# first answers 200; then the task is killed and removed.
+measure_http() {
+  local label=$1 image=$2 port=$3
+  local times=()
+  for i in $(seq "$runs"); do
+    local start end
+    start=$(date +%s%N)
+    ctr run --detach --net-host --env "WAFER_LISTEN=127.0.0.1:$port" "${runtime[@]}" "$image" "web-$i" >/dev/null
+    until curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; do sleep 0.005; done
+    end=$(date +%s%N)
+    times+=($(( (end - start) / 1000000 )))
+    ctr tasks delete --force "web-$i" >/dev/null 2>&1 || true
+    ctr containers rm "web-$i" >/dev/null 2>&1 || true
+  done
+  report "$label" "${times[@]}"
 }
 
 echo "containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | head -1 | awk '{print $3}'), $(nproc) cores"
 runtime=(--runtime io.containerd.wafer.v1)
 measure "wafer command (containerd-shim-wafer)" docker.io/library/greet:bench /app.wasm bench
+measure_http "wafer JS http, start to first answer" docker.io/library/hello-js:bench "$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 runtime=()
 measure "busybox echo (runc)" docker.io/library/busybox:bench /bin/echo Hello, bench!

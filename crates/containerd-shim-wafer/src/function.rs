@@ -7,9 +7,12 @@
 //!   environment, default `0.0.0.0:80`), a fresh instance per request, until the task is stopped
 //!   (SIGTERM or SIGINT end it cleanly, with exit code 0).
 //!
-//! Limits come from the function's wafer config, which `wafer package` writes to [`CONFIG_PATH`] in the
-//! image, and from the container: the wasm memory cap never exceeds the container's memory limit (less
-//! room for the engine), so a guest that grows past it traps instead of being killed by the kernel.
+//! Limits come from the function's wafer config, which `wafer package` writes to `/wafer.json` in the
+//! image ([`wafer_api::oci::CONFIG_PATH`]), by the engine's one rule ([`FunctionDefaults::settings`],
+//! as `wafer serve` applies it), and from the container: the wasm memory cap never exceeds the
+//! container's memory limit (less room for the engine), so a guest that grows past it traps instead of
+//! being killed by the kernel. The compiled function comes from the node's cache (`cache.rs`) when this
+//! module was compiled here before.
 
 use anyhow::Context as _;
 use axum::body::Body;
@@ -21,22 +24,11 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 use wafer_api::{ErrorBody, FunctionConfig, Kind};
 use wafer_engine::{
-    Engine, EngineOptions, Function, InvokeError, Limits, LogLine, Mount, OutboundPolicy, Settings,
+    Engine, EngineOptions, Function, FunctionDefaults, InvokeError, LogLine, Mount, Settings,
     Stream, Tracer,
 };
-
-/// The OCI layer media types that hold a function's wasm.
-pub const LAYER_TYPES: &[&str] = &[
-    "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm",
-    "application/vnd.wasm.content.layer.v1+wasm",
-    "application/wasm",
-];
-
-/// Where `wafer package` puts the function's wafer config in an image's root filesystem.
-pub const CONFIG_PATH: &str = "/wafer.json";
 
 /// The address an HTTP function listens on unless the container sets `WAFER_LISTEN`.
 const DEFAULT_LISTEN: &str = "0.0.0.0:80";
@@ -44,14 +36,15 @@ const DEFAULT_LISTEN: &str = "0.0.0.0:80";
 /// Memory the engine keeps for itself out of the container's limit (compiled code, buffers).
 const ENGINE_HEADROOM: u64 = 48 << 20;
 
-/// How long a `command` may run when its config sets no timeout: jobs are expected to take a while.
-const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long a `command` may run when its config sets no timeout (a day, in ms): jobs are expected to take
+/// a while.
+const DEFAULT_JOB_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Runs the container's function; returns the task's exit code.
 pub async fn run(ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
     let entrypoint = ctx.entrypoint();
     let wasm = entrypoint.source.as_bytes()?;
-    let packaged = read_config(Path::new(CONFIG_PATH))?;
+    let packaged = read_config(&Path::new("/").join(wafer_api::oci::CONFIG_PATH))?;
     // An image not made by `wafer package` runs as runwasi's shims run it: a WASI module is a command.
     let kind = match &packaged {
         Some(config) => config.kind,
@@ -60,14 +53,15 @@ pub async fn run(ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
     let config = packaged.unwrap_or_default();
     let name = entrypoint.name.unwrap_or_else(|| "function".into());
     let engine = Engine::new(&EngineOptions {
-        fuel: config.fuel.is_some(),
+        fuel: meters_fuel(&config),
         pool: None,
         max_idle: 0,
     })?;
-    let function = engine.compile(&wasm, kind)?.function;
+    let function = crate::cache::load_or_compile(&engine, &wasm, kind)?;
     let env = container_env(ctx.envs());
     let kind = function.kind();
-    let settings = settings(&name, kind, &config, &env, container_memory_limit())?;
+    let defaults = defaults(kind, &config);
+    let settings = settings(&name, &defaults, &config, &env, container_memory_limit())?;
     match kind {
         Kind::Command => run_job(&function, ctx.args(), &settings).await,
         Kind::Http | Kind::Wagi | Kind::ProxyWasm => {
@@ -78,7 +72,7 @@ pub async fn run(ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
             let listen: SocketAddr = listen
                 .parse()
                 .with_context(|| format!("WAFER_LISTEN `{listen}` is not an address:port"))?;
-            let max_body = config.max_request_bytes.unwrap_or(16 << 20);
+            let max_body = defaults.effective(&config).max_request_bytes;
             serve(function, settings, listen, max_body).await?;
             Ok(0)
         }
@@ -104,52 +98,42 @@ fn container_env(envs: &[String]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// What each invocation gets: the container's environment with the config's on top, and the config's
-/// limits within the container's memory.
+/// Whether the engine meters fuel: only when the config bounds it, since metering slows every guest.
+fn meters_fuel(config: &FunctionConfig) -> bool {
+    config.fuel.is_some()
+}
+
+/// What a container's function gets for what its config leaves unset: the server's defaults, but a
+/// day's timeout for a `command` (a job), and fuel only when the config sets it.
+fn defaults(kind: Kind, config: &FunctionConfig) -> FunctionDefaults {
+    let standard = FunctionDefaults::default();
+    FunctionDefaults {
+        timeout_ms: match kind {
+            Kind::Command => DEFAULT_JOB_TIMEOUT_MS,
+            _ => standard.timeout_ms,
+        },
+        fuel: meters_fuel(config),
+        ..standard
+    }
+}
+
+/// What each invocation gets: the engine's rule over the container's environment, under `defaults`,
+/// with the memory cap kept within the container's memory.
 fn settings(
     name: &str,
-    kind: Kind,
+    defaults: &FunctionDefaults,
     config: &FunctionConfig,
     container_env: &[(String, String)],
     container_memory: Option<u64>,
 ) -> anyhow::Result<Settings> {
-    let mut env: Vec<(String, String)> = container_env
-        .iter()
-        .filter(|(k, _)| !config.env.contains_key(k))
-        .cloned()
-        .collect();
-    env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let defaults = Limits::default();
-    let mut memory = config
-        .memory_mb
-        .map_or(defaults.memory_bytes, |mb| mb << 20);
+    let mut settings = defaults
+        .settings(name, config, container_env.iter().cloned())
+        .map_err(|e| anyhow::anyhow!("allowed_outbound_hosts: {e}"))?;
     if let Some(limit) = container_memory {
-        memory = memory.min(limit.saturating_sub(ENGINE_HEADROOM).max(limit / 2));
+        let room = limit.saturating_sub(ENGINE_HEADROOM).max(limit / 2);
+        settings.limits.memory_bytes = settings.limits.memory_bytes.min(room);
     }
-    let timeout = match (config.timeout_ms, kind) {
-        (Some(ms), _) => Duration::from_millis(ms),
-        (None, Kind::Command) => DEFAULT_JOB_TIMEOUT,
-        (None, _) => defaults.timeout,
-    };
-    Ok(Settings {
-        name: name.to_string(),
-        env,
-        limits: Limits {
-            memory_bytes: memory,
-            timeout,
-            response_bytes: config
-                .max_response_bytes
-                .map_or(defaults.response_bytes, |b| {
-                    usize::try_from(b).unwrap_or(usize::MAX)
-                }),
-            fuel: config.fuel,
-            ..defaults
-        },
-        outbound: OutboundPolicy::parse(&config.allowed_outbound_hosts)
-            .map_err(|e| anyhow::anyhow!("allowed_outbound_hosts: {e}"))?,
-        reuse: config.reuse.unwrap_or(1),
-        ..Settings::default()
-    })
+    Ok(settings)
 }
 
 /// The memory limit of the container's cgroup (v2 or v1), when it has one.
@@ -320,13 +304,16 @@ fn print_line(line: &LogLine) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn the_config_env_wins_and_memory_fits_the_container() {
         let config: FunctionConfig =
             serde_json::from_str(r#"{"env": {"A": "config"}, "memory_mb": 512}"#).unwrap();
         let env = container_env(&["A=container".into(), "B=container".into(), "bad".into()]);
-        let job = settings("f", Kind::Command, &config, &env, Some(256 << 20)).unwrap();
+        let settings =
+            |kind, memory| settings("f", &defaults(kind, &config), &config, &env, memory).unwrap();
+        let job = settings(Kind::Command, Some(256 << 20));
         assert_eq!(
             job.env,
             [
@@ -335,12 +322,22 @@ mod tests {
             ]
         );
         assert_eq!(job.limits.memory_bytes, (256 - 48) << 20);
-        assert_eq!(job.limits.timeout, DEFAULT_JOB_TIMEOUT);
-        let small = settings("f", Kind::Http, &config, &env, Some(64 << 20)).unwrap();
+        assert_eq!(
+            job.limits.timeout,
+            Duration::from_millis(DEFAULT_JOB_TIMEOUT_MS)
+        );
+        assert_eq!(job.limits.fuel, None);
+        let small = settings(Kind::Http, Some(64 << 20));
         assert_eq!(small.limits.memory_bytes, 32 << 20);
-        assert_eq!(small.limits.timeout, Limits::default().timeout);
-        let unlimited = settings("f", Kind::Http, &config, &env, None).unwrap();
+        assert_eq!(
+            small.limits.timeout,
+            wafer_engine::Limits::default().timeout
+        );
+        let unlimited = settings(Kind::Http, None);
         assert_eq!(unlimited.limits.memory_bytes, 512 << 20);
+        let metered: FunctionConfig = serde_json::from_str(r#"{"fuel": 1000}"#).unwrap();
+        let limits = defaults(Kind::Command, &metered).limits(&metered);
+        assert_eq!(limits.fuel, Some(1000), "as `wafer serve --fuel` meters it");
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! runwasi's `containerd-shim-wasm` does the containerd side: the task API, the container's namespaces
 //! and cgroups (through youki's libcontainer), and finding the wasm, either as the image's wasm layers
 //! or as the file the container's first argument names in its root filesystem. This crate is the part
-//! inside the container ([`function`]): it compiles the wasm with `wafer-engine` and runs it as its kind
-//! says, under the same limits `wafer serve` applies.
+//! inside the container ([`function`]): it loads the wasm with `wafer-engine` (from the node's cache of
+//! compiled functions, [`cache`], when it was compiled here before) and runs it as its kind says, under
+//! the same limits `wafer serve` applies.
 
+mod cache;
 mod function;
 
 use containerd_shim_wasm::sandbox::context::RuntimeContext;
@@ -28,7 +30,7 @@ impl Shim for WaferShim {
     type Sandbox = WaferSandbox;
 
     fn supported_layers_types() -> &'static [&'static str] {
-        function::LAYER_TYPES
+        wafer_api::oci::WASM_LAYERS
     }
 }
 
@@ -43,6 +45,8 @@ impl Sandbox for WaferSandbox {
 }
 
 fn main() {
+    // Before the shim starts: the process every container runs in is forked from this one.
+    cache::open();
     WaferShim::run(Config {
         default_log_level: "info".into(),
         ..Default::default()

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use wafer_api::oci::sha256_hex;
 
 const RUNTIME: &str = "io.containerd.wafer.v1";
 const NAMESPACE: &str = "wafer-test";
@@ -56,10 +57,12 @@ impl Containerd {
             std::env::var("PATH").unwrap_or_default()
         );
         let log = std::fs::File::create(root.join("containerd.log")).expect("log");
+        // Shims inherit containerd's environment: this one keeps its compile cache in the test's dir.
         let process = Command::new("containerd")
             .arg("--config")
             .arg(root.join("config.toml"))
             .env("PATH", path)
+            .env("WAFER_SHIM_CACHE", root.join("cache"))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
@@ -75,6 +78,22 @@ impl Containerd {
             std::thread::sleep(Duration::from_millis(100));
         }
         Some(containerd)
+    }
+
+    /// The compiled artifacts in the shim's cache, by file name, with their contents.
+    fn cached(&self) -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(self.dir.path().join("cache"))
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .map(|e| {
+                        let bytes = std::fs::read(e.path()).unwrap_or_default();
+                        (e.file_name().to_string_lossy().into_owned(), bytes)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
     }
 
     fn log(&self) -> String {
@@ -300,12 +319,52 @@ fn functions_run_as_containers_under_containerd() {
         "Hi, containerd!\nHi, runc!\n"
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("greeted 2"));
+    // The first start compiled the module and cached its artifact, named by the module's digest.
+    let cached = containerd.cached();
+    let digest = sha256_hex(&std::fs::read(repo("examples/command-c/greet.wasm")).expect("greet"));
+    assert_eq!(
+        cached.len(),
+        1,
+        "{:?}",
+        cached.iter().map(|c| &c.0).collect::<Vec<_>>()
+    );
+    assert!(
+        cached[0].0.starts_with(&format!("{digest}.")) && cached[0].0.ends_with(".cwasm"),
+        "{}",
+        cached[0].0
+    );
     let (output, _) = containerd.ctr_with_input(
         &["run", "--rm", "--runtime", RUNTIME, &greet, "greet2"],
         b"",
     );
     assert_eq!(output.status.code(), Some(3), "{}", text(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("usage"));
+    // The second start loaded it: nothing was compiled, so nothing was written again.
+    assert_eq!(containerd.cached(), cached);
+    // A damaged artifact is compiled again and replaced, and the function still runs.
+    let artifact = containerd.dir.path().join("cache").join(&cached[0].0);
+    std::fs::write(&artifact, b"not an artifact").expect("damage the artifact");
+    let (output, _) = containerd.ctr_with_input(
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            &greet,
+            "greet3",
+            "/app.wasm",
+            "again",
+        ],
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "Hi, again!\n");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("unusable, compiling"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(containerd.cached(), cached, "the artifact is whole again");
 
     // An http (WAGI) function serves on WAFER_LISTEN until it is stopped.
     let port = free_port();
