@@ -17,7 +17,7 @@ fn client() -> Vec<u8> {
     wat(&fixture_wat("layotto-client.wat"))
 }
 
-/// Layotto's demo `function_2` (reads store `redis`), as WAT.
+/// Layotto's demo `function_2` (reads store `state_demo`), as WAT.
 fn server_module() -> Vec<u8> {
     wat(&fixture_wat("layotto-server.wat"))
 }
@@ -75,7 +75,7 @@ async fn layotto_functions_call_each_other_and_read_state_seeded_with_the_cli() 
         .deploy_ok(
             "function2",
             server_module(),
-            json!({"key_value_stores": ["redis"]}),
+            json!({"key_value_stores": ["state_demo"]}),
         )
         .await;
     assert_eq!(deployed["kind"], "proxy-wasm");
@@ -86,10 +86,10 @@ async fn layotto_functions_call_each_other_and_read_state_seeded_with_the_cli() 
             json!({"allowed_functions": ["id_2"]}),
         )
         .await;
-    let seeded = server.cli(&["kv", "set", "redis", "book1", "100"]);
+    let seeded = server.cli(&["kv", "set", "state_demo", "book1", "100"]);
     assert!(seeded.status.success(), "{}", stderr(&seeded));
     assert_eq!(
-        stdout(&server.cli(&["kv", "get", "redis", "book1"])).trim(),
+        stdout(&server.cli(&["kv", "get", "state_demo", "book1"])).trim(),
         "100"
     );
 
@@ -130,7 +130,7 @@ async fn layotto_functions_call_each_other_and_read_state_seeded_with_the_cli() 
 
     // The state changes, and the next answer carries it.
     server
-        .request(Method::PUT, "/v1/kv/redis/book1")
+        .request(Method::PUT, "/v1/kv/state_demo/book1")
         .body("7")
         .send()
         .await
@@ -159,7 +159,7 @@ async fn layotto_functions_call_each_other_and_read_state_seeded_with_the_cli() 
 async fn stores_and_callees_are_denied_unless_granted() {
     let server = Server::start();
     server
-        .request(Method::PUT, "/v1/kv/redis/book1")
+        .request(Method::PUT, "/v1/kv/state_demo/book1")
         .body("100")
         .send()
         .await

@@ -35,6 +35,13 @@ impl Server {
         Self::start_in(Arc::new(tempfile::tempdir().expect("temp dir")), args)
     }
 
+    /// Starts a server on a copy of the data directory `data` (a fixture: the original stays as it is).
+    pub fn start_on_copy_of(data: &Path) -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        copy_dir(data, dir.path());
+        Self::start_in(dir, &[])
+    }
+
     fn start_in(data: Arc<tempfile::TempDir>, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wafer"))
             .env_remove("WAFER_TOKEN")
@@ -277,6 +284,20 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Copies the files under `from` into `to`, directories included.
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read fixture dir") {
+        let entry = entry.expect("fixture entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            std::fs::create_dir_all(&target).expect("create dir");
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy fixture file");
+        }
     }
 }
 
