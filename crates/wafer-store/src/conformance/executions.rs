@@ -95,9 +95,18 @@ async fn insert(stores: &Stores, executions: Vec<NewExecution>) {
     write(stores, executions.into_iter().map(Write::Insert).collect()).await;
 }
 
+/// Execution `id`, which must exist, with its logs when `with_logs`.
+async fn execution(stores: &Stores, id: &str, with_logs: bool) -> wafer_api::Execution {
+    let execution = stores
+        .executions
+        .get_execution(id, with_logs)
+        .await
+        .unwrap();
+    execution.expect("the execution exists")
+}
+
 async fn status_of(stores: &Stores, id: &str) -> ExecutionStatus {
-    let execution = stores.executions.get_execution(id, false).await.unwrap();
-    execution.expect("the execution exists").status
+    execution(stores, id, false).await.status
 }
 
 pub async fn a_claimed_execution_is_claimed_once_and_finishes_once(stores: &Stores) {
@@ -127,12 +136,7 @@ pub async fn a_claimed_execution_is_claimed_once_and_finishes_once(stores: &Stor
     )
     .await;
     assert_eq!(applied, [true, false, false]);
-    let e = stores
-        .executions
-        .get_execution("e1", true)
-        .await
-        .unwrap()
-        .unwrap();
+    let e = execution(stores, "e1", true).await;
     assert_eq!(
         (e.status, e.attempts, e.logs.len()),
         (ExecutionStatus::Succeeded, 1, 1)
@@ -177,12 +181,7 @@ pub async fn a_retry_waits_for_its_delay(stores: &Stores) {
     assert!(again[0].request.is_some(), "a retry keeps its request");
     let wait = stores.executions.next_due().await.unwrap().unwrap();
     assert!(wait > HOUR - Duration::from_secs(60), "{wait:?}");
-    let later = stores
-        .executions
-        .get_execution("later", false)
-        .await
-        .unwrap()
-        .unwrap();
+    let later = execution(stores, "later", false).await;
     assert!(later.next_attempt_at.is_some());
 }
 
@@ -491,12 +490,7 @@ pub async fn a_finished_execution_owes_its_callback_until_delivered(stores: &Sto
         .callback_done("e1", true, None)
         .await
         .unwrap();
-    let e = stores
-        .executions
-        .get_execution("e1", false)
-        .await
-        .unwrap()
-        .unwrap();
+    let e = execution(stores, "e1", false).await;
     assert_eq!(e.callback_state.as_deref(), Some("delivered"));
 }
 
