@@ -109,23 +109,22 @@ impl App {
     ) -> Settings {
         let mut merged = variables.variables;
         merged.extend(variables.secrets);
-        let base: Vec<(String, String)> = if kind == Kind::Http {
-            Vec::new()
-        } else {
-            merged.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        let base = || {
+            merged
+                .iter()
+                .filter(|_| kind != Kind::Http)
+                .map(|(k, v)| (k.clone(), v.clone()))
         };
         let defaults = &self.config.defaults.function;
-        let mut settings = defaults
-            .settings(name, config, base.clone())
-            .unwrap_or_else(|e| {
-                // Validated at deploy; a stored entry that no longer parses grants nothing.
-                tracing::error!(function = name, "outbound hosts ignored: {e}");
-                let config = FunctionConfig {
-                    allowed_outbound_hosts: Vec::new(),
-                    ..config.clone()
-                };
-                defaults.settings(name, &config, base).unwrap_or_default()
-            });
+        let mut settings = defaults.settings(name, config, base()).unwrap_or_else(|e| {
+            // Validated at deploy; a stored entry that no longer parses grants nothing.
+            tracing::error!(function = name, "outbound hosts ignored: {e}");
+            let config = FunctionConfig {
+                allowed_outbound_hosts: Vec::new(),
+                ..config.clone()
+            };
+            defaults.settings(name, &config, base()).unwrap_or_default()
+        });
         settings.variables = Variables::new(merged);
         settings.platform = PlatformHandle(Some(self.platform.clone()));
         settings
