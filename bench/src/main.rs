@@ -1,9 +1,10 @@
 //! wafer's benchmark: one run that measures wafer against `wasmtime serve` and a native hyper server on
 //! this machine, and writes `bench/results/latest.md`.
 //!
-//! `cargo run -p bench --release` (or `bench/run.sh`); `--quick` for shorter load runs. See bench/README.md
-//! for what each figure means.
+//! `cargo run -p bench --release` (or `bench/run.sh`); `--quick` for shorter load runs; `--cluster` for
+//! cluster mode's figures alone (`cluster.rs`). See bench/README.md for what each figure means.
 
+mod cluster;
 mod load;
 mod report;
 mod servers;
@@ -53,6 +54,9 @@ fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let root = workspace_root()?;
     let target = target_dir()?;
+    if std::env::args().any(|a| a == "--cluster") {
+        return cluster::run(&root, &build_wafer(&root, &target)?);
+    }
     let setup = Setup {
         wafer: build_wafer(&root, &target)?,
         hyper: target.join("release/hyper-hello"),

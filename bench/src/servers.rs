@@ -23,9 +23,38 @@ pub struct Wafer {
 impl Wafer {
     /// Starts wafer on a fresh data directory with extra `serve` flags, and waits until it answers.
     pub fn start(setup: &Setup, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_binary(&setup.wafer, extra)
+    }
+
+    /// Starts the `wafer` binary at `binary` on a fresh data directory with extra `serve` flags.
+    pub fn start_binary(binary: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        Self::spawn(setup.wafer.clone(), data, extra)
+        Self::spawn(binary.to_path_buf(), data, extra)
+    }
+
+    /// `GET path`'s body as JSON.
+    pub fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        Ok(self.http.get(self.url(path)).send()?.json()?)
+    }
+
+    /// `GET path`'s status and body.
+    pub fn get_text(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let response = self.http.get(self.url(path)).send()?;
+        Ok((response.status().as_u16(), response.text()?))
+    }
+
+    /// Queues an async invocation of `name` with `body`.
+    pub fn invoke_async(&self, name: &str, body: String) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(self.url(&format!("/v1/functions/{name}/invoke?async=true")))
+            .body(body)
+            .send()?;
+        if response.status().as_u16() != 202 {
+            bail!("async invoke: {} {}", response.status(), response.text()?);
+        }
+        Ok(())
     }
 
     fn spawn(binary: PathBuf, data: tempfile::TempDir, extra: Vec<String>) -> anyhow::Result<Self> {

@@ -7,6 +7,7 @@
 //! [`error`] (the JSON error body every failing endpoint answers with) and [`oci`] (the image contract
 //! of a packaged function, shared by the CLI and the containerd shim).
 
+pub mod cluster;
 pub mod error;
 pub mod execution;
 pub mod function;
@@ -14,6 +15,7 @@ pub mod invoke;
 pub mod oci;
 pub mod state;
 
+pub use cluster::{NodeInfo, NodeList};
 pub use error::{ErrorBody, ErrorDetail};
 pub use execution::{
     AsyncAccepted, Execution, ExecutionList, ExecutionStats, ExecutionStatus, ExecutionUsage,

@@ -20,6 +20,30 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// The async queue, execution records and their retention.
     pub executions: ExecutionSettings,
+    /// The shared database of a cluster; `None` keeps everything in the data directory's SQLite.
+    pub database: Option<Database>,
+    /// This node's id; `None` uses the one kept in the data directory (generated the first time).
+    pub node_id: Option<String>,
+    /// Where other nodes and operators reach this node (`host:port`); `None` is the listen address.
+    pub advertise: Option<String>,
+}
+
+/// A cluster's shared PostgreSQL database.
+#[derive(Clone)]
+pub struct Database {
+    /// Its URL, password included: never logged or shown (see [`wafer_store::redact_url`]).
+    pub url: String,
+    /// CA certificates to trust for its TLS certificate, besides the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("url", &wafer_store::redact_url(&self.url))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 /// How async executions run and how long execution records are kept.
@@ -37,6 +61,9 @@ pub struct ExecutionSettings {
     pub max_output_bytes: usize,
     /// Hosts callbacks may be posted to (besides a function's own `allowed_outbound_hosts`).
     pub callback_hosts: Vec<String>,
+    /// How long a node's claim on a running execution (or a callback it posts) holds without renewal:
+    /// when its node dies, another runs it again after this long. Renewed every third of it.
+    pub lease: Duration,
 }
 
 impl Default for ExecutionSettings {
@@ -48,6 +75,7 @@ impl Default for ExecutionSettings {
             max_log_bytes: 64 * 1024,
             max_output_bytes: 1024 * 1024,
             callback_hosts: Vec::new(),
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -116,6 +144,9 @@ impl ServerConfig {
             defaults: Defaults::default(),
             token: None,
             executions: ExecutionSettings::default(),
+            database: None,
+            node_id: None,
+            advertise: None,
         }
     }
 }

@@ -131,7 +131,9 @@ impl Error {
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::ConcurrencyLimit(_) => (StatusCode::TOO_MANY_REQUESTS, "concurrency_limit"),
             Error::AtCapacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "at_capacity"),
-            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::Unavailable(_) | Error::Store(StoreError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             Error::Invoke(e) => e.status(),
             Error::Store(_) | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -266,6 +268,13 @@ mod tests {
             (Error::ConcurrencyLimit(m()), 429, "concurrency_limit"),
             (Error::AtCapacity(m()), 503, "at_capacity"),
             (Error::Unavailable(m()), 503, "unavailable"),
+            (StoreError::Unavailable(m()).into(), 503, "unavailable"),
+            (StoreError::Database(m()).into(), 500, "internal"),
+            (
+                StoreError::NewerSchema { found: 2, known: 1 }.into(),
+                500,
+                "internal",
+            ),
             (InvokeError::Trap(m()).into(), 500, "trap"),
             (
                 InvokeError::Timeout(std::time::Duration::from_secs(1)).into(),

@@ -11,7 +11,7 @@ use crate::error::Error;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
-use wafer_store::{ExecutionStore, Retention, Write};
+use wafer_store::{ExecutionStore, Retention, StoreError, Write};
 
 /// Writes waiting for the journal task beyond this are refused (records) or wait (commits).
 const BACKLOG: usize = 16 * 1024;
@@ -19,9 +19,18 @@ const BACKLOG: usize = 16 * 1024;
 /// Writes committed in one transaction at most.
 const BATCH: usize = 1024;
 
+/// How long a batch is tried again while the database is unavailable, before its writers get the error.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The first wait before a batch is tried again; it doubles up to a second.
+const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Why a write failed: the store's message, and whether the store was unavailable (worth retrying).
+type Failure = (String, bool);
+
 struct Op {
     write: Write,
-    ack: Option<oneshot::Sender<Result<bool, String>>>,
+    ack: Option<oneshot::Sender<Result<bool, Failure>>>,
 }
 
 /// The handle to the journal task.
@@ -41,7 +50,7 @@ impl Journal {
             while receiver.recv_many(&mut ops, BATCH).await > 0 {
                 let (writes, acks): (Vec<_>, Vec<_>) =
                     ops.drain(..).map(|op| (op.write, op.ack)).unzip();
-                let result = store.write(writes).await;
+                let result = write_batch(store.as_ref(), writes.into()).await;
                 if let Err(e) = &result {
                     tracing::error!("cannot store execution records: {e}");
                 }
@@ -49,7 +58,7 @@ impl Journal {
                     if let Some(ack) = ack {
                         let outcome = match &result {
                             Ok(applied) => Ok(applied.get(i).copied().unwrap_or(false)),
-                            Err(e) => Err(e.to_string()),
+                            Err(e) => Err((e.to_string(), matches!(e, StoreError::Unavailable(_)))),
                         };
                         let _ = ack.send(outcome);
                     }
@@ -84,7 +93,10 @@ impl Journal {
             .map_err(|_| unavailable())?;
         done.await
             .map_err(|_| unavailable())?
-            .map_err(Error::Internal)
+            .map_err(|(message, unavailable)| match unavailable {
+                true => Error::Unavailable(message),
+                false => Error::Internal(message),
+            })
     }
 
     /// A receiver that changes after every commit.
@@ -95,6 +107,31 @@ impl Journal {
     /// Records dropped because the journal was behind.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Writes a batch, trying it again while the store is unavailable (a database restarting, a connection
+/// lost) for up to [`RETRY_FOR`]. A batch whose commit was lost on the way may have been applied: the
+/// store takes it again without storing anything twice, and a finish it recorded then counts as not
+/// applied, which the queue takes for "the execution moved on" and leaves alone.
+async fn write_batch(
+    store: &dyn ExecutionStore,
+    writes: Arc<[Write]>,
+) -> Result<Vec<bool>, StoreError> {
+    let deadline = tokio::time::Instant::now() + RETRY_FOR;
+    let mut wait = FIRST_RETRY;
+    loop {
+        match store.write(writes.clone()).await {
+            Err(StoreError::Unavailable(e)) if tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!(
+                    writes = writes.len(),
+                    "the store is unavailable, trying again: {e}"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(1));
+            }
+            result => return result,
+        }
     }
 }
 

@@ -4,9 +4,10 @@
 //!   file of handlers per area (functions, invoke, executions, state, operations, the API description);
 //! - `invoke/` — the invocation core every trigger goes through (HTTP, the API, the queue, cron and
 //!   in-process calls): checks, admission, a fresh instance, and the execution record;
-//! - `app/` — shared state and its start (`mod.rs`), the live registry's build-up (`live.rs`), and the
-//!   operations that change what is deployed (`changes.rs`); `registry.rs` — live functions by name and
-//!   route, read on every request;
+//! - `app/` — shared state and its start (`mod.rs`), the live registry's build-up (`live.rs`), the
+//!   operations that change what is deployed (`changes.rs`), and keeping in step with the other nodes
+//!   of a shared database (`cluster.rs`); `registry.rs` — live functions by name and route, read on
+//!   every request;
 //! - `journal.rs` — the batched writer of execution records; `queue.rs` — async invocations, their
 //!   workers, leases, retries and callbacks; `schedule.rs` — the cron trigger;
 //! - `platform.rs` — the engine's [`wafer_engine::Platform`]: key-value stores and function-to-function
@@ -33,7 +34,7 @@ mod schedule;
 mod validate;
 
 pub use app::{App, StartError};
-pub use config::{Defaults, ExecutionSettings, ServerConfig};
+pub use config::{Database, Defaults, ExecutionSettings, ServerConfig};
 pub use error::Error;
 pub use routes::router;
 
@@ -58,8 +59,9 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr().map_err(StartError::Serve)?;
-    tracing::info!("wafer listening on http://{addr}");
-    routes::serve(listener, app, shutdown)
-        .await
-        .map_err(StartError::Serve)
+    app.listening_on(addr);
+    tracing::info!(node = %app.node, "wafer listening on http://{addr}");
+    let served = routes::serve(listener, app.clone(), shutdown).await;
+    app.leave().await;
+    served.map_err(StartError::Serve)
 }

@@ -8,7 +8,8 @@
 //! a trap, a timeout, a status of 300 or more, a non-zero exit — is queued again after an exponential
 //! backoff until the function's `max_attempts`, then marked `dead`. Delivery is at least once. A finished
 //! execution with a `callback_url` owes a callback, which is retried until delivered or given up, and
-//! survives restarts the same way.
+//! survives restarts the same way: a node claims the callbacks it posts for a lease, so two nodes never
+//! post one at once, and another node posts it when the claiming node dies.
 //!
 //! Each attempt runs through the invocation core ([`crate::invoke`]), like any other call.
 
@@ -34,13 +35,6 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// Attempts a callback gets, with a doubling wait from one second.
 const CALLBACK_ATTEMPTS: u32 = 5;
-
-/// How long a claim holds without renewal: past it, another node may run the execution again.
-const LEASE: Duration = Duration::from_secs(30);
-
-/// How often this node renews the leases of the attempts it runs, and sweeps expired ones back into the
-/// queue.
-const RENEW_EVERY: Duration = Duration::from_secs(10);
 
 /// The request header telling the guest which attempt this is, from 1.
 pub const ATTEMPT_HEADER: &str = "x-wafer-attempt";
@@ -156,11 +150,12 @@ pub fn start(app: &Arc<App>) {
 /// Renews the leases of the attempts this node runs, and puts executions whose leases expired (their
 /// node died) back in the queue.
 async fn keep_leases(app: Arc<App>) {
+    let lease = app.config.executions.lease;
     loop {
-        tokio::time::sleep(RENEW_EVERY).await;
+        tokio::time::sleep(lease / 3).await;
         let running: Vec<String> = app.queue.running().iter().cloned().collect();
         if !running.is_empty() {
-            if let Err(e) = app.executions.renew(&app.node, &running, LEASE).await {
+            if let Err(e) = app.executions.renew(&app.node, &running, lease).await {
                 tracing::error!("cannot renew the leases of running executions: {e}");
             }
         }
@@ -181,6 +176,8 @@ async fn keep_leases(app: Arc<App>) {
 /// Claims due executions while workers are free, and runs each on its own task.
 async fn dispatch(app: Arc<App>) {
     let workers = Arc::new(Semaphore::new(app.config.executions.workers.max(1)));
+    // Other nodes sharing the store say when they queue work.
+    let events = app.cluster.events();
     loop {
         let free = workers.available_permits();
         if free == 0 {
@@ -190,7 +187,8 @@ async fn dispatch(app: Arc<App>) {
             }
             continue;
         }
-        let claimed = match app.executions.claim(&app.node, LEASE, free as u32).await {
+        let lease = app.config.executions.lease;
+        let claimed = match app.executions.claim(&app.node, lease, free as u32).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::error!("cannot claim queued executions: {e}");
@@ -205,6 +203,7 @@ async fn dispatch(app: Arc<App>) {
             };
             tokio::select! {
                 _ = app.queue.work.notified() => {}
+                _ = events.wait_queue() => {}
                 _ = tokio::time::sleep(wait.min(IDLE_POLL)) => {}
             }
             continue;
@@ -354,7 +353,8 @@ async fn send_callbacks(app: Arc<App>) {
         .build()
         .unwrap_or_default();
     loop {
-        let due = match app.executions.due_callbacks(32).await {
+        let lease = app.config.executions.lease;
+        let due = match app.executions.due_callbacks(&app.node, lease, 32).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!("cannot read due callbacks: {e}");
@@ -384,8 +384,16 @@ async fn send_callbacks(app: Arc<App>) {
                 tracing::warn!(execution = %id, url = %callback.url, "callback not delivered: {}",
                     match &sent { Ok(r) => r.status().to_string(), Err(e) => e.to_string() });
             }
-            if let Err(e) = app.executions.callback_done(&id, delivered, retry_in).await {
-                tracing::error!(execution = %id, "cannot record a callback: {e}");
+            match app
+                .executions
+                .callback_done(&id, &app.node, delivered, retry_in)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(execution = %id, "a callback's claim passed to another node first")
+                }
+                Err(e) => tracing::error!(execution = %id, "cannot record a callback: {e}"),
             }
         }
     }

@@ -19,6 +19,9 @@ pub struct Entry {
     pub digest: String,
     /// What each invocation gets: name, env, limits.
     pub settings: Settings,
+    /// The configuration variables and secrets the settings were built with, to tell whether a change
+    /// another node made is one this entry already has.
+    pub variables: wafer_store::FunctionVariables,
     /// Whether callers need the server's token.
     pub private: bool,
     /// The largest request body it is handed.
@@ -136,12 +139,18 @@ impl Registry {
             .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
     }
 
-    /// Forgets `name` and its routes.
-    pub fn remove(&self, name: &str) {
+    /// Forgets `name` and its routes; whether it was there.
+    pub fn remove(&self, name: &str) -> bool {
         let mut inner = self.write();
-        inner.functions.remove(name);
+        let removed = inner.functions.remove(name).is_some();
         inner.routes.retain(|(_, owner)| owner != name);
         inner.ids.retain(|_, owner| owner != name);
+        removed
+    }
+
+    /// The names of every live function.
+    pub fn names(&self) -> Vec<String> {
+        self.read().functions.keys().cloned().collect()
     }
 
     /// Every live function.

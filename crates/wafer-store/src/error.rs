@@ -33,10 +33,50 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
+    /// The shared database failed a statement.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The shared database cannot be reached (it is down, or every connection is busy): worth trying
+    /// again shortly.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database holds a schema newer than this wafer knows: a newer wafer migrated it.
+    #[error(
+        "the database's schema is version {found}, newer than this wafer knows ({known}): run a wafer \
+         at least as new as the one that migrated it"
+    )]
+    NewerSchema {
+        /// The schema found.
+        found: i64,
+        /// The newest this wafer knows.
+        known: i64,
+    },
     /// The filesystem failed.
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// Stored data could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => StoreError::Database(match db.detail() {
+                Some(detail) => format!("{}: {detail}", db.message()),
+                None => db.message().to_string(),
+            }),
+            // No answer from the server: the connection is gone or could not be made.
+            None => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
 }

@@ -18,6 +18,7 @@
 use crate::StoreError;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 use wafer_api::{
     Execution, ExecutionStats, ExecutionStatus, ExecutionUsage, LogEntry, LogLevel, Trigger,
@@ -188,8 +189,9 @@ pub struct DueCallback {
 #[async_trait]
 pub trait ExecutionStore: Send + Sync {
     /// Applies a batch of writes in one transaction; durable when it returns. For each write, whether it
-    /// took effect (see [`Write::Finish`]).
-    async fn write(&self, writes: Vec<Write>) -> Result<Vec<bool>, StoreError>;
+    /// took effect (see [`Write::Finish`]). Applying a batch again after it failed, or after a connection
+    /// was lost before its commit was confirmed, is safe: an insert already stored is not stored twice.
+    async fn write(&self, writes: Arc<[Write]>) -> Result<Vec<bool>, StoreError>;
 
     /// Claims up to `limit` queued executions that are due, oldest due first, for `node`: marks them
     /// running, counts the attempt, and leases them to `node` for `lease`.
@@ -205,11 +207,13 @@ pub trait ExecutionStore: Send + Sync {
     async fn renew(&self, node: &str, ids: &[String], lease: Duration) -> Result<u64, StoreError>;
 
     /// Puts every running execution whose lease has expired (its node stopped renewing it) back in the
-    /// queue, due now. Returns how many there were.
+    /// queue, due now — or, when it has had its `max_attempts`, marks it `dead` (owing its callback).
+    /// Returns how many there were.
     async fn sweep_expired(&self) -> Result<u64, StoreError>;
 
-    /// Puts every running execution `node` claimed back in the queue, due now, with any claimed before
-    /// claims named their node: when a node starts, nothing of its own is running. Returns how many
+    /// Puts every running execution `node` claimed back in the queue (or marks it `dead`, as
+    /// [`ExecutionStore::sweep_expired`] does), with any claimed before claims named their node: when a
+    /// node starts, nothing of its own is running. Other nodes' claims are left alone. Returns how many
     /// there were.
     async fn requeue_claims(&self, node: &str) -> Result<u64, StoreError>;
 
@@ -252,16 +256,25 @@ pub trait ExecutionStore: Send + Sync {
     /// Deletes finished executions (and their logs) outside `retention`; returns how many.
     async fn prune(&self, retention: Retention) -> Result<u64, StoreError>;
 
-    /// Callbacks that are due, up to `limit`.
-    async fn due_callbacks(&self, limit: u32) -> Result<Vec<DueCallback>, StoreError>;
+    /// Claims up to `limit` callbacks that are due for `node`: none is due again for anyone until
+    /// `lease` has passed, so two nodes never post one callback at once, and one whose node died is
+    /// posted by another after the lease.
+    async fn due_callbacks(
+        &self,
+        node: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<DueCallback>, StoreError>;
 
-    /// Records a delivery: `delivered`, or failed with a retry `retry_in` from now (`None`: given up).
+    /// Records a delivery by `node`: `delivered`, or failed with a retry `retry_in` from now (`None`:
+    /// given up). Ignored (`false`) unless `node` still holds the callback's claim.
     async fn callback_done(
         &self,
         id: &str,
+        node: &str,
         delivered: bool,
         retry_in: Option<Duration>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// When `function`'s schedule last fired.
     async fn last_tick(&self, function: &str) -> Result<Option<i64>, StoreError>;

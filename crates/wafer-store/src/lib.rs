@@ -1,4 +1,4 @@
-//! wafer's persistence, behind three traits so that another database can take SQLite's place:
+//! wafer's persistence, behind four traits, implemented on SQLite (one node) and PostgreSQL (a cluster):
 //!
 //! - [`MetaStore`] (`meta.rs`) — functions, their immutable versions with their module bytes, and which
 //!   version is live;
@@ -9,7 +9,12 @@
 //!
 //! with [`ModuleBlobs`] (`blobs.rs`), where a store keeps module bytes ([`DirBlobs`]: files in the data
 //! directory), and [`Artifacts`] (`artifacts.rs`), each node's own cache of compiled modules.
-//! [`SqliteStore`] (`sqlite/`) implements all three traits on one embedded database; it is the default.
+//! [`ClusterStore`] (`cluster.rs`) is what nodes sharing a store know of each other: the change feed,
+//! the nodes table and the wake-ups of [`Events`].
+//!
+//! [`SqliteStore`] (`sqlite/`) implements all four traits on one embedded database; it is the default.
+//! [`PgStore`] (`postgres/`) implements them on a PostgreSQL database that any number of nodes share
+//! (cluster mode), with module bytes in the database and cached on each node's disk.
 //!
 //! `conformance/` (feature `conformance`) is the behaviour every implementation must have, as tests
 //! written against the traits; [`conformance!`] runs them against a store.
@@ -19,22 +24,27 @@
 
 mod artifacts;
 mod blobs;
+mod cluster;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
 mod executions;
 mod meta;
+mod postgres;
+mod sql;
 mod sqlite;
 mod state;
 
 pub use artifacts::Artifacts;
 pub use blobs::{DirBlobs, ModuleBlobs};
+pub use cluster::{Changes, ClusterStore, Events, NodeBeat, NodeRecord};
 pub use error::StoreError;
 pub use executions::{
     Attempt, Claimed, DueCallback, ExecutionStore, NewExecution, NewLog, Page, QueueStats,
     Retention, StoredRequest, Write,
 };
 pub use meta::{MetaStore, NewVersion, StoredFunction, StoredVersion};
+pub use postgres::{redact_url, PgOptions, PgStore};
 pub use sqlite::{rfc3339, SqliteStore};
 pub use state::{FunctionVariables, KeyPage, StateStore};
 
@@ -46,4 +56,14 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+}
+
+/// Locks `data_dir` (creating it if needed) for this process: while the returned file is open, another
+/// process opening the directory fails with [`StoreError::Locked`].
+pub(crate) fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, StoreError> {
+    std::fs::create_dir_all(data_dir)?;
+    let lock = std::fs::File::create(data_dir.join("wafer.lock"))?;
+    lock.try_lock()
+        .map_err(|_| StoreError::Locked(data_dir.to_path_buf()))?;
+    Ok(lock)
 }

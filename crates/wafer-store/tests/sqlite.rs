@@ -4,15 +4,16 @@ use std::sync::Arc;
 use wafer_store::conformance::Stores;
 use wafer_store::SqliteStore;
 
-async fn sqlite() -> Stores {
+async fn sqlite() -> Option<Stores> {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(dir.path()).expect("open the store");
-    Stores {
+    Some(Stores {
         meta: Arc::new(store.clone()),
         executions: Arc::new(store.clone()),
-        state: Arc::new(store),
+        state: Arc::new(store.clone()),
+        cluster: Arc::new(store),
         keep: Box::new(dir),
-    }
+    })
 }
 
 wafer_store::conformance!(sqlite);

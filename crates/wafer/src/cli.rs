@@ -47,6 +47,8 @@ pub enum Command {
     Kv(KvArgs),
     /// Show a function's configuration, or change it with --var, --secret and --unset.
     Config(ConfigArgs),
+    /// List the nodes sharing the server's database, with how far each has caught up.
+    Nodes(ClientArgs),
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +192,24 @@ pub struct ServeArgs {
     /// How long finished executions are kept, e.g. 7d or 12h (default 7d).
     #[arg(long, env = "WAFER_RETAIN_FOR", value_parser = crate::cmd::deploy::parse_timeout_ms)]
     pub retain_for: Option<u64>,
+    /// How long a node's claim on a running async execution holds without renewal, e.g. 30s: after a
+    /// node dies, another runs its executions again this long after its last renewal.
+    #[arg(long, env = "WAFER_QUEUE_LEASE", value_parser = crate::cmd::deploy::parse_timeout_ms)]
+    pub queue_lease: Option<u64>,
+    /// Run as a node of a cluster on this PostgreSQL database (postgres://USER:PASSWORD@HOST/DB; add
+    /// ?sslmode=require for TLS) instead of the embedded SQLite database in the data directory.
+    #[arg(long, env = "WAFER_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
+    /// A PEM file of CA certificates to trust for the database's TLS certificate, besides the system's.
+    #[arg(long, env = "WAFER_DATABASE_CA")]
+    pub database_ca: Option<PathBuf>,
+    /// This node's id in the cluster [default: generated once and kept in the data directory].
+    #[arg(long, env = "WAFER_NODE_ID")]
+    pub node_id: Option<String>,
+    /// The address other nodes and operators reach this node at, host:port, as `wafer nodes` lists it
+    /// [default: the listen address].
+    #[arg(long, env = "WAFER_ADVERTISE")]
+    pub advertise: Option<String>,
     /// A host async callbacks may be posted to, besides each function's own outbound hosts (repeatable).
     #[arg(
         long = "callback-host",

@@ -140,7 +140,7 @@ impl App {
         validate::name(name)?;
         let _changes = self.changes.lock().await;
         let orphaned = self.meta.delete_function(name).await?;
-        self.registry.remove(name);
+        let _ = self.registry.remove(name);
         if let Err(e) = self.state.forget_variables(name).await {
             tracing::warn!(
                 function = name,

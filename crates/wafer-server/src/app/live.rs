@@ -177,7 +177,8 @@ impl App {
             proxy_id: tokio::sync::OnceCell::new_with(proxy_id),
             kind: live.kind,
             digest: live.digest.clone(),
-            settings: self.settings(&live.name, live.kind, &live.config, variables),
+            settings: self.settings(&live.name, live.kind, &live.config, variables.clone()),
+            variables,
             private: live.config.private,
             max_request_bytes: usize::try_from(
                 self.config

@@ -5,9 +5,12 @@
 //!   (its settings by the engine's one rule), loaded lazily from its compiled artifact;
 //! - `changes.rs` holds the operations that change what is deployed: deploy, rollback, delete and
 //!   configuration. Each is persisted first (blobs fsynced, the database committed) and only then made
-//!   live, under one lock so the registry always matches the database.
+//!   live, under one lock so the registry always matches the database;
+//! - `cluster.rs` keeps the registry in step with changes other nodes make to a shared database, and
+//!   beats this node's heartbeat.
 
 mod changes;
+mod cluster;
 mod live;
 
 use crate::admission::Admission;
@@ -21,7 +24,9 @@ use crate::schedule;
 use std::path::Path;
 use std::sync::Arc;
 use wafer_engine::{Engine, OutboundPolicy};
-use wafer_store::{Artifacts, ExecutionStore, MetaStore, SqliteStore, StateStore};
+use wafer_store::{
+    Artifacts, ClusterStore, ExecutionStore, MetaStore, PgOptions, PgStore, SqliteStore, StateStore,
+};
 
 /// How often instances kept for `reuse` are checked for idleness.
 const EVICT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -74,9 +79,55 @@ pub struct App {
     pub(crate) queue: Queue,
     pub(crate) state: Arc<dyn StateStore>,
     pub(crate) platform: Arc<ServerPlatform>,
+    pub(crate) cluster: Arc<dyn ClusterStore>,
     /// This node's id: the name its claims on queued executions carry.
     pub(crate) node: String,
     changes: tokio::sync::Mutex<()>,
+    /// How far this node has applied the change feed, and what it does not serve at the live version yet.
+    pub(crate) applied: cluster::Applied,
+    /// The address the listener is bound to, once it is.
+    listening: std::sync::OnceLock<std::net::SocketAddr>,
+}
+
+/// The four stores, on one database.
+struct Stores {
+    meta: Arc<dyn MetaStore>,
+    executions: Arc<dyn ExecutionStore>,
+    state: Arc<dyn StateStore>,
+    cluster: Arc<dyn ClusterStore>,
+}
+
+impl Stores {
+    fn of<S>(store: S) -> Self
+    where
+        S: MetaStore + ExecutionStore + StateStore + ClusterStore + Clone + 'static,
+    {
+        Self {
+            meta: Arc::new(store.clone()),
+            executions: Arc::new(store.clone()),
+            state: Arc::new(store.clone()),
+            cluster: Arc::new(store),
+        }
+    }
+
+    /// The cluster's PostgreSQL when the configuration names one, otherwise the data directory's SQLite.
+    async fn open(config: &ServerConfig) -> Result<Self, StartError> {
+        Ok(match &config.database {
+            Some(database) => {
+                let options = PgOptions {
+                    ca_file: database.ca_file.clone(),
+                    ..PgOptions::new(&database.url)
+                };
+                let store = PgStore::connect(&options, &config.data_dir).await?;
+                tracing::info!(
+                    database = %wafer_store::redact_url(&database.url),
+                    "cluster database connected"
+                );
+                Self::of(store)
+            }
+            None => Self::of(SqliteStore::open(&config.data_dir)?),
+        })
+    }
 }
 
 impl App {
@@ -85,17 +136,27 @@ impl App {
     pub async fn open(config: ServerConfig) -> Result<Arc<Self>, StartError> {
         OutboundPolicy::parse(&config.executions.callback_hosts)
             .map_err(|e| StartError::Config(format!("callback hosts: {e}")))?;
-        let store = SqliteStore::open(&config.data_dir)?;
-        let node = node_id(&config.data_dir)?;
-        let executions: Arc<dyn ExecutionStore> = Arc::new(store.clone());
-        let state: Arc<dyn StateStore> = Arc::new(store.clone());
+        let Stores {
+            meta,
+            executions,
+            state,
+            cluster,
+        } = Stores::open(&config).await?;
+        let node = match &config.node_id {
+            Some(id) => valid_node_id(id)?,
+            None => node_id(&config.data_dir)?,
+        };
         let platform = Arc::new(ServerPlatform::new(
             state.clone(),
             config.defaults.kv_store_bytes,
         ));
+        // Where the feed stands before anything is loaded: whatever changes meanwhile is applied after.
+        let feed = cluster.changes_since(u64::MAX).await?.seq;
         let app = Arc::new(Self {
             engine: Engine::new(&config.defaults.engine_options())?,
-            meta: Arc::new(store),
+            meta,
+            cluster,
+            applied: cluster::Applied::new(feed),
             artifacts: Artifacts::open(&config.data_dir)?,
             journal: Journal::start(executions.clone()),
             executions,
@@ -111,6 +172,7 @@ impl App {
             platform,
             node,
             changes: tokio::sync::Mutex::new(()),
+            listening: std::sync::OnceLock::new(),
         });
         app.platform.attach(&app);
         app.load_all().await?;
@@ -120,10 +182,45 @@ impl App {
         }
         queue::start(&app);
         schedule::start(&app);
+        cluster::start(&app);
         journal::start_retention(app.executions.clone(), &app.config.executions);
         start_background_load(&app);
         start_idle_eviction(&app);
         Ok(app)
+    }
+}
+
+impl App {
+    /// Records the address the listener is bound to.
+    pub fn listening_on(&self, addr: std::net::SocketAddr) {
+        let _ = self.listening.set(addr);
+    }
+
+    /// Where other nodes and operators reach this node: the configured `advertise` address, or the one
+    /// the listener is bound to.
+    pub fn address(&self) -> String {
+        match (&self.config.advertise, self.listening.get()) {
+            (Some(advertised), _) => advertised.clone(),
+            (None, Some(addr)) => addr.to_string(),
+            (None, None) => self.config.listen.to_string(),
+        }
+    }
+
+    /// The nodes sharing this node's store (just this one on the embedded store) heard from lately.
+    pub async fn nodes(&self) -> Result<Vec<wafer_store::NodeRecord>, crate::Error> {
+        Ok(self.cluster.nodes(cluster::NODE_EXPIRY).await?)
+    }
+
+    /// The change feed's position now.
+    pub async fn feed(&self) -> Result<u64, crate::Error> {
+        Ok(self.cluster.changes_since(u64::MAX).await?.seq)
+    }
+
+    /// Says this node is going: other nodes stop listing it at once.
+    pub async fn leave(&self) {
+        if let Err(e) = self.cluster.leave(&self.node).await {
+            tracing::warn!("cannot leave the nodes table: {e}");
+        }
     }
 }
 
@@ -140,6 +237,17 @@ fn node_id(data_dir: &Path) -> Result<String, StartError> {
     let id = format!("node-{}", uuid::Uuid::now_v7().simple());
     std::fs::write(&path, format!("{id}\n")).map_err(wafer_store::StoreError::from)?;
     Ok(id)
+}
+
+/// A node id given in the configuration, if it is one: 1 to 128 of `A-Z a-z 0-9 . _ -`.
+fn valid_node_id(id: &str) -> Result<String, StartError> {
+    let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if id.is_empty() || id.len() > 128 || !id.chars().all(fits) {
+        return Err(StartError::Config(format!(
+            "node id {id:?} must be 1 to 128 of A-Z, a-z, 0-9, `.`, `_` and `-`"
+        )));
+    }
+    Ok(id.to_string())
 }
 
 /// Loads, one after another, every live function nobody has called yet, so first calls after a restart

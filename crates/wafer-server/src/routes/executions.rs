@@ -103,6 +103,9 @@ pub struct LogsQuery {
     follow: bool,
 }
 
+/// How often a follower reads again when nothing woke it.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `GET /v1/functions/{name}/logs`: a function's log lines, or with `follow=true` a live stream of them.
 #[utoipa::path(get, path = "/v1/functions/{name}/logs", tag = "executions",
     params(("name" = String, Path, description = "The function"), LogsQuery),
@@ -131,10 +134,14 @@ pub async fn logs(
     }
     let mut committed = app.journal.committed();
     committed.mark_unchanged();
-    let state = (app, name, first, query.after.unwrap_or(0), committed);
+    let mut logged = app.cluster.events().logs();
+    logged.mark_unchanged();
+    let after = query.after.unwrap_or(0);
+    let wakes = (committed, logged);
+    let state = (app, name, first, after, wakes);
     let stream = futures_util::stream::unfold(
         state,
-        move |(app, name, mut pending, mut after, mut committed)| async move {
+        move |(app, name, mut pending, mut after, mut wakes)| async move {
             loop {
                 if !pending.is_empty() {
                     let line = pending.remove(0);
@@ -144,11 +151,17 @@ pub async fn logs(
                         .id(line.seq.to_string())
                         .json_data(&line)
                         .unwrap_or_else(|_| Event::default().comment("unencodable line"));
-                    let state = (app, name, pending, after, committed);
+                    let state = (app, name, pending, after, wakes);
                     return Some((Ok::<_, Infallible>(event), state));
                 }
-                // Wait for the journal to commit, then read what is new.
-                committed.changed().await.ok()?;
+                // Wait for this node's journal to commit or another node to say it wrote lines (or,
+                // in case that word was lost, a while), then read what is new.
+                let (committed, logged) = &mut wakes;
+                tokio::select! {
+                    changed = committed.changed() => changed.ok()?,
+                    _ = logged.changed() => {}
+                    _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                }
                 match app
                     .executions
                     .logs(&name, Some(after), MAX_PAGE, level)

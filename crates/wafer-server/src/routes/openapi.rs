@@ -34,7 +34,7 @@ use utoipa_axum::routes;
         (name = "invoke", description = "Call functions, synchronously or through the async queue"),
         (name = "executions", description = "Execution records, logs and summaries"),
         (name = "state", description = "Key-value stores functions share"),
-        (name = "operations", description = "Health, metrics and this document")
+        (name = "operations", description = "Health, the cluster's nodes, metrics and this document")
     )
 )]
 struct ApiDoc;
@@ -71,6 +71,7 @@ pub fn management() -> OpenApiRouter<std::sync::Arc<crate::app::App>> {
             state::put_value,
             state::delete_value
         ))
+        .routes(routes!(ops::nodes))
         .routes(routes!(ops::metrics))
 }
 

@@ -1,17 +1,43 @@
-//! Operational endpoints: `/healthz` and `/metrics` (Prometheus text format).
+//! Operational endpoints: `/healthz`, `/v1/nodes` and `/metrics` (Prometheus text format).
 
 use crate::app::App;
+use crate::error::Error;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::Json;
 use std::fmt::Write;
 use std::sync::Arc;
+use wafer_api::{ErrorBody, NodeInfo, NodeList};
 
 /// `GET /healthz`: the server is up and serving.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "`{\"status\": \"ok\"}`")))]
 pub async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /v1/nodes`: the nodes sharing this server's database heard from lately (on the embedded
+/// database, this one alone), with how far each has caught up.
+#[utoipa::path(get, path = "/v1/nodes", tag = "operations",
+    responses((status = 200, body = NodeList), (status = 503, body = ErrorBody)))]
+pub async fn nodes(State(app): State<Arc<App>>) -> Result<Json<NodeList>, Error> {
+    let feed = app.feed().await?;
+    let nodes = app
+        .nodes()
+        .await?
+        .into_iter()
+        .map(|node| NodeInfo {
+            this_node: node.beat.id == app.node,
+            id: node.beat.id,
+            address: node.beat.address,
+            version: node.beat.version,
+            started_at: node.started_at,
+            heartbeat_at: node.heartbeat_at,
+            applied: node.beat.applied,
+            lagging: node.beat.lagging,
+        })
+        .collect();
+    Ok(Json(NodeList { nodes, feed }))
 }
 
 /// `GET /metrics`.

@@ -88,7 +88,7 @@ fn finish(id: &str, node: &str, attempt: u32, outcome: Attempt) -> Write {
 
 /// Applies `writes` in one batch; whether each took effect.
 async fn write(stores: &Stores, writes: Vec<Write>) -> Vec<bool> {
-    stores.executions.write(writes).await.unwrap()
+    stores.executions.write(writes.into()).await.unwrap()
 }
 
 async fn insert(stores: &Stores, executions: Vec<NewExecution>) {
@@ -383,7 +383,10 @@ pub async fn log_cursors_see_every_line_of_concurrent_writers(stores: &Stores) {
                             })
                             .collect();
                     }
-                    executions.write(vec![Write::Insert(run)]).await.unwrap();
+                    executions
+                        .write(vec![Write::Insert(run)].into())
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -449,45 +452,95 @@ pub async fn a_finished_execution_owes_its_callback_until_delivered(stores: &Sto
     };
     insert(stores, vec![new]).await;
     stores.executions.claim("n1", HOUR, 1).await.unwrap();
-    assert!(stores
-        .executions
-        .due_callbacks(10)
-        .await
-        .unwrap()
-        .is_empty());
+    let due = |node: &'static str, lease| stores.executions.due_callbacks(node, lease, 10);
+    assert!(due("n1", HOUR).await.unwrap().is_empty());
     let done = finish("e1", "n1", 1, ended(ExecutionStatus::Succeeded, 10));
     write(stores, vec![done]).await;
-    let due = stores.executions.due_callbacks(10).await.unwrap();
+    let owed = due("n1", Duration::from_millis(1)).await.unwrap();
     assert_eq!(
-        (due.len(), due[0].url.as_str(), due[0].attempts),
+        (owed.len(), owed[0].url.as_str(), owed[0].attempts),
         (1, "http://127.0.0.1:1/cb", 0)
     );
-    assert_eq!(due[0].execution.status, ExecutionStatus::Succeeded);
-    stores
-        .executions
-        .callback_done("e1", false, Some(Duration::ZERO))
-        .await
-        .unwrap();
-    let again = stores.executions.due_callbacks(10).await.unwrap();
+    assert_eq!(owed[0].execution.status, ExecutionStatus::Succeeded);
+    // n1's claim lapses: n2 takes the callback over, and n1's late report is refused.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(due("n2", HOUR).await.unwrap().len(), 1);
+    assert!(due("n1", HOUR).await.unwrap().is_empty(), "claimed once");
+    let report = |node, delivered, retry_in| {
+        stores
+            .executions
+            .callback_done("e1", node, delivered, retry_in)
+    };
+    assert!(!report("n1", true, None).await.unwrap());
+    assert!(report("n2", false, Some(Duration::ZERO)).await.unwrap());
+    let again = due("n1", HOUR).await.unwrap();
     assert_eq!(again[0].attempts, 1, "a failed delivery due again at once");
-    stores
-        .executions
-        .callback_done("e1", false, Some(HOUR))
-        .await
-        .unwrap();
+    assert!(report("n1", false, Some(HOUR)).await.unwrap());
+    assert!(due("n1", HOUR).await.unwrap().is_empty());
+    assert_eq!(
+        execution(stores, "e1", false)
+            .await
+            .callback_state
+            .as_deref(),
+        Some("pending")
+    );
+}
+
+pub async fn concurrent_claimers_never_share_an_execution(stores: &Stores) {
+    const QUEUED: usize = 200;
+    insert(
+        stores,
+        (0..QUEUED)
+            .map(|i| queued(&format!("e{i:03}"), "f"))
+            .collect(),
+    )
+    .await;
+    let claimers: Vec<_> = (0..4)
+        .map(|c| {
+            let executions = stores.executions.clone();
+            tokio::spawn(async move {
+                let node = format!("n{c}");
+                let mut mine = Vec::new();
+                loop {
+                    let claimed = executions.claim(&node, HOUR, 7).await.unwrap();
+                    if claimed.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(claimed.into_iter().map(|c| c.id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for claimer in claimers {
+        all.extend(claimer.await.unwrap());
+    }
+    let distinct: BTreeSet<_> = all.iter().collect();
+    assert_eq!(all.len(), QUEUED, "every execution claimed once");
+    assert_eq!(distinct.len(), QUEUED);
+}
+
+pub async fn a_lapsed_last_attempt_is_dead_and_owes_its_callback(stores: &Stores) {
+    let new = NewExecution {
+        max_attempts: 1,
+        callback_url: Some("http://127.0.0.1:1/cb".into()),
+        ..queued("e1", "f")
+    };
+    insert(stores, vec![new]).await;
+    let claimed = stores.executions.claim("n1", Duration::from_millis(1), 1);
+    assert_eq!(claimed.await.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(stores.executions.sweep_expired().await.unwrap(), 1);
+    let dead = execution(stores, "e1", false).await;
+    assert_eq!(dead.status, ExecutionStatus::Dead);
+    assert!(dead.error.is_some() && dead.finished_at.is_some());
+    assert_eq!(dead.callback_state.as_deref(), Some("pending"));
     assert!(stores
         .executions
-        .due_callbacks(10)
+        .claim("n2", HOUR, 1)
         .await
         .unwrap()
         .is_empty());
-    stores
-        .executions
-        .callback_done("e1", true, None)
-        .await
-        .unwrap();
-    let e = execution(stores, "e1", false).await;
-    assert_eq!(e.callback_state.as_deref(), Some("delivered"));
 }
 
 pub async fn the_queue_reports_its_depth_and_age(stores: &Stores) {

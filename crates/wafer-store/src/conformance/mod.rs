@@ -4,18 +4,20 @@
 //! into `#[tokio::test]`s for one implementation, so SQLite and any other store run the very same tests:
 //!
 //! ```ignore
-//! async fn open() -> wafer_store::conformance::Stores { /* a fresh, empty store */ }
+//! async fn open() -> Option<wafer_store::conformance::Stores> { /* a fresh, empty store */ }
 //! wafer_store::conformance!(open);
 //! ```
 //!
 //! The cases compare no times of their own: waiting is expressed as durations the store measures with
 //! its own clock (a retry due in an hour, a lease of a few milliseconds).
 
+pub mod cluster;
 pub mod executions;
 pub mod meta;
+pub mod postgres;
 pub mod state;
 
-use crate::{ExecutionStore, MetaStore, StateStore};
+use crate::{ClusterStore, ExecutionStore, MetaStore, StateStore};
 use std::sync::Arc;
 
 /// One store implementation's three traits, fresh and empty, with whatever must live as long as they
@@ -27,12 +29,14 @@ pub struct Stores {
     pub executions: Arc<dyn ExecutionStore>,
     /// Key-value stores and variables.
     pub state: Arc<dyn StateStore>,
+    /// The change feed and the nodes.
+    pub cluster: Arc<dyn ClusterStore>,
     /// Dropped with the stores.
     pub keep: Box<dyn std::any::Any + Send + Sync>,
 }
 
 /// Runs every conformance case as a test against the stores `$open` (an async function returning fresh
-/// [`Stores`]) makes.
+/// [`Stores`], or `None` when the store cannot run here, which skips the case) makes.
 #[macro_export]
 macro_rules! conformance {
     ($open:path) => {
@@ -54,6 +58,10 @@ macro_rules! conformance {
             executions::a_schedule_tick_fires_once,
             executions::a_finished_execution_owes_its_callback_until_delivered,
             executions::the_queue_reports_its_depth_and_age,
+            executions::concurrent_claimers_never_share_an_execution,
+            executions::a_lapsed_last_attempt_is_dead_and_owes_its_callback,
+            cluster::every_change_to_a_function_moves_the_feed,
+            cluster::nodes_beat_and_leave,
             state::values_round_trip_per_store,
             state::a_store_refuses_writes_past_its_cap_and_keeps_its_data,
             state::keys_page_in_order_and_increments_count_in_decimal,
@@ -65,7 +73,9 @@ macro_rules! conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let stores = $open().await;
+                let Some(stores) = $open().await else {
+                    return;
+                };
                 $crate::conformance::$group::$case(&stores).await;
             }
         )*

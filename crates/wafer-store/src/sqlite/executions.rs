@@ -14,16 +14,17 @@ use crate::executions::{
     Attempt, Claimed, DueCallback, ExecutionStore, NewExecution, Page, QueueStats, Retention,
     StoredRequest, Write,
 };
+use crate::sql::{callback_state, release, FINAL};
 use crate::StoreError;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use wafer_api::{Execution, ExecutionStats, ExecutionStatus, LogEntry, LogLevel};
 
-const FINAL: &str = "('succeeded', 'failed', 'dead')";
-
-fn insert(tx: &rusqlite::Transaction<'_>, new: &NewExecution) -> Result<(), StoreError> {
+/// Stores `new` (with its attempt, for a sync execution); `false` when its id is stored already.
+fn insert(tx: &rusqlite::Transaction<'_>, new: &NewExecution) -> Result<bool, StoreError> {
     let request = new
         .request
         .as_ref()
@@ -35,29 +36,31 @@ fn insert(tx: &rusqlite::Transaction<'_>, new: &NewExecution) -> Result<(), Stor
         Some(attempt) => (attempt.status.unwrap_or(ExecutionStatus::Failed), 1, false),
         None => (ExecutionStatus::Queued, 0, true),
     };
-    tx.prepare_cached(&format!(
+    let inserted =
+        tx.prepare_cached(&format!(
         "INSERT INTO executions (id, function, version, trigger, status, attempts, max_attempts,
              queued_at, next_at, request, body, callback_url)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?9 THEN {NOW_MS} END, ?10, ?11, ?12)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?9 THEN {NOW_MS} END, ?10, ?11, ?12)
+         ON CONFLICT (id) DO NOTHING"
     ))?
-    .execute(params![
-        new.id,
-        new.function,
-        new.version,
-        new.trigger.as_str(),
-        status.as_str(),
-        attempts,
-        new.max_attempts,
-        new.queued_at,
-        queued,
-        request,
-        new.body,
-        new.callback_url,
-    ])?;
-    if let Some(attempt) = &new.attempt {
+        .execute(params![
+            new.id,
+            new.function,
+            new.version,
+            new.trigger.as_str(),
+            status.as_str(),
+            attempts,
+            new.max_attempts,
+            new.queued_at,
+            queued,
+            request,
+            new.body,
+            new.callback_url,
+        ])? > 0;
+    if let (true, Some(attempt)) = (inserted, &new.attempt) {
         record(tx, &new.id, attempt, None)?;
     }
-    Ok(())
+    Ok(inserted)
 }
 
 /// Writes an attempt's result and logs onto its row. With `claim` (node, attempt number), only while the
@@ -137,11 +140,11 @@ impl SqliteStore {
 
 #[async_trait]
 impl ExecutionStore for SqliteStore {
-    async fn write(&self, writes: Vec<Write>) -> Result<Vec<bool>, StoreError> {
+    async fn write(&self, writes: Arc<[Write]>) -> Result<Vec<bool>, StoreError> {
         self.with_executions(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut applied = Vec::with_capacity(writes.len());
-            for write in &writes {
+            for write in writes.iter() {
                 match write {
                     Write::Insert(new) => {
                         insert(&tx, new)?;
@@ -229,8 +232,9 @@ impl ExecutionStore for SqliteStore {
         self.with_executions(|conn| {
             Ok(conn.execute(
                 &format!(
-                    "UPDATE executions SET status = 'queued', next_at = {NOW_MS}, lease_until = NULL
-                     WHERE status = 'running' AND lease_until < {NOW_MS}"
+                    "UPDATE executions SET {}
+                     WHERE status = 'running' AND lease_until < {NOW_MS}",
+                    release(NOW_MS)
                 ),
                 [],
             )? as u64)
@@ -243,8 +247,9 @@ impl ExecutionStore for SqliteStore {
         self.with_executions(move |conn| {
             Ok(conn.execute(
                 &format!(
-                    "UPDATE executions SET status = 'queued', next_at = {NOW_MS}, lease_until = NULL
-                     WHERE status = 'running' AND (claimed_by = ?1 OR claimed_by IS NULL)"
+                    "UPDATE executions SET {}
+                     WHERE status = 'running' AND (claimed_by = ?1 OR claimed_by IS NULL)",
+                    release(NOW_MS)
                 ),
                 [node],
             )? as u64)
@@ -454,22 +459,35 @@ impl ExecutionStore for SqliteStore {
         .await
     }
 
-    async fn due_callbacks(&self, limit: u32) -> Result<Vec<DueCallback>, StoreError> {
+    async fn due_callbacks(
+        &self,
+        node: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<DueCallback>, StoreError> {
+        let node = node.to_owned();
         self.with_executions(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS}, callback_attempts FROM executions
-                 WHERE callback_state = 'pending' AND callback_at <= {NOW_MS}
-                 ORDER BY callback_at LIMIT ?1"
-            ))?;
-            let rows = stmt.query_map(params![limit], |row| {
-                let execution = execution_from_row(row)?;
-                Ok(DueCallback {
-                    url: execution.callback_url.clone().unwrap_or_default(),
-                    attempts: row.get(23)?,
-                    execution,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let due = {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "UPDATE executions SET callback_at = {NOW_MS} + ?2, callback_by = ?1
+                     WHERE id IN (SELECT id FROM executions
+                                  WHERE callback_state = 'pending' AND callback_at <= {NOW_MS}
+                                  ORDER BY callback_at LIMIT ?3)
+                     RETURNING {COLUMNS}, callback_attempts"
+                ))?;
+                let rows = stmt.query_map(params![node, millis(lease), limit], |row| {
+                    let execution = execution_from_row(row)?;
+                    Ok(DueCallback {
+                        url: execution.callback_url.clone().unwrap_or_default(),
+                        attempts: row.get(23)?,
+                        execution,
+                    })
+                })?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            tx.commit()?;
+            Ok(due)
         })
         .await
     }
@@ -477,26 +495,23 @@ impl ExecutionStore for SqliteStore {
     async fn callback_done(
         &self,
         id: &str,
+        node: &str,
         delivered: bool,
         retry_in: Option<Duration>,
-    ) -> Result<(), StoreError> {
-        let id = id.to_owned();
+    ) -> Result<bool, StoreError> {
+        let (id, node) = (id.to_owned(), node.to_owned());
         self.with_executions(move |conn| {
-            let state = match (delivered, retry_in) {
-                (true, _) => "delivered",
-                (false, Some(_)) => "pending",
-                (false, None) => "failed",
-            };
-            conn.execute(
+            let state = callback_state(delivered, retry_in);
+            let written = conn.execute(
                 &format!(
                     "UPDATE executions SET callback_state = ?2,
                          callback_at = CASE WHEN ?3 IS NOT NULL THEN {NOW_MS} + ?3 END,
-                         callback_attempts = callback_attempts + 1
-                     WHERE id = ?1"
+                         callback_attempts = callback_attempts + 1, callback_by = NULL
+                     WHERE id = ?1 AND callback_by = ?4 AND callback_state = 'pending'"
                 ),
-                params![id, state, retry_in.map(millis)],
+                params![id, state, retry_in.map(millis), node],
             )?;
-            Ok(())
+            Ok(written > 0)
         })
         .await
     }

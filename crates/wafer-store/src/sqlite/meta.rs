@@ -2,6 +2,7 @@
 //! in the store's [`crate::ModuleBlobs`] (files beside the database), written durably before the version
 //! is committed.
 
+use super::cluster::bump;
 use super::{run_on, SqliteStore, NOW};
 use crate::meta::{MetaStore, NewVersion, StoredFunction, StoredVersion};
 use crate::StoreError;
@@ -166,6 +167,7 @@ impl SqliteStore {
                 params![new.name, version],
             )?;
             mount_routes(&tx, &new.name, &new.config.routes)?;
+            bump(&tx, &new.name)?;
             let function = load_function(&tx, &new.name)?
                 .ok_or_else(|| StoreError::Corrupt("inserted function vanished".into()))?;
             tx.commit()?;
@@ -248,6 +250,7 @@ impl MetaStore for SqliteStore {
                 params![name, version],
             )?;
             mount_routes(&tx, &name, &target.config.routes)?;
+            bump(&tx, &name)?;
             let function = load_function(&tx, &name)?
                 .ok_or_else(|| StoreError::Corrupt("function vanished during rollback".into()))?;
             tx.commit()?;
@@ -273,6 +276,7 @@ impl MetaStore for SqliteStore {
                 if deleted == 0 {
                     return Err(StoreError::NotFound(format!("function `{name}`")));
                 }
+                bump(&tx, &name)?;
                 let mut orphaned = Vec::new();
                 for digest in digests {
                     if !uses(&tx, &digest)? {

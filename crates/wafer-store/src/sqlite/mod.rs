@@ -5,13 +5,15 @@
 //! - `meta.rs` is the [`crate::MetaStore`] (functions, versions, routes, module bytes);
 //! - `executions.rs` is the [`crate::ExecutionStore`] (records, logs, the queue, callbacks, ticks),
 //!   with `rows.rs` reading its rows back;
-//! - `state.rs` is the [`crate::StateStore`] (key-value stores, variables and secrets).
+//! - `state.rs` is the [`crate::StateStore`] (key-value stores, variables and secrets);
+//! - `cluster.rs` is the [`crate::ClusterStore`] (the change feed and the nodes table).
 //!
 //! rusqlite is synchronous, so every call runs on tokio's blocking pool. Each trait has its own
 //! connection, so a batch of records being committed never holds up a deploy's reads or a function's
 //! key-value read; SQLite serialises the writers. Every commit is durable (`synchronous=FULL`). The data
 //! directory is locked while open, so one server at a time owns it.
 
+mod cluster;
 mod executions;
 mod meta;
 mod rows;
@@ -21,6 +23,7 @@ mod state;
 pub use rows::rfc3339;
 
 use crate::blobs::{DirBlobs, ModuleBlobs};
+use crate::cluster::Events;
 use crate::StoreError;
 use rusqlite::Connection;
 use std::path::Path;
@@ -43,6 +46,7 @@ pub struct SqliteStore {
     /// Serialises storing a version's bytes with its row, so a failed deploy's clean-up never removes
     /// bytes a concurrent deploy of the same module has just stored.
     deploys: Arc<tokio::sync::Mutex<()>>,
+    events: Events,
     _lock: Arc<std::fs::File>,
 }
 
@@ -52,10 +56,7 @@ impl SqliteStore {
     ///
     /// Fails with [`StoreError::Locked`] while another process has the directory open.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir)?;
-        let lock = std::fs::File::create(data_dir.join("wafer.lock"))?;
-        lock.try_lock()
-            .map_err(|_| StoreError::Locked(data_dir.to_path_buf()))?;
+        let lock = crate::lock_data_dir(data_dir)?;
         let conn = connect(data_dir)?;
         schema::migrate(&conn)?;
         Ok(Self {
@@ -64,6 +65,7 @@ impl SqliteStore {
             state: Arc::new(Mutex::new(connect(data_dir)?)),
             blobs: Arc::new(DirBlobs::open(data_dir)?),
             deploys: Arc::new(tokio::sync::Mutex::new(())),
+            events: Events::default(),
             _lock: Arc::new(lock),
         })
     }

@@ -6,15 +6,16 @@ use crate::StoreError;
 use rusqlite::Connection;
 
 /// The current schema; bumped with a migration step in [`migrate`].
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Creates or upgrades the schema.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
-        return Err(StoreError::Corrupt(format!(
-            "database schema {version} is newer than this wafer understands ({SCHEMA_VERSION})"
-        )));
+        return Err(StoreError::NewerSchema {
+            found: version,
+            known: SCHEMA_VERSION,
+        });
     }
     if version < 1 {
         conn.execute_batch(
@@ -139,6 +140,28 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
              ALTER TABLE executions ADD COLUMN claimed_by TEXT;
              ALTER TABLE executions ADD COLUMN lease_until INTEGER;
              PRAGMA user_version = 5;
+             COMMIT;",
+        )?;
+    }
+    if version < 6 {
+        // The change feed (see crate::cluster), the nodes that beat, and callbacks claimed by a node.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE executions ADD COLUMN callback_by TEXT;
+             CREATE TABLE change_feed (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
+             INSERT INTO change_feed (id, seq) VALUES (1, 0);
+             CREATE TABLE function_changes (function TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+             CREATE INDEX function_changes_by_seq ON function_changes(seq);
+             CREATE TABLE nodes (
+                 id TEXT PRIMARY KEY,
+                 address TEXT NOT NULL,
+                 version TEXT NOT NULL,
+                 applied INTEGER NOT NULL,
+                 lagging TEXT NOT NULL,
+                 started_at TEXT NOT NULL,
+                 heartbeat_ms INTEGER NOT NULL
+             );
+             PRAGMA user_version = 6;
              COMMIT;",
         )?;
     }

@@ -1,6 +1,7 @@
 //! [`StateStore`] on SQLite: tables `kv`, `kv_stores` (each store's size, kept in step with every write)
 //! and `variables`, on their own connection so function state never waits behind deploys or records.
 
+use super::cluster::bump;
 use super::{run_on, SqliteStore};
 use crate::state::{FunctionVariables, KeyPage, StateStore};
 use crate::StoreError;
@@ -313,6 +314,7 @@ impl StateStore for SqliteStore {
                 .filter_map(|(name, value)| Some((name, value?)))
                 .collect();
             insert_variables(&tx, &function, &set, true)?;
+            bump(&tx, &function)?;
             tx.commit()?;
             Ok(())
         })
@@ -329,6 +331,7 @@ impl StateStore for SqliteStore {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             insert_variables(&tx, &function, &update.variables, false)?;
             insert_variables(&tx, &function, &update.secrets, true)?;
+            bump(&tx, &function)?;
             tx.commit()?;
             Ok(())
         })
@@ -338,7 +341,10 @@ impl StateStore for SqliteStore {
     async fn forget_variables(&self, function: &str) -> Result<(), StoreError> {
         let function = function.to_string();
         self.with_state(move |conn| {
-            conn.execute("DELETE FROM variables WHERE function = ?1", [function])?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM variables WHERE function = ?1", [&function])?;
+            bump(&tx, &function)?;
+            tx.commit()?;
             Ok(())
         })
         .await

@@ -1,10 +1,10 @@
-//! `wafer ls`, `wafer versions N`, `wafer rollback N V` and `wafer rm N`.
+//! `wafer ls`, `wafer versions N`, `wafer rollback N V`, `wafer rm N` and `wafer nodes`.
 
 use crate::cli::{ClientArgs, NameArgs, RollbackArgs};
 use crate::client::Client;
 use crate::output;
 use std::process::ExitCode;
-use wafer_api::{FunctionInfo, FunctionList, RollbackRequest, VersionList};
+use wafer_api::{FunctionInfo, FunctionList, NodeList, RollbackRequest, VersionList};
 
 pub async fn functions(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let list: FunctionList = Client::new(&args).get("/v1/functions").await?;
@@ -92,6 +92,47 @@ pub async fn remove(args: NameArgs) -> anyhow::Result<ExitCode> {
         args.client.output,
         &value,
         &format!("deleted {}", args.name),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn nodes(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let list: NodeList = Client::new(&args).get("/v1/nodes").await?;
+    let rows = list
+        .nodes
+        .iter()
+        .map(|n| {
+            let lagging = n
+                .lagging
+                .iter()
+                .map(|(name, serving)| format!("{name}@{serving}"))
+                .collect::<Vec<_>>();
+            vec![
+                format!("{}{}", n.id, if n.this_node { " *" } else { "" }),
+                n.address.clone(),
+                n.version.clone(),
+                format!("{}/{}", n.applied, list.feed),
+                if lagging.is_empty() {
+                    "-".to_string()
+                } else {
+                    lagging.join(",")
+                },
+                n.heartbeat_at.clone(),
+            ]
+        })
+        .collect();
+    output::table(
+        args.output,
+        &list,
+        &[
+            "NODE",
+            "ADDRESS",
+            "VERSION",
+            "APPLIED",
+            "LAGGING",
+            "HEARTBEAT",
+        ],
+        rows,
     )?;
     Ok(ExitCode::SUCCESS)
 }

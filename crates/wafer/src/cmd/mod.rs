@@ -42,6 +42,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Stats(args) => executions::stats(args).await,
             Command::Kv(args) => state::kv(args).await,
             Command::Config(args) => state::config(args).await,
+            Command::Nodes(args) => list::nodes(args).await,
         }
     });
     match result {

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 use wafer_engine::FunctionDefaults;
-use wafer_server::{Defaults, ExecutionSettings, ServerConfig};
+use wafer_server::{Database, Defaults, ExecutionSettings, ServerConfig};
 
 /// The config file read when `--config` is not given, if it exists.
 const DEFAULT_CONFIG_FILE: &str = "wafer.toml";
@@ -63,6 +63,11 @@ struct FileConfig {
     retain_for: Option<String>,
     #[serde(default)]
     callback_hosts: Vec<String>,
+    queue_lease: Option<String>,
+    database: Option<String>,
+    database_ca: Option<PathBuf>,
+    node_id: Option<String>,
+    advertise: Option<String>,
 }
 
 impl FileConfig {
@@ -150,6 +155,15 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
             .retain_for
             .or(from_file("retain_for", file.retain_for, parse_timeout_ms)?)
             .map_or(fallback.retain, Duration::from_millis),
+        lease: args
+            .queue_lease
+            .or(from_file(
+                "queue_lease",
+                file.queue_lease,
+                parse_timeout_ms,
+            )?)
+            .map_or(fallback.lease, Duration::from_millis)
+            .max(Duration::from_millis(300)),
         callback_hosts: if args.callback_hosts.is_empty() {
             file.callback_hosts
         } else {
@@ -157,10 +171,21 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
         },
         ..fallback
     };
+    let database = args
+        .database
+        .or(file.database)
+        .filter(|url| !url.is_empty())
+        .map(|url| Database {
+            url,
+            ca_file: args.database_ca.or(file.database_ca),
+        });
     Ok(ServerConfig {
         defaults,
         token: args.token.or(file.token).filter(|t| !t.is_empty()),
         executions,
+        database,
+        node_id: args.node_id.or(file.node_id),
+        advertise: args.advertise.or(file.advertise),
         ..ServerConfig::new(listen, data_dir)
     })
 }

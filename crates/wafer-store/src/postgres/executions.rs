@@ -1,0 +1,629 @@
+//! [`ExecutionStore`] on PostgreSQL: tables `executions`, `logs` and `schedules`, shared by every node.
+//!
+//! - A claim takes due rows with `FOR UPDATE SKIP LOCKED`, so nodes claiming at once never take the same
+//!   execution and never wait for each other; the claim names the node and leases the row in database
+//!   time.
+//! - An attempt's end is written only `WHERE claimed_by = node AND attempts = n` (fencing).
+//! - Log lines take their `seq` under one advisory lock held to the commit, so lines commit in `seq`
+//!   order and a follower paging on by `seq` never skips one a slower writer commits later.
+//! - A batch that queues work or writes log lines notifies the other nodes when it commits.
+//! - Inserts are idempotent by id, so a batch retried after a lost connection cannot fail on its own
+//!   first, committed, try.
+
+use super::cluster::notify;
+use super::rows::{execution_from_row, log_from_row, summary, COLUMNS, LOG_COLUMNS};
+use super::{big, millis, unsigned, PgStore, NOW_MS};
+use crate::executions::{
+    Attempt, Claimed, DueCallback, ExecutionStore, NewExecution, Page, QueueStats, Retention,
+    StoredRequest, Write,
+};
+use crate::sql::{callback_state, release, FINAL};
+use crate::StoreError;
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Transaction};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use wafer_api::{Execution, ExecutionStats, ExecutionStatus, LogEntry, LogLevel};
+
+/// The advisory lock log writers hold from taking their lines' `seq` to their commit.
+const LOGS_LOCK: i64 = 0x7761_6665_7200_0002;
+
+/// Stores `new`; `false` when an execution with its id is stored already.
+async fn insert(tx: &Transaction<'_>, new: &NewExecution) -> Result<bool, StoreError> {
+    let request = new
+        .request
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("request does not serialise: {e}")))?;
+    // A queued execution is due at once; one that already ran (a sync call) is not in the queue.
+    let (status, attempts, queued) = match &new.attempt {
+        Some(attempt) => (
+            attempt.status.unwrap_or(ExecutionStatus::Failed),
+            1i64,
+            false,
+        ),
+        None => (ExecutionStatus::Queued, 0, true),
+    };
+    let statement = tx
+        .prepare_cached(&format!(
+            "INSERT INTO executions (id, function, version, trigger, status, attempts, max_attempts,
+                 queued_at, next_at, request, body, callback_url)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $9 THEN {NOW_MS} END, $10, $11, $12)
+             ON CONFLICT (id) DO NOTHING"
+        ))
+        .await?;
+    let inserted = tx
+        .execute(
+            &statement,
+            &[
+                &new.id,
+                &new.function,
+                &i64::from(new.version),
+                &new.trigger.as_str(),
+                &status.as_str(),
+                &attempts,
+                &i64::from(new.max_attempts),
+                &new.queued_at,
+                &queued,
+                &request,
+                &new.body,
+                &new.callback_url,
+            ],
+        )
+        .await?;
+    Ok(inserted > 0)
+}
+
+/// Writes an attempt's result onto its row. With `claim` (node, attempt number), only while the row is
+/// still running that attempt under that node's claim; returns whether the row was written.
+async fn record(
+    tx: &Transaction<'_>,
+    id: &str,
+    attempt: &Attempt,
+    claim: Option<(&str, u32)>,
+) -> Result<bool, StoreError> {
+    let status = attempt.status.unwrap_or(ExecutionStatus::Failed);
+    let usage = attempt.usage;
+    let statement = tx
+        .prepare_cached(&format!(
+            "UPDATE executions SET status = $2, version = $3, started_at = $4, finished_at = $5,
+                 duration_us = $6, http_status = $7, exit_code = $8, error = $9, output = $10,
+                 output_truncated = $11, instantiate_us = $12, cpu_us = $13, peak_memory = $14,
+                 fuel = $15, next_at = CASE WHEN $16::BIGINT IS NOT NULL THEN {NOW_MS} + $16 END,
+                 lease_until = NULL,
+                 callback_state = CASE WHEN callback_url IS NOT NULL AND $2 IN {FINAL}
+                                  THEN 'pending' ELSE callback_state END,
+                 callback_at = {NOW_MS},
+                 -- The request is not needed once nothing will run it again.
+                 request = CASE WHEN $2 IN {FINAL} THEN NULL ELSE request END,
+                 body = CASE WHEN $2 IN {FINAL} THEN NULL ELSE body END
+             WHERE id = $1
+               AND ($17::BIGINT IS NULL
+                    OR (status = 'running' AND attempts = $17 AND claimed_by = $18::TEXT))"
+        ))
+        .await?;
+    let written = tx
+        .execute(
+            &statement,
+            &[
+                &id,
+                &status.as_str(),
+                &i64::from(attempt.version),
+                &attempt.started_at,
+                &attempt.finished_at,
+                &big(attempt.duration_us),
+                &attempt.http_status.map(i64::from),
+                &attempt.exit_code.map(i64::from),
+                &attempt.error,
+                &attempt.output,
+                &attempt.output_truncated,
+                &usage.map(|u| big(u.instantiate_us)),
+                &usage.map(|u| big(u.cpu_us)),
+                &usage.map(|u| big(u.peak_memory_bytes)),
+                &usage.and_then(|u| u.fuel_consumed).map(big),
+                &attempt.retry_in.map(millis),
+                &claim.map(|(_, attempt)| i64::from(attempt)),
+                &claim.map(|(node, _)| node),
+            ],
+        )
+        .await?;
+    Ok(written > 0)
+}
+
+/// The log lines of the attempts a batch records, in order, inserted at its end.
+#[derive(Default)]
+struct Lines {
+    ids: Vec<String>,
+    at: Vec<i64>,
+    streams: Vec<String>,
+    lines: Vec<String>,
+    levels: Vec<i64>,
+}
+
+impl Lines {
+    fn add(&mut self, id: &str, attempt: &Attempt) {
+        for log in &attempt.logs {
+            self.ids.push(id.to_string());
+            self.at.push(attempt.finished_at);
+            self.streams.push(log.stream.to_string());
+            self.lines.push(log.line.clone());
+            self.levels.push(i64::from(log.level.rank()));
+        }
+    }
+
+    /// Inserts the lines under the log lock, which the transaction holds to its commit.
+    async fn insert(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOGS_LOCK])
+            .await?;
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO logs (execution_id, function, at, stream, line, level)
+                 SELECT e.id, e.function, l.at, l.stream, l.line, l.level
+                 FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[])
+                      WITH ORDINALITY AS l(id, at, stream, line, level, n)
+                 JOIN executions e ON e.id = l.id
+                 ORDER BY l.n",
+            )
+            .await?;
+        tx.execute(
+            &statement,
+            &[
+                &self.ids,
+                &self.at,
+                &self.streams,
+                &self.lines,
+                &self.levels,
+            ],
+        )
+        .await?;
+        notify(tx, "logs").await
+    }
+}
+
+/// Runs one `UPDATE executions SET …` that moves rows back to the queue and counts them, telling the
+/// other nodes when some were.
+async fn requeue(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let moved = client
+        .query(&format!("{sql} RETURNING status"), params)
+        .await?;
+    if moved.iter().any(|row| row.get::<_, &str>(0) == "queued") {
+        notify(client, "queue").await?;
+    }
+    Ok(moved.len() as u64)
+}
+
+#[async_trait]
+impl ExecutionStore for PgStore {
+    async fn write(&self, writes: Arc<[Write]>) -> Result<Vec<bool>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let mut applied = Vec::with_capacity(writes.len());
+        let mut lines = Lines::default();
+        let mut queued = false;
+        for write in writes.iter() {
+            match write {
+                Write::Insert(new) => {
+                    let inserted = insert(&tx, new).await?;
+                    if let (true, Some(attempt)) = (inserted, &new.attempt) {
+                        record(&tx, &new.id, attempt, None).await?;
+                        lines.add(&new.id, attempt);
+                    }
+                    queued |= inserted && new.attempt.is_none();
+                    applied.push(true);
+                }
+                Write::Finish {
+                    id,
+                    node,
+                    attempt,
+                    outcome,
+                } => {
+                    let written = record(&tx, id, outcome, Some((node, *attempt))).await?;
+                    if written {
+                        lines.add(id, outcome);
+                        queued |= outcome.status == Some(ExecutionStatus::Queued);
+                    }
+                    applied.push(written);
+                }
+            }
+        }
+        if queued {
+            notify(&tx, "queue").await?;
+        }
+        lines.insert(&tx).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn claim(
+        &self,
+        node: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "UPDATE executions e SET status = 'running', attempts = e.attempts + 1,
+                     started_at = {NOW_MS}, next_at = NULL,
+                     claimed_by = $1, lease_until = {NOW_MS} + $2
+                 FROM (SELECT id FROM executions
+                       WHERE status = 'queued' AND next_at <= {NOW_MS}
+                       ORDER BY next_at, id LIMIT $3
+                       FOR UPDATE SKIP LOCKED) due
+                 WHERE e.id = due.id
+                 RETURNING e.id, e.function, e.trigger, e.attempts, e.max_attempts, e.queued_at,
+                           e.request, e.body"
+            ))
+            .await?;
+        let rows = client
+            .query(&statement, &[&node, &millis(lease), &i64::from(limit)])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let trigger: String = row.try_get(2)?;
+                let request: Option<String> = row.try_get(6)?;
+                Ok(Claimed {
+                    id: row.try_get(0)?,
+                    function: row.try_get(1)?,
+                    trigger: trigger.parse().map_err(StoreError::Corrupt)?,
+                    attempt: u32::try_from(row.try_get::<_, i64>(3)?).unwrap_or(u32::MAX),
+                    max_attempts: u32::try_from(row.try_get::<_, i64>(4)?).unwrap_or_default(),
+                    queued_at: row.try_get(5)?,
+                    request: request
+                        .map(|r| serde_json::from_str::<StoredRequest>(&r))
+                        .transpose()
+                        .map_err(|e| StoreError::Corrupt(format!("stored request: {e}")))?,
+                    body: row.try_get::<_, Option<Vec<u8>>>(7)?.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn renew(&self, node: &str, ids: &[String], lease: Duration) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                &format!(
+                    "UPDATE executions SET lease_until = {NOW_MS} + $3
+                     WHERE id = ANY($1) AND status = 'running' AND claimed_by = $2"
+                ),
+                &[&ids, &node, &millis(lease)],
+            )
+            .await?)
+    }
+
+    async fn sweep_expired(&self) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let sql = format!(
+            "UPDATE executions SET {} WHERE status = 'running' AND lease_until < {NOW_MS}",
+            release(NOW_MS)
+        );
+        let moved = requeue(&tx, &sql, &[]).await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    async fn requeue_claims(&self, node: &str) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let sql = format!(
+            "UPDATE executions SET {}
+             WHERE status = 'running' AND (claimed_by = $1 OR claimed_by IS NULL)",
+            release(NOW_MS)
+        );
+        let moved = requeue(&tx, &sql, &[&node]).await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    async fn next_due(&self) -> Result<Option<Duration>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                // PostgreSQL's GREATEST skips NULLs, so the clamp at zero is done below.
+                "SELECT MIN(next_at) - {NOW_MS} FROM executions WHERE status = 'queued'"
+            ))
+            .await?;
+        let wait: Option<i64> = client.query_one(&statement, &[]).await?.try_get(0)?;
+        Ok(wait.map(|ms| Duration::from_millis(unsigned(ms.max(0)))))
+    }
+
+    async fn get_execution(
+        &self,
+        id: &str,
+        with_logs: bool,
+    ) -> Result<Option<Execution>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM executions WHERE id = $1"),
+                &[&id],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut execution = execution_from_row(&row)?;
+        if with_logs {
+            execution.logs = client
+                .query(
+                    &format!("SELECT {LOG_COLUMNS} FROM logs WHERE execution_id = $1 ORDER BY seq"),
+                    &[&id],
+                )
+                .await?
+                .iter()
+                .map(log_from_row)
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(Some(execution))
+    }
+
+    async fn list_executions(
+        &self,
+        function: &str,
+        page: Page,
+    ) -> Result<Vec<Execution>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM executions
+                     WHERE function = $1 AND ($2::TEXT IS NULL OR status = $2)
+                       AND ($3::TEXT IS NULL OR id < $3)
+                     ORDER BY id DESC LIMIT $4"
+                ),
+                &[
+                    &function,
+                    &page.status.map(|s| s.as_str()),
+                    &page.before,
+                    &i64::from(page.limit),
+                ],
+            )
+            .await?;
+        rows.iter().map(execution_from_row).collect()
+    }
+
+    async fn logs(
+        &self,
+        function: &str,
+        after: Option<i64>,
+        limit: u32,
+        level: LogLevel,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let client = self.client().await?;
+        let level = i64::from(level.rank());
+        let limit = i64::from(limit);
+        let logs = match after {
+            Some(after) => {
+                let statement = client
+                    .prepare_cached(&format!(
+                        "SELECT {LOG_COLUMNS} FROM logs WHERE function = $1 AND seq > $2
+                         AND level >= $4 ORDER BY seq LIMIT $3"
+                    ))
+                    .await?;
+                client
+                    .query(&statement, &[&function, &after, &limit, &level])
+                    .await?
+                    .iter()
+                    .map(log_from_row)
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            None => {
+                let statement = client
+                    .prepare_cached(&format!(
+                        "SELECT {LOG_COLUMNS} FROM logs WHERE function = $1 AND level >= $3
+                         ORDER BY seq DESC LIMIT $2"
+                    ))
+                    .await?;
+                let mut logs = client
+                    .query(&statement, &[&function, &limit, &level])
+                    .await?
+                    .iter()
+                    .map(log_from_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                logs.reverse();
+                logs
+            }
+        };
+        Ok(logs)
+    }
+
+    async fn stats(&self, function: &str) -> Result<ExecutionStats, StoreError> {
+        let client = self.client().await?;
+        let mut by_status = BTreeMap::new();
+        for row in client
+            .query(
+                "SELECT status, COUNT(*) FROM executions WHERE function = $1 GROUP BY status",
+                &[&function],
+            )
+            .await?
+        {
+            by_status.insert(row.try_get::<_, String>(0)?, unsigned(row.try_get(1)?));
+        }
+        let row = client
+            .query_one(
+                "SELECT MIN(duration_us)::FLOAT8, AVG(duration_us)::FLOAT8, MAX(duration_us)::FLOAT8,
+                        MIN(cpu_us)::FLOAT8, AVG(cpu_us)::FLOAT8, MAX(cpu_us)::FLOAT8,
+                        MIN(peak_memory)::FLOAT8, AVG(peak_memory)::FLOAT8, MAX(peak_memory)::FLOAT8,
+                        MIN(instantiate_us)::FLOAT8, AVG(instantiate_us)::FLOAT8,
+                        MAX(instantiate_us)::FLOAT8
+                 FROM executions WHERE function = $1 AND finished_at IS NOT NULL",
+                &[&function],
+            )
+            .await?;
+        Ok(ExecutionStats {
+            count: by_status.values().sum(),
+            function: function.to_string(),
+            by_status,
+            duration_ms: summary(&row, 0, 1000.0)?,
+            cpu_ms: summary(&row, 3, 1000.0)?,
+            peak_memory_bytes: summary(&row, 6, 1.0)?,
+            instantiate_us: summary(&row, 9, 1.0)?,
+        })
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT COUNT(*) FILTER (WHERE status = 'queued'),
+                            COUNT(*) FILTER (WHERE status = 'running'),
+                            {NOW_MS} - MIN(queued_at) FILTER (WHERE status = 'queued')
+                     FROM executions WHERE status IN ('queued', 'running')"
+                ),
+                &[],
+            )
+            .await?;
+        Ok(QueueStats {
+            queued: unsigned(row.try_get(0)?),
+            running: unsigned(row.try_get(1)?),
+            oldest_age: row
+                .try_get::<_, Option<i64>>(2)?
+                .map(|ms| Duration::from_millis(unsigned(ms.max(0)))),
+        })
+    }
+
+    async fn prune(&self, retention: Retention) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let ids: Vec<String> = tx
+            .query(
+                &format!(
+                    "SELECT id FROM (
+                         SELECT id, finished_at, callback_state,
+                                ROW_NUMBER() OVER (PARTITION BY function ORDER BY id DESC) AS n
+                         FROM executions WHERE status IN {FINAL}) ranked
+                     WHERE (n > $1 OR finished_at < {NOW_MS} - $2)
+                       AND callback_state IS DISTINCT FROM 'pending'"
+                ),
+                &[&big(retention.per_function), &millis(retention.older_than)],
+            )
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        tx.execute("DELETE FROM logs WHERE execution_id = ANY($1)", &[&ids])
+            .await?;
+        tx.execute("DELETE FROM executions WHERE id = ANY($1)", &[&ids])
+            .await?;
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+
+    async fn due_callbacks(
+        &self,
+        node: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<DueCallback>, StoreError> {
+        let client = self.client().await?;
+        let columns = COLUMNS
+            .split(", ")
+            .map(|c| format!("e.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let statement = client
+            .prepare_cached(&format!(
+                "UPDATE executions e SET callback_at = {NOW_MS} + $2, callback_by = $1
+                 FROM (SELECT id FROM executions
+                       WHERE callback_state = 'pending' AND callback_at <= {NOW_MS}
+                       ORDER BY callback_at LIMIT $3
+                       FOR UPDATE SKIP LOCKED) due
+                 WHERE e.id = due.id
+                 RETURNING {columns}, e.callback_attempts"
+            ))
+            .await?;
+        let rows = client
+            .query(&statement, &[&node, &millis(lease), &i64::from(limit)])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let execution = execution_from_row(row)?;
+                Ok(DueCallback {
+                    url: execution.callback_url.clone().unwrap_or_default(),
+                    attempts: u32::try_from(row.try_get::<_, i64>(23)?).unwrap_or(u32::MAX),
+                    execution,
+                })
+            })
+            .collect()
+    }
+
+    async fn callback_done(
+        &self,
+        id: &str,
+        node: &str,
+        delivered: bool,
+        retry_in: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let written = client
+            .execute(
+                &format!(
+                    "UPDATE executions SET callback_state = $2,
+                         callback_at = CASE WHEN $3::BIGINT IS NOT NULL THEN {NOW_MS} + $3 END,
+                         callback_attempts = callback_attempts + 1, callback_by = NULL
+                     WHERE id = $1 AND callback_by = $4 AND callback_state = 'pending'"
+                ),
+                &[
+                    &id,
+                    &callback_state(delivered, retry_in),
+                    &retry_in.map(millis),
+                    &node,
+                ],
+            )
+            .await?;
+        Ok(written > 0)
+    }
+
+    async fn last_tick(&self, function: &str) -> Result<Option<i64>, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                "SELECT last_tick FROM schedules WHERE function = $1",
+                &[&function],
+            )
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?)
+    }
+
+    async fn fire_tick(
+        &self,
+        function: &str,
+        tick: i64,
+        execution: NewExecution,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Only the first node to record a tick gets a row back: the others wait for its commit, then
+        // find the tick recorded.
+        let fired = tx
+            .query_opt(
+                "INSERT INTO schedules (function, last_tick) VALUES ($1, $2)
+                 ON CONFLICT (function) DO UPDATE SET last_tick = excluded.last_tick
+                 WHERE schedules.last_tick < excluded.last_tick
+                 RETURNING last_tick",
+                &[&function, &tick],
+            )
+            .await?
+            .is_some();
+        if !fired {
+            return Ok(false);
+        }
+        insert(&tx, &execution).await?;
+        notify(&tx, "queue").await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
