@@ -338,6 +338,7 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
         ("/fn/{name}", "post"),
         ("/fn/{name}/{rest}", "get"),
         ("/healthz", "get"),
+        ("/v1/nodes", "get"),
         ("/metrics", "get"),
         ("/api/openapi.json", "get"),
         ("/api/docs", "get"),
@@ -347,7 +348,7 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
             "{method} {path} missing"
         );
     }
-    assert_eq!(paths.len(), 18, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 19, "{:?}", paths.keys().collect::<Vec<_>>());
     for schema in [
         "Execution",
         "FunctionConfig",
