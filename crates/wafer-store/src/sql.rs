@@ -34,3 +34,44 @@ pub(crate) fn callback_state(
         (false, None) => "failed",
     }
 }
+
+/// The columns of a stored version, in the order both stores read them.
+pub(crate) const VERSION_COLUMNS: &str = "name, version, kind, config, digest, size, created_at";
+
+/// `SELECT` of functions joined with their live version: `created_at, updated_at, latest, <version
+/// columns>`; `tail` adds `WHERE`/`ORDER BY`.
+pub(crate) fn function_query(tail: &str) -> String {
+    let columns = VERSION_COLUMNS
+        .split(", ")
+        .map(|c| format!("v.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT f.created_at, f.updated_at,
+                (SELECT MAX(version) FROM versions WHERE name = f.name), {columns}
+         FROM functions f JOIN versions v ON v.name = f.name AND v.version = f.live_version {tail}"
+    )
+}
+
+/// How a new execution's row starts: its request as JSON, its status and attempts counted, and whether
+/// it is queued (due at once) — a sync execution that already ran is not in the queue.
+pub(crate) fn new_row(
+    new: &crate::NewExecution,
+) -> Result<(Option<String>, wafer_api::ExecutionStatus, u32, bool), crate::StoreError> {
+    use wafer_api::ExecutionStatus;
+    let request = new
+        .request
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| crate::StoreError::Corrupt(format!("request does not serialise: {e}")))?;
+    Ok(match &new.attempt {
+        Some(attempt) => (
+            request,
+            attempt.status.unwrap_or(ExecutionStatus::Failed),
+            1,
+            false,
+        ),
+        None => (request, ExecutionStatus::Queued, 0, true),
+    })
+}

@@ -10,6 +10,29 @@ use crate::StoreError;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 
+/// What an entry counts against its store's cap: its key's and its value's bytes.
+pub(crate) fn entry_bytes(key: &str, value: &[u8]) -> u64 {
+    (key.len() + value.len()) as u64
+}
+
+/// The decimal integer stored at `key` (`None`: absent, 0) plus `delta`; [`StoreError::NotANumber`] when
+/// the value is not one or the sum overflows.
+pub(crate) fn incremented(
+    key: &str,
+    current: Option<&[u8]>,
+    delta: i64,
+) -> Result<i64, StoreError> {
+    let not_a_number = || StoreError::NotANumber(key.to_string());
+    let current = match current {
+        None => 0,
+        Some(bytes) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .ok_or_else(not_a_number)?,
+    };
+    current.checked_add(delta).ok_or_else(not_a_number)
+}
+
 /// One page of a store's keys, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyPage {

@@ -17,7 +17,7 @@ use crate::executions::{
     Attempt, Claimed, DueCallback, ExecutionStore, NewExecution, Page, QueueStats, Retention,
     StoredRequest, Write,
 };
-use crate::sql::{callback_state, release, FINAL};
+use crate::sql::{callback_state, new_row, release, FINAL};
 use crate::StoreError;
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Transaction};
@@ -31,21 +31,7 @@ const LOGS_LOCK: i64 = 0x7761_6665_7200_0002;
 
 /// Stores `new`; `false` when an execution with its id is stored already.
 async fn insert(tx: &Transaction<'_>, new: &NewExecution) -> Result<bool, StoreError> {
-    let request = new
-        .request
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("request does not serialise: {e}")))?;
-    // A queued execution is due at once; one that already ran (a sync call) is not in the queue.
-    let (status, attempts, queued) = match &new.attempt {
-        Some(attempt) => (
-            attempt.status.unwrap_or(ExecutionStatus::Failed),
-            1i64,
-            false,
-        ),
-        None => (ExecutionStatus::Queued, 0, true),
-    };
+    let (request, status, attempts, queued) = new_row(new)?;
     let statement = tx
         .prepare_cached(&format!(
             "INSERT INTO executions (id, function, version, trigger, status, attempts, max_attempts,
@@ -63,7 +49,7 @@ async fn insert(tx: &Transaction<'_>, new: &NewExecution) -> Result<bool, StoreE
                 &i64::from(new.version),
                 &new.trigger.as_str(),
                 &status.as_str(),
-                &attempts,
+                &i64::from(attempts),
                 &i64::from(new.max_attempts),
                 &new.queued_at,
                 &queued,

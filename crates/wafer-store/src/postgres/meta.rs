@@ -7,14 +7,13 @@ use super::cluster::bump;
 use super::{big, unsigned, PgStore, NOW};
 use crate::blobs::ModuleBlobs;
 use crate::meta::{MetaStore, NewVersion, StoredFunction, StoredVersion};
+use crate::sql::{function_query, VERSION_COLUMNS};
 use crate::StoreError;
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use wafer_api::oci::sha256_hex;
-
-const VERSION_COLUMNS: &str = "name, version, kind, config, digest, size, created_at";
 
 /// Reads [`VERSION_COLUMNS`] starting at column `base`.
 fn version_at(row: &Row, base: usize) -> Result<StoredVersion, StoreError> {
@@ -30,21 +29,6 @@ fn version_at(row: &Row, base: usize) -> Result<StoredVersion, StoreError> {
         size: unsigned(row.try_get(base + 5)?),
         created_at: row.try_get(base + 6)?,
     })
-}
-
-/// `SELECT` of functions joined with their live version, read by [`function_from_row`]; `tail` adds
-/// `WHERE`/`ORDER BY`.
-fn function_query(tail: &str) -> String {
-    let columns = VERSION_COLUMNS
-        .split(", ")
-        .map(|c| format!("v.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "SELECT f.created_at, f.updated_at,
-                (SELECT MAX(version) FROM versions WHERE name = f.name), {columns}
-         FROM functions f JOIN versions v ON v.name = f.name AND v.version = f.live_version {tail}"
-    )
 }
 
 fn function_from_row(row: &Row) -> Result<StoredFunction, StoreError> {

@@ -4,16 +4,11 @@
 
 use super::cluster::bump;
 use super::{big, unsigned, PgStore};
-use crate::state::{FunctionVariables, KeyPage, StateStore};
+use crate::state::{entry_bytes, incremented, FunctionVariables, KeyPage, StateStore};
 use crate::StoreError;
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use std::collections::{BTreeMap, HashMap};
-
-/// What an entry counts against its store's cap.
-fn entry_bytes(key: &str, value: &[u8]) -> u64 {
-    (key.len() + value.len()) as u64
-}
 
 /// The size of `store`, with its row locked until the transaction ends.
 async fn lock_store(tx: &Transaction<'_>, store: &str) -> Result<u64, StoreError> {
@@ -224,19 +219,8 @@ impl StateStore for PgStore {
                 &[&store, &key],
             )
             .await?;
-        let current = match current {
-            None => 0,
-            Some(row) => {
-                let bytes: Vec<u8> = row.try_get(0)?;
-                std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<i64>().ok())
-                    .ok_or_else(|| StoreError::NotANumber(key.to_string()))?
-            }
-        };
-        let sum = current
-            .checked_add(delta)
-            .ok_or_else(|| StoreError::NotANumber(key.to_string()))?;
+        let current: Option<Vec<u8>> = current.map(|row| row.try_get(0)).transpose()?;
+        let sum = incremented(key, current.as_deref(), delta)?;
         put(
             &tx,
             store,

@@ -14,7 +14,7 @@ use crate::executions::{
     Attempt, Claimed, DueCallback, ExecutionStore, NewExecution, Page, QueueStats, Retention,
     StoredRequest, Write,
 };
-use crate::sql::{callback_state, release, FINAL};
+use crate::sql::{callback_state, new_row, release, FINAL};
 use crate::StoreError;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -25,17 +25,7 @@ use wafer_api::{Execution, ExecutionStats, ExecutionStatus, LogEntry, LogLevel};
 
 /// Stores `new` (with its attempt, for a sync execution); `false` when its id is stored already.
 fn insert(tx: &rusqlite::Transaction<'_>, new: &NewExecution) -> Result<bool, StoreError> {
-    let request = new
-        .request
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("request does not serialise: {e}")))?;
-    // A queued execution is due at once; one that already ran (a sync call) is not in the queue.
-    let (status, attempts, queued) = match &new.attempt {
-        Some(attempt) => (attempt.status.unwrap_or(ExecutionStatus::Failed), 1, false),
-        None => (ExecutionStatus::Queued, 0, true),
-    };
+    let (request, status, attempts, queued) = new_row(new)?;
     let inserted =
         tx.prepare_cached(&format!(
         "INSERT INTO executions (id, function, version, trigger, status, attempts, max_attempts,

@@ -5,6 +5,7 @@
 use super::cluster::bump;
 use super::{run_on, SqliteStore, NOW};
 use crate::meta::{MetaStore, NewVersion, StoredFunction, StoredVersion};
+use crate::sql::{function_query, VERSION_COLUMNS};
 use crate::StoreError;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -36,8 +37,6 @@ fn uses(conn: &Connection, digest: &str) -> Result<bool, StoreError> {
     )?)
 }
 
-const VERSION_COLUMNS: &str = "name, version, kind, config, digest, size, created_at";
-
 fn version_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredVersion> {
     version_at(row, 0)
 }
@@ -63,21 +62,6 @@ fn version_at(row: &rusqlite::Row<'_>, base: usize) -> rusqlite::Result<StoredVe
         size: u64::try_from(size).unwrap_or_default(),
         created_at: row.get(base + 6)?,
     })
-}
-
-/// `SELECT` of functions joined with their live version, read by [`function_from_row`]; `tail` adds
-/// `WHERE`/`ORDER BY`.
-fn function_query(tail: &str) -> String {
-    let columns = VERSION_COLUMNS
-        .split(", ")
-        .map(|c| format!("v.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "SELECT f.created_at, f.updated_at,
-                (SELECT MAX(version) FROM versions WHERE name = f.name), {columns}
-         FROM functions f JOIN versions v ON v.name = f.name AND v.version = f.live_version {tail}"
-    )
 }
 
 fn load_function(conn: &Connection, name: &str) -> Result<Option<StoredFunction>, StoreError> {

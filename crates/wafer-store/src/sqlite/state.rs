@@ -3,7 +3,7 @@
 
 use super::cluster::bump;
 use super::{run_on, SqliteStore};
-use crate::state::{FunctionVariables, KeyPage, StateStore};
+use crate::state::{entry_bytes, incremented, FunctionVariables, KeyPage, StateStore};
 use crate::StoreError;
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
@@ -17,11 +17,6 @@ impl SqliteStore {
     {
         run_on(&self.state, f).await
     }
-}
-
-/// What an entry counts against its store's cap.
-fn entry_bytes(key: &str, value: &[u8]) -> u64 {
-    (key.len() + value.len()) as u64
 }
 
 /// Writes `entries` into `store` within `tx`, keeping the store's size and refusing past `max_bytes`.
@@ -201,16 +196,7 @@ impl StateStore for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()?;
-            let current = match current {
-                None => 0,
-                Some(bytes) => std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<i64>().ok())
-                    .ok_or_else(|| StoreError::NotANumber(key.clone()))?,
-            };
-            let sum = current
-                .checked_add(delta)
-                .ok_or_else(|| StoreError::NotANumber(key.clone()))?;
+            let sum = incremented(&key, current.as_deref(), delta)?;
             put(
                 &tx,
                 &store,
