@@ -226,7 +226,7 @@ async fn dispatch(app: Arc<App>) {
 
 /// Runs one claimed attempt and records how it ended.
 async fn run_attempt(app: &Arc<App>, claimed: Claimed) {
-    let Some(entry) = app.registry.get(&claimed.function) else {
+    let Some(entry) = app.named(&claimed.function).await else {
         let gone = Error::NotFound(format!("function `{}` does not exist", claimed.function));
         return give_up(app, &claimed, &gone).await;
     };

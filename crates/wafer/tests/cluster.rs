@@ -63,6 +63,19 @@ async fn a_change_on_any_node_is_served_by_every_node() {
     servers[0].deploy_ok("f", hello("one"), json!({})).await;
     let took = served_everywhere(&servers, "/fn/f", "one").await;
     println!("deploy on n1 → served by all three in {took:?}");
+
+    // Called on another node the moment its deploy is acknowledged, by name and by route, a new
+    // function is found: a node looks at the change feed before it answers 404.
+    for (i, server) in servers.iter().enumerate() {
+        let name = format!("new{i}");
+        let route = format!("/new/{i}");
+        servers[(i + 2) % 3]
+            .deploy_ok(&name, hello("new"), json!({"routes": [route]}))
+            .await;
+        assert_eq!(answer(server, &format!("/fn/{name}")).await.1, "new");
+        let (status, body) = answer(&servers[(i + 1) % 3], &route).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "new"));
+    }
     servers[1].deploy_ok("f", hello("two"), json!({})).await;
     let took = served_everywhere(&servers, "/fn/f", "two").await;
     println!("deploy on n2 → served by all three in {took:?}");

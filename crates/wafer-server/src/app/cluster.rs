@@ -38,6 +38,10 @@ pub(crate) struct Applied {
     lagging: Mutex<BTreeMap<String, u32>>,
     /// Functions being refreshed, each with whether it changed again meanwhile.
     refreshing: Mutex<HashMap<String, bool>>,
+    /// Held by the one catch-up that runs at a time.
+    catching_up: tokio::sync::Mutex<()>,
+    /// How many catch-ups have finished, so a request that waited for one does not start another.
+    caught_up: AtomicU64,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -52,6 +56,8 @@ impl Applied {
             seq: AtomicU64::new(seq),
             lagging: Mutex::default(),
             refreshing: Mutex::default(),
+            catching_up: tokio::sync::Mutex::default(),
+            caught_up: AtomicU64::new(0),
         }
     }
 
@@ -144,6 +150,34 @@ fn refresh_soon(app: &Arc<App>, name: String) {
 }
 
 impl App {
+    /// Applies the change feed now, for a request naming a function or a path this node does not know:
+    /// in a cluster it may have been deployed on another node a moment ago, before this node heard. One
+    /// catch-up runs at a time, and requests that waited for it do not start another, so a flood of
+    /// unknown names costs the database one small query at a time. On the embedded store every change
+    /// is this node's own, so there is nothing to catch up on.
+    pub(crate) async fn catch_up(&self) {
+        if self.config.database.is_none() {
+            return;
+        }
+        let seen = self.applied.caught_up.load(Ordering::Acquire);
+        let _one = self.applied.catching_up.lock().await;
+        if self.applied.caught_up.load(Ordering::Acquire) != seen {
+            return;
+        }
+        match self.cluster.changes_since(self.applied.seq()).await {
+            Ok(changes) => {
+                for name in &changes.functions {
+                    if let Err(e) = self.refresh(name).await {
+                        tracing::warn!(function = %name, "cannot catch up: {e:?}");
+                    }
+                }
+                self.applied.seq.fetch_max(changes.seq, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!("cannot read the change feed to catch up: {e}"),
+        }
+        self.applied.caught_up.fetch_add(1, Ordering::Release);
+    }
+
     /// Makes the registry hold what the store says is live for `name`: its live version, or nothing.
     async fn refresh(&self, name: &str) -> Result<(), Error> {
         loop {

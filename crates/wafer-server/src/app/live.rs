@@ -74,10 +74,30 @@ impl App {
         }
     }
 
+    /// The live function named `name`; one this node has not heard of yet is looked for in the change
+    /// feed first ([`App::catch_up`]).
+    pub async fn named(&self, name: &str) -> Option<Arc<Entry>> {
+        if let Some(entry) = self.registry.get(name) {
+            return Some(entry);
+        }
+        self.catch_up().await;
+        self.registry.get(name)
+    }
+
+    /// The function whose route holds `path`, with the route; as with [`App::named`], a path no route
+    /// holds yet is looked for in the change feed first.
+    pub async fn routed(&self, path: &str) -> Option<(String, Arc<Entry>)> {
+        if let Some(found) = self.registry.route(path) {
+            return Some(found);
+        }
+        self.catch_up().await;
+        self.registry.route(path)
+    }
+
     /// The live function named `target`, or the proxy-wasm function whose id it is (reading the ids of
     /// proxy-wasm functions not loaded yet, if need be).
     pub async fn resolve(&self, target: &str) -> Option<Arc<Entry>> {
-        match self.registry.get(target) {
+        match self.named(target).await {
             Some(entry) => Some(entry),
             None => self.by_proxy_id(target).await,
         }

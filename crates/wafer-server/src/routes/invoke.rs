@@ -60,8 +60,8 @@ pub async fn function_path(
 
 async fn by_name(app: &Arc<App>, name: &str, request: Request) -> Result<Response, Error> {
     let entry = app
-        .registry
-        .get(name)
+        .named(name)
+        .await
         .ok_or_else(|| Error::unknown_function(name))?;
     let mount = Mount {
         prefix: format!("/fn/{name}"),
@@ -90,7 +90,7 @@ pub async fn routed(State(app): State<Arc<App>>, request: Request) -> Result<Res
         };
         return Ok(call(&app, entry, mount, request, Trigger::Http).await);
     }
-    let Some((route, entry)) = app.registry.route(request.uri().path()) else {
+    let Some((route, entry)) = app.routed(request.uri().path()).await else {
         return Err(Error::NotFound(format!(
             "no function is mounted at {}",
             request.uri().path()
@@ -135,8 +135,8 @@ pub async fn invoke(
     request: Request,
 ) -> Result<Response, Error> {
     let entry = app
-        .registry
-        .get(&name)
+        .named(&name)
+        .await
         .ok_or_else(|| Error::unknown_function(&name))?;
     if query.run_async {
         let (parts, body) = request.into_parts();
