@@ -42,6 +42,9 @@ pub(crate) struct Applied {
     catching_up: tokio::sync::Mutex<()>,
     /// How many catch-ups have finished, so a request that waited for one does not start another.
     caught_up: AtomicU64,
+    /// The feed's position the last catch-up refreshed to. The follower's position is no guide: it
+    /// moves on when it has *started* refreshing what changed.
+    caught_up_to: AtomicU64,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -58,6 +61,7 @@ impl Applied {
             refreshing: Mutex::default(),
             catching_up: tokio::sync::Mutex::default(),
             caught_up: AtomicU64::new(0),
+            caught_up_to: AtomicU64::new(seq),
         }
     }
 
@@ -164,13 +168,19 @@ impl App {
         if self.applied.caught_up.load(Ordering::Acquire) != seen {
             return;
         }
-        match self.cluster.changes_since(self.applied.seq()).await {
+        let from = self.applied.caught_up_to.load(Ordering::Acquire);
+        match self.cluster.changes_since(from).await {
             Ok(changes) => {
+                // What the follower refreshes already is refreshed again here, and waited for: a
+                // refresh finds an installed change the same and returns.
                 for name in &changes.functions {
                     if let Err(e) = self.refresh(name).await {
                         tracing::warn!(function = %name, "cannot catch up: {e:?}");
                     }
                 }
+                self.applied
+                    .caught_up_to
+                    .fetch_max(changes.seq, Ordering::Release);
                 self.applied.seq.fetch_max(changes.seq, Ordering::Relaxed);
             }
             Err(e) => tracing::warn!("cannot read the change feed to catch up: {e}"),
