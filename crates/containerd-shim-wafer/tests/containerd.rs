@@ -6,83 +6,41 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use wafer_api::oci::sha256_hex;
+use wafer_container::testing::TestContainerd;
 
 const RUNTIME: &str = "io.containerd.wafer.v1";
 const NAMESPACE: &str = "wafer-test";
 
-/// A containerd of the test's own, stopped and cleaned away on drop.
+/// A containerd of the test's own with the shim on its `PATH`, in the test's namespace.
 struct Containerd {
-    dir: tempfile::TempDir,
-    process: Child,
+    daemon: TestContainerd,
 }
 
 impl Containerd {
     /// Starts containerd, or says why it cannot and returns `None` (a failure in CI).
     fn start() -> Option<Self> {
-        let missing = if !on_path("containerd") || !on_path("ctr") || !on_path("runc") {
-            Some("containerd, ctr and runc must be installed (apt install containerd runc)")
-        } else if unsafe { libc::geteuid() } != 0 {
-            Some("containerd needs root")
-        } else {
-            None
-        };
-        if let Some(reason) = missing {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run the containerd test: {reason}"
-            );
-            eprintln!("skipping the containerd test: {reason}");
-            return None;
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("wafer-containerd-")
-            .tempdir()
-            .expect("temp dir");
-        let root = dir.path();
-        let config = format!(
-            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{0}/containerd.sock\"\n\
-             [ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n",
-            root.display()
-        );
-        std::fs::write(root.join("config.toml"), config).expect("config");
         let shim = PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-wafer-v1"));
-        let path = format!(
-            "{}:{}",
-            shim.parent().expect("shim dir").display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let log = std::fs::File::create(root.join("containerd.log")).expect("log");
-        // Shims inherit containerd's environment: this one keeps its compile cache in the test's dir.
-        let process = Command::new("containerd")
-            .arg("--config")
-            .arg(root.join("config.toml"))
-            .env("PATH", path)
-            .env("WAFER_SHIM_CACHE", root.join("cache"))
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
-        let containerd = Self { dir, process };
-        let started = Instant::now();
-        while !containerd.ctr(&["version"]).status.success() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "containerd did not come up: {}",
-                containerd.log()
+        let daemon = TestContainerd::start(|dir, command| {
+            let path = format!(
+                "{}:{}",
+                shim.parent().expect("shim dir").display(),
+                std::env::var("PATH").unwrap_or_default()
             );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(containerd)
+            // Shims inherit containerd's environment: this one keeps its compile cache in the
+            // test's dir.
+            command
+                .env("PATH", path)
+                .env("WAFER_SHIM_CACHE", dir.join("cache"));
+        })?;
+        Some(Self { daemon })
     }
 
     /// The compiled artifacts in the shim's cache, by file name, with their contents.
     fn cached(&self) -> Vec<(String, Vec<u8>)> {
-        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(self.dir.path().join("cache"))
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(self.daemon.dir().join("cache"))
             .map(|dir| {
                 dir.filter_map(Result::ok)
                     .map(|e| {
@@ -97,17 +55,11 @@ impl Containerd {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+        self.daemon.log()
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("ctr");
-        command
-            .arg("--address")
-            .arg(self.dir.path().join("containerd.sock"))
-            .args(["--namespace", NAMESPACE])
-            .args(args);
-        command
+        self.daemon.command(NAMESPACE, args)
     }
 
     /// Runs `ctr ARGS` with no input.
@@ -155,41 +107,6 @@ impl Containerd {
         assert!(output.status.success(), "import {path}: {}", text(&output));
         println!("$ ctr images import {path}\n{}", text(&output));
     }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        // Tasks left by a failed assertion: kill them so their shims exit and their mounts go.
-        let tasks = self.ctr(&["tasks", "ls", "--quiet"]);
-        for id in String::from_utf8_lossy(&tasks.stdout).lines() {
-            self.ctr(&["tasks", "kill", "--signal", "SIGKILL", id]);
-            std::thread::sleep(Duration::from_millis(200));
-            self.ctr(&["tasks", "rm", "--force", id]);
-            self.ctr(&["containers", "rm", id]);
-        }
-        unsafe { libc::kill(self.process.id() as i32, libc::SIGTERM) };
-        let _ = self.process.wait();
-        // Snapshots containerd left mounted under its root keep the directory from being removed.
-        let root = self.dir.path().to_string_lossy().into_owned();
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(1))
-            .filter(|p| p.starts_with(&root))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for point in points {
-            if let Ok(point) = std::ffi::CString::new(point) {
-                unsafe { libc::umount2(point.as_ptr(), libc::MNT_DETACH) };
-            }
-        }
-    }
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false)
 }
 
 fn text(output: &Output) -> String {
@@ -342,7 +259,7 @@ fn functions_run_as_containers_under_containerd() {
     // The second start loaded it: nothing was compiled, so nothing was written again.
     assert_eq!(containerd.cached(), cached);
     // A damaged artifact is compiled again and replaced, and the function still runs.
-    let artifact = containerd.dir.path().join("cache").join(&cached[0].0);
+    let artifact = containerd.daemon.dir().join("cache").join(&cached[0].0);
     std::fs::write(&artifact, b"not an artifact").expect("damage the artifact");
     let (output, _) = containerd.ctr_with_input(
         &[

@@ -1,7 +1,24 @@
 //! Container functions: a function of kind `container` is an OCI image that containerd stores and runc
 //! runs, beside the wasm kinds and under the same API.
 //!
-//! - [`cgroup`] reads what a container used — peak memory, CPU time, OOM kills — from its control group,
-//!   on the v1 (per-controller hierarchies) and v2 (unified) layouts alike.
+//! - [`tarball`] reads an uploaded image tarball (OCI layout or docker-archive) into a manifest and
+//!   its blobs, each checked against its digest.
+//! - [`containerd`] is the daemon: images imported through its content store under a lease and
+//!   unpacked into snapshots.
+//! - [`spec`] is the OCI runtime spec every container runs under: unprivileged, read-only, alone on
+//!   its network, held to its limits by the kernel.
+//! - [`job`] runs one request in a fresh container and removes it, however it ended.
+//! - [`cgroup`] reads what a container used — peak memory, CPU time, OOM kills — from its control
+//!   group, on the v1 and v2 layouts alike.
+//! - `testing` (feature `testing`) is a containerd of a test's own and a busybox image.
 
 pub mod cgroup;
+pub mod containerd;
+pub mod error;
+pub mod job;
+pub mod spec;
+pub mod tarball;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::ContainerError;

@@ -1,0 +1,298 @@
+//! One *job* run: a fresh container of an image, the request on its stdin, its output collected, and
+//! everything it left removed, however it ended.
+//!
+//! The container's root file system is a snapshot prepared on the image's top layer (writable, so runc
+//! can make the mount points an image lacks, then remounted read-only by the spec); stdin,
+//! stdout and stderr are FIFOs in a directory of the run's own, which the runc shim opens when the
+//! task is created; once the request is written, the shim is told to close its end of stdin (it
+//! keeps one open for clients that reattach), so the process sees the end of its input. Output past the cap is read and dropped, so a chatty container never blocks on a
+//! full pipe. What the container used is read from its cgroup after it exits and before its task is
+//! deleted (deleting the task removes the cgroup).
+
+use crate::cgroup::{Cgroups, Usage};
+use crate::containerd::{Containerd, Image, SNAPSHOTTER};
+use crate::error::ContainerError;
+use crate::spec::{self, Limits, Process};
+use containerd_client::services::v1::container::Runtime;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
+use containerd_client::services::v1::{
+    containers_client::ContainersClient, tasks_client::TasksClient, CloseIoRequest, Container,
+    CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest,
+    KillRequest, StartRequest, WaitRequest,
+};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+
+/// The runtime every container runs under.
+pub const RUNTIME: &str = "io.containerd.runc.v2";
+
+/// The label every container of wafer's carries: the function it runs.
+pub const FUNCTION_LABEL: &str = "io.wafer.function";
+
+/// What the OCI runtime spec is, to containerd.
+const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+/// The cgroup every container's own cgroup is made under.
+pub const CGROUP_PARENT: &str = "/wafer";
+
+/// One job to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The container's id: unique per run.
+    pub id: String,
+    /// The function it belongs to (its label).
+    pub function: String,
+    /// The process to start.
+    pub process: Process,
+    /// What the kernel holds it to.
+    pub limits: Limits,
+    /// Its stdin.
+    pub stdin: Vec<u8>,
+    /// How long it may run before it is killed.
+    pub timeout: Duration,
+    /// The most bytes kept of stdout, and of stderr.
+    pub output_cap: usize,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Default)]
+pub struct Ended {
+    /// Its exit status (128 + the signal when a signal ended it).
+    pub exit_status: u32,
+    /// Whether it was killed for running past its timeout.
+    pub timed_out: bool,
+    /// What it wrote to stdout, up to the cap, and whether more was dropped.
+    pub stdout: Vec<u8>,
+    pub stdout_truncated: bool,
+    /// What it wrote to stderr, up to the cap, and whether more was dropped.
+    pub stderr: Vec<u8>,
+    pub stderr_truncated: bool,
+    /// What its cgroup says it used.
+    pub usage: Usage,
+}
+
+impl Ended {
+    /// Whether the kernel killed it for going over its memory limit.
+    pub fn out_of_memory(&self) -> bool {
+        self.usage.oom_kills > 0
+    }
+}
+
+/// Runs `job` in a fresh container of `image`, with its FIFOs under `work`.
+pub async fn run(
+    containerd: &Containerd,
+    cgroups: &Cgroups,
+    work: &Path,
+    image: &Image,
+    job: &Job,
+) -> Result<Ended, ContainerError> {
+    let dir = work.join(&job.id);
+    tokio::fs::create_dir_all(&dir).await?;
+    let ran = run_in(containerd, cgroups, &dir, image, job).await;
+    remove(containerd, &job.id).await;
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    ran
+}
+
+/// The cgroup of container `id`.
+pub fn cgroup_of(id: &str) -> String {
+    format!("{CGROUP_PARENT}/{id}")
+}
+
+async fn run_in(
+    containerd: &Containerd,
+    cgroups: &Cgroups,
+    dir: &Path,
+    image: &Image,
+    job: &Job,
+) -> Result<Ended, ContainerError> {
+    let id = job.id.clone();
+    let mounts = SnapshotsClient::new(containerd.channel())
+        .prepare(containerd.request(PrepareSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: snapshot_key(&id),
+            parent: image.chain_id.clone(),
+            labels: HashMap::new(),
+        }))
+        .await?
+        .into_inner()
+        .mounts;
+    let spec = spec::runtime_spec(&job.process, &job.limits, &cgroup_of(&id));
+    ContainersClient::new(containerd.channel())
+        .create(containerd.request(CreateContainerRequest {
+            container: Some(Container {
+                id: id.clone(),
+                labels: HashMap::from([(FUNCTION_LABEL.to_string(), job.function.clone())]),
+                image: image.digest.clone(),
+                runtime: Some(Runtime {
+                    name: RUNTIME.into(),
+                    options: None,
+                }),
+                spec: Some(prost_types::Any {
+                    type_url: SPEC_TYPE.into(),
+                    value: spec.to_string().into_bytes(),
+                }),
+                snapshotter: SNAPSHOTTER.into(),
+                snapshot_key: snapshot_key(&id),
+                ..Default::default()
+            }),
+        }))
+        .await?;
+
+    let [stdin, stdout, stderr] = ["stdin", "stdout", "stderr"].map(|name| dir.join(name));
+    for fifo in [&stdin, &stdout, &stderr] {
+        mkfifo(fifo)?;
+    }
+    // Held open for reading and writing so that neither side's open waits for the other.
+    let input = pipe::OpenOptions::new()
+        .read_write(true)
+        .open_sender(&stdin)?;
+    let outputs = [&stdout, &stderr].map(|fifo| pipe::OpenOptions::new().open_receiver(fifo));
+    let [out, err] = outputs;
+    let (out, err) = (out?, err?);
+
+    let mut tasks = TasksClient::new(containerd.channel());
+    tasks
+        .create(containerd.request(CreateTaskRequest {
+            container_id: id.clone(),
+            rootfs: mounts,
+            stdin: path_text(&stdin),
+            stdout: path_text(&stdout),
+            stderr: path_text(&stderr),
+            ..Default::default()
+        }))
+        .await?;
+    let cap = job.output_cap;
+    let stdout_reader = tokio::spawn(read_capped(out, cap));
+    let stderr_reader = tokio::spawn(read_capped(err, cap));
+    let body = job.stdin.clone();
+    let close = containerd.request(CloseIoRequest {
+        container_id: id.clone(),
+        exec_id: String::new(),
+        stdin: true,
+    });
+    let mut closer = tasks.clone();
+    let writer = tokio::spawn(async move {
+        let mut input = input;
+        // A process that does not read its stdin closes it early: that is not an error.
+        let _ = input.write_all(&body).await;
+        drop(input);
+        // The shim holds the FIFO open for writing too, until it is told the input is over.
+        let _ = closer.close_io(close).await;
+    });
+
+    let waiting = {
+        let mut tasks = tasks.clone();
+        let request = containerd.request(WaitRequest {
+            container_id: id.clone(),
+            exec_id: String::new(),
+        });
+        tokio::spawn(async move { tasks.wait(request).await })
+    };
+    tasks
+        .start(containerd.request(StartRequest {
+            container_id: id.clone(),
+            exec_id: String::new(),
+        }))
+        .await?;
+    let (waited, timed_out) = match tokio::time::timeout(job.timeout, waiting).await {
+        Ok(waited) => (waited, false),
+        Err(_) => {
+            tasks
+                .kill(containerd.request(KillRequest {
+                    container_id: id.clone(),
+                    exec_id: String::new(),
+                    signal: libc::SIGKILL as u32,
+                    all: true,
+                }))
+                .await?;
+            let again = tasks
+                .wait(containerd.request(WaitRequest {
+                    container_id: id.clone(),
+                    exec_id: String::new(),
+                }))
+                .await;
+            (Ok(again), true)
+        }
+    };
+    let exit_status = waited
+        .map_err(|e| ContainerError::Daemon(format!("waiting for the task failed: {e}")))??
+        .into_inner()
+        .exit_status;
+    let usage = cgroups.usage(&cgroup_of(&id)).unwrap_or_default();
+    writer.abort();
+    let (stdout, stdout_truncated) = stdout_reader.await.unwrap_or_default();
+    let (stderr, stderr_truncated) = stderr_reader.await.unwrap_or_default();
+    Ok(Ended {
+        exit_status,
+        timed_out,
+        stdout,
+        stdout_truncated,
+        stderr,
+        stderr_truncated,
+        usage,
+    })
+}
+
+/// Removes container `id`: its task (killed first if it still runs), its record and its snapshot.
+/// What is not there is skipped.
+pub async fn remove(containerd: &Containerd, id: &str) {
+    let mut tasks = TasksClient::new(containerd.channel());
+    let _ = tasks
+        .kill(containerd.request(KillRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+            signal: libc::SIGKILL as u32,
+            all: true,
+        }))
+        .await;
+    let _ = tasks
+        .delete(containerd.request(DeleteTaskRequest {
+            container_id: id.into(),
+        }))
+        .await;
+    let _ = ContainersClient::new(containerd.channel())
+        .delete(containerd.request(DeleteContainerRequest { id: id.into() }))
+        .await;
+    containerd.remove_snapshot(&snapshot_key(id)).await;
+}
+
+fn snapshot_key(id: &str) -> String {
+    format!("wafer-{id}")
+}
+
+fn path_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+fn mkfifo(path: &Path) -> std::io::Result<()> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c_path` is a NUL-terminated path that lives across the call.
+    if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Reads `pipe` to its end, keeping the first `cap` bytes; whether more came.
+async fn read_capped(mut pipe: pipe::Receiver, cap: usize) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        match pipe.read(&mut buffer).await {
+            Ok(0) | Err(_) => return (kept, truncated),
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buffer[..n.min(room)]);
+                truncated |= n > room;
+            }
+        }
+    }
+}
