@@ -122,7 +122,10 @@ impl Containerd {
         }
         self.write_blob(&lease, &digest, &image.manifest).await?;
         let config_digest = image.parsed.config().digest().to_string();
-        let config = ImageConfiguration::from_reader(&image.blobs[&config_digest][..])
+        let config = image.blobs.get(&config_digest).ok_or_else(|| {
+            ContainerError::InvalidImage(format!("the image has no configuration {config_digest}"))
+        })?;
+        let config = ImageConfiguration::from_reader(&config[..])
             .map_err(|e| ContainerError::InvalidImage(format!("the image configuration: {e}")))?;
         let diff_ids = config.rootfs().diff_ids();
         let layers = image.parsed.layers();
