@@ -21,6 +21,7 @@ use containerd_client::services::v1::{
     CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest,
     KillRequest, StartRequest, WaitRequest,
 };
+use containerd_client::tonic::transport::Channel;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -93,7 +94,8 @@ pub async fn run(
     let dir = work.join(&job.id);
     tokio::fs::create_dir_all(&dir).await?;
     let ran = run_in(containerd, cgroups, &dir, image, job).await;
-    remove(containerd, &job.id).await;
+    // A run that ended has waited for its task; one cut short may have left it running.
+    remove(containerd, &job.id, ran.is_err()).await;
     let _ = tokio::fs::remove_dir_all(&dir).await;
     ran
 }
@@ -202,14 +204,7 @@ async fn run_in(
     let (waited, timed_out) = match tokio::time::timeout(job.timeout, waiting).await {
         Ok(waited) => (waited, false),
         Err(_) => {
-            tasks
-                .kill(containerd.request(KillRequest {
-                    container_id: id.clone(),
-                    exec_id: String::new(),
-                    signal: libc::SIGKILL as u32,
-                    all: true,
-                }))
-                .await?;
+            kill(containerd, &mut tasks, &id).await?;
             let again = tasks
                 .wait(containerd.request(WaitRequest {
                     container_id: id.clone(),
@@ -238,18 +233,30 @@ async fn run_in(
     })
 }
 
-/// Removes container `id`: its task (killed first if it still runs), its record and its snapshot.
-/// What is not there is skipped.
-pub async fn remove(containerd: &Containerd, id: &str) {
-    let mut tasks = TasksClient::new(containerd.channel());
-    let _ = tasks
+/// Sends SIGKILL to every process of container `id`'s task.
+async fn kill(
+    containerd: &Containerd,
+    tasks: &mut TasksClient<Channel>,
+    id: &str,
+) -> Result<(), ContainerError> {
+    tasks
         .kill(containerd.request(KillRequest {
             container_id: id.into(),
             exec_id: String::new(),
             signal: libc::SIGKILL as u32,
             all: true,
         }))
-        .await;
+        .await?;
+    Ok(())
+}
+
+/// Removes container `id`: its task (killed first when it may still run), its record and its
+/// snapshot. What is not there is skipped.
+pub async fn remove(containerd: &Containerd, id: &str, may_run: bool) {
+    let mut tasks = TasksClient::new(containerd.channel());
+    if may_run {
+        let _ = kill(containerd, &mut tasks, id).await;
+    }
     let _ = tasks
         .delete(containerd.request(DeleteTaskRequest {
             container_id: id.into(),
