@@ -23,7 +23,7 @@ use containerd_client::services::v1::{
 };
 use containerd_client::tonic::transport::Channel;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
@@ -40,23 +40,28 @@ const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 /// The cgroup every container's own cgroup is made under.
 pub const CGROUP_PARENT: &str = "/wafer";
 
-/// One job to run.
+/// How every container of one function version is made.
 #[derive(Debug, Clone)]
-pub struct Job {
-    /// The container's id: unique per run.
-    pub id: String,
+pub struct Template {
     /// The function it belongs to (its label).
     pub function: String,
     /// The process to start.
     pub process: Process,
     /// What the kernel holds it to.
     pub limits: Limits,
+    /// The most bytes kept of stdout, and of stderr.
+    pub output_cap: usize,
+}
+
+/// One job to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The container's id: unique per run.
+    pub id: String,
     /// Its stdin.
     pub stdin: Vec<u8>,
     /// How long it may run before it is killed.
     pub timeout: Duration,
-    /// The most bytes kept of stdout, and of stderr.
-    pub output_cap: usize,
 }
 
 /// How a job ended.
@@ -83,21 +88,19 @@ impl Ended {
     }
 }
 
-/// Runs `job` in a fresh container of `image`, with its FIFOs under `work`.
+/// Runs `job` in a fresh container of `image`, made from `template`, with its FIFOs under `work`.
 pub async fn run(
     containerd: &Containerd,
     cgroups: &Cgroups,
     work: &Path,
     image: &Image,
-    job: &Job,
+    template: &Template,
+    job: Job,
 ) -> Result<Ended, ContainerError> {
-    let dir = work.join(&job.id);
-    tokio::fs::create_dir_all(&dir).await?;
-    let ran = run_in(containerd, cgroups, &dir, image, job).await;
-    // A run that ended has waited for its task; one cut short may have left it running.
-    remove(containerd, &job.id, ran.is_err()).await;
-    let _ = tokio::fs::remove_dir_all(&dir).await;
-    ran
+    create(containerd, work, image, template, job.id)
+        .await?
+        .run(cgroups, job.stdin, job.timeout)
+        .await
 }
 
 /// The cgroup of container `id`.
@@ -105,132 +108,256 @@ pub fn cgroup_of(id: &str) -> String {
     format!("{CGROUP_PARENT}/{id}")
 }
 
-async fn run_in(
+/// A container whose task is created and not started: its process exists, stopped before the
+/// program runs, in its own namespaces and cgroup. Starting it is all that is left (the warm pool
+/// keeps these). Dropped without being run or discarded, it is removed in the background.
+pub struct Created {
+    containerd: Containerd,
+    id: String,
+    dir: PathBuf,
+    pid: u32,
+    output_cap: usize,
+    pipes: Option<Pipes>,
+}
+
+struct Pipes {
+    stdin: pipe::Sender,
+    stdout: pipe::Receiver,
+    stderr: pipe::Receiver,
+}
+
+/// Creates a container of `image` from `template` and its task, not started, with id `id`.
+pub async fn create(
     containerd: &Containerd,
-    cgroups: &Cgroups,
-    dir: &Path,
+    work: &Path,
     image: &Image,
-    job: &Job,
-) -> Result<Ended, ContainerError> {
-    let id = job.id.clone();
-    let mounts = SnapshotsClient::new(containerd.channel())
-        .prepare(containerd.request(PrepareSnapshotRequest {
-            snapshotter: SNAPSHOTTER.into(),
-            key: snapshot_key(&id),
-            parent: image.chain_id.clone(),
-            labels: HashMap::new(),
-        }))
-        .await?
-        .into_inner()
-        .mounts;
-    let spec = spec::runtime_spec(&job.process, &job.limits, &cgroup_of(&id));
-    ContainersClient::new(containerd.channel())
-        .create(containerd.request(CreateContainerRequest {
-            container: Some(Container {
-                id: id.clone(),
-                labels: HashMap::from([(FUNCTION_LABEL.to_string(), job.function.clone())]),
-                image: image.digest.clone(),
-                runtime: Some(Runtime {
-                    name: RUNTIME.into(),
-                    options: None,
-                }),
-                spec: Some(prost_types::Any {
-                    type_url: SPEC_TYPE.into(),
-                    value: spec.to_string().into_bytes(),
-                }),
-                snapshotter: SNAPSHOTTER.into(),
-                snapshot_key: snapshot_key(&id),
-                ..Default::default()
-            }),
-        }))
-        .await?;
-
-    let [stdin, stdout, stderr] = ["stdin", "stdout", "stderr"].map(|name| dir.join(name));
-    for fifo in [&stdin, &stdout, &stderr] {
-        mkfifo(fifo)?;
-    }
-    // Held open for reading and writing so that neither side's open waits for the other.
-    let input = pipe::OpenOptions::new()
-        .read_write(true)
-        .open_sender(&stdin)?;
-    let outputs = [&stdout, &stderr].map(|fifo| pipe::OpenOptions::new().open_receiver(fifo));
-    let [out, err] = outputs;
-    let (out, err) = (out?, err?);
-
-    let mut tasks = TasksClient::new(containerd.channel());
-    tasks
-        .create(containerd.request(CreateTaskRequest {
-            container_id: id.clone(),
-            rootfs: mounts,
-            stdin: path_text(&stdin),
-            stdout: path_text(&stdout),
-            stderr: path_text(&stderr),
-            ..Default::default()
-        }))
-        .await?;
-    let cap = job.output_cap;
-    let stdout_reader = tokio::spawn(read_capped(out, cap));
-    let stderr_reader = tokio::spawn(read_capped(err, cap));
-    let body = job.stdin.clone();
-    let close = containerd.request(CloseIoRequest {
-        container_id: id.clone(),
-        exec_id: String::new(),
-        stdin: true,
-    });
-    let mut closer = tasks.clone();
-    let writer = tokio::spawn(async move {
-        let mut input = input;
-        // A process that does not read its stdin closes it early: that is not an error.
-        let _ = input.write_all(&body).await;
-        drop(input);
-        // The shim holds the FIFO open for writing too, until it is told the input is over.
-        let _ = closer.close_io(close).await;
-    });
-
-    let waiting = {
-        let mut tasks = tasks.clone();
-        let request = containerd.request(WaitRequest {
-            container_id: id.clone(),
-            exec_id: String::new(),
-        });
-        tokio::spawn(async move { tasks.wait(request).await })
+    template: &Template,
+    id: String,
+) -> Result<Created, ContainerError> {
+    let dir = work.join(&id);
+    tokio::fs::create_dir_all(&dir).await?;
+    let mut created = Created {
+        containerd: containerd.clone(),
+        id,
+        dir,
+        pid: 0,
+        output_cap: template.output_cap,
+        pipes: None,
     };
-    tasks
-        .start(containerd.request(StartRequest {
-            container_id: id.clone(),
-            exec_id: String::new(),
-        }))
-        .await?;
-    let (waited, timed_out) = match tokio::time::timeout(job.timeout, waiting).await {
-        Ok(waited) => (waited, false),
-        Err(_) => {
-            kill(containerd, &mut tasks, &id).await?;
-            let again = tasks
-                .wait(containerd.request(WaitRequest {
-                    container_id: id.clone(),
-                    exec_id: String::new(),
-                }))
-                .await;
-            (Ok(again), true)
+    match created.make(image, template).await {
+        Ok((pid, pipes)) => {
+            created.pid = pid;
+            created.pipes = Some(pipes);
+            Ok(created)
         }
-    };
-    let exit_status = waited
-        .map_err(|e| ContainerError::Daemon(format!("waiting for the task failed: {e}")))??
-        .into_inner()
-        .exit_status;
-    let usage = cgroups.usage(&cgroup_of(&id)).unwrap_or_default();
-    writer.abort();
-    let (stdout, stdout_truncated) = stdout_reader.await.unwrap_or_default();
-    let (stderr, stderr_truncated) = stderr_reader.await.unwrap_or_default();
-    Ok(Ended {
-        exit_status,
-        timed_out,
-        stdout,
-        stdout_truncated,
-        stderr,
-        stderr_truncated,
-        usage,
-    })
+        Err(e) => {
+            created.discard().await;
+            Err(e)
+        }
+    }
+}
+
+impl Created {
+    /// The container's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The host pid of its first process (`/proc/PID/ns/net` is its network namespace).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    async fn make(
+        &self,
+        image: &Image,
+        template: &Template,
+    ) -> Result<(u32, Pipes), ContainerError> {
+        let containerd = &self.containerd;
+        let id = self.id.clone();
+        let mounts = SnapshotsClient::new(containerd.channel())
+            .prepare(containerd.request(PrepareSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: snapshot_key(&id),
+                parent: image.chain_id.clone(),
+                labels: HashMap::new(),
+            }))
+            .await?
+            .into_inner()
+            .mounts;
+        let spec = spec::runtime_spec(&template.process, &template.limits, &cgroup_of(&id));
+        ContainersClient::new(containerd.channel())
+            .create(containerd.request(CreateContainerRequest {
+                container: Some(Container {
+                    id: id.clone(),
+                    labels: HashMap::from([(
+                        FUNCTION_LABEL.to_string(),
+                        template.function.clone(),
+                    )]),
+                    image: image.digest.clone(),
+                    runtime: Some(Runtime {
+                        name: RUNTIME.into(),
+                        options: None,
+                    }),
+                    spec: Some(prost_types::Any {
+                        type_url: SPEC_TYPE.into(),
+                        value: spec.to_string().into_bytes(),
+                    }),
+                    snapshotter: SNAPSHOTTER.into(),
+                    snapshot_key: snapshot_key(&id),
+                    ..Default::default()
+                }),
+            }))
+            .await?;
+
+        let [stdin, stdout, stderr] = ["stdin", "stdout", "stderr"].map(|name| self.dir.join(name));
+        for fifo in [&stdin, &stdout, &stderr] {
+            mkfifo(fifo)?;
+        }
+        // Held open for reading and writing so that neither side's open waits for the other.
+        let input = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(&stdin)?;
+        let outputs = [&stdout, &stderr].map(|fifo| pipe::OpenOptions::new().open_receiver(fifo));
+        let [out, err] = outputs;
+        let pipes = Pipes {
+            stdin: input,
+            stdout: out?,
+            stderr: err?,
+        };
+        let pid = TasksClient::new(containerd.channel())
+            .create(containerd.request(CreateTaskRequest {
+                container_id: id,
+                rootfs: mounts,
+                stdin: path_text(&stdin),
+                stdout: path_text(&stdout),
+                stderr: path_text(&stderr),
+                ..Default::default()
+            }))
+            .await?
+            .into_inner()
+            .pid;
+        Ok((pid, pipes))
+    }
+
+    /// Starts the container with `stdin` as its input, waits for it to end (killing it past
+    /// `timeout`), collects its output and usage, and removes it.
+    pub async fn run(
+        mut self,
+        cgroups: &Cgroups,
+        stdin: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Ended, ContainerError> {
+        let pipes = self.pipes.take();
+        let ran = match pipes {
+            Some(pipes) => self.run_task(pipes, cgroups, stdin, timeout).await,
+            None => Err(ContainerError::Daemon(
+                "the container was not created".into(),
+            )),
+        };
+        // A run that ended has waited for its task; one cut short may have left it running.
+        remove(&self.containerd, &self.id, ran.is_err()).await;
+        let _ = tokio::fs::remove_dir_all(&self.dir).await;
+        self.id.clear();
+        ran
+    }
+
+    /// Removes the container without running it.
+    pub async fn discard(mut self) {
+        self.pipes = None;
+        remove(&self.containerd, &self.id, true).await;
+        let _ = tokio::fs::remove_dir_all(&self.dir).await;
+        self.id.clear();
+    }
+
+    async fn run_task(
+        &self,
+        pipes: Pipes,
+        cgroups: &Cgroups,
+        stdin: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Ended, ContainerError> {
+        let containerd = &self.containerd;
+        let id = self.id.clone();
+        let mut tasks = TasksClient::new(containerd.channel());
+        let cap = self.output_cap;
+        let stdout_reader = tokio::spawn(read_capped(pipes.stdout, cap));
+        let stderr_reader = tokio::spawn(read_capped(pipes.stderr, cap));
+        let close = containerd.request(CloseIoRequest {
+            container_id: id.clone(),
+            exec_id: String::new(),
+            stdin: true,
+        });
+        let mut closer = tasks.clone();
+        let mut input = pipes.stdin;
+        let writer = tokio::spawn(async move {
+            // A process that does not read its stdin closes it early: that is not an error.
+            let _ = input.write_all(&stdin).await;
+            drop(input);
+            // The shim holds the FIFO open for writing too, until it is told the input is over.
+            let _ = closer.close_io(close).await;
+        });
+
+        let waiting = {
+            let mut tasks = tasks.clone();
+            let request = containerd.request(WaitRequest {
+                container_id: id.clone(),
+                exec_id: String::new(),
+            });
+            tokio::spawn(async move { tasks.wait(request).await })
+        };
+        tasks
+            .start(containerd.request(StartRequest {
+                container_id: id.clone(),
+                exec_id: String::new(),
+            }))
+            .await?;
+        let (waited, timed_out) = match tokio::time::timeout(timeout, waiting).await {
+            Ok(waited) => (waited, false),
+            Err(_) => {
+                kill(containerd, &mut tasks, &id).await?;
+                let again = tasks
+                    .wait(containerd.request(WaitRequest {
+                        container_id: id.clone(),
+                        exec_id: String::new(),
+                    }))
+                    .await;
+                (Ok(again), true)
+            }
+        };
+        let exit_status = waited
+            .map_err(|e| ContainerError::Daemon(format!("waiting for the task failed: {e}")))??
+            .into_inner()
+            .exit_status;
+        let usage = cgroups.usage(&cgroup_of(&id)).unwrap_or_default();
+        writer.abort();
+        let (stdout, stdout_truncated) = stdout_reader.await.unwrap_or_default();
+        let (stderr, stderr_truncated) = stderr_reader.await.unwrap_or_default();
+        Ok(Ended {
+            exit_status,
+            timed_out,
+            stdout,
+            stdout_truncated,
+            stderr,
+            stderr_truncated,
+            usage,
+        })
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        if self.id.is_empty() {
+            return;
+        }
+        let (containerd, id, dir) = (self.containerd.clone(), self.id.clone(), self.dir.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                remove(&containerd, &id, true).await;
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+            });
+        }
+    }
 }
 
 /// Sends SIGKILL to every process of container `id`'s task.

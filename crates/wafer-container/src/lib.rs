@@ -7,13 +7,18 @@
 //!   unpacked into snapshots.
 //! - [`spec`] is the OCI runtime spec every container runs under: unprivileged, read-only, alone on
 //!   its network, held to its limits by the kernel.
-//! - [`job`] runs one request in a fresh container and removes it, however it ended.
+//! - [`job`] runs one request in a fresh container and removes it, however it ended; a container can
+//!   be created first and run later (the warm pool).
+//! - [`entry`] is the static program that starts every job container: it takes the request's
+//!   variables from a frame at the start of stdin, so a container created before its request sees
+//!   them in its environment all the same.
 //! - [`cgroup`] reads what a container used — peak memory, CPU time, OOM kills — from its control
 //!   group, on the v1 and v2 layouts alike.
 //! - `testing` (feature `testing`) is a containerd of a test's own and a busybox image.
 
 pub mod cgroup;
 pub mod containerd;
+pub mod entry;
 pub mod error;
 pub mod job;
 pub mod spec;

@@ -7,7 +7,9 @@
 //! holds only its own loopback interface: no route anywhere, the host's loopback included),
 //! no devices beyond the standard few, and its cgroup limits: memory (swap included), CPU quota, pids.
 
+use crate::entry;
 use serde_json::{json, Value};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The user a container runs as unless its function says otherwise: `nobody`.
@@ -40,6 +42,9 @@ pub struct Process {
     pub cwd: String,
     /// User and group ids.
     pub user: (u32, u32),
+    /// The entry program ([`crate::entry`]) on the host, when the process is to be started through it:
+    /// it is mounted read-only at [`entry::MOUNTED_AT`] and runs first, with `args` as its own.
+    pub entry: Option<PathBuf>,
 }
 
 /// The runtime specification of a container whose cgroup is `cgroup` (a path such as `/wafer/ID`).
@@ -49,12 +54,19 @@ pub fn runtime_spec(process: &Process, limits: &Limits, cgroup: &str) -> Value {
         let period = CPU_PERIOD.as_micros() as u64;
         json!({"quota": (u64::from(millis) * period / 1000).max(1000), "period": period})
     });
+    let mut args = process.args.clone();
+    let mut mounts = standard_mounts(limits);
+    if let Some(program) = &process.entry {
+        args.insert(0, entry::MOUNTED_AT.to_string());
+        mounts.push(json!({"destination": entry::MOUNTED_AT, "type": "bind",
+            "source": program, "options": ["rbind", "ro", "nosuid", "nodev"]}));
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
             "user": {"uid": uid, "gid": gid},
-            "args": process.args,
+            "args": args,
             "env": process.env,
             "cwd": process.cwd,
             "capabilities": {
@@ -65,22 +77,7 @@ pub fn runtime_spec(process: &Process, limits: &Limits, cgroup: &str) -> Value {
         },
         "root": {"path": "rootfs", "readonly": true},
         "hostname": "wafer",
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc",
-             "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-             "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-             "options": ["nosuid", "noexec", "nodev", "ro"]},
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "nodev", "mode=1777", format!("size={}", limits.tmp)]}
-        ],
+        "mounts": mounts,
         "linux": {
             "cgroupsPath": cgroup,
             "resources": {
@@ -105,6 +102,26 @@ pub fn runtime_spec(process: &Process, limits: &Limits, cgroup: &str) -> Value {
     })
 }
 
+/// The file systems every container gets.
+fn standard_mounts(limits: &Limits) -> Vec<Value> {
+    vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc",
+            "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+            "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "nodev", "mode=1777", format!("size={}", limits.tmp)]}),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +132,7 @@ mod tests {
             env: vec!["PATH=/bin".into()],
             cwd: "/".into(),
             user: NOBODY,
+            entry: None,
         };
         let limits = Limits {
             memory: 64 << 20,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 use wafer_container::cgroup::Cgroups;
 use wafer_container::containerd::{Containerd, Image, NAMESPACE};
-use wafer_container::job::{self, Ended, Job};
+use wafer_container::job::{self, Ended, Job, Template};
 use wafer_container::spec::{Limits, Process, NOBODY};
 use wafer_container::tarball;
 use wafer_container::testing::{busybox_layout, TestContainerd};
@@ -35,53 +35,69 @@ async fn setup() -> Option<Setup> {
     })
 }
 
-fn job(id: &str, script: &str) -> Job {
-    Job {
-        id: format!("{id}-{}", std::process::id()),
-        function: id.to_string(),
-        process: Process {
-            args: vec!["/bin/sh".into(), "-c".into(), script.into()],
-            env: vec!["PATH=/bin".into(), "GREETING=hej".into()],
-            cwd: "/".into(),
-            user: NOBODY,
+/// A job and the template of its container.
+struct Case {
+    template: Template,
+    job: Job,
+}
+
+fn job(id: &str, script: &str) -> Case {
+    Case {
+        template: Template {
+            function: id.to_string(),
+            process: Process {
+                args: vec!["/bin/sh".into(), "-c".into(), script.into()],
+                env: vec!["PATH=/bin".into(), "GREETING=hej".into()],
+                cwd: "/".into(),
+                user: NOBODY,
+                entry: None,
+            },
+            limits: Limits {
+                memory: 64 << 20,
+                cpu_millis: Some(500),
+                pids: 32,
+                tmp: 8 << 20,
+            },
+            output_cap: 1 << 20,
         },
-        limits: Limits {
-            memory: 64 << 20,
-            cpu_millis: Some(500),
-            pids: 32,
-            tmp: 8 << 20,
+        job: Job {
+            id: format!("{id}-{}", std::process::id()),
+            stdin: Vec::new(),
+            timeout: Duration::from_secs(20),
         },
-        stdin: Vec::new(),
-        timeout: Duration::from_secs(20),
-        output_cap: 1 << 20,
     }
 }
 
 impl Setup {
-    async fn run(&self, job: &Job) -> Ended {
+    async fn run(&self, case: &Case) -> Ended {
         let ended = job::run(
             &self.containerd,
             &self.cgroups,
             self.daemon.dir(),
             &self.image,
-            job,
+            &case.template,
+            case.job.clone(),
         )
         .await
         .expect("run");
+        self.check_gone(&case.job.id);
         println!(
             "{}: exit {} in {:?}, stdout {:?}, stderr {:?}",
-            job.function,
+            case.template.function,
             ended.exit_status,
             ended.usage,
             String::from_utf8_lossy(&ended.stdout[..ended.stdout.len().min(200)]),
             String::from_utf8_lossy(&ended.stderr[..ended.stderr.len().min(200)])
         );
-        // Nothing of the run is left.
+        ended
+    }
+
+    /// Checks that nothing of container `id` is left.
+    fn check_gone(&self, id: &str) {
         let containers = self.daemon.ctr(NAMESPACE, &["containers", "ls", "--quiet"]);
         assert_eq!(String::from_utf8_lossy(&containers.stdout).trim(), "");
         let snapshots = self.daemon.ctr(NAMESPACE, &["snapshots", "ls"]);
-        assert!(!String::from_utf8_lossy(&snapshots.stdout).contains(&job.id));
-        ended
+        assert!(!String::from_utf8_lossy(&snapshots.stdout).contains(id));
     }
 }
 
@@ -96,7 +112,7 @@ async fn job_containers_run_as_the_kernel_allows_and_leave_nothing_behind() {
         "echo",
         "cat; echo; echo \"$GREETING\"; id -u; echo x > /tmp/w && cat /tmp/w",
     );
-    echo.stdin = b"hello from stdin".to_vec();
+    echo.job.stdin = b"hello from stdin".to_vec();
     let ended = setup.run(&echo).await;
     assert_eq!(ended.exit_status, 0);
     assert_eq!(
@@ -115,21 +131,21 @@ async fn job_containers_run_as_the_kernel_allows_and_leave_nothing_behind() {
 
     // Over its memory limit, the kernel kills it.
     let mut hog = job("oom", "dd if=/dev/zero of=/dev/null bs=96M count=1");
-    hog.limits.memory = 32 << 20;
+    hog.template.limits.memory = 32 << 20;
     let ended = setup.run(&hog).await;
     assert!(ended.out_of_memory(), "{:?}", ended.usage);
     assert_eq!(ended.exit_status, 137);
 
     // Past its timeout, it is killed.
     let mut sleeper = job("sleep", "sleep 60");
-    sleeper.timeout = Duration::from_secs(1);
+    sleeper.job.timeout = Duration::from_secs(1);
     let ended = setup.run(&sleeper).await;
     assert!(ended.timed_out);
     assert_eq!(ended.exit_status, 137);
 
     // Output past the cap is dropped, and the process is not held up by it.
     let mut chatty = job("chatty", "head -c 3000000 /dev/zero");
-    chatty.output_cap = 1000;
+    chatty.template.output_cap = 1000;
     let ended = setup.run(&chatty).await;
     assert_eq!(ended.exit_status, 0);
     assert_eq!((ended.stdout.len(), ended.stdout_truncated), (1000, true));
@@ -151,4 +167,60 @@ async fn job_containers_run_as_the_kernel_allows_and_leave_nothing_behind() {
     assert!(!String::from_utf8_lossy(&ended.stdout).contains("reached"));
     // Its 127.0.0.1 is its own loopback, where nothing listens.
     assert!(String::from_utf8_lossy(&ended.stderr).contains("can't connect"));
+}
+
+#[tokio::test]
+async fn a_warm_container_gets_the_request_through_the_entry_program() {
+    let Some(setup) = setup().await else {
+        return;
+    };
+    let entry = wafer_container::entry::install(&setup.daemon.dir().join("entry")).expect("entry");
+    let mut case = job(
+        "warm",
+        "echo \"$REQUEST_METHOD $GREETING $QUERY_STRING\"; cat",
+    );
+    case.template.process.entry = Some(entry);
+    // Created first, as the warm pool keeps it, and only then given its request.
+    let created = job::create(
+        &setup.containerd,
+        setup.daemon.dir(),
+        &setup.image,
+        &case.template,
+        case.job.id.clone(),
+    )
+    .await
+    .expect("create");
+    assert!(created.pid() > 0);
+    let mut stdin =
+        wafer_container::entry::frame([("REQUEST_METHOD", "PUT"), ("QUERY_STRING", "q=1")])
+            .expect("frame");
+    stdin.extend_from_slice(b"the body");
+    let ended = created
+        .run(&setup.cgroups, stdin, Duration::from_secs(20))
+        .await
+        .expect("run");
+    assert_eq!(
+        ended.exit_status,
+        0,
+        "{:?}",
+        String::from_utf8_lossy(&ended.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ended.stdout),
+        "PUT hej q=1\nthe body"
+    );
+    setup.check_gone(&case.job.id);
+
+    // One discarded without running leaves nothing either.
+    let created = job::create(
+        &setup.containerd,
+        setup.daemon.dir(),
+        &setup.image,
+        &case.template,
+        format!("discarded-{}", std::process::id()),
+    )
+    .await
+    .expect("create");
+    created.discard().await;
+    setup.check_gone("discarded");
 }
