@@ -15,11 +15,11 @@ use crate::error::ContainerError;
 use crate::spec::{self, Limits, Process};
 use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
-use containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
+use containerd_client::services::v1::snapshots::{ListSnapshotsRequest, PrepareSnapshotRequest};
 use containerd_client::services::v1::{
     containers_client::ContainersClient, tasks_client::TasksClient, CloseIoRequest, Container,
     CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest,
-    KillRequest, StartRequest, WaitRequest,
+    KillRequest, ListContainersRequest, StartRequest, WaitRequest,
 };
 use containerd_client::tonic::transport::Channel;
 use std::collections::HashMap;
@@ -34,6 +34,9 @@ pub const RUNTIME: &str = "io.containerd.runc.v2";
 /// The label every container of wafer's carries: the function it runs.
 pub const FUNCTION_LABEL: &str = "io.wafer.function";
 
+/// The label naming the wafer node that made a container.
+pub const NODE_LABEL: &str = "io.wafer.node";
+
 /// What the OCI runtime spec is, to containerd.
 const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 
@@ -45,6 +48,8 @@ pub const CGROUP_PARENT: &str = "/wafer";
 pub struct Template {
     /// The function it belongs to (its label).
     pub function: String,
+    /// The node that makes it (its label): what a restarted node removes as its own leftovers.
+    pub node: String,
     /// The process to start.
     pub process: Process,
     /// What the kernel holds it to.
@@ -190,10 +195,10 @@ impl Created {
             .create(containerd.request(CreateContainerRequest {
                 container: Some(Container {
                     id: id.clone(),
-                    labels: HashMap::from([(
-                        FUNCTION_LABEL.to_string(),
-                        template.function.clone(),
-                    )]),
+                    labels: HashMap::from([
+                        (FUNCTION_LABEL.to_string(), template.function.clone()),
+                        (NODE_LABEL.to_string(), template.node.clone()),
+                    ]),
                     image: image.digest.clone(),
                     runtime: Some(Runtime {
                         name: RUNTIME.into(),
@@ -393,6 +398,56 @@ pub async fn remove(containerd: &Containerd, id: &str, may_run: bool) {
         .delete(containerd.request(DeleteContainerRequest { id: id.into() }))
         .await;
     containerd.remove_snapshot(&snapshot_key(id)).await;
+}
+
+/// Removes every container node `node` left behind (a crashed wafer's: they carry its label) and
+/// every container snapshot no container uses; returns how many containers there were.
+pub async fn remove_leftovers(
+    containerd: &Containerd,
+    node: &str,
+) -> Result<usize, ContainerError> {
+    let mut containers = ContainersClient::new(containerd.channel());
+    let listed = containers
+        .list(containerd.request(ListContainersRequest {
+            filters: vec![format!("labels.\"{NODE_LABEL}\"=={node}")],
+        }))
+        .await?
+        .into_inner()
+        .containers;
+    for container in &listed {
+        remove(containerd, &container.id, true).await;
+    }
+    let remaining: Vec<String> = containers
+        .list(containerd.request(ListContainersRequest::default()))
+        .await?
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let mut snapshots = SnapshotsClient::new(containerd.channel())
+        .list(containerd.request(ListSnapshotsRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            filters: Vec::new(),
+        }))
+        .await?
+        .into_inner();
+    let mut orphans = Vec::new();
+    while let Some(page) = snapshots.message().await? {
+        for info in page.info {
+            let orphan = info
+                .name
+                .strip_prefix("wafer-")
+                .is_some_and(|id| !remaining.iter().any(|c| c == id));
+            if orphan {
+                orphans.push(info.name);
+            }
+        }
+    }
+    for key in orphans {
+        containerd.remove_snapshot(&key).await;
+    }
+    Ok(listed.len())
 }
 
 fn snapshot_key(id: &str) -> String {

@@ -45,6 +45,7 @@ fn job(id: &str, script: &str) -> Case {
     Case {
         template: Template {
             function: id.to_string(),
+            node: "test".into(),
             process: Process {
                 args: vec!["/bin/sh".into(), "-c".into(), script.into()],
                 env: vec!["PATH=/bin".into(), "GREETING=hej".into()],
@@ -223,4 +224,47 @@ async fn a_warm_container_gets_the_request_through_the_entry_program() {
     .expect("create");
     created.discard().await;
     setup.check_gone("discarded");
+}
+
+#[tokio::test]
+async fn what_a_crashed_node_left_behind_is_removed_and_no_other_nodes() {
+    let Some(setup) = setup().await else {
+        return;
+    };
+    let mut case = job("left", "sleep 60");
+    let mine = job::create(
+        &setup.containerd,
+        setup.daemon.dir(),
+        &setup.image,
+        &case.template,
+        case.job.id.clone(),
+    )
+    .await
+    .expect("create");
+    case.template.node = "other".into();
+    let theirs = job::create(
+        &setup.containerd,
+        setup.daemon.dir(),
+        &setup.image,
+        &case.template,
+        format!("theirs-{}", std::process::id()),
+    )
+    .await
+    .expect("create");
+    // As if the node had crashed: nothing removes them.
+    std::mem::forget(mine);
+    let removed = job::remove_leftovers(&setup.containerd, "test")
+        .await
+        .expect("leftovers");
+    assert_eq!(removed, 1);
+    let containers = setup
+        .daemon
+        .ctr(NAMESPACE, &["containers", "ls", "--quiet"]);
+    let listed = String::from_utf8_lossy(&containers.stdout).to_string();
+    assert!(
+        listed.contains("theirs") && !listed.contains("left"),
+        "{listed}"
+    );
+    theirs.discard().await;
+    setup.check_gone(&case.job.id);
 }
