@@ -46,7 +46,7 @@ until ctr version >/dev/null 2>&1; do sleep 0.1; done
 
 "$target/wafer" package "$repo/examples/command-c/greet.wasm" --output "$dir/greet.tar" --tag greet:bench --kind command >&2
 "$target/wafer" package "$repo/examples/http-js/hello.wasm" --output "$dir/hello-js.tar" --tag hello-js:bench >&2
-python3 "$here/busybox-image.py" "$dir/busybox.tar"
+python3 "$repo/examples/container/image.py" "$dir/busybox.tar"
 ctr images import "$dir/greet.tar" >&2
 ctr images import "$dir/hello-js.tar" >&2
 ctr images import "$dir/busybox.tar" >&2
@@ -95,4 +95,4 @@ runtime=(--runtime io.containerd.wafer.v1)
 measure "wafer command (containerd-shim-wafer)" docker.io/library/greet:bench /app.wasm bench
 measure_http "wafer JS http, start to first answer" docker.io/library/hello-js:bench "$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 runtime=()
-measure "busybox echo (runc)" docker.io/library/busybox:bench /bin/echo Hello, bench!
+measure "busybox echo (runc)" docker.io/library/wafer-busybox:example /bin/echo Hello, bench!

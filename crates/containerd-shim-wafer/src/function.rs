@@ -64,6 +64,9 @@ pub async fn run(ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
     let settings = settings(&name, &defaults, &config, &env, container_memory_limit())?;
     match kind {
         Kind::Command => run_job(&function, ctx.args(), &settings).await,
+        Kind::Container => {
+            anyhow::bail!("a container function's image is run by runc, not by this shim")
+        }
         Kind::Http | Kind::Wagi | Kind::ProxyWasm => {
             let listen = env
                 .iter()

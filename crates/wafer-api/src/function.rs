@@ -19,6 +19,9 @@ pub enum Kind {
     /// A core module exporting `proxy_abi_version_0_2_*` (a proxy-wasm filter, as Layotto's FaaS runs
     /// them), driven through its HTTP context callbacks.
     ProxyWasm,
+    /// An OCI image run by containerd and runc: a fresh container per request (a *job*, the default),
+    /// or containers serving HTTP on a port (`port`).
+    Container,
 }
 
 impl Kind {
@@ -29,6 +32,7 @@ impl Kind {
             Kind::Wagi => "wagi",
             Kind::Command => "command",
             Kind::ProxyWasm => "proxy-wasm",
+            Kind::Container => "container",
         }
     }
 }
@@ -48,8 +52,9 @@ impl FromStr for Kind {
             "wagi" => Ok(Kind::Wagi),
             "command" => Ok(Kind::Command),
             "proxy-wasm" => Ok(Kind::ProxyWasm),
+            "container" => Ok(Kind::Container),
             other => Err(format!(
-                "unknown kind `{other}`: expected http, wagi, command or proxy-wasm"
+                "unknown kind `{other}`: expected http, wagi, command, proxy-wasm or container"
             )),
         }
     }
@@ -130,6 +135,42 @@ pub struct FunctionConfig {
     /// response frames (default 30000 ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound_timeout_ms: Option<u64>,
+    /// A container function's image: `oci://REGISTRY/REPOSITORY[:TAG][@DIGEST]` to pull, or left out
+    /// when the image is uploaded as a tarball. The server stores the version with the digest it
+    /// resolved (`…@sha256:…`, or `sha256:…` for a tarball), so a version always names one exact image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// A container's arguments, replacing the image's `Cmd` (after its `Entrypoint`, as `docker run
+    /// IMAGE ARGS…` does).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Whether a container job's stdout is a CGI response (headers, a blank line, the body) rather than
+    /// output for the job reply.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cgi: bool,
+    /// The port a container serving HTTP listens on (it is also told it in `$PORT`); without one, a
+    /// container function is a job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// A container's CPU, in millicores (1000 = one core), enforced as a CFS quota; unlimited by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<u32>,
+    /// The most processes and threads a container may have at once (default 128).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
+    /// The user a container runs as, `UID` or `UID:GID` (default 65534, `nobody`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The most containers of an HTTP container function running at once (default 4); each takes up to
+    /// `max_concurrency` requests at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<u32>,
+    /// How long an HTTP container may go without a request before it is stopped (default 60000 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+    /// How many containers are kept created and not started, so a request only has to start one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_warm: Option<u32>,
 }
 
 /// A deployed function as the API lists it: its live version and that version's details.

@@ -53,8 +53,10 @@ pub struct Image {
 /// The part of an image's configuration that decides how its process starts.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunConfig {
-    /// `Entrypoint` then `Cmd`.
-    pub args: Vec<String>,
+    /// `Entrypoint`.
+    pub entrypoint: Vec<String>,
+    /// `Cmd`: the arguments after the entrypoint, unless a function gives its own.
+    pub cmd: Vec<String>,
     /// `NAME=value` pairs.
     pub env: Vec<String>,
     /// `WorkingDir`, or `/`.
@@ -333,6 +335,26 @@ impl Containerd {
     }
 }
 
+impl RunConfig {
+    /// The program and its arguments: the entrypoint, then `args` when given (as `docker run IMAGE
+    /// ARGS…` replaces `Cmd`), or `Cmd`.
+    pub fn args(&self, args: &[String]) -> Vec<String> {
+        let tail = if args.is_empty() { &self.cmd } else { args };
+        self.entrypoint.iter().chain(tail).cloned().collect()
+    }
+}
+
+/// Parses `UID` or `UID:GID` (the group is the uid when left out).
+pub fn parse_user(user: &str) -> Option<(u32, u32)> {
+    match user.split_once(':') {
+        Some((uid, gid)) => Some((uid.parse().ok()?, gid.parse().ok()?)),
+        None => {
+            let uid = user.parse().ok()?;
+            Some((uid, uid))
+        }
+    }
+}
+
 /// The lease that holds the image whose manifest is `digest`.
 fn lease_id(digest: &str) -> String {
     format!("wafer-image-{}", digest.replace(':', "-"))
@@ -346,10 +368,9 @@ fn run_config(config: &ImageConfiguration) -> RunConfig {
             ..RunConfig::default()
         };
     };
-    let mut args = run.entrypoint().clone().unwrap_or_default();
-    args.extend(run.cmd().clone().unwrap_or_default());
     RunConfig {
-        args,
+        entrypoint: run.entrypoint().clone().unwrap_or_default(),
+        cmd: run.cmd().clone().unwrap_or_default(),
         env: run.env().clone().unwrap_or_default(),
         cwd: run
             .working_dir()

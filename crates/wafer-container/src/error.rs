@@ -11,6 +11,9 @@ pub enum ContainerError {
     /// containerd could not be reached, or failed a request.
     #[error("containerd: {0}")]
     Daemon(String),
+    /// A registry could not be reached, or failed (its own 5xx).
+    #[error("registry: {0}")]
+    Registry(String),
     /// The container ran past its time limit and was killed.
     #[error("the container ran past its {0:?} limit and was killed")]
     Timeout(std::time::Duration),

@@ -180,16 +180,6 @@ impl Created {
     ) -> Result<(u32, Pipes), ContainerError> {
         let containerd = &self.containerd;
         let id = self.id.clone();
-        let mounts = SnapshotsClient::new(containerd.channel())
-            .prepare(containerd.request(PrepareSnapshotRequest {
-                snapshotter: SNAPSHOTTER.into(),
-                key: snapshot_key(&id),
-                parent: image.chain_id.clone(),
-                labels: HashMap::new(),
-            }))
-            .await?
-            .into_inner()
-            .mounts;
         let spec = spec::runtime_spec(&template.process, &template.limits, &cgroup_of(&id));
         ContainersClient::new(containerd.channel())
             .create(containerd.request(CreateContainerRequest {
@@ -215,6 +205,18 @@ impl Created {
             }))
             .await?;
 
+        // Made after the container that names it: an active snapshot nothing refers to is containerd's
+        // garbage collector's to take, and a collection may run at any moment.
+        let mounts = SnapshotsClient::new(containerd.channel())
+            .prepare(containerd.request(PrepareSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: snapshot_key(&id),
+                parent: image.chain_id.clone(),
+                labels: HashMap::new(),
+            }))
+            .await?
+            .into_inner()
+            .mounts;
         let [stdin, stdout, stderr] = ["stdin", "stdout", "stderr"].map(|name| self.dir.join(name));
         for fifo in [&stdin, &stdout, &stderr] {
             mkfifo(fifo)?;

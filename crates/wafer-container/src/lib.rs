@@ -3,6 +3,7 @@
 //!
 //! - [`tarball`] reads an uploaded image tarball (OCI layout or docker-archive) into a manifest and
 //!   its blobs, each checked against its digest.
+//! - [`pull`] fetches an image from a registry into the same tarball form.
 //! - [`containerd`] is the daemon: images imported through its content store under a lease and
 //!   unpacked into snapshots.
 //! - [`spec`] is the OCI runtime spec every container runs under: unprivileged, read-only, alone on
@@ -21,6 +22,7 @@ pub mod containerd;
 pub mod entry;
 pub mod error;
 pub mod job;
+pub mod pull;
 pub mod spec;
 pub mod tarball;
 #[cfg(feature = "testing")]

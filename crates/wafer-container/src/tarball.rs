@@ -80,7 +80,7 @@ fn entries(tarball: &[u8]) -> Result<HashMap<String, Vec<u8>>, ContainerError> {
 }
 
 /// The architecture name images use for this machine's.
-fn this_architecture() -> &'static str {
+pub(crate) fn this_architecture() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

@@ -296,6 +296,7 @@ impl Engine {
                     .into(),
             )),
             Kind::ProxyWasm => unreachable!("proxy-wasm modules are prepared above"),
+            Kind::Container => Err(not_an_image()),
         }
     }
 
@@ -385,8 +386,17 @@ impl Engine {
             Kind::Wagi | Kind::ProxyWasm => Err(CompileError::Unsupported(format!(
                 "kind `{kind}` needs a core module; this is a component"
             ))),
+            Kind::Container => Err(not_an_image()),
         }
     }
+}
+
+/// The error of a wasm binary deployed as kind `container`.
+fn not_an_image() -> CompileError {
+    CompileError::Unsupported(
+        "kind `container` takes an OCI image (a tarball or an oci:// reference), not a wasm binary"
+            .into(),
+    )
 }
 
 impl Drop for Engine {

@@ -34,6 +34,7 @@ mod settings;
 mod trace;
 
 pub use abi::http::{Mount, ResponseBody};
+pub use abi::wagi::{cgi_answer, cgi_env};
 pub use engine::SetupError;
 pub use engine::{is_component, Engine, EngineOptions, EngineStats};
 pub use error::{CompileError, InvokeError};

@@ -49,7 +49,7 @@ impl Stream {
 
     /// The line `text` captured from this stream: a logging interface's own level, or the level a
     /// standard stream's line announces (`info` when it announces none).
-    fn line(self, text: &str) -> LogLine {
+    pub fn line(self, text: &str) -> LogLine {
         let level = LogLevel::announced(text);
         let text = match self {
             // Written by CappedOutput::log as `[level] line`.
@@ -121,7 +121,7 @@ impl Tracer {
         Self(None)
     }
 
-    pub(crate) fn send(self, trace: Trace) {
+    pub fn send(self, trace: Trace) {
         if let Some(sender) = self.0 {
             // The caller may have stopped waiting; the trace is then of no use to anyone.
             let _ = sender.send(trace);

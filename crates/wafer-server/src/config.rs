@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub node_id: Option<String>,
     /// Where other nodes and operators reach this node (`host:port`); `None` is the listen address.
     pub advertise: Option<String>,
+    /// How container functions reach containerd, and the largest image a deploy may upload.
+    pub containers: crate::containers::ContainerSettings,
 }
 
 /// A cluster's shared PostgreSQL database.
@@ -147,6 +149,7 @@ impl ServerConfig {
             database: None,
             node_id: None,
             advertise: None,
+            containers: Default::default(),
         }
     }
 }

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use wafer_api::ErrorBody;
+use wafer_container::ContainerError;
 use wafer_engine::{CompileError, InvokeError};
 use wafer_store::StoreError;
 
@@ -79,6 +80,9 @@ pub enum Error {
     /// The store failed or refused.
     #[error("{}", store_message(.0))]
     Store(#[from] StoreError),
+    /// A container function's image, daemon or run failed.
+    #[error(transparent)]
+    Container(#[from] wafer_container::ContainerError),
     /// Something failed on our side.
     #[error("{0}")]
     Internal(String),
@@ -135,6 +139,15 @@ impl Error {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
             Error::Invoke(e) => e.status(),
+            Error::Container(e) => match e {
+                ContainerError::InvalidImage(_) => (StatusCode::BAD_REQUEST, "invalid_image"),
+                ContainerError::Daemon(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "containerd_unavailable")
+                }
+                ContainerError::Registry(_) => (StatusCode::BAD_GATEWAY, "registry_unavailable"),
+                ContainerError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+                ContainerError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            },
             Error::Store(_) | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -292,6 +305,31 @@ mod tests {
             (InvokeError::Busy(m()).into(), 503, "busy"),
             (InvokeError::Internal(m()).into(), 500, "internal"),
             (StoreError::Corrupt(m()).into(), 500, "internal"),
+            (
+                ContainerError::InvalidImage(m()).into(),
+                400,
+                "invalid_image",
+            ),
+            (
+                ContainerError::Daemon(m()).into(),
+                503,
+                "containerd_unavailable",
+            ),
+            (
+                ContainerError::Registry(m()).into(),
+                502,
+                "registry_unavailable",
+            ),
+            (
+                ContainerError::Timeout(std::time::Duration::from_secs(1)).into(),
+                504,
+                "timeout",
+            ),
+            (
+                ContainerError::Io(std::io::Error::other("disk")).into(),
+                500,
+                "internal",
+            ),
             (Error::Internal(m()), 500, "internal"),
         ];
         for (error, status, code) in cases {

@@ -16,12 +16,15 @@
 //!   token of the management API and private functions; `metrics.rs` — the Prometheus counters;
 //! - `validate.rs` — checks on names and configs, and the paths wafer reserves; `error.rs` — the one
 //!   error enum, mapped to status and code in one place;
+//! - `containers/` — container functions: the containerd connection, image imports, and each
+//!   version's runner with its warm pool;
 //! - `config.rs` — the typed configuration the binary builds.
 
 mod admission;
 mod app;
 mod auth;
 mod config;
+mod containers;
 mod error;
 mod invoke;
 mod journal;
@@ -35,8 +38,10 @@ mod validate;
 
 pub use app::{App, StartError};
 pub use config::{Database, Defaults, ExecutionSettings, ServerConfig};
+pub use containers::{ContainerSettings, DEFAULT_SOCKET as DEFAULT_CONTAINERD_SOCKET};
 pub use error::Error;
 pub use routes::router;
+pub use wafer_container::pull::Registries;
 
 use std::future::Future;
 

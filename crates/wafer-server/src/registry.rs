@@ -3,6 +3,7 @@
 //! Reads are on the request path, so they take a read lock only long enough to clone an `Arc`; writes
 //! (deploy, rollback, delete) are rare and come through [`crate::app::App`], which persists them first.
 
+use crate::containers::ContainerFunction;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use wafer_api::Kind;
@@ -12,11 +13,13 @@ use wafer_engine::{Function, Settings};
 pub struct Entry {
     /// The compiled, pre-instantiated function: set at deploy and rollback; after a restart, on the first
     /// call or by the background loader, whichever comes first (see [`crate::app::App::function`]).
-    pub function: tokio::sync::OnceCell<Function>,
+    pub function: tokio::sync::OnceCell<Runner>,
     /// The kind of the version.
     pub kind: Kind,
     /// The digest of the version's module.
     pub digest: String,
+    /// The configuration the version was deployed with.
+    pub config: wafer_api::FunctionConfig,
     /// What each invocation gets: name, env, limits.
     pub settings: Settings,
     /// The configuration variables and secrets the settings were built with, to tell whether a change
@@ -41,6 +44,34 @@ pub struct Entry {
     pub cold: std::sync::atomic::AtomicBool,
     /// A proxy-wasm version's own id (from `proxy_get_id`), once it has been read.
     pub proxy_id: tokio::sync::OnceCell<Option<String>>,
+}
+
+/// A live version's runnable form: a compiled wasm function, or a container function's image and
+/// pool.
+#[derive(Clone)]
+pub enum Runner {
+    /// A wasm kind, run by the engine.
+    Wasm(Function),
+    /// Kind `container`, run by containerd and runc.
+    Container(Arc<ContainerFunction>),
+}
+
+impl Runner {
+    /// The kind it runs as.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Runner::Wasm(function) => function.kind(),
+            Runner::Container(_) => Kind::Container,
+        }
+    }
+
+    /// The wasm function, when it is one.
+    pub fn wasm(&self) -> Option<&Function> {
+        match self {
+            Runner::Wasm(function) => Some(function),
+            Runner::Container(_) => None,
+        }
+    }
 }
 
 #[derive(Default)]

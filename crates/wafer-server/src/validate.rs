@@ -241,6 +241,14 @@ where
 
 /// Checks the settings that only some kinds have against the kind a module turned out to be.
 pub fn fits(config: &FunctionConfig, kind: Kind) -> Result<(), Error> {
+    if kind == Kind::Container {
+        return crate::containers::check(config);
+    }
+    if let Some(field) = crate::containers::only_fields(config) {
+        return Err(Error::InvalidConfig(format!(
+            "`{field}` applies to container functions only"
+        )));
+    }
     if config.reuse.is_some_and(|n| n > 1) && kind != Kind::Http {
         return Err(Error::InvalidConfig(format!(
             "reuse applies to http components only; a {kind} module runs its entry point once \

@@ -217,6 +217,26 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub callback_hosts: Vec<String>,
+    /// containerd's socket, for container functions [default: /run/containerd/containerd.sock].
+    #[arg(long, env = "WAFER_CONTAINERD")]
+    pub containerd_socket: Option<PathBuf>,
+    /// Largest container image a deploy uploads or pulls, e.g. 1GiB (default 1GiB).
+    #[arg(long, env = "WAFER_MAX_IMAGE", value_parser = crate::cmd::deploy::parse_bytes)]
+    pub max_image: Option<u64>,
+    /// A registry reached over plain HTTP for oci:// container images, host[:port] (repeatable;
+    /// localhost and 127.0.0.1 always are).
+    #[arg(
+        long = "plain-http-registry",
+        env = "WAFER_PLAIN_HTTP_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub plain_http_registries: Vec<String>,
+    /// The user name wafer logs in to registries with when it pulls container images.
+    #[arg(long, env = "WAFER_REGISTRY_USER")]
+    pub registry_user: Option<String>,
+    /// The password for --registry-user (best given in the environment).
+    #[arg(long, env = "WAFER_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub registry_password: Option<String>,
 }
 
 /// How client subcommands reach the server and print results.
@@ -380,6 +400,24 @@ pub struct FunctionFlags {
     /// The timeout of each outbound request's connect and response waits, e.g. 5s (default 30s).
     #[arg(long, value_parser = crate::cmd::deploy::parse_timeout_ms)]
     pub outbound_timeout: Option<u64>,
+    /// A container's argument, replacing the image's Cmd (repeat for each).
+    #[arg(long = "arg", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// A container job's stdout is a CGI response (headers, a blank line, the body).
+    #[arg(long)]
+    pub cgi: bool,
+    /// A container's CPU in millicores (1000 = one core).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(10..))]
+    pub cpu: Option<u32>,
+    /// The most processes a container may have at once (default 128).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pids: Option<u32>,
+    /// The user a container runs as, UID or UID:GID (default 65534).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Containers kept created and not started, so a call only starts one.
+    #[arg(long)]
+    pub min_warm: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -76,18 +76,29 @@ impl Client {
         config: &FunctionConfig,
         variables: &ConfigUpdate,
     ) -> Result<VersionInfo> {
-        let mut form = reqwest::multipart::Form::new()
-            .part(
+        // A container's image goes as `image` (none when its config names an oci:// image to pull).
+        let container = config.kind == Some(wafer_api::Kind::Container);
+        let mut form = reqwest::multipart::Form::new();
+        if !container {
+            form = form.part(
                 "module",
                 reqwest::multipart::Part::bytes(module)
                     .file_name("module.wasm")
                     .mime_str("application/wasm")?,
-            )
-            .part(
-                "config",
-                reqwest::multipart::Part::text(serde_json::to_string(config)?)
-                    .mime_str("application/json")?,
             );
+        } else if !module.is_empty() {
+            form = form.part(
+                "image",
+                reqwest::multipart::Part::bytes(module)
+                    .file_name("image.tar")
+                    .mime_str("application/x-tar")?,
+            );
+        }
+        form = form.part(
+            "config",
+            reqwest::multipart::Part::text(serde_json::to_string(config)?)
+                .mime_str("application/json")?,
+        );
         if *variables != ConfigUpdate::default() {
             form = form.part(
                 "variables",

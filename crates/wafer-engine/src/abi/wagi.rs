@@ -158,25 +158,43 @@ pub(crate) async fn serve(
         run_start(&module.pre, &entry, &args, &env, body, settings).await;
     tracer.send(Trace::new(usage, &[(Stream::Stderr, &stdio.stderr)]));
     let exit_code = exit?;
-    if stdio.stdout.truncated() {
+    cgi_answer(
+        exit_code,
+        stdio.stdout.contents(),
+        stdio.stdout.truncated(),
+        &stdio.stderr.contents(),
+        settings.limits.response_bytes,
+    )
+}
+
+/// The response a CGI program gave, from its exit code and output: its stdout parsed as a CGI
+/// response (refused past `limit` bytes, when `truncated`), or why there is none (with the end of
+/// its stderr).
+pub fn cgi_answer(
+    exit_code: i32,
+    stdout: Bytes,
+    truncated: bool,
+    stderr: &[u8],
+    limit: usize,
+) -> Result<Response<ResponseBody>, InvokeError> {
+    if truncated {
         return Err(InvokeError::BadResponse(format!(
-            "the response is larger than the limit of {} bytes",
-            settings.limits.response_bytes
+            "the response is larger than the limit of {limit} bytes"
         )));
     }
-    let stderr = stdio.stderr.contents();
-    match parse_response(stdio.stdout.contents()) {
+    match parse_response(stdout) {
         Ok(response) => Ok(response),
         Err(_) if exit_code != 0 => Err(InvokeError::Failed(format!(
             "exited with code {exit_code} without a response{}",
-            stderr_tail(&stderr)
+            stderr_tail(stderr)
         ))),
         Err(reason) => Err(InvokeError::BadResponse(reason)),
     }
 }
 
-/// The guest's environment: its configured variables, then the CGI variables (which win).
-fn cgi_env(
+/// A CGI program's environment: the function's configured variables, then the CGI variables (which
+/// win) describing `parts`, with a body of `content_length` bytes, as it reached `mount`.
+pub fn cgi_env(
     parts: &http::request::Parts,
     content_length: usize,
     mount: &Mount,

@@ -6,12 +6,14 @@
 //! compiling, the slow part of a deploy, happens before the lock is taken.
 
 use super::App;
+use crate::containers::{self, ContainerFunction};
 use crate::error::Error;
+use crate::registry::Runner;
 use crate::validate;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use wafer_api::oci::sha256_hex;
-use wafer_api::FunctionConfig;
+use wafer_api::{FunctionConfig, Kind};
 use wafer_store::{FunctionVariables, NewVersion, StoredFunction};
 
 impl App {
@@ -27,33 +29,52 @@ impl App {
         variables: FunctionVariables,
     ) -> Result<StoredFunction, Error> {
         validate::name(name)?;
-        let config = validate::config(config, self.config.defaults.function.fuel)?;
+        let mut config = validate::config(config, self.config.defaults.function.fuel)?;
         validate::variables(&variables)?;
-        let digest = sha256_hex(&module);
-        let (function, artifact) = self
-            .load_or_compile(&digest, Some(module.clone()), config.kind)
-            .await?;
-        validate::fits(&config, function.kind())?;
         let mut current = self.state.variables(name).await?;
         current.variables.extend(variables.variables.clone());
         current.secrets.extend(variables.secrets.clone());
-        let proxy_id = function
-            .proxy_id(&self.settings(name, function.kind(), &config, current.clone()))
-            .await
-            .map_err(|e| {
-                Error::UnsupportedModule(format!("the module's proxy_get_id failed: {e}"))
-            })?;
-        if let Some((id, owner)) = proxy_id
-            .as_deref()
-            .and_then(|id| Some((id, self.registry.id_owner(id, name)?)))
-        {
-            return Err(Error::IdTaken(format!(
-                "proxy-wasm id `{id}` is already used by function `{owner}`"
-            )));
-        }
+        let container = config.kind == Some(Kind::Container)
+            || (config.kind.is_none() && containers::is_tarball(&module));
+        let (runner, artifact, proxy_id, module) = if container {
+            config.kind = Some(Kind::Container);
+            validate::fits(&config, Kind::Container)?;
+            let module = self.image_tarball(module, &config).await?;
+            let settings = self.settings(name, Kind::Container, &config, current.clone());
+            let function =
+                ContainerFunction::load(&self.containers, module.clone(), &config, &settings)
+                    .await?;
+            config.image = Some(containers::resolved(
+                config.image.as_deref(),
+                function.digest(),
+            )?);
+            (Runner::Container(function), None, None, module)
+        } else {
+            let digest = sha256_hex(&module);
+            let (function, artifact) = self
+                .load_or_compile(&digest, Some(module.clone()), config.kind)
+                .await?;
+            validate::fits(&config, function.kind())?;
+            let proxy_id = function
+                .proxy_id(&self.settings(name, function.kind(), &config, current.clone()))
+                .await
+                .map_err(|e| {
+                    Error::UnsupportedModule(format!("the module's proxy_get_id failed: {e}"))
+                })?;
+            if let Some((id, owner)) = proxy_id
+                .as_deref()
+                .and_then(|id| Some((id, self.registry.id_owner(id, name)?)))
+            {
+                return Err(Error::IdTaken(format!(
+                    "proxy-wasm id `{id}` is already used by function `{owner}`"
+                )));
+            }
+            (Runner::Wasm(function), artifact, Some(proxy_id), module)
+        };
+        let digest = sha256_hex(&module);
         let new = NewVersion {
             name: name.to_string(),
-            kind: function.kind(),
+            kind: runner.kind(),
             config,
             digest: digest.clone(),
             size: module.len() as u64,
@@ -67,7 +88,7 @@ impl App {
                 tracing::warn!(%digest, "cannot keep the compiled artifact: {e}");
             }
         }
-        self.install_with(&stored, Some(function), current, Some(proxy_id));
+        self.install_with(&stored, Some(runner), current, proxy_id);
         tracing::info!(
             function = name,
             version = stored.live.version,
@@ -93,9 +114,12 @@ impl App {
                 None => Error::unknown_function(name),
             });
         };
-        let prepared = self.prepare(&target.digest, target.kind).await?;
-        let function = self.meta.set_live(name, version).await?;
         let variables = self.state.variables(name).await?;
+        let settings = self.settings(name, target.kind, &target.config, variables.clone());
+        let prepared = self
+            .prepare(&target.digest, target.kind, &target.config, &settings)
+            .await?;
+        let function = self.meta.set_live(name, version).await?;
         self.install(&function, Some(prepared), variables);
         tracing::info!(function = name, version, "rolled back");
         Ok(function)
@@ -126,7 +150,11 @@ impl App {
         self.state.set_variables(name, variables, secrets).await?;
         let current = self.state.variables(name).await?;
         let (prepared, proxy_id) = match self.registry.get(name) {
-            Some(entry) => (entry.function.get().cloned(), entry.proxy_id.get().cloned()),
+            // A container's settings are in its template: it is made again with the new ones.
+            Some(entry) => (
+                entry.function.get().cloned().filter(|r| r.wasm().is_some()),
+                entry.proxy_id.get().cloned(),
+            ),
             None => (None, None),
         };
         self.install_with(&function, prepared, current.clone(), proxy_id);
@@ -139,8 +167,10 @@ impl App {
     pub async fn delete(&self, name: &str) -> Result<(), Error> {
         validate::name(name)?;
         let _changes = self.changes.lock().await;
+        let images = containers::images(&self.meta.list_versions(name).await?);
         let orphaned = self.meta.delete_function(name).await?;
         let _ = self.registry.remove(name);
+        self.release_images(images).await;
         if let Err(e) = self.state.forget_variables(name).await {
             tracing::warn!(
                 function = name,
@@ -154,5 +184,53 @@ impl App {
         }
         tracing::info!(function = name, "deleted");
         Ok(())
+    }
+}
+
+impl App {
+    /// A container deploy's image tarball: the one uploaded, or the image its `oci://` reference names,
+    /// pulled.
+    async fn image_tarball(&self, module: Bytes, config: &FunctionConfig) -> Result<Bytes, Error> {
+        if !module.is_empty() {
+            return Ok(module);
+        }
+        match config.image.as_deref() {
+            Some(reference) => self.containers.pull(reference).await,
+            None => Err(Error::InvalidRequest(
+                "a container function needs an image: upload a tarball (the `image` part) or give \
+                 an oci:// reference in the config's `image`"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Releases the images of `digests` that no stored version uses any more.
+    async fn release_images(&self, digests: Vec<String>) {
+        if digests.is_empty() {
+            return;
+        }
+        let mut in_use = Vec::new();
+        match self.meta.list_functions().await {
+            Ok(functions) => {
+                for function in functions {
+                    match self.meta.list_versions(&function.live.name).await {
+                        Ok(versions) => in_use.extend(containers::images(&versions)),
+                        Err(e) => {
+                            tracing::warn!("images kept: cannot list versions: {e}");
+                            return;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("images kept: cannot list functions: {e}");
+                return;
+            }
+        }
+        for digest in digests {
+            if !in_use.contains(&digest) {
+                self.containers.release(&digest).await;
+            }
+        }
     }
 }

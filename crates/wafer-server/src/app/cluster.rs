@@ -215,8 +215,12 @@ impl App {
                     .as_ref()
                     .is_some_and(|e| e.digest == stored.live.digest)
                 {
-                    // Same module, new settings: nothing to compile.
-                    let prepared = current.as_ref().and_then(|e| e.function.get().cloned());
+                    // Same module, new settings: nothing to compile (a container's settings are in
+                    // its template, so it is made again).
+                    let prepared = current
+                        .as_ref()
+                        .and_then(|e| e.function.get().cloned())
+                        .filter(|runner| runner.wasm().is_some());
                     self.install(&stored, prepared, variables);
                     return Ok(());
                 }
@@ -226,7 +230,12 @@ impl App {
             // version it has meanwhile.
             let serving = current.as_ref().map_or(0, |entry| entry.version);
             locked(&self.applied.lagging).insert(name.to_string(), serving);
-            let prepared = self.prepare(&stored.live.digest, stored.live.kind).await;
+            let live = &stored.live;
+            let variables = self.state.variables(name).await?;
+            let settings = self.settings(name, live.kind, &live.config, variables);
+            let prepared = self
+                .prepare(&live.digest, live.kind, &live.config, &settings)
+                .await;
             let prepared = prepared.inspect_err(|_| {
                 locked(&self.applied.lagging).remove(name);
             })?;

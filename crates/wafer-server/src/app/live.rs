@@ -4,8 +4,9 @@
 //! its module bytes, the first time it is needed.
 
 use super::App;
+use crate::containers::ContainerFunction;
 use crate::error::Error;
-use crate::registry::Entry;
+use crate::registry::{Entry, Runner};
 use crate::{journal, schedule, validate};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -38,18 +39,20 @@ impl App {
 
     /// The runnable function of a live entry, loading it from its compiled artifact (compiling it again
     /// when the artifact is missing or from another engine build) the first time it is needed.
-    pub async fn function<'e>(&self, entry: &'e Entry) -> Result<&'e Function, Error> {
-        let function = entry
+    pub async fn function<'e>(&self, entry: &'e Entry) -> Result<&'e Runner, Error> {
+        let runner = entry
             .function
-            .get_or_try_init(|| self.prepare(&entry.digest, entry.kind))
+            .get_or_try_init(|| {
+                self.prepare(&entry.digest, entry.kind, &entry.config, &entry.settings)
+            })
             .await
             .inspect_err(|e| {
                 tracing::error!(function = %entry.settings.name, "cannot load the live version: {e:?}")
             })?;
-        if entry.kind == Kind::ProxyWasm {
+        if let Some(function) = runner.wasm().filter(|_| entry.kind == Kind::ProxyWasm) {
             self.proxy_id(entry, function).await;
         }
-        Ok(function)
+        Ok(runner)
     }
 
     /// Reads a proxy-wasm version's id (once) and makes the function reachable by it.
@@ -162,7 +165,7 @@ impl App {
     pub(super) fn install(
         &self,
         function: &StoredFunction,
-        prepared: Option<Function>,
+        prepared: Option<Runner>,
         variables: FunctionVariables,
     ) {
         self.install_with(function, prepared, variables, None);
@@ -174,7 +177,7 @@ impl App {
     pub(super) fn install_with(
         &self,
         function: &StoredFunction,
-        prepared: Option<Function>,
+        prepared: Option<Runner>,
         variables: FunctionVariables,
         proxy_id: Option<Option<String>>,
     ) {
@@ -197,6 +200,7 @@ impl App {
             proxy_id: tokio::sync::OnceCell::new_with(proxy_id),
             kind: live.kind,
             digest: live.digest.clone(),
+            config: live.config.clone(),
             settings: self.settings(&live.name, live.kind, &live.config, variables.clone()),
             variables,
             private: live.config.private,
@@ -240,14 +244,27 @@ impl App {
         }
     }
 
-    /// A stored version, runnable: from its compiled artifact when there is one for this engine, otherwise
-    /// compiled again from its stored module (and the artifact written for next time).
-    pub(super) async fn prepare(&self, digest: &str, kind: Kind) -> Result<Function, Error> {
+    /// A stored version, runnable: a wasm function from its compiled artifact when there is one for
+    /// this engine, otherwise compiled again from its stored module (and the artifact written for next
+    /// time); a container function with its image imported into containerd from the stored tarball.
+    pub(super) async fn prepare(
+        &self,
+        digest: &str,
+        kind: Kind,
+        config: &FunctionConfig,
+        settings: &Settings,
+    ) -> Result<Runner, Error> {
+        if kind == Kind::Container {
+            let module = Bytes::from(self.meta.module(digest).await?);
+            let function =
+                ContainerFunction::load(&self.containers, module, config, settings).await?;
+            return Ok(Runner::Container(function));
+        }
         let (function, artifact) = self.load_or_compile(digest, None, Some(kind)).await?;
         if let Some(artifact) = artifact {
             self.keep_artifact(digest, artifact).await?;
         }
-        Ok(function)
+        Ok(Runner::Wasm(function))
     }
 
     /// Writes a freshly compiled artifact of module `digest` to this node's disk.

@@ -15,6 +15,7 @@ mod live;
 
 use crate::admission::Admission;
 use crate::config::ServerConfig;
+use crate::containers::Containers;
 use crate::journal::{self, Journal};
 use crate::metrics::Metrics;
 use crate::platform::ServerPlatform;
@@ -80,6 +81,8 @@ pub struct App {
     pub(crate) state: Arc<dyn StateStore>,
     pub(crate) platform: Arc<ServerPlatform>,
     pub(crate) cluster: Arc<dyn ClusterStore>,
+    /// Container functions: containerd, images and pools.
+    pub(crate) containers: Containers,
     /// This node's id: the name its claims on queued executions carry.
     pub(crate) node: String,
     changes: tokio::sync::Mutex<()>,
@@ -150,6 +153,7 @@ impl App {
             state.clone(),
             config.defaults.kv_store_bytes,
         ));
+        let (config_containers, data_dir) = (config.containers.clone(), config.data_dir.clone());
         // Where the feed stands before anything is loaded: whatever changes meanwhile is applied after.
         let feed = cluster.changes_since(u64::MAX).await?.seq;
         let app = Arc::new(Self {
@@ -170,11 +174,13 @@ impl App {
             config,
             state,
             platform,
+            containers: Containers::new(config_containers, &data_dir, &node),
             node,
             changes: tokio::sync::Mutex::new(()),
             listening: std::sync::OnceLock::new(),
         });
         app.platform.attach(&app);
+        app.containers.clean_up().await;
         app.load_all().await?;
         let requeued = app.executions.requeue_claims(&app.node).await?;
         if requeued > 0 {

@@ -16,9 +16,10 @@ pub use record::{Ended, Record};
 use crate::admission::Permit;
 use crate::app::App;
 use crate::auth;
+use crate::containers::Reply;
 use crate::error::Error;
 use crate::journal;
-use crate::registry::Entry;
+use crate::registry::{Entry, Runner};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
@@ -177,7 +178,22 @@ async fn execute(
         .admission
         .admit(&entry.settings.name, entry.slots.as_ref())
         .await?;
-    let function = app.function(entry).await?;
+    let function = match app.function(entry).await? {
+        Runner::Wasm(function) => function,
+        Runner::Container(container) => {
+            if let Ok(value) = http::HeaderValue::from_str(id) {
+                parts.headers.insert(EXECUTION_HEADER, value);
+            }
+            let (reply, warm) = container
+                .run_job(&parts, body, mount, &entry.settings, tracer)
+                .await?;
+            app.metrics.start(&entry.settings.name, !warm);
+            return Ok(match reply {
+                Reply::Command(output) => Answer::Command(output),
+                Reply::Http(response) => Answer::Http(response, permit),
+            });
+        }
+    };
     let cold = entry.cold.swap(false, std::sync::atomic::Ordering::Relaxed);
     app.metrics.start(&entry.settings.name, cold);
     if function.kind() == Kind::Command {

@@ -12,26 +12,35 @@ use http::header::CONTENT_TYPE;
 use http::StatusCode;
 use std::sync::Arc;
 use wafer_api::{
-    ConfigUpdate, ErrorBody, FunctionConfig, FunctionInfo, FunctionList, RollbackRequest,
+    ConfigUpdate, ErrorBody, FunctionConfig, FunctionInfo, FunctionList, Kind, RollbackRequest,
     VersionInfo, VersionList,
 };
 use wafer_store::FunctionVariables;
 
-/// `POST /v1/functions/{name}/versions`: multipart (`module`, optional `config`) or a raw wasm body.
+/// `POST /v1/functions/{name}/versions`: multipart (`module` or `image`, optional `config` and
+/// `variables`), a raw wasm body, or a raw image tarball.
 #[utoipa::path(post, path = "/v1/functions/{name}/versions", tag = "functions",
     params(("name" = String, Path, description = "The function's name")),
-    request_body(description = "multipart/form-data with a `module` part (the wasm binary) and an optional \
-        `config` part (FunctionConfig as JSON) and an optional `variables` part (ConfigUpdate as JSON, added to \
-        the function's configuration), or the raw module as application/wasm",
-        content((Vec<u8> = "multipart/form-data"), (Vec<u8> = "application/wasm"))),
+    request_body(description = "multipart/form-data with a `module` part (the wasm binary, up to the \
+        server's --max-module) or an `image` part (a container image as an OCI-layout or docker-archive \
+        tarball, up to --max-image), an optional `config` part (FunctionConfig as JSON; a container \
+        function whose config names an `oci://` image needs no `image` part) and an optional `variables` \
+        part (ConfigUpdate as JSON, added to the function's configuration); or the raw module as \
+        application/wasm, or a raw image tarball as application/x-tar",
+        content((Vec<u8> = "multipart/form-data"), (Vec<u8> = "application/wasm"),
+            (Vec<u8> = "application/x-tar"))),
     responses((status = 201, body = VersionInfo), (status = 400, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "A container function, and containerd cannot be reached")))]
 pub async fn deploy(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     request: Request,
 ) -> Result<Response, Error> {
-    let limit = app.config.defaults.max_module_bytes;
+    let caps = Caps {
+        module: app.config.defaults.max_module_bytes,
+        image: app.config.containers.max_image_bytes,
+    };
     let content_type = request
         .headers()
         .get(CONTENT_TYPE)
@@ -39,16 +48,23 @@ pub async fn deploy(
         .unwrap_or_default()
         .to_ascii_lowercase();
     let (module, config, variables) = if content_type.starts_with("multipart/form-data") {
-        read_multipart(request).await?
+        read_multipart(request, caps).await?
     } else if content_type.starts_with("application/wasm")
         || content_type.starts_with("application/octet-stream")
     {
-        let module = read_body(request.into_body(), limit, "the module").await?;
+        let module = read_body(request.into_body(), caps.module, "the module").await?;
         (module, FunctionConfig::default(), ConfigUpdate::default())
+    } else if content_type.starts_with("application/x-tar") {
+        let image = read_body(request.into_body(), caps.image, "the image").await?;
+        let config = FunctionConfig {
+            kind: Some(Kind::Container),
+            ..FunctionConfig::default()
+        };
+        (image, config, ConfigUpdate::default())
     } else {
         return Err(Error::UnsupportedMediaType(format!(
-            "deploy takes multipart/form-data (parts `module` and optional `config`) or an \
-             application/wasm body, not {:?}",
+            "deploy takes multipart/form-data (parts `module` or `image`, and optional `config`), an \
+             application/wasm body or an application/x-tar image, not {:?}",
             if content_type.is_empty() {
                 "no content type"
             } else {
@@ -68,49 +84,97 @@ pub async fn deploy(
     Ok((StatusCode::CREATED, Json(function.live.to_info(true))).into_response())
 }
 
-/// Reads the `module`, `config` and `variables` parts of a multipart deploy.
-async fn read_multipart(request: Request) -> Result<(Bytes, FunctionConfig, ConfigUpdate), Error> {
-    let part_error = |e: MultipartError| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::TooLarge(e.body_text())
-        } else {
-            Error::InvalidRequest(format!("malformed multipart body: {}", e.body_text()))
+/// The largest wasm module and the largest image tarball a deploy takes.
+#[derive(Clone, Copy)]
+struct Caps {
+    module: usize,
+    image: usize,
+}
+
+/// Reads one multipart part, refusing it past `cap` bytes.
+async fn read_part(
+    mut field: axum::extract::multipart::Field<'_>,
+    cap: usize,
+    what: &str,
+) -> Result<Bytes, Error> {
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(chunk) = field.chunk().await.map_err(part_error)? {
+        if bytes.len() + chunk.len() > cap {
+            return Err(crate::invoke::too_large(what, cap));
         }
-    };
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes.freeze())
+}
+
+fn part_error(e: MultipartError) -> Error {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Error::TooLarge(e.body_text())
+    } else {
+        Error::InvalidRequest(format!("malformed multipart body: {}", e.body_text()))
+    }
+}
+
+/// Reads the `module` (or `image`), `config` and `variables` parts of a multipart deploy. An `image`
+/// part makes the function a container unless the config says otherwise.
+async fn read_multipart(
+    request: Request,
+    caps: Caps,
+) -> Result<(Bytes, FunctionConfig, ConfigUpdate), Error> {
     let mut multipart = Multipart::from_request(request, &())
         .await
         .map_err(|e| Error::InvalidRequest(e.body_text()))?;
-    let (mut module, mut config, mut variables) = (None, None, None);
+    let (mut module, mut image, mut config, mut variables) = (None, None, None, None);
     while let Some(field) = multipart.next_field().await.map_err(part_error)? {
         match field.name().unwrap_or_default() {
-            "module" if module.is_none() => module = Some(field.bytes().await.map_err(part_error)?),
+            "module" if module.is_none() && image.is_none() => {
+                module = Some(read_part(field, caps.module, "the module").await?)
+            }
+            "image" if module.is_none() && image.is_none() => {
+                image = Some(read_part(field, caps.image, "the image").await?)
+            }
             "config" if config.is_none() => {
-                let bytes = field.bytes().await.map_err(part_error)?;
+                let bytes = read_part(field, CONFIG_CAP, "the config part").await?;
                 config = Some(serde_json::from_slice::<FunctionConfig>(&bytes).map_err(|e| {
                     Error::InvalidConfig(format!("the config part is not valid: {e}"))
                 })?);
             }
             "variables" if variables.is_none() => {
-                let bytes = field.bytes().await.map_err(part_error)?;
+                let bytes = read_part(field, CONFIG_CAP, "the variables part").await?;
                 variables = Some(serde_json::from_slice::<ConfigUpdate>(&bytes).map_err(|e| {
                     Error::InvalidConfig(format!("the variables part is not valid: {e}"))
                 })?);
             }
             other => {
                 return Err(Error::InvalidRequest(format!(
-                    "unexpected or repeated multipart part {other:?}: send one `module` and at most one `config` and one `variables`"
+                    "unexpected or repeated multipart part {other:?}: send one `module` or `image` and \
+                     at most one `config` and one `variables`"
                 )))
             }
         }
     }
-    let module = module
-        .ok_or_else(|| Error::InvalidRequest("the multipart body has no `module` part".into()))?;
-    Ok((
-        module,
-        config.unwrap_or_default(),
-        variables.unwrap_or_default(),
-    ))
+    let mut config = config.unwrap_or_default();
+    let body =
+        match (module, image) {
+            (Some(module), None) => module,
+            (None, Some(image)) => {
+                config.kind.get_or_insert(Kind::Container);
+                image
+            }
+            (None, None) if config.kind == Some(Kind::Container) && config.image.is_some() => {
+                Bytes::new()
+            }
+            _ => return Err(Error::InvalidRequest(
+                "the multipart body has no `module` part (nor an `image` part, nor a container \
+                 config naming an oci:// image)"
+                    .into(),
+            )),
+        };
+    Ok((body, config, variables.unwrap_or_default()))
 }
+
+/// The largest `config` or `variables` part.
+const CONFIG_CAP: usize = 4 << 20;
 
 /// `GET /v1/functions`.
 #[utoipa::path(get, path = "/v1/functions", tag = "functions",

@@ -39,7 +39,10 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// The HTTP routes of a wafer server.
 pub fn router(app: Arc<App>) -> Router {
     let module_limit = app.config.defaults.max_module_bytes;
-    let (management, document) = openapi::management().split_for_parts();
+    let deploy_limit = module_limit
+        .max(app.config.containers.max_image_bytes)
+        .saturating_add(1 << 20);
+    let (management, document) = openapi::management(deploy_limit).split_for_parts();
     let document = openapi::Document(
         document
             .to_pretty_json()

@@ -53,11 +53,15 @@ impl Modify for BearerToken {
 }
 
 /// The management routes (behind the token), with the document describing them and everything else.
-pub fn management() -> OpenApiRouter<std::sync::Arc<crate::app::App>> {
+/// Deploys take bodies up to `deploy_limit` bytes (the larger of the module and image caps; each part
+/// is held to its own).
+pub fn management(deploy_limit: usize) -> OpenApiRouter<std::sync::Arc<crate::app::App>> {
+    let (schemas, paths, deploy) = routes!(functions::versions, functions::deploy);
+    let deploy = deploy.layer(axum::extract::DefaultBodyLimit::max(deploy_limit));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(functions::list))
         .routes(routes!(functions::get, functions::delete))
-        .routes(routes!(functions::versions, functions::deploy))
+        .routes((schemas, paths, deploy))
         .routes(routes!(functions::rollback))
         .routes(routes!(invoke::invoke))
         .routes(routes!(executions::get))

@@ -5,10 +5,17 @@ use crate::client::Client;
 use crate::output;
 use anyhow::Context;
 use std::process::ExitCode;
-use wafer_api::{ConfigUpdate, FunctionConfig};
+use wafer_api::{ConfigUpdate, FunctionConfig, Kind};
 
 pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let container = args.function.kind == Some(Kind::Container);
     let (module, config) = match args.file.strip_prefix("oci://") {
+        // The server pulls a container's image itself, through its own registry settings.
+        Some(_) if container => {
+            let mut config = args.function.config();
+            config.image = Some(args.file.clone());
+            (Vec::new(), config)
+        }
         Some(reference) => {
             let (module, base) = super::registry::fetch(reference, args.plain_http).await?;
             (module, overlay(base, args.function.config()))
@@ -70,6 +77,13 @@ impl FunctionFlags {
             allowed_functions: self.call,
             max_outbound: self.max_outbound,
             outbound_timeout_ms: self.outbound_timeout,
+            args: self.args,
+            cgi: self.cgi,
+            cpu: self.cpu,
+            pids: self.pids,
+            user: self.user,
+            min_warm: self.min_warm,
+            ..FunctionConfig::default()
         }
     }
 }
@@ -99,6 +113,16 @@ fn overlay(base: FunctionConfig, flags: FunctionConfig) -> FunctionConfig {
         allowed_functions: list(flags.allowed_functions, base.allowed_functions),
         max_outbound: flags.max_outbound.or(base.max_outbound),
         outbound_timeout_ms: flags.outbound_timeout_ms.or(base.outbound_timeout_ms),
+        image: flags.image.or(base.image),
+        args: list(flags.args, base.args),
+        cgi: flags.cgi || base.cgi,
+        port: flags.port.or(base.port),
+        cpu: flags.cpu.or(base.cpu),
+        pids: flags.pids.or(base.pids),
+        user: flags.user.or(base.user),
+        max_replicas: flags.max_replicas.or(base.max_replicas),
+        idle_timeout_ms: flags.idle_timeout_ms.or(base.idle_timeout_ms),
+        min_warm: flags.min_warm.or(base.min_warm),
     }
 }
 

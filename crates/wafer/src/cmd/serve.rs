@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 use wafer_engine::FunctionDefaults;
-use wafer_server::{Database, Defaults, ExecutionSettings, ServerConfig};
+use wafer_server::{
+    ContainerSettings, Database, Defaults, ExecutionSettings, Registries, ServerConfig,
+};
 
 /// The config file read when `--config` is not given, if it exists.
 const DEFAULT_CONFIG_FILE: &str = "wafer.toml";
@@ -68,6 +70,12 @@ struct FileConfig {
     database_ca: Option<PathBuf>,
     node_id: Option<String>,
     advertise: Option<String>,
+    containerd_socket: Option<PathBuf>,
+    max_image: Option<String>,
+    #[serde(default)]
+    plain_http_registries: Vec<String>,
+    registry_user: Option<String>,
+    registry_password: Option<String>,
 }
 
 impl FileConfig {
@@ -179,6 +187,32 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
             url,
             ca_file: args.database_ca.or(file.database_ca),
         });
+    let fallback = ContainerSettings::default();
+    let user = args.registry_user.or(file.registry_user);
+    let password = args.registry_password.or(file.registry_password);
+    if user.is_some() != password.is_some() {
+        anyhow::bail!("--registry-user and --registry-password go together");
+    }
+    let containers = ContainerSettings {
+        socket: args
+            .containerd_socket
+            .or(file.containerd_socket)
+            .unwrap_or(fallback.socket),
+        max_image_bytes: args
+            .max_image
+            .or(from_file("max_image", file.max_image, parse_bytes)?)
+            .map_or(fallback.max_image_bytes, |b| {
+                usize::try_from(b).unwrap_or(usize::MAX)
+            }),
+        registries: Registries {
+            plain_http: if args.plain_http_registries.is_empty() {
+                file.plain_http_registries
+            } else {
+                args.plain_http_registries
+            },
+            credentials: user.zip(password),
+        },
+    };
     Ok(ServerConfig {
         defaults,
         token: args.token.or(file.token).filter(|t| !t.is_empty()),
@@ -186,6 +220,7 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
         database,
         node_id: args.node_id.or(file.node_id),
         advertise: args.advertise.or(file.advertise),
+        containers,
         ..ServerConfig::new(listen, data_dir)
     })
 }

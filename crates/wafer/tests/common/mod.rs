@@ -2,6 +2,8 @@
 //! and drives it over HTTP and through the `wafer` CLI.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -101,11 +103,16 @@ impl Server {
     }
 
     /// Stops this server as a crash would (SIGKILL) and starts another on the same data directory.
-    pub fn restart(mut self) -> Self {
+    pub fn restart(self) -> Self {
+        self.restart_with(&[])
+    }
+
+    /// [`Server::restart`], the new server started with `args`.
+    pub fn restart_with(mut self, args: &[&str]) -> Self {
         self.stop();
         let data = self.data.clone();
         drop(self);
-        Self::start_in(data, &[])
+        Self::start_in(data, args)
     }
 
     /// The server's process id.
