@@ -96,3 +96,35 @@ measure "wafer command (containerd-shim-wafer)" docker.io/library/greet:bench /a
 measure_http "wafer JS http, start to first answer" docker.io/library/hello-js:bench "$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 runtime=()
 measure "busybox echo (runc)" docker.io/library/wafer-busybox:example /bin/echo Hello, bench!
+
+# The same image and the same wasm as wafer functions, through `wafer serve` on this containerd: each
+# call to a container function is a new container (cold: created for the call; warm: taken from the
+# pool `--min-warm` keeps, created and not started), each call to a wasm function a new instance.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$target/wafer" serve --listen "127.0.0.1:$port" --data-dir "$dir/wafer" --containerd-socket "$dir/containerd.sock" \
+  >"$dir/wafer.log" 2>&1 &
+wafer_pid=$!
+trap 'kill $wafer_pid 2>/dev/null || true; wait $wafer_pid 2>/dev/null || true; cleanup' EXIT
+export WAFER_SERVER="http://127.0.0.1:$port"
+until curl -fsS -o /dev/null "$WAFER_SERVER/healthz" 2>/dev/null; do sleep 0.05; done
+warm=$(( runs < 64 ? runs : 64 ))
+"$target/wafer" deploy "$dir/busybox.tar" --kind container --name job-cold --arg /bin/echo --arg 'Hello, bench!' >&2
+"$target/wafer" deploy "$dir/busybox.tar" --kind container --name job-warm --min-warm "$warm" \
+  --arg /bin/echo --arg 'Hello, bench!' >&2
+"$target/wafer" deploy "$repo/examples/command-c/greet.wasm" --kind command --name greet >&2
+wafer_containers() { command ctr --address "$dir/containerd.sock" --namespace wafer containers ls --quiet | wc -l; }
+until [ "$(wafer_containers)" -ge "$warm" ]; do sleep 0.1; done
+
+# $runs calls of function NAME, each timed from the request to the whole answer.
+measure_call() {
+  local label=$1 name=$2
+  local times=()
+  for i in $(seq "$runs"); do
+    times+=($(curl -fsS -o /dev/null -d bench -w '%{time_total}' "$WAFER_SERVER/fn/$name" |
+      awk '{printf "%d", $1 * 1000}'))
+  done
+  report "$label" "${times[@]}"
+}
+measure_call "wafer container job, cold" job-cold
+measure_call "wafer container job, warm" job-warm
+measure_call "wafer wasm command (C)" greet

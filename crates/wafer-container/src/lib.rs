@@ -13,6 +13,8 @@
 //! - [`entry`] is the static program that starts every job container: it takes the request's
 //!   variables from a frame at the start of stdin, so a container created before its request sees
 //!   them in its environment all the same.
+//! - [`netns`] makes sockets inside a container's network namespace from wafer's side: how wafer will
+//!   reach a container serving HTTP, and give it a proxy, while it has no route anywhere.
 //! - [`cgroup`] reads what a container used — peak memory, CPU time, OOM kills — from its control
 //!   group, on the v1 and v2 layouts alike.
 //! - `testing` (feature `testing`) is a containerd of a test's own and a busybox image.
@@ -22,6 +24,7 @@ pub mod containerd;
 pub mod entry;
 pub mod error;
 pub mod job;
+pub mod netns;
 pub mod pull;
 pub mod spec;
 pub mod tarball;

@@ -75,9 +75,11 @@ pub struct Containers {
 impl Containers {
     /// Container functions for node `node`, keeping their files under `data_dir/containers`.
     pub fn new(settings: ContainerSettings, data_dir: &Path, node: &str) -> Self {
+        // Absolute: containerd and runc resolve the FIFOs and the entry program from elsewhere.
+        let work = data_dir.join("containers");
         Self {
             settings,
-            work: data_dir.join("containers"),
+            work: std::path::absolute(&work).unwrap_or(work),
             node: node.to_string(),
             daemon: tokio::sync::Mutex::new(None),
         }
@@ -265,6 +267,16 @@ mod tests {
         assert_eq!(resolved(Some(DIGEST), DIGEST).unwrap(), DIGEST);
         assert!(resolved(Some("sha256:other"), DIGEST).is_err());
         assert!(resolved(Some("oci://r.example/app@sha256:other"), DIGEST).is_err());
+    }
+
+    #[test]
+    fn a_relative_data_directory_still_gives_containerd_absolute_paths() {
+        let containers = Containers::new(ContainerSettings::default(), Path::new("data"), "n");
+        assert!(
+            containers.work.is_absolute(),
+            "{}",
+            containers.work.display()
+        );
     }
 
     #[test]
