@@ -55,7 +55,7 @@ ctr images import "$dir/busybox.tar" >&2
 report() {
   local label=$1 first=$2
   shift
-  printf '%s\n' "$@" | sort -n | awk -v label="$label" -v first="$first" '{t[NR]=$1} END {printf "%-40s median %5d ms   fastest %5d ms   first %5d ms   (%d runs)\n", label, t[int((NR+1)/2)], t[1], first, NR}'
+  printf '%s\n' "$@" | sort -n | awk -v label="$label" -v first="$first" '{t[NR]=$1} END {printf "%-40s median %7.1f ms   fastest %7.1f ms   first %7.1f ms   (%d runs)\n", label, t[int((NR+1)/2)], t[1], first, NR}'
 }
 
 # $runs runs of: ctr run --rm IMAGE ID COMMAND..., each printing a greeting.
@@ -121,7 +121,7 @@ measure_call() {
   local times=()
   for i in $(seq "$runs"); do
     times+=($(curl -fsS -o /dev/null -d bench -w '%{time_total}' "$WAFER_SERVER/fn/$name" |
-      awk '{printf "%d", $1 * 1000}'))
+      awk '{printf "%.1f", $1 * 1000}'))
   done
   report "$label" "${times[@]}"
 }
