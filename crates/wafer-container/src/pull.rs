@@ -61,23 +61,7 @@ pub async fn pull(
     let parsed: Reference = reference
         .parse()
         .map_err(|e| invalid(format!("{reference:?} is not an image reference: {e}")))?;
-    let mut plain = registries.plain_http.clone();
-    plain.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
-    let host = parsed.registry().to_string();
-    let bare = host.split(':').next().unwrap_or_default().to_string();
-    let protocol = if plain.iter().any(|p| *p == host || *p == bare) {
-        ClientProtocol::Http
-    } else {
-        ClientProtocol::Https
-    };
-    let client = Client::new(ClientConfig {
-        protocol,
-        ..Default::default()
-    });
-    let auth = match &registries.credentials {
-        Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
-        None => RegistryAuth::Anonymous,
-    };
+    let (client, auth) = client(&parsed, registries);
     let unreachable = |e| pull_error(reference, e);
     let (mut manifest, mut digest) = client
         .pull_manifest_raw(&parsed, &auth, &ACCEPTED)
@@ -140,6 +124,28 @@ pub async fn pull(
         tarball,
         pinned: format!("{name}@{digest}"),
     })
+}
+
+/// A client for the registry `reference` names, over plain HTTP when `registries` says so (and always
+/// for `localhost` and `127.0.0.1`), with its credentials.
+pub fn client(reference: &Reference, registries: &Registries) -> (Client, RegistryAuth) {
+    let host = reference.registry();
+    let bare = host.split(':').next().unwrap_or_default();
+    let plain = ["localhost", "127.0.0.1"].contains(&bare)
+        || registries.plain_http.iter().any(|p| p == host || p == bare);
+    let client = Client::new(ClientConfig {
+        protocol: if plain {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        ..Default::default()
+    });
+    let auth = match &registries.credentials {
+        Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+        None => RegistryAuth::Anonymous,
+    };
+    (client, auth)
 }
 
 /// The digest of this platform's manifest in an index.

@@ -93,6 +93,19 @@ impl Setup {
         ended
     }
 
+    /// A container of `template` with id `id`, created and not started.
+    async fn create(&self, template: &Template, id: String) -> job::Created {
+        job::create(
+            &self.containerd,
+            self.daemon.dir(),
+            &self.image,
+            template,
+            id,
+        )
+        .await
+        .expect("create")
+    }
+
     /// Checks that nothing of container `id` is left.
     fn check_gone(&self, id: &str) {
         let containers = self.daemon.ctr(NAMESPACE, &["containers", "ls", "--quiet"]);
@@ -182,15 +195,7 @@ async fn a_warm_container_gets_the_request_through_the_entry_program() {
     );
     case.template.process.entry = Some(entry);
     // Created first, as the warm pool keeps it, and only then given its request.
-    let created = job::create(
-        &setup.containerd,
-        setup.daemon.dir(),
-        &setup.image,
-        &case.template,
-        case.job.id.clone(),
-    )
-    .await
-    .expect("create");
+    let created = setup.create(&case.template, case.job.id.clone()).await;
     assert!(created.pid() > 0);
     let mut stdin =
         wafer_container::entry::frame([("REQUEST_METHOD", "PUT"), ("QUERY_STRING", "q=1")])
@@ -213,15 +218,9 @@ async fn a_warm_container_gets_the_request_through_the_entry_program() {
     setup.check_gone(&case.job.id);
 
     // One discarded without running leaves nothing either.
-    let created = job::create(
-        &setup.containerd,
-        setup.daemon.dir(),
-        &setup.image,
-        &case.template,
-        format!("discarded-{}", std::process::id()),
-    )
-    .await
-    .expect("create");
+    let created = setup
+        .create(&case.template, format!("discarded-{}", std::process::id()))
+        .await;
     created.discard().await;
     setup.check_gone("discarded");
 }
@@ -232,25 +231,11 @@ async fn what_a_crashed_node_left_behind_is_removed_and_no_other_nodes() {
         return;
     };
     let mut case = job("left", "sleep 60");
-    let mine = job::create(
-        &setup.containerd,
-        setup.daemon.dir(),
-        &setup.image,
-        &case.template,
-        case.job.id.clone(),
-    )
-    .await
-    .expect("create");
+    let mine = setup.create(&case.template, case.job.id.clone()).await;
     case.template.node = "other".into();
-    let theirs = job::create(
-        &setup.containerd,
-        setup.daemon.dir(),
-        &setup.image,
-        &case.template,
-        format!("theirs-{}", std::process::id()),
-    )
-    .await
-    .expect("create");
+    let theirs = setup
+        .create(&case.template, format!("theirs-{}", std::process::id()))
+        .await;
     // As if the node had crashed: nothing removes them.
     std::mem::forget(mine);
     let removed = job::remove_leftovers(&setup.containerd, "test")

@@ -70,20 +70,9 @@ async fn deploy_image(
     image: Vec<u8>,
     config: Value,
 ) -> (StatusCode, Value) {
-    let form = reqwest::multipart::Form::new()
-        .part("image", reqwest::multipart::Part::bytes(image))
-        .part("config", reqwest::multipart::Part::text(config.to_string()));
-    let response = server
-        .request(
-            reqwest::Method::POST,
-            &format!("/v1/functions/{name}/versions"),
-        )
-        .multipart(form)
-        .send()
+    server
+        .deploy_as("image", name, image, &[("config", config)])
         .await
-        .expect("deploy");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]

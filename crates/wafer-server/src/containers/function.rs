@@ -108,11 +108,6 @@ impl ContainerFunction {
         &self.image.digest
     }
 
-    /// How many containers wait in the pool.
-    pub fn warm(&self) -> usize {
-        self.pool().len()
-    }
-
     fn pool(&self) -> std::sync::MutexGuard<'_, Vec<Created>> {
         self.warm
             .lock()

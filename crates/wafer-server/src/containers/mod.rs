@@ -85,11 +85,6 @@ impl Containers {
         }
     }
 
-    /// The settings they run under.
-    pub fn settings(&self) -> &ContainerSettings {
-        &self.settings
-    }
-
     /// This node's id, which its containers carry.
     pub fn node(&self) -> &str {
         &self.node

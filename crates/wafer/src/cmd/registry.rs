@@ -11,7 +11,6 @@
 use super::package::Image;
 use crate::cli::{PullArgs, PushArgs};
 use anyhow::{bail, Context};
-use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use serde_json::Value;
@@ -19,6 +18,7 @@ use std::io::Read;
 use std::process::ExitCode;
 use wafer_api::oci::{CONFIG_ANNOTATION, INDEX, MANIFEST, WASM_LAYERS, WASM_PATH};
 use wafer_api::FunctionConfig;
+use wafer_container::pull::Registries;
 
 pub async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(&args.file)
@@ -259,27 +259,22 @@ fn file_in_layer(layer: &[u8], gzipped: bool, path: &str) -> anyhow::Result<Opti
     Ok(None)
 }
 
-/// A client for the registry `reference` names, the parsed reference, and the credentials.
+/// A client for the registry `reference` names, the parsed reference, and the credentials (the
+/// server's pull follows the same rule: `wafer_container::pull::client`).
 fn connect(reference: &str, plain_http: bool) -> anyhow::Result<(Client, Reference, RegistryAuth)> {
     let reference: Reference = reference
         .parse()
         .with_context(|| format!("invalid image reference {reference:?}"))?;
-    let host = reference.registry().split(':').next().unwrap_or_default();
-    let protocol = if plain_http || host == "localhost" || host == "127.0.0.1" {
-        ClientProtocol::Http
-    } else {
-        ClientProtocol::Https
+    let registries = Registries {
+        plain_http: if plain_http {
+            vec![reference.registry().to_string()]
+        } else {
+            Vec::new()
+        },
+        credentials: std::env::var("WAFER_REGISTRY_USER")
+            .ok()
+            .zip(std::env::var("WAFER_REGISTRY_PASSWORD").ok()),
     };
-    let client = Client::new(ClientConfig {
-        protocol,
-        ..Default::default()
-    });
-    let auth = match (
-        std::env::var("WAFER_REGISTRY_USER"),
-        std::env::var("WAFER_REGISTRY_PASSWORD"),
-    ) {
-        (Ok(user), Ok(password)) => RegistryAuth::Basic(user, password),
-        _ => RegistryAuth::Anonymous,
-    };
+    let (client, auth) = wafer_container::pull::client(&reference, &registries);
     Ok((client, reference, auth))
 }

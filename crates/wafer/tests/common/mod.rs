@@ -184,8 +184,20 @@ impl Server {
         module: Vec<u8>,
         parts: &[(&str, Value)],
     ) -> (StatusCode, Value) {
-        let mut form =
-            reqwest::multipart::Form::new().part("module", reqwest::multipart::Part::bytes(module));
+        self.deploy_as("module", name, module, parts).await
+    }
+
+    /// Deploys `bytes` as the multipart part `part` (`module`, or a container's `image`) with the given
+    /// JSON parts; returns status and JSON body.
+    pub async fn deploy_as(
+        &self,
+        part: &str,
+        name: &str,
+        bytes: Vec<u8>,
+        parts: &[(&str, Value)],
+    ) -> (StatusCode, Value) {
+        let mut form = reqwest::multipart::Form::new()
+            .part(part.to_string(), reqwest::multipart::Part::bytes(bytes));
         for (part, value) in parts {
             form = form.part(
                 part.to_string(),
