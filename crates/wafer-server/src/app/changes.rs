@@ -36,7 +36,7 @@ impl App {
         current.secrets.extend(variables.secrets.clone());
         let container = config.kind == Some(Kind::Container)
             || (config.kind.is_none() && containers::is_tarball(&module));
-        let (runner, artifact, proxy_id, module) = if container {
+        let (runner, artifact, proxy_id, module, digest) = if container {
             config.kind = Some(Kind::Container);
             validate::fits(&config, Kind::Container)?;
             let module = self.image_tarball(module, &config).await?;
@@ -48,7 +48,12 @@ impl App {
                 config.image.as_deref(),
                 function.digest(),
             )?);
-            (Runner::Container(function), None, None, module)
+            // An image may be a gigabyte: hashing it is CPU work, off the async threads.
+            let bytes = module.clone();
+            let digest = tokio::task::spawn_blocking(move || sha256_hex(&bytes))
+                .await
+                .map_err(|e| Error::Internal(format!("hashing the image failed: {e}")))?;
+            (Runner::Container(function), None, None, module, digest)
         } else {
             let digest = sha256_hex(&module);
             let (function, artifact) = self
@@ -69,9 +74,14 @@ impl App {
                     "proxy-wasm id `{id}` is already used by function `{owner}`"
                 )));
             }
-            (Runner::Wasm(function), artifact, Some(proxy_id), module)
+            (
+                Runner::Wasm(function),
+                artifact,
+                Some(proxy_id),
+                module,
+                digest,
+            )
         };
-        let digest = sha256_hex(&module);
         let new = NewVersion {
             name: name.to_string(),
             kind: runner.kind(),
