@@ -1,6 +1,6 @@
 """Writes an OCI image layout tarball of a small Linux image for container functions: Debian's
 busybox-static with its common applets, an empty /tmp (mode 1777: runc gives a tmpfs the mode of the
-directory it is mounted on), and the scripts of app/ under /app.
+directory it is mounted on), and the files of app/ under /app (a job's scripts, a server's site).
 
     apt install busybox-static
     python3 examples/container/image.py busybox.tar
@@ -17,7 +17,7 @@ import tarfile
 
 BUSYBOX = "/bin/busybox"
 NAME = "docker.io/library/wafer-busybox:example"
-APPLETS = ("sh", "cat", "echo", "printf", "id", "env", "sleep", "true", "wc", "nc", "httpd", "dd", "head")
+APPLETS = ("sh", "cat", "echo", "printf", "id", "env", "sleep", "true", "wc", "nc", "httpd", "dd", "head", "wget")
 APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app")
 
 
@@ -37,9 +37,16 @@ def rootfs() -> bytes:
         for applet in APPLETS:
             add(tar, f"bin/{applet}", kind=tarfile.SYMTYPE, link="busybox")
         add(tar, "app", kind=tarfile.DIRTYPE, mode=0o755)
-        for name in sorted(os.listdir(APP)):
-            with open(os.path.join(APP, name), "rb") as f:
-                add(tar, f"app/{name}", f.read(), mode=0o755)
+        for top, dirs, files in os.walk(APP):
+            dirs.sort()
+            inside = os.path.relpath(top, APP)
+            for name in dirs:
+                add(tar, os.path.normpath(f"app/{inside}/{name}"), kind=tarfile.DIRTYPE, mode=0o755)
+            for name in sorted(files):
+                path = os.path.join(top, name)
+                mode = 0o755 if os.access(path, os.X_OK) else 0o644
+                with open(path, "rb") as f:
+                    add(tar, os.path.normpath(f"app/{inside}/{name}"), f.read(), mode=mode)
     return layer.getvalue()
 
 

@@ -97,6 +97,8 @@ pub struct FunctionConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_outbound_hosts: Vec<String>,
     /// The most invocations of this function that run at once; further calls wait briefly, then get 429.
+    /// For a container serving HTTP (`port`), the requests one instance takes at once (default 16), so
+    /// the function takes `max_concurrency × max_replicas`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
     /// Whether calling the function over `/fn` and its routes needs the server's API token too.
@@ -168,7 +170,9 @@ pub struct FunctionConfig {
     /// How long an HTTP container may go without a request before it is stopped (default 60000 ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_ms: Option<u64>,
-    /// How many containers are kept created and not started, so a request only has to start one.
+    /// For a container job, how many containers are kept created and not started, so a request only
+    /// has to start one; for a container serving HTTP, how many instances are kept running however
+    /// idle (at most `max_replicas`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_warm: Option<u32>,
 }

@@ -64,15 +64,26 @@ mod tests {
     fn run(stdin: &[u8], args: &[&str]) -> std::process::Output {
         let dir = tempfile::tempdir().unwrap();
         let program = install(dir.path()).unwrap();
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .args(args)
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        // Another test forking at the moment the program was written holds it open for writing
+        // until that child execs: the program is busy for a moment.
+        let mut tries = 0;
+        let mut child = loop {
+            match command.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                spawned => break spawned.unwrap(),
+            }
+        };
         child.stdin.take().unwrap().write_all(stdin).unwrap();
         child.wait_with_output().unwrap()
     }

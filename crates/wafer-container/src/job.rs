@@ -21,7 +21,6 @@ use containerd_client::services::v1::{
     CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest,
     KillRequest, ListContainersRequest, StartRequest, WaitRequest,
 };
-use containerd_client::tonic::transport::Channel;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -117,18 +116,18 @@ pub fn cgroup_of(id: &str) -> String {
 /// program runs, in its own namespaces and cgroup. Starting it is all that is left (the warm pool
 /// keeps these). Dropped without being run or discarded, it is removed in the background.
 pub struct Created {
-    containerd: Containerd,
-    id: String,
+    pub(crate) containerd: Containerd,
+    pub(crate) id: String,
     dir: PathBuf,
     pid: u32,
     output_cap: usize,
-    pipes: Option<Pipes>,
+    pub(crate) pipes: Option<Pipes>,
 }
 
-struct Pipes {
-    stdin: pipe::Sender,
-    stdout: pipe::Receiver,
-    stderr: pipe::Receiver,
+pub(crate) struct Pipes {
+    pub(crate) stdin: pipe::Sender,
+    pub(crate) stdout: pipe::Receiver,
+    pub(crate) stderr: pipe::Receiver,
 }
 
 /// Creates a container of `image` from `template` and its task, not started, with id `id`.
@@ -322,7 +321,7 @@ impl Created {
         let (waited, timed_out) = match tokio::time::timeout(timeout, waiting).await {
             Ok(waited) => (waited, false),
             Err(_) => {
-                kill(containerd, &mut tasks, &id).await?;
+                signal(containerd, &id, libc::SIGKILL, true).await?;
                 let again = tasks
                     .wait(containerd.request(WaitRequest {
                         container_id: id.clone(),
@@ -367,18 +366,19 @@ impl Drop for Created {
     }
 }
 
-/// Sends SIGKILL to every process of container `id`'s task.
-async fn kill(
+/// Sends `signal` to container `id`'s first process, or with `all` to every process of its task.
+pub(crate) async fn signal(
     containerd: &Containerd,
-    tasks: &mut TasksClient<Channel>,
     id: &str,
+    signal: i32,
+    all: bool,
 ) -> Result<(), ContainerError> {
-    tasks
+    TasksClient::new(containerd.channel())
         .kill(containerd.request(KillRequest {
             container_id: id.into(),
             exec_id: String::new(),
-            signal: libc::SIGKILL as u32,
-            all: true,
+            signal: signal as u32,
+            all,
         }))
         .await?;
     Ok(())
@@ -389,7 +389,7 @@ async fn kill(
 pub async fn remove(containerd: &Containerd, id: &str, may_run: bool) {
     let mut tasks = TasksClient::new(containerd.channel());
     if may_run {
-        let _ = kill(containerd, &mut tasks, id).await;
+        let _ = signal(containerd, id, libc::SIGKILL, true).await;
     }
     let _ = tasks
         .delete(containerd.request(DeleteTaskRequest {

@@ -10,11 +10,13 @@
 //!   its network, held to its limits by the kernel.
 //! - [`job`] runs one request in a fresh container and removes it, however it ended; a container can
 //!   be created first and run later (the warm pool).
+//! - [`serve`] starts a created container as a long-running server, its output handed over line by
+//!   line, and stops it.
 //! - [`entry`] is the static program that starts every job container: it takes the request's
 //!   variables from a frame at the start of stdin, so a container created before its request sees
 //!   them in its environment all the same.
-//! - [`netns`] makes sockets inside a container's network namespace from wafer's side: how wafer will
-//!   reach a container serving HTTP, and give it a proxy, while it has no route anywhere.
+//! - [`netns`] makes sockets inside a container's network namespace from wafer's side: how wafer
+//!   reaches a container serving HTTP, and gives it a proxy, while it has no route anywhere.
 //! - [`cgroup`] reads what a container used — peak memory, CPU time, OOM kills — from its control
 //!   group, on the v1 and v2 layouts alike.
 //! - `testing` (feature `testing`) is a containerd of a test's own and a busybox image.
@@ -26,6 +28,7 @@ pub mod error;
 pub mod job;
 pub mod netns;
 pub mod pull;
+pub mod serve;
 pub mod spec;
 pub mod tarball;
 #[cfg(feature = "testing")]

@@ -145,7 +145,8 @@ pub fn on_path(program: &str) -> bool {
 
 /// The busybox applets the test image links.
 const APPLETS: &[&str] = &[
-    "sh", "cat", "echo", "env", "sleep", "head", "dd", "id", "ls", "nc", "httpd", "true",
+    "sh", "cat", "echo", "env", "sleep", "head", "dd", "id", "ls", "nc", "httpd", "true", "wget",
+    "mkdir", "chmod", "printf",
 ];
 
 /// An OCI image layout tarball of Debian's static busybox (`apt install busybox-static`): one layer

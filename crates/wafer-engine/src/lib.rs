@@ -33,7 +33,7 @@ mod run;
 mod settings;
 mod trace;
 
-pub use abi::http::{Mount, ResponseBody};
+pub use abi::http::{cap_body, forward, Mount, ResponseBody};
 pub use abi::wagi::{cgi_answer, cgi_env};
 pub use engine::SetupError;
 pub use engine::{is_component, Engine, EngineOptions, EngineStats};

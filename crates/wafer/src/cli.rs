@@ -369,7 +369,8 @@ pub struct FunctionFlags {
     /// A host outbound HTTP may reach: host, host:port or *.domain (repeatable).
     #[arg(long = "allow-outbound")]
     pub allow_outbound: Vec<String>,
-    /// The most invocations that run at once; further calls wait briefly, then get 429.
+    /// The most invocations that run at once; further calls wait briefly, then get 429. For a
+    /// container serving HTTP: the requests one instance takes at once (default 16).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: Option<u32>,
     /// Require the server's token to call the function under /fn and its routes too.
@@ -415,9 +416,21 @@ pub struct FunctionFlags {
     /// The user a container runs as, UID or UID:GID (default 65534).
     #[arg(long)]
     pub user: Option<String>,
-    /// Containers kept created and not started, so a call only starts one.
+    /// A container job: containers kept created and not started, so a call only starts one. A
+    /// container serving HTTP: instances kept running however idle.
     #[arg(long)]
     pub min_warm: Option<u32>,
+    /// The port a container's server listens on (it is told it in $PORT): the container serves
+    /// HTTP, and wafer proxies requests to it.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// The most instances of a container serving HTTP at once (default 4).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_replicas: Option<u32>,
+    /// How long a container serving HTTP may go without a request before it is stopped, e.g. 30s
+    /// (default 60s).
+    #[arg(long, value_parser = crate::cmd::deploy::parse_timeout_ms)]
+    pub idle_timeout: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::containers::{deploy_image, Setup};
 use common::registry::Registry;
 use common::*;
 use serde_json::{json, Value};
@@ -11,73 +12,9 @@ use std::time::Duration;
 use wafer_container::containerd::NAMESPACE;
 use wafer_container::testing::{busybox_layout, TestContainerd};
 
-/// A server wired to a containerd of its own.
-struct Setup {
-    server: Server,
-    daemon: TestContainerd,
-    image: Vec<u8>,
-}
-
-fn setup() -> Option<Setup> {
-    let daemon = TestContainerd::start(|_, _| {})?;
-    let server = Server::start_with(&["--containerd-socket", &daemon.socket().to_string_lossy()]);
-    Some(Setup {
-        server,
-        daemon,
-        image: busybox_layout("busybox:test"),
-    })
-}
-
-impl Setup {
-    /// Deploys the busybox image as `name` running `script` under `sh -c`, with `config` on top.
-    async fn deploy(&self, name: &str, script: &str, config: Value) -> (StatusCode, Value) {
-        let mut merged = json!({"kind": "container", "args": ["/bin/sh", "-c", script]});
-        if let (Some(merged), Some(extra)) = (merged.as_object_mut(), config.as_object()) {
-            merged.extend(extra.clone());
-        }
-        deploy_image(&self.server, name, self.image.clone(), merged).await
-    }
-
-    async fn deploy_ok(&self, name: &str, script: &str, config: Value) -> Value {
-        let (status, body) = self.deploy(name, script, config).await;
-        assert_eq!(status, StatusCode::CREATED, "deploy {name}: {body}");
-        body
-    }
-
-    /// The ids of the containers in wafer's namespace.
-    fn containers(&self) -> Vec<String> {
-        let listed = self.daemon.ctr(NAMESPACE, &["containers", "ls", "--quiet"]);
-        String::from_utf8_lossy(&listed.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    async fn no_containers_left(&self) {
-        wait_for(
-            "every container to be removed",
-            Duration::from_secs(20),
-            || async { self.containers().is_empty().then_some(()) },
-        )
-        .await;
-    }
-}
-
-/// Deploys an image tarball with `config` as the `image` part of a multipart deploy.
-async fn deploy_image(
-    server: &Server,
-    name: &str,
-    image: Vec<u8>,
-    config: Value,
-) -> (StatusCode, Value) {
-    server
-        .deploy_as("image", name, image, &[("config", config)])
-        .await
-}
-
 #[tokio::test]
 async fn job_containers_get_the_request_and_answer_with_their_output() {
-    let Some(setup) = setup() else {
+    let Some(setup) = Setup::start() else {
         return;
     };
     let server = &setup.server;
@@ -157,7 +94,7 @@ async fn job_containers_get_the_request_and_answer_with_their_output() {
 
 #[tokio::test]
 async fn the_kernel_holds_containers_to_their_limits_and_their_network() {
-    let Some(setup) = setup() else {
+    let Some(setup) = Setup::start() else {
         return;
     };
     let server = &setup.server;
@@ -226,7 +163,7 @@ async fn the_kernel_holds_containers_to_their_limits_and_their_network() {
 
 #[tokio::test]
 async fn cgi_containers_answer_http_and_warm_ones_start_without_being_created() {
-    let Some(setup) = setup() else {
+    let Some(setup) = Setup::start() else {
         return;
     };
     let server = &setup.server;
@@ -284,7 +221,7 @@ async fn cgi_containers_answer_http_and_warm_ones_start_without_being_created() 
 
 #[tokio::test]
 async fn container_functions_run_async_and_on_a_schedule() {
-    let Some(setup) = setup() else {
+    let Some(setup) = Setup::start() else {
         return;
     };
     let server = &setup.server;
@@ -316,7 +253,7 @@ async fn container_functions_run_async_and_on_a_schedule() {
 
 #[tokio::test]
 async fn a_restart_after_a_crash_removes_the_containers_left_running() {
-    let Some(setup) = setup() else {
+    let Some(setup) = Setup::start() else {
         return;
     };
     let Setup {
@@ -412,7 +349,7 @@ async fn without_containerd_a_container_deploy_is_refused_and_wasm_is_unaffected
 
 #[tokio::test]
 async fn an_image_is_pulled_from_a_registry_by_reference() {
-    let Some(setup) = setup() else {
+    let Some(setup) = Setup::start() else {
         return;
     };
     let Some(registry) = Registry::start() else {

@@ -77,6 +77,10 @@ async fn check_examples(server: &Server) {
     let (status, body) = server.get_text("/fn/hello-py/some/path?q=1").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, "Hello from Python! GET /some/path?q=1\n");
+    // The gateway's root with its slash is the function's root too.
+    let (status, body) = server.get_text("/fn/hello-py/?q=2").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "Hello from Python! GET /?q=2\n");
     let (status, _, body) = server.call(Method::POST, "/py", "stressed").await;
     assert_eq!((status.as_u16(), body.as_str()), (200, "desserts"));
 

@@ -180,10 +180,11 @@ pub(crate) async fn serve(
 
 /// Refuses a response that declares a body over `cap`, and cuts off one that streams past it (the status
 /// is sent by then, so the client sees the connection end early).
-fn cap_body(
-    response: Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
-    cap: usize,
-) -> Result<Response<ResponseBody>, InvokeError> {
+pub fn cap_body<B>(response: Response<B>, cap: usize) -> Result<Response<ResponseBody>, InvokeError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let declared = response
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -197,22 +198,14 @@ fn cap_body(
     Ok(response.map(|body| http_body_util::Limited::new(body, cap).boxed_unsync()))
 }
 
-/// The request as the guest sees it: an absolute URI (wasi:http needs an authority), the path relative to
-/// the mount when the prefix is stripped, and `x-forwarded-prefix` saying what was stripped.
+/// The request as the guest sees it: an absolute URI (wasi:http needs an authority), the path as
+/// [`forward`] gives it.
 fn guest_request(
     request: Request<Bytes>,
     mount: &Mount,
 ) -> Result<Request<Full<Bytes>>, InvokeError> {
     let (mut parts, body) = request.into_parts();
-    let path = if mount.strip_prefix {
-        mount.rest(parts.uri.path())
-    } else {
-        parts.uri.path()
-    };
-    let path_and_query = match parts.uri.query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path.to_string(),
-    };
+    let path_and_query = forward(&mut parts, mount);
     let authority = parts
         .headers
         .get(http::header::HOST)
@@ -226,12 +219,28 @@ fn guest_request(
         .path_and_query(path_and_query)
         .build()
         .map_err(|e| InvokeError::Internal(format!("cannot rebuild the request URI: {e}")))?;
+    Ok(Request::from_parts(parts, Full::new(body)))
+}
+
+/// The path and query a function serving HTTP sees for a request reaching it under `mount`: relative
+/// to the mount when the prefix is stripped (the `/fn/{name}` gateway), with `x-forwarded-prefix` then
+/// added to the headers saying what was stripped; whole on a route of its own.
+pub fn forward(parts: &mut http::request::Parts, mount: &Mount) -> String {
+    let path = if mount.strip_prefix {
+        mount.rest(parts.uri.path())
+    } else {
+        parts.uri.path()
+    };
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
     if mount.strip_prefix {
         if let Ok(prefix) = HeaderValue::from_str(&mount.prefix) {
             parts.headers.insert("x-forwarded-prefix", prefix);
         }
     }
-    Ok(Request::from_parts(parts, Full::new(body)))
+    path_and_query
 }
 
 #[cfg(test)]

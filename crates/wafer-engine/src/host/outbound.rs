@@ -11,7 +11,7 @@
 //! connecting and for each wait on the response.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,17 +198,66 @@ impl OutboundPolicy {
     /// exact entry names.
     pub(crate) async fn check(&self, uri: &http::Uri) -> Result<(), HttpError> {
         let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
-        let host = uri
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
+        let host = uri.host().unwrap_or_default();
         let port = uri
             .port_u16()
             .unwrap_or(if scheme == "http" { 80 } else { 443 });
-        let rule = self.rule_for(&scheme, &host, port).ok_or_else(|| {
-            tracing::info!(%uri, "outbound HTTP refused: host not in allowed_outbound_hosts");
+        self.addresses(&scheme, host, port).await.map(drop)
+    }
+
+    /// The addresses of `host:port` this policy lets a request with `scheme` reach, for a proxy to
+    /// connect to exactly what was checked; the error says why none.
+    pub async fn resolve(
+        &self,
+        scheme: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, String> {
+        let target = format!("{scheme}://{host}:{port}");
+        match self.addresses(scheme, host, port).await {
+            Ok(addresses) => Ok(addresses
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect()),
+            Err(HttpError::HttpRequestDenied) => Err(format!(
+                "{target} is not in the function's allowed_outbound_hosts"
+            )),
+            Err(HttpError::DestinationIpProhibited) => Err(format!(
+                "{target} resolves to a non-public address, which only an exact entry of \
+                 allowed_outbound_hosts may reach"
+            )),
+            Err(other) => Err(format!("{target} cannot be reached: {other:?}")),
+        }
+    }
+
+    /// A slot for one more outbound connection in flight, waiting up to the timeout for one to free
+    /// up; `None` when none did.
+    pub async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        self.slot().await.ok()
+    }
+
+    /// How long an outbound request may wait to connect and for each part of its response.
+    pub fn timeout(&self) -> Duration {
+        self.limits.timeout
+    }
+
+    /// Whether this policy allows anything at all.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    async fn addresses(
+        &self,
+        scheme: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<IpAddr>, HttpError> {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let rule = self.rule_for(scheme, &host, port).ok_or_else(|| {
+            tracing::info!(%scheme, %host, port, "outbound HTTP refused: host not in allowed_outbound_hosts");
             HttpError::HttpRequestDenied
         })?;
         let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
@@ -223,8 +272,9 @@ impl OutboundPolicy {
                 .collect(),
         };
         decide(rule, &addresses).inspect_err(|_| {
-            tracing::info!(%uri, "outbound HTTP refused: resolves to a non-public address");
-        })
+            tracing::info!(%host, port, "outbound HTTP refused: resolves to a non-public address");
+        })?;
+        Ok(addresses)
     }
 
     /// The entry allowing this target, preferring an exact one.

@@ -1,6 +1,7 @@
 //! The settings of a container function, checked at deploy: those only containers have, and the wasm
 //! settings a container cannot have.
 
+use super::outbound::PROXY_PORT;
 use crate::error::Error;
 use wafer_api::FunctionConfig;
 use wafer_container::containerd::parse_user;
@@ -11,6 +12,10 @@ const MAX_CPU: u32 = 64_000;
 const MAX_PIDS: u32 = 32_768;
 /// The most containers kept warm per function.
 const MAX_WARM: u32 = 64;
+/// The most instances of a container serving HTTP.
+const MAX_REPLICAS: u32 = 256;
+/// The shortest idle timeout of a container serving HTTP, in milliseconds.
+const MIN_IDLE_MS: u64 = 100;
 
 /// The first container-only setting `config` gives, if any.
 pub fn only_fields(config: &FunctionConfig) -> Option<&'static str> {
@@ -45,25 +50,51 @@ pub fn check(config: &FunctionConfig) -> Result<(), Error> {
             ));
         }
     }
-    if !config.allowed_outbound_hosts.is_empty() {
-        return invalid(
-            "a container has no network: `allowed_outbound_hosts` is not available for containers"
-                .into(),
-        );
+    if let Some(port) = config.port {
+        if port < 1024 {
+            return invalid(format!(
+                "port {port}: a container runs without capabilities, so its server must listen \
+                 on a port of 1024 or above"
+            ));
+        }
+        if port == PROXY_PORT && !config.allowed_outbound_hosts.is_empty() {
+            return invalid(format!(
+                "port {PROXY_PORT} is where a container that may reach out finds wafer's proxy; \
+                 listen on another"
+            ));
+        }
+        if config.cgi {
+            return invalid(
+                "`cgi` is for jobs; a container serving HTTP (`port`) answers HTTP itself".into(),
+            );
+        }
+    } else {
+        for (field, given) in [
+            ("max_replicas", config.max_replicas.is_some()),
+            ("idle_timeout_ms", config.idle_timeout_ms.is_some()),
+        ] {
+            if given {
+                return invalid(format!(
+                    "`{field}` applies to containers serving HTTP: give the `port` it listens on"
+                ));
+            }
+        }
+    }
+    if config
+        .max_replicas
+        .is_some_and(|n| n == 0 || n > MAX_REPLICAS)
+    {
+        return invalid(format!("max_replicas must be between 1 and {MAX_REPLICAS}"));
+    }
+    if config.idle_timeout_ms.is_some_and(|ms| ms < MIN_IDLE_MS) {
+        return invalid(format!("idle_timeout_ms must be at least {MIN_IDLE_MS}"));
     }
     if config.port.is_some() {
-        return invalid(
-            "`port` (a container serving HTTP) is not available: container functions run as jobs"
-                .into(),
-        );
-    }
-    for (field, given) in [
-        ("max_replicas", config.max_replicas.is_some()),
-        ("idle_timeout_ms", config.idle_timeout_ms.is_some()),
-    ] {
-        if given {
+        let replicas = config.max_replicas.unwrap_or(super::http::DEFAULT_REPLICAS);
+        if config.min_warm.is_some_and(|n| n > replicas) {
             return invalid(format!(
-                "`{field}` applies to containers serving HTTP (`port`), which are not available"
+                "min_warm ({}) keeps more instances running than max_replicas ({replicas}) allows",
+                config.min_warm.unwrap_or_default()
             ));
         }
     }
@@ -127,5 +158,37 @@ mod tests {
             ..FunctionConfig::default()
         };
         assert!(check(&config).is_err());
+    }
+
+    #[test]
+    fn a_server_listens_where_it_can_and_scales_within_its_bounds() {
+        let server = |port, extra: fn(&mut FunctionConfig)| {
+            let mut config = FunctionConfig {
+                port: Some(port),
+                ..FunctionConfig::default()
+            };
+            extra(&mut config);
+            check(&config)
+        };
+        assert!(server(8080, |_| {}).is_ok());
+        assert!(server(80, |_| {}).is_err());
+        assert!(server(8080, |c| c.cgi = true).is_err());
+        assert!(server(PROXY_PORT, |_| {}).is_ok());
+        assert!(server(PROXY_PORT, |c| c.allowed_outbound_hosts =
+            vec!["a.test".into()])
+        .is_err());
+        assert!(server(8080, |c| c.max_replicas = Some(0)).is_err());
+        assert!(server(8080, |c| c.min_warm = Some(5)).is_err());
+        assert!(server(8080, |c| {
+            c.min_warm = Some(5);
+            c.max_replicas = Some(5);
+        })
+        .is_ok());
+        assert!(server(8080, |c| c.idle_timeout_ms = Some(10)).is_err());
+        let job = FunctionConfig {
+            idle_timeout_ms: Some(1000),
+            ..FunctionConfig::default()
+        };
+        assert!(check(&job).is_err());
     }
 }

@@ -1,11 +1,18 @@
 //! A container function version, ready to run: its image in containerd, the template every one of
-//! its containers is made from, and its warm pool.
+//! its containers is made from, and its warm pool (a *job*) or its running instances (*http*, in
+//! `http.rs`).
 //!
 //! A *job* invocation takes a container from the pool (warm: created, not started) or creates one
 //! (cold), writes the request's CGI variables and its body to the container's stdin through the entry
 //! program ([`wafer_container::entry`]), and waits for it; the container is removed whatever
 //! happened, and never used for another request. The pool is filled again in the background.
+//!
+//! A container that may reach out (`allowed_outbound_hosts`) gets its proxy ([`super::outbound`])
+//! between its creation and its start: bound in its network namespace, so it is there before the
+//! container's program runs.
 
+use super::http::{Instances, Shape};
+use super::outbound::{self, Proxy};
 use super::{Containers, Daemon};
 use crate::error::Error;
 use bytes::Bytes;
@@ -14,6 +21,7 @@ use std::time::Instant;
 use wafer_api::{CommandOutput, FunctionConfig};
 use wafer_container::containerd::{parse_user, Image};
 use wafer_container::job::{self, Created, Template};
+use wafer_container::netns::Namespace;
 use wafer_container::spec::{Limits, Process, NOBODY};
 use wafer_container::{entry, ContainerError};
 use wafer_engine::{InvokeError, Mount, ResponseBody, Settings, Stream, Trace, Tracer, Usage};
@@ -32,16 +40,29 @@ pub enum Reply {
     Http(http::Response<ResponseBody>),
 }
 
+/// A container created and not started, with what it was given in its network namespace.
+pub(super) struct Prepared {
+    pub created: Created,
+    /// A thread in its network namespace, when wafer needs to reach into it (*http*).
+    pub namespace: Option<Namespace>,
+    /// Its outbound proxy, when it may reach out.
+    pub proxy: Option<Proxy>,
+}
+
 /// A loaded container function version.
 pub struct ContainerFunction {
-    daemon: Daemon,
+    pub(super) daemon: Daemon,
     image: Image,
-    template: Template,
+    pub(super) template: Template,
     cgi: bool,
-    /// Containers created and not started, at most `min_warm` of them.
-    warm: Mutex<Vec<Created>>,
+    /// What its outbound proxy lets through; none at all when empty.
+    outbound: wafer_engine::OutboundPolicy,
+    /// Containers created and not started, at most `min_warm` of them (*job*).
+    warm: Mutex<Vec<Prepared>>,
     min_warm: usize,
     filling: std::sync::atomic::AtomicBool,
+    /// A job, or an HTTP server with its running instances.
+    pub(super) shape: Shape,
 }
 
 impl ContainerFunction {
@@ -65,6 +86,15 @@ impl ContainerFunction {
             env.retain(|pair| pair.split_once('=').map(|(n, _)| n) != Some(name));
             env.push(format!("{name}={value}"));
         }
+        let shape = Shape::of(config, settings);
+        if let Shape::Http(instances) = &shape {
+            env.retain(|pair| !pair.starts_with("PORT="));
+            env.push(format!("PORT={}", instances.port));
+        }
+        let outbound = settings.outbound.clone();
+        if !outbound.is_empty() {
+            env.extend(outbound::env());
+        }
         let args = image.config.args(&config.args);
         if args.is_empty() {
             return Err(Error::Container(ContainerError::InvalidImage(
@@ -80,7 +110,8 @@ impl ContainerFunction {
                 env,
                 cwd: image.config.cwd.clone(),
                 user,
-                entry: Some(daemon.entry.clone()),
+                // A server's environment is its own at creation: only jobs take a frame on stdin.
+                entry: matches!(shape, Shape::Job).then(|| daemon.entry.clone()),
             },
             limits: Limits {
                 memory: settings.limits.memory_bytes,
@@ -95,11 +126,20 @@ impl ContainerFunction {
             image,
             template,
             cgi: config.cgi,
+            outbound,
             warm: Mutex::new(Vec::new()),
-            min_warm: config.min_warm.unwrap_or(0) as usize,
+            // A server's `min_warm` are running instances, which its `Instances` keep.
+            min_warm: match shape {
+                Shape::Job => config.min_warm.unwrap_or(0) as usize,
+                Shape::Http(_) => 0,
+            },
             filling: std::sync::atomic::AtomicBool::new(false),
+            shape,
         });
-        function.fill();
+        match function.shape {
+            Shape::Job => function.fill(),
+            Shape::Http(_) => Instances::tend_in_background(&function),
+        }
         Ok(function)
     }
 
@@ -108,32 +148,66 @@ impl ContainerFunction {
         &self.image.digest
     }
 
-    fn pool(&self) -> std::sync::MutexGuard<'_, Vec<Created>> {
+    /// Whether it serves HTTP on a port (rather than running jobs).
+    pub fn serves_http(&self) -> bool {
+        matches!(self.shape, Shape::Http(_))
+    }
+
+    fn pool(&self) -> std::sync::MutexGuard<'_, Vec<Prepared>> {
         self.warm
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A new container of the version, created and not started.
-    async fn create(&self) -> Result<Created, Error> {
+    /// A new container of the version, created and not started, with its proxy when it may reach
+    /// out, and a way into its network namespace when `reach_in`.
+    pub(super) async fn create(&self, reach_in: bool) -> Result<Prepared, Error> {
         let id = uuid::Uuid::now_v7().simple().to_string();
-        Ok(job::create(
+        let created = job::create(
             &self.daemon.containerd,
             &self.daemon.work,
             &self.image,
             &self.template,
             id,
         )
-        .await?)
+        .await?;
+        let reach_out = !self.outbound.is_empty();
+        if !reach_in && !reach_out {
+            return Ok(Prepared {
+                created,
+                namespace: None,
+                proxy: None,
+            });
+        }
+        let namespace = Namespace::of(created.pid()).await.map_err(|e| {
+            Error::Internal(format!(
+                "cannot enter the container's network namespace: {e}"
+            ))
+        })?;
+        let proxy = match reach_out {
+            true => Some(
+                outbound::start(&namespace, self.outbound.clone())
+                    .await
+                    .map_err(|e| {
+                        Error::Internal(format!("cannot start the container's proxy: {e}"))
+                    })?,
+            ),
+            false => None,
+        };
+        Ok(Prepared {
+            created,
+            namespace: reach_in.then_some(namespace),
+            proxy,
+        })
     }
 
     /// A container to run: one from the pool (warm), or a new one (cold).
-    async fn take(self: &Arc<Self>) -> Result<(Created, bool), Error> {
+    async fn take(self: &Arc<Self>) -> Result<(Prepared, bool), Error> {
         let pooled = self.pool().pop();
         self.fill();
         match pooled {
             Some(created) => Ok((created, true)),
-            None => Ok((self.create().await?, false)),
+            None => Ok((self.create(false).await?, false)),
         }
     }
 
@@ -154,7 +228,7 @@ impl ContainerFunction {
                     function.filling.store(false, Ordering::Release);
                     return;
                 }
-                match function.create().await {
+                match function.create(false).await {
                     Ok(created) => function.pool().push(created),
                     Err(e) => {
                         tracing::warn!(function = %function.template.function, "cannot keep a warm container: {e}");
@@ -187,10 +261,15 @@ impl ContainerFunction {
             })?;
         stdin.extend_from_slice(&body);
         let started = Instant::now();
-        let (created, warm) = self.take().await?;
+        let (prepared, warm) = self.take().await?;
         let ready = started.elapsed();
         let timeout = settings.limits.timeout;
-        let ended = created.run(&self.daemon.cgroups, stdin, timeout).await?;
+        // The proxy serves the container for as long as it runs.
+        let _proxy = prepared.proxy;
+        let ended = prepared
+            .created
+            .run(&self.daemon.cgroups, stdin, timeout)
+            .await?;
         let mut trace = Trace {
             usage: Usage {
                 instantiate: ready,
@@ -236,7 +315,7 @@ impl ContainerFunction {
 
 impl Drop for ContainerFunction {
     fn drop(&mut self) {
-        // Each warm container removes itself when dropped.
+        // Each warm container, and each running instance, removes itself when dropped.
         self.pool().clear();
     }
 }

@@ -1,5 +1,6 @@
 //! Container functions in the server (kind `container`): the containerd connection, images in at
-//! deploy, and each version's runnable form ([`ContainerFunction`]).
+//! deploy, and each version's runnable form ([`ContainerFunction`]): jobs (`function.rs`), servers
+//! on a port (`http.rs`), and the proxy that is a container's only way out (`outbound.rs`).
 //!
 //! The daemon is optional. wafer connects when a container function first needs it (at deploy, or
 //! when a stored container version is loaded) and again after a failure, so a containerd started
@@ -14,9 +15,12 @@
 
 mod config;
 mod function;
+mod http;
+mod outbound;
 
 pub use config::{check, only_fields};
 pub use function::{ContainerFunction, Reply};
+pub use http::slots;
 
 use crate::error::Error;
 use std::path::{Path, PathBuf};

@@ -64,6 +64,8 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/docs", get(openapi::docs))
         .route("/fn/{name}", any(invoke::function_root))
+        // A site under the gateway is reached at its root with the slash (its relative links need it).
+        .route("/fn/{name}/", any(invoke::function_root))
         .route("/fn/{name}/{*rest}", any(invoke::function_path))
         .fallback(invoke::routed)
         .layer(axum::middleware::from_fn(request_head))

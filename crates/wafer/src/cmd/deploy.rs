@@ -83,6 +83,9 @@ impl FunctionFlags {
             pids: self.pids,
             user: self.user,
             min_warm: self.min_warm,
+            port: self.port,
+            max_replicas: self.max_replicas,
+            idle_timeout_ms: self.idle_timeout,
             ..FunctionConfig::default()
         }
     }

@@ -2,6 +2,7 @@
 //! and drives it over HTTP and through the `wafer` CLI.
 #![allow(dead_code)]
 
+pub mod containers;
 pub mod registry;
 
 use std::io::{BufRead, BufReader};
