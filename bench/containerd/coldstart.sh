@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cold start under containerd: `ctr run --rm` of a wafer command function (containerd-shim-wafer-v1)
-# against a busybox container (runc), and start to first response of a JavaScript http function (a
-# 10 MB component), measured in the same run on this machine. Each run is a new container and a new
+# against a busybox container (runc), start to first response of a JavaScript http function (a
+# 10 MB component) and of busybox httpd, then the same busybox image as wafer container functions
+# (jobs and a server, cold and warm) beside wasm functions, all measured in the same run on this machine. Each run is a new container and a new
 # shim process; the shim's compile cache (WAFER_SHIM_CACHE) is a fresh directory at the start, so
 # the first run of each function compiles it and the rest load it. Needs root, containerd, runc,
 # busybox-static and curl.
@@ -72,15 +73,16 @@ measure() {
   report "$label" "${times[@]}"
 }
 
-# $runs runs of: ctr run --detach of the http function IMAGE listening on PORT, from the start until it
-# first answers 200; then the task is killed and removed.
+# $runs runs of: ctr run --detach of IMAGE serving HTTP on PORT (an http function, told in WAFER_LISTEN,
+# or COMMAND... after the port), from the start until it first answers 200; then the task is killed
+# and removed.
 measure_http() {
-  local label=$1 image=$2 port=$3
+  local label=$1 image=$2 port=$3; shift 3
   local times=()
   for i in $(seq "$runs"); do
     local start end
     start=$(date +%s%N)
-    ctr run --detach --net-host --env "WAFER_LISTEN=127.0.0.1:$port" "${runtime[@]}" "$image" "web-$i" >/dev/null
+    ctr run --detach --net-host --env "WAFER_LISTEN=127.0.0.1:$port" "${runtime[@]}" "$image" "web-$i" "$@" >/dev/null
     until curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; do sleep 0.005; done
     end=$(date +%s%N)
     times+=($(( (end - start) / 1000000 )))
@@ -96,6 +98,9 @@ measure "wafer command (containerd-shim-wafer)" docker.io/library/greet:bench /a
 measure_http "wafer JS http, start to first answer" docker.io/library/hello-js:bench "$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 runtime=()
 measure "busybox echo (runc)" docker.io/library/wafer-busybox:example /bin/echo Hello, bench!
+web_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+measure_http "busybox httpd (runc), to first answer" docker.io/library/wafer-busybox:example "$web_port" \
+  /bin/httpd -f -p "127.0.0.1:$web_port" -h /app/www
 
 # The same image and the same wasm as wafer functions, through `wafer serve` on this containerd: each
 # call to a container function is a new container (cold: created for the call; warm: taken from the
@@ -111,9 +116,12 @@ warm=$(( runs < 64 ? runs : 64 ))
 "$target/wafer" deploy "$dir/busybox.tar" --kind container --name job-cold --arg /bin/echo --arg 'Hello, bench!' >&2
 "$target/wafer" deploy "$dir/busybox.tar" --kind container --name job-warm --min-warm "$warm" \
   --arg /bin/echo --arg 'Hello, bench!' >&2
+"$target/wafer" deploy "$dir/busybox.tar" --kind container --name http-warm --port 8080 --min-warm 1 \
+  --arg /app/serve.sh >&2
 "$target/wafer" deploy "$repo/examples/command-c/greet.wasm" --kind command --name greet >&2
+"$target/wafer" deploy "$repo/examples/wagi-c/hello.wasm" --name hello-c >&2
 wafer_containers() { command ctr --address "$dir/containerd.sock" --namespace wafer containers ls --quiet | wc -l; }
-until [ "$(wafer_containers)" -ge "$warm" ]; do sleep 0.1; done
+until [ "$(wafer_containers)" -ge "$((warm + 1))" ]; do sleep 0.1; done
 
 # $runs calls of function NAME, each timed from the request to the whole answer.
 measure_call() {
@@ -125,6 +133,22 @@ measure_call() {
   done
   report "$label" "${times[@]}"
 }
+# $runs first calls of a container serving HTTP, each after a new deploy of it (which stops the
+# instance of the version before): the call creates and starts the container, waits for httpd to
+# listen, and is proxied to it.
+measure_http_cold() {
+  local times=()
+  for i in $(seq "$runs"); do
+    "$target/wafer" deploy "$dir/busybox.tar" --kind container --name http-cold --port 8080 \
+      --arg /app/serve.sh >/dev/null
+    times+=($(curl -fsS -o /dev/null -w '%{time_total}' "$WAFER_SERVER/fn/http-cold/cgi-bin/hello" |
+      awk '{printf "%.1f", $1 * 1000}'))
+  done
+  report "wafer container http, cold" "${times[@]}"
+}
 measure_call "wafer container job, cold" job-cold
 measure_call "wafer container job, warm" job-warm
+measure_http_cold
+measure_call "wafer container http, warm" http-warm/cgi-bin/hello
 measure_call "wafer wasm command (C)" greet
+measure_call "wafer wasm WAGI (C)" hello-c
