@@ -234,7 +234,8 @@ async fn containers_reach_only_the_hosts_they_are_allowed_and_only_through_their
                  printf 'CONNECT {allowed} HTTP/1.1\\r\\nHost: {allowed}\\r\\n\\r\\nGET / HTTP/1.0\\r\\n\\r\\n' \
                    | nc 127.0.0.1 3128"
             ),
-            json!({"allowed_outbound_hosts": [allowed]}),
+            // A proxy of the function's own would lead nowhere: wafer's replaces it.
+            json!({"allowed_outbound_hosts": [allowed], "env": {"http_proxy": "http://10.0.0.1:1"}}),
         )
         .await;
     let (_, reply) = server

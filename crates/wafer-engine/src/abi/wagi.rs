@@ -249,7 +249,8 @@ pub fn cgi_env(
     set("AUTH_TYPE", String::new());
     set("REMOTE_USER", String::new());
     for name in parts.headers.keys() {
-        if name == CONTENT_TYPE || name == CONTENT_LENGTH {
+        // A `Proxy` header would become HTTP_PROXY, which programs read as their proxy ("httpoxy").
+        if name == CONTENT_TYPE || name == CONTENT_LENGTH || name.as_str() == "proxy" {
             continue;
         }
         let values: Vec<&str> = parts
@@ -456,6 +457,7 @@ mod tests {
             .header("host", "example.test:9000")
             .header("content-type", "text/plain")
             .header("x-custom", "yes")
+            .header("proxy", "http://evil.test")
             .body(())
             .unwrap();
         let (parts, ()) = request.into_parts();
@@ -487,5 +489,6 @@ mod tests {
         assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
         assert_eq!(env["MINE"], "1");
         assert!(!env.contains_key("HTTP_CONTENT_TYPE"));
+        assert!(!env.contains_key("HTTP_PROXY"));
     }
 }

@@ -93,6 +93,7 @@ impl ContainerFunction {
         }
         let outbound = settings.outbound.clone();
         if !outbound.is_empty() {
+            env.retain(|pair| !pair.split_once('=').is_some_and(|(n, _)| outbound::sets(n)));
             env.extend(outbound::env());
         }
         let args = image.config.args(&config.args);
@@ -250,7 +251,11 @@ impl ContainerFunction {
         settings: &Settings,
         tracer: Tracer,
     ) -> Result<(Reply, bool), Error> {
-        let variables = wafer_engine::cgi_env(parts, body.len(), mount, settings);
+        let mut variables = wafer_engine::cgi_env(parts, body.len(), mount, settings);
+        if !self.outbound.is_empty() {
+            // The container's proxy settings are wafer's, fixed at its creation.
+            variables.retain(|(name, _)| !outbound::sets(name));
+        }
         let mut stdin = entry::frame(variables.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .ok_or_else(|| {
                 Error::InvalidRequest(

@@ -29,21 +29,32 @@ use wafer_engine::OutboundPolicy;
 /// The port of the proxy inside every container that may reach out.
 pub const PROXY_PORT: u16 = 3128;
 
+/// The variables that point a container's HTTP clients at a proxy.
+const VARIABLES: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
 /// The variables that point a container's HTTP clients at its proxy.
 pub fn env() -> Vec<String> {
     let url = format!("http://127.0.0.1:{PROXY_PORT}");
-    let mut env: Vec<String> = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
+    VARIABLES
         .iter()
-        .map(|name| format!("{name}={url}"))
-        .collect();
-    env.extend(
-        [
-            "NO_PROXY=localhost,127.0.0.1",
-            "no_proxy=localhost,127.0.0.1",
-        ]
-        .map(String::from),
-    );
-    env
+        .map(|name| match name.to_ascii_lowercase().as_str() {
+            "no_proxy" => format!("{name}=localhost,127.0.0.1"),
+            _ => format!("{name}={url}"),
+        })
+        .collect()
+}
+
+/// Whether `name` is one of the proxy variables wafer sets, which nothing else may change: a proxy
+/// of the function's own would lead nowhere.
+pub fn sets(name: &str) -> bool {
+    VARIABLES.contains(&name)
 }
 
 /// Headers that concern one hop only, never forwarded.
