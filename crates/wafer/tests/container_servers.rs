@@ -104,7 +104,7 @@ async fn a_container_serving_http_scales_from_zero_takes_requests_at_once_and_go
 
 #[tokio::test]
 async fn min_warm_keeps_servers_running_and_a_server_that_cannot_start_is_a_clear_error() {
-    let Some(setup) = Setup::start() else {
+    let Some(mut setup) = Setup::start() else {
         return;
     };
     let server = &setup.server;
@@ -185,6 +185,18 @@ async fn min_warm_keeps_servers_running_and_a_server_that_cannot_start_is_a_clea
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     setup.no_containers_left().await;
+
+    // A server stopped gracefully takes its containers with it.
+    setup
+        .deploy_ok(
+            "kept",
+            &web_server("0"),
+            json!({"port": 9000, "min_warm": 2}),
+        )
+        .await;
+    setup.containers_are(2, "two instances kept running").await;
+    setup.server.terminate();
+    assert!(setup.containers().is_empty(), "{:?}", setup.containers());
 }
 
 /// A plain HTTP server on the host at `127.0.0.2` (a loopback address a container's own loopback

@@ -227,6 +227,7 @@ impl App {
         if let Err(e) = self.cluster.leave(&self.node).await {
             tracing::warn!("cannot leave the nodes table: {e}");
         }
+        self.containers.stop().await;
     }
 }
 

@@ -159,6 +159,19 @@ impl Containers {
         }
     }
 
+    /// At a graceful stop: removes this node's containers (warm pools, running servers) while the
+    /// process can still wait for it, if containerd was ever used.
+    pub async fn stop(&self) {
+        let Some(daemon) = self.daemon.lock().await.clone() else {
+            return;
+        };
+        match job::remove_leftovers(&daemon.containerd, &self.node).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(containers = n, "removed this node's containers"),
+            Err(e) => tracing::warn!("cannot remove this node's containers: {e}"),
+        }
+    }
+
     /// Reads an image tarball and stores it in containerd under its lease.
     pub async fn import(&self, tarball: bytes::Bytes) -> Result<(Daemon, Image), Error> {
         // Every blob's digest is checked: CPU work, off the async threads.

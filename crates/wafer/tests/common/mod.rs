@@ -136,6 +136,14 @@ impl Server {
         self.stop();
     }
 
+    /// Stops the server gracefully (SIGTERM) and waits for it to exit.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
     fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
