@@ -211,12 +211,10 @@ impl App {
                     .max_request_bytes,
             )
             .unwrap_or(usize::MAX),
-            slots: match live.kind {
-                Kind::Container => crate::containers::slots(&live.config),
-                _ => None,
-            }
-            .or(live.config.max_concurrency)
-            .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
+            // A container server's bound covers all its instances; `port` is a container's only.
+            slots: crate::containers::slots(&live.config)
+                .or(live.config.max_concurrency)
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
             version: live.version,
             max_attempts: live.config.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
             retry_backoff: std::time::Duration::from_millis(

@@ -11,7 +11,7 @@
 //! between its creation and its start: bound in its network namespace, so it is there before the
 //! container's program runs.
 
-use super::http::{Instances, Shape};
+use super::http::{locked, Instances, Shape};
 use super::outbound::{self, Proxy};
 use super::{Containers, Daemon};
 use crate::error::Error;
@@ -155,9 +155,7 @@ impl ContainerFunction {
     }
 
     fn pool(&self) -> std::sync::MutexGuard<'_, Vec<Prepared>> {
-        self.warm
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        locked(&self.warm)
     }
 
     /// A new container of the version, created and not started, with its proxy when it may reach

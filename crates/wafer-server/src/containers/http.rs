@@ -152,7 +152,7 @@ impl Drop for Slot {
     }
 }
 
-fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -223,10 +223,11 @@ impl ContainerFunction {
         let started = Instant::now();
         let timeout = settings.limits.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let (instance, slot, warm) = match tokio::time::timeout_at(deadline, self.acquire()).await {
-            Ok(acquired) => acquired?,
-            Err(_) => return Err(InvokeError::Timeout(timeout).into()),
-        };
+        let (instance, slot, warm) =
+            match tokio::time::timeout_at(deadline, self.acquire(instances)).await {
+                Ok(acquired) => acquired?,
+                Err(_) => return Err(InvokeError::Timeout(timeout).into()),
+            };
         let cgroup = cgroup_of(instance.serving.id());
         let finish = Finish {
             tracer: Some(tracer),
@@ -294,13 +295,8 @@ impl ContainerFunction {
     async fn failure(&self, instance: &Instance, error: String) -> Error {
         // The exit is reported a moment after the connection drops.
         let _ = tokio::time::timeout(Duration::from_millis(500), instance.serving.wait()).await;
-        let usage = self
-            .daemon
-            .cgroups
-            .usage(&cgroup_of(instance.serving.id()))
-            .unwrap_or_default();
-        if usage.oom_kills > 0 {
-            return InvokeError::MemoryLimit(self.template.limits.memory).into();
+        if let Some(killed) = self.killed_for_memory(&instance.serving) {
+            return killed;
         }
         match instance.serving.exited() {
             Some(status) => InvokeError::Failed(format!(
@@ -311,12 +307,22 @@ impl ContainerFunction {
         }
     }
 
+    /// The error of a container the kernel killed for going over its memory limit, if it was.
+    fn killed_for_memory(&self, serving: &Serving) -> Option<Error> {
+        let usage = self
+            .daemon
+            .cgroups
+            .usage(&cgroup_of(serving.id()))
+            .unwrap_or_default();
+        (usage.oom_kills > 0).then(|| InvokeError::MemoryLimit(self.template.limits.memory).into())
+    }
+
     /// A slot on a running instance, starting one when none is free and there is room for another;
     /// whether the instance was already running.
-    async fn acquire(self: &Arc<Self>) -> Result<(Arc<Instance>, Slot, bool), Error> {
-        let Some(instances) = self.instances() else {
-            return Err(Error::Internal("the function does not serve HTTP".into()));
-        };
+    async fn acquire(
+        self: &Arc<Self>,
+        instances: &Instances,
+    ) -> Result<(Arc<Instance>, Slot, bool), Error> {
         let mut cold = false;
         loop {
             let changed = instances.changed.notified();
@@ -411,13 +417,8 @@ impl ContainerFunction {
         let ready_by = Instant::now() + instances.start_timeout;
         loop {
             if let Some(status) = serving.exited() {
-                let usage = self
-                    .daemon
-                    .cgroups
-                    .usage(&cgroup_of(serving.id()))
-                    .unwrap_or_default();
-                if usage.oom_kills > 0 {
-                    return Err(InvokeError::MemoryLimit(self.template.limits.memory).into());
+                if let Some(killed) = self.killed_for_memory(&serving) {
+                    return Err(killed);
                 }
                 let said = last_lines(&logs);
                 return Err(InvokeError::Failed(format!(

@@ -184,16 +184,16 @@ async fn execute(
             if let Ok(value) = http::HeaderValue::from_str(id) {
                 parts.headers.insert(EXECUTION_HEADER, value);
             }
-            if container.serves_http() {
+            let (reply, warm) = if container.serves_http() {
                 let (response, warm) = container
                     .serve_http(parts, body, mount, &entry.settings, tracer)
                     .await?;
-                app.metrics.start(&entry.settings.name, !warm);
-                return Ok(Answer::Http(response, permit));
-            }
-            let (reply, warm) = container
-                .run_job(&parts, body, mount, &entry.settings, tracer)
-                .await?;
+                (Reply::Http(response), warm)
+            } else {
+                container
+                    .run_job(&parts, body, mount, &entry.settings, tracer)
+                    .await?
+            };
             app.metrics.start(&entry.settings.name, !warm);
             return Ok(match reply {
                 Reply::Command(output) => Answer::Command(output),
