@@ -6,12 +6,14 @@
 //! leaves. A [`Namespace`] is such a thread, kept for one container: wafer connects to the container's
 //! port through it (to proxy requests to a container serving HTTP) and binds listeners on the
 //! container's loopback through it (an outbound proxy only that container can reach), while the
-//! container itself gets no route anywhere.
+//! container itself gets no route anywhere. The containerd shim uses the same thread to bind a pod's
+//! listener inside the pod's namespace, named by its path in the container's runtime spec.
 
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -19,7 +21,15 @@ use tokio::sync::oneshot;
 /// What the namespace's thread is asked to do.
 enum Request {
     Connect(u16, Duration, oneshot::Sender<io::Result<TcpStream>>),
-    Bind(u16, oneshot::Sender<io::Result<TcpListener>>),
+    Bind(SocketAddr, oneshot::Sender<io::Result<TcpListener>>),
+}
+
+/// The namespace a [`Namespace`] thread moves to.
+enum Target {
+    /// An existing one: a `/proc/PID/ns/net` or a bind-mounted namespace file.
+    Existing(File),
+    /// A new, empty one of its own.
+    New,
 }
 
 /// A thread inside the network namespace of one process; it ends when this is dropped.
@@ -30,15 +40,36 @@ pub struct Namespace {
 impl Namespace {
     /// Joins the network namespace of process `pid` (a container's first process).
     pub async fn of(pid: u32) -> io::Result<Self> {
-        let namespace = File::open(format!("/proc/{pid}/ns/net"))?;
+        Self::at(Path::new(&format!("/proc/{pid}/ns/net"))).await
+    }
+
+    /// Joins the network namespace at `path` (`/proc/PID/ns/net`, or a file such as
+    /// `/var/run/netns/NAME` that keeps one).
+    pub async fn at(path: &Path) -> io::Result<Self> {
+        Self::enter(Target::Existing(File::open(path)?)).await
+    }
+
+    /// A new network namespace with nothing in it but a loopback that is down: what a container
+    /// whose spec asks for a network namespace without naming one gets.
+    pub async fn new_empty() -> io::Result<Self> {
+        Self::enter(Target::New).await
+    }
+
+    async fn enter(target: Target) -> io::Result<Self> {
         let (requests, inbox) = mpsc::channel::<Request>();
         let (joined, ready) = oneshot::channel();
         std::thread::Builder::new()
-            .name(format!("netns-{pid}"))
+            .name("netns".into())
             .spawn(move || {
-                // SAFETY: `namespace` is an open descriptor of a network namespace; setns changes only
-                // this thread's namespace.
-                let entered = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
+                let entered = match &target {
+                    // SAFETY: `namespace` is an open descriptor of a network namespace; setns changes
+                    // only this thread's namespace.
+                    Target::Existing(namespace) => unsafe {
+                        libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET)
+                    },
+                    // SAFETY: unshare with CLONE_NEWNET changes only this thread's network namespace.
+                    Target::New => unsafe { libc::unshare(libc::CLONE_NEWNET) },
+                };
                 let entered = if entered == 0 {
                     Ok(())
                 } else {
@@ -49,15 +80,15 @@ impl Namespace {
                 if failed {
                     return;
                 }
-                drop(namespace);
+                drop(target);
                 for request in inbox {
                     match request {
                         Request::Connect(port, timeout, reply) => {
                             let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
                             let _ = reply.send(TcpStream::connect_timeout(&address, timeout));
                         }
-                        Request::Bind(port, reply) => {
-                            let _ = reply.send(TcpListener::bind((Ipv4Addr::LOCALHOST, port)));
+                        Request::Bind(address, reply) => {
+                            let _ = reply.send(TcpListener::bind(address));
                         }
                     }
                 }
@@ -81,13 +112,21 @@ impl Namespace {
 
     /// A listener on `127.0.0.1:port` inside the namespace (port 0 picks one).
     pub async fn bind(&self, port: u16) -> io::Result<tokio::net::TcpListener> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Request::Bind(port, reply))?;
-        let listener = answer
-            .await
-            .map_err(|_| io::Error::other("the namespace thread ended"))??;
+        let listener = self
+            .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            .await?;
         listener.set_nonblocking(true)?;
         tokio::net::TcpListener::from_std(listener)
+    }
+
+    /// A listener on `address` inside the namespace, blocking, as the kernel made it: to use here or
+    /// to hand to another process.
+    pub async fn listen(&self, address: SocketAddr) -> io::Result<TcpListener> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Bind(address, reply))?;
+        answer
+            .await
+            .map_err(|_| io::Error::other("the namespace thread ended"))?
     }
 
     fn send(&self, request: Request) -> io::Result<()> {

@@ -48,6 +48,15 @@ impl Function {
         }
     }
 
+    /// Another function running the same compiled code, with instances kept for `reuse` of its own: what
+    /// a second container of one module gets, so it compiles nothing and shares no instance.
+    pub fn with_own_instances(&self) -> Self {
+        Self {
+            prepared: self.prepared.clone(),
+            warm: self.warm.sibling(),
+        }
+    }
+
     /// The kind this function runs as.
     pub fn kind(&self) -> Kind {
         match self.prepared {

@@ -93,6 +93,13 @@ pub(crate) struct IdlePool<T> {
     idle: Mutex<Vec<(T, Instant)>>,
 }
 
+impl<T: Send + 'static> IdlePool<T> {
+    /// An empty pool under the same engine-wide bound, for another function sharing this one's code.
+    pub(crate) fn sibling(&self) -> Arc<IdlePool<T>> {
+        self.budget.pool()
+    }
+}
+
 impl<T> IdlePool<T> {
     fn idle(&self) -> MutexGuard<'_, Vec<(T, Instant)>> {
         self.idle
