@@ -49,6 +49,31 @@ pub enum Command {
     Config(ConfigArgs),
     /// List the nodes sharing the server's database, with how far each has caught up.
     Nodes(ClientArgs),
+    /// Run the node agent: one process per Kubernetes node that runs the functions of every container
+    /// the containerd shim (`containerd-shim-wafer-v1` with `node_agent` set) hands it.
+    Node(NodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The Unix socket shims connect to; made root's alone (mode 0600).
+    #[arg(long, env = "WAFER_NODE_SOCKET", default_value = wafer_node::protocol::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Where compiled modules are kept, so a restarted agent loads them instead of compiling.
+    #[arg(long, env = "WAFER_NODE_CACHE", default_value = wafer_node::agent::DEFAULT_CACHE)]
+    pub cache: PathBuf,
+    /// Allocate every instance on its own instead of from the pooling allocator's reserved slots.
+    #[arg(long, env = "WAFER_NO_POOLING")]
+    pub no_pooling: bool,
+    /// Instance slots of the pooling allocator, shared by every container on the node (default 1000).
+    #[arg(long, env = "WAFER_POOL", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pool: Option<u32>,
+    /// The most instances kept idle for functions that set `reuse`, over all containers (default 64).
+    #[arg(long, env = "WAFER_MAX_IDLE")]
+    pub max_idle: Option<u32>,
+    /// Largest wasm binary a container may hand the agent, e.g. 256MiB.
+    #[arg(long, env = "WAFER_MAX_MODULE", value_parser = crate::cmd::deploy::parse_bytes)]
+    pub max_module: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ pub mod deploy;
 mod executions;
 mod invoke;
 mod list;
+mod node;
 pub mod package;
 mod registry;
 mod serve;
@@ -43,6 +44,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Kv(args) => state::kv(args).await,
             Command::Config(args) => state::config(args).await,
             Command::Nodes(args) => list::nodes(args).await,
+            Command::Node(args) => node::run(args).await,
         }
     });
     match result {

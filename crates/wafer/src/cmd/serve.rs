@@ -22,13 +22,7 @@ use wafer_server::{
 const DEFAULT_CONFIG_FILE: &str = "wafer.toml";
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("WAFER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logging();
     let file = match &args.config {
         Some(path) => FileConfig::read(path)?,
         None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
@@ -39,6 +33,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = server_config(args, file)?;
     wafer_server::serve(config, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Logs to stderr at the level `WAFER_LOG` sets (info by default).
+pub(crate) fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("WAFER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 /// The settings a config file may hold; sizes and durations are written as for the flags (`"128MiB"`,
@@ -226,7 +231,7 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
