@@ -104,3 +104,55 @@ fn the_cluster_deployment_runs_nodes_on_the_shared_database() {
         .as_str()
         .is_some_and(|q| q.contains("status = 'queued'")));
 }
+
+#[test]
+fn the_node_agent_runs_once_per_node_on_the_socket_the_runtime_names() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes");
+    let docs = documents(&path.join("node-agent.yaml"));
+    let daemonset = kind(&docs, "DaemonSet");
+    let pod = &daemonset["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(args.first(), Some(&"node"));
+    let socket = args
+        .iter()
+        .skip_while(|a| **a != "--socket")
+        .nth(1)
+        .expect("--socket");
+    // The socket is on the host, where the shims are.
+    let mount = container["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| socket.starts_with(m["mountPath"].as_str().unwrap_or("-")))
+        .expect("the socket's directory is mounted");
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("its volume");
+    assert_eq!(volume["hostPath"]["path"], mount["mountPath"]);
+    assert_eq!(container["securityContext"]["privileged"], true);
+
+    // containerd's wafer runtime names the same socket.
+    let config: toml::Table =
+        toml::from_str(&std::fs::read_to_string(path.join("containerd-config.toml")).unwrap())
+            .expect("containerd-config.toml parses");
+    let runtime =
+        &config["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["wafer"];
+    assert_eq!(
+        runtime["runtime_type"].as_str(),
+        Some("io.containerd.wafer.v1")
+    );
+    assert_eq!(runtime["options"]["node_agent"].as_str(), Some(*socket));
+    assert!(
+        runtime["options"]["SystemdCgroup"].is_bool(),
+        "runwasi's shim library refuses options without SystemdCgroup"
+    );
+}
