@@ -32,7 +32,7 @@ enum Target {
     New,
 }
 
-/// A thread inside the network namespace of one process; it ends when this is dropped.
+/// A thread inside the network namespace of one container; it ends when this is dropped.
 pub struct Namespace {
     requests: mpsc::Sender<Request>,
 }
