@@ -214,6 +214,29 @@ fn pods_become_functions_in_one_agent_each_in_its_own_network() {
         1
     );
 
+    // A pod's sandbox (its pause container, as CRI annotates it) runs nothing, in the agent or out
+    // of it, and stops when killed.
+    containerd.run_detached(
+        "sandbox",
+        &image("hello"),
+        None,
+        &["--annotation", "io.kubernetes.cri.container-type=sandbox"],
+    );
+    assert_eq!(
+        containerd.task_status("sandbox").as_deref(),
+        Some("RUNNING")
+    );
+    assert_eq!(
+        agent.lines_with(&["container=sandbox "]),
+        0,
+        "{}",
+        agent.log()
+    );
+    let killed = containerd.ctr(&["tasks", "kill", "sandbox"]);
+    assert!(killed.status.success(), "{}", text(&killed));
+    containerd.wait_stopped("sandbox");
+    containerd.remove("sandbox");
+
     // A container naming no wasm, or a file that is not wasm, fails at create with the reason; the
     // agent serves on.
     for (id, entry, reason) in [
