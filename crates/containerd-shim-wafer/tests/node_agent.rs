@@ -175,20 +175,8 @@ fn pods_become_functions_in_one_agent_each_in_its_own_network() {
 
     // A command container runs to completion in the agent: its output and exit code come back
     // through ctr.
-    let (output, _) = containerd.ctr_with_input(
-        &[
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            &image("greet"),
-            "job1",
-            "/app.wasm",
-            "agent",
-            "node",
-        ],
-        b"",
-    );
+    let (output, _) =
+        containerd.run_to_end(&image("greet"), "job1", &["/app.wasm", "agent", "node"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
@@ -199,10 +187,7 @@ fn pods_become_functions_in_one_agent_each_in_its_own_network() {
         "{}",
         text(&output)
     );
-    let (output, _) = containerd.ctr_with_input(
-        &["run", "--rm", "--runtime", RUNTIME, &image("greet"), "job2"],
-        b"",
-    );
+    let (output, _) = containerd.run_to_end(&image("greet"), "job2", &[]);
     assert_eq!(output.status.code(), Some(3), "{}", text(&output));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("usage"),
@@ -247,18 +232,7 @@ fn pods_become_functions_in_one_agent_each_in_its_own_network() {
         ),
         ("bad2", "/wafer.json", "not a valid WebAssembly binary"),
     ] {
-        let (output, _) = containerd.ctr_with_input(
-            &[
-                "run",
-                "--rm",
-                "--runtime",
-                RUNTIME,
-                &image("hello"),
-                id,
-                entry,
-            ],
-            b"",
-        );
+        let (output, _) = containerd.run_to_end(&image("hello"), id, &[entry]);
         assert!(!output.status.success(), "{}", text(&output));
         assert!(text(&output).contains(reason), "{id}: {}", text(&output));
         let _ = containerd.ctr(&["containers", "rm", id]);
@@ -365,19 +339,7 @@ fn a_lost_agent_ends_its_tasks_and_a_new_one_takes_new_containers() {
 
     // A new agent on the same node takes new containers, loading the module it compiled before.
     let agent = Agent::start(agent_dir.path());
-    let (output, _) = containerd.ctr_with_input(
-        &[
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            &image("greet"),
-            "job",
-            "/app.wasm",
-            "again",
-        ],
-        b"",
-    );
+    let (output, _) = containerd.run_to_end(&image("greet"), "job", &["/app.wasm", "again"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_eq!(String::from_utf8_lossy(&output.stdout), "Hi, again!\n");
     containerd.run_detached("web2", &image("hello"), Some(&netns), &["--env", LISTEN]);

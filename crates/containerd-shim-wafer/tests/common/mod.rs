@@ -419,6 +419,14 @@ impl Containerd {
         );
     }
 
+    /// `ctr run --rm` of `image` as `id` with the shim, `args` after the container's id (the wasm file
+    /// first, then its arguments), waiting for it to end: its output and how long it took.
+    pub fn run_to_end(&self, image: &str, id: &str, args: &[&str]) -> (Output, Duration) {
+        let mut command = vec!["run", "--rm", "--runtime", RUNTIME, image, id];
+        command.extend(args);
+        self.ctr_with_input(&command, b"")
+    }
+
     /// `ctr run --detach` of `image` as `id`, in `netns` when given, with `args` after `run`.
     pub fn run_detached(&self, id: &str, image: &str, netns: Option<&Netns>, args: &[&str]) {
         let with_ns = netns.map(|n| format!("network:{}", n.path().display()));
