@@ -49,16 +49,17 @@ impl Running {
         Connection::new(tokio::net::UnixStream::connect(&self.socket).await.unwrap())
     }
 
-    /// Loads `wasm` with `config` and the container's `args`, and `fds` after the wasm's.
+    /// Loads the wasm file at `wasm` with `config` and the container's `args`, and `outputs` after the
+    /// wasm's descriptor.
     async fn load(
         &self,
-        wasm: &str,
+        wasm: &Path,
         config: FunctionConfig,
         args: &[&str],
         outputs: &[BorrowedFd<'_>],
     ) -> (Connection, Reply) {
         let connection = self.connect().await;
-        let file = std::fs::File::open(repo(wasm)).unwrap();
+        let file = std::fs::File::open(wasm).unwrap();
         let load = Load {
             id: "c".into(),
             name: "f".into(),
@@ -142,7 +143,12 @@ async fn containers_of_one_module_share_one_compile_and_serve_their_own_listener
     let mut pods = Vec::new();
     for _ in 0..3 {
         let (connection, reply) = running
-            .load("examples/wagi-c/hello.wasm", wagi(), &["/app.wasm"], &[])
+            .load(
+                &repo("examples/wagi-c/hello.wasm"),
+                wagi(),
+                &["/app.wasm"],
+                &[],
+            )
             .await;
         assert_eq!(reply, Reply::Loaded { kind: Kind::Wagi });
         let port = start_serving(&connection).await;
@@ -203,7 +209,7 @@ async fn a_command_runs_once_with_its_arguments_output_and_exit_code() {
     };
     let (connection, reply) = running
         .load(
-            "examples/command-c/greet.wasm",
+            &repo("examples/command-c/greet.wasm"),
             config,
             &["/app.wasm", "agent"],
             &[stdout_write.as_fd(), stderr_write.as_fd()],
@@ -241,7 +247,12 @@ async fn bad_input_is_refused_and_the_agent_serves_on() {
     let running = Running::start().await;
     // Not wasm.
     let (_, reply) = running
-        .load("crates/wafer-node/Cargo.toml", wagi(), &["/app.wasm"], &[])
+        .load(
+            &repo("crates/wafer-node/Cargo.toml"),
+            wagi(),
+            &["/app.wasm"],
+            &[],
+        )
         .await;
     assert!(
         matches!(&reply, Reply::Failed { message } if message.contains("WebAssembly")),
@@ -252,15 +263,16 @@ async fn bad_input_is_refused_and_the_agent_serves_on() {
         kind: Some(Kind::Wagi),
         ..FunctionConfig::default()
     };
+    let dir = tempfile::tempdir().unwrap();
+    let empty_component = dir.path().join("component.wasm");
+    std::fs::write(&empty_component, wat::parse_str("(component)").unwrap()).unwrap();
     let (_, reply) = running
-        .load(
-            "examples/http-js/hello.wasm",
-            component,
-            &["/app.wasm"],
-            &[],
-        )
+        .load(&empty_component, component, &["/app.wasm"], &[])
         .await;
-    assert!(matches!(reply, Reply::Failed { .. }), "{reply:?}");
+    assert!(
+        matches!(&reply, Reply::Failed { message } if message.contains("component")),
+        "{reply:?}"
+    );
     // Descriptors missing from a load.
     let connection = running.connect().await;
     let load = Load {
@@ -285,7 +297,12 @@ async fn bad_input_is_refused_and_the_agent_serves_on() {
     garbage.write_all(b"garbage").unwrap();
     // A function serving HTTP started without its listener.
     let (connection, _) = running
-        .load("examples/wagi-c/hello.wasm", wagi(), &["/app.wasm"], &[])
+        .load(
+            &repo("examples/wagi-c/hello.wasm"),
+            wagi(),
+            &["/app.wasm"],
+            &[],
+        )
         .await;
     connection.send(&Request::Start, &[]).await.unwrap();
     assert!(
@@ -293,7 +310,12 @@ async fn bad_input_is_refused_and_the_agent_serves_on() {
     );
     // Through all of it, a good container still loads and serves.
     let (connection, reply) = running
-        .load("examples/wagi-c/hello.wasm", wagi(), &["/app.wasm"], &[])
+        .load(
+            &repo("examples/wagi-c/hello.wasm"),
+            wagi(),
+            &["/app.wasm"],
+            &[],
+        )
         .await;
     assert_eq!(reply, Reply::Loaded { kind: Kind::Wagi });
     let port = start_serving(&connection).await;
