@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use containerd_shim_wasm::sandbox::context::RuntimeContext;
 use std::path::Path;
 use std::sync::Arc;
-use wafer_api::{FunctionConfig, Kind};
+use wafer_api::FunctionConfig;
 use wafer_engine::{Engine, EngineOptions};
 use wafer_node::function::{self as container, ENGINE_HEADROOM};
 use wafer_node::gate::Gate;
@@ -50,9 +50,6 @@ pub async fn run(ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
     )
     .map_err(anyhow::Error::msg)?;
     let output = Output::process();
-    if kind == Kind::Container {
-        anyhow::bail!("a container function's image is run by runc, not by this shim");
-    }
     if !container::serves_http(kind) {
         return Ok(wafer_node::job::run(&function, ctx.args(), &settings, &output).await);
     }

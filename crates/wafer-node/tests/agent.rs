@@ -80,6 +80,19 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Loads the WAGI greeter, as a container of the plain image `wafer package` makes.
+    async fn load_hello(&self) -> (Connection, Reply) {
+        self.load(
+            &repo("examples/wagi-c/hello.wasm"),
+            wagi(),
+            &["/app.wasm"],
+            &[],
+        )
+        .await
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -142,14 +155,7 @@ async fn containers_of_one_module_share_one_compile_and_serve_their_own_listener
     let running = Running::start().await;
     let mut pods = Vec::new();
     for _ in 0..3 {
-        let (connection, reply) = running
-            .load(
-                &repo("examples/wagi-c/hello.wasm"),
-                wagi(),
-                &["/app.wasm"],
-                &[],
-            )
-            .await;
+        let (connection, reply) = running.load_hello().await;
         assert_eq!(reply, Reply::Loaded { kind: Kind::Wagi });
         let port = start_serving(&connection).await;
         pods.push((connection, port));
@@ -296,27 +302,13 @@ async fn bad_input_is_refused_and_the_agent_serves_on() {
     garbage.write_all(&7u32.to_be_bytes()).unwrap();
     garbage.write_all(b"garbage").unwrap();
     // A function serving HTTP started without its listener.
-    let (connection, _) = running
-        .load(
-            &repo("examples/wagi-c/hello.wasm"),
-            wagi(),
-            &["/app.wasm"],
-            &[],
-        )
-        .await;
+    let (connection, _) = running.load_hello().await;
     connection.send(&Request::Start, &[]).await.unwrap();
     assert!(
         matches!(next(&connection).await, Reply::Failed { message } if message.contains("listening socket"))
     );
     // Through all of it, a good container still loads and serves.
-    let (connection, reply) = running
-        .load(
-            &repo("examples/wagi-c/hello.wasm"),
-            wagi(),
-            &["/app.wasm"],
-            &[],
-        )
-        .await;
+    let (connection, reply) = running.load_hello().await;
     assert_eq!(reply, Reply::Loaded { kind: Kind::Wagi });
     let port = start_serving(&connection).await;
     assert!(get(port, "/?name=ok").await.unwrap().contains("Hello, ok!"));

@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use wafer_api::oci::sha256_hex;
-use wafer_api::Kind;
 use wafer_engine::{Function, Settings};
 
 /// How long a stopped function's output may take to reach its readers before the descriptors close.
@@ -134,10 +133,8 @@ async fn load_function(
     let metered = function::meters_fuel(&config);
     let (lease, compiled) = agent.module(Arc::new(wasm), digest, kind, metered).await;
     let function = compiled?.with_own_instances();
+    // The engine refuses kind `container` at compile: a loaded function is always a wasm kind.
     let kind = function.kind();
-    if kind == Kind::Container {
-        return Err("a container function's image is run by runc, not by the node agent".into());
-    }
     let env = function::container_env(&load.env);
     let defaults = function::defaults(kind, &config);
     let settings = function::settings(&load.name, &defaults, &config, &env, load.memory_limit, 0)?;
