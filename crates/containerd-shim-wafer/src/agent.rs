@@ -2,9 +2,10 @@
 //! lets a shim implement each task without a container process, as Layotto's and kuasar's shims do),
 //! and the node agent runs the function.
 //!
-//! - **Create** reads the container's spec and root filesystem (`container.rs`), opens its log FIFOs,
-//!   connects to the agent and hands it the function: the wasm file, `/wafer.json`, environment,
-//!   arguments, memory and CPU limits, and the FIFOs' descriptors. The agent compiles it (or shares the
+//! - **Create** reads the container's spec and root filesystem (`container.rs`) — or, for a wasm OCI
+//!   artifact, its image's wasm layer (`layer.rs`) — opens its log FIFOs, connects to the agent and
+//!   hands it the function: the wasm, its config, environment, arguments, memory and CPU limits, and
+//!   the FIFOs' descriptors. The agent compiles it (or shares the
 //!   compiled module) and answers with its kind, or with why it cannot run it — which fails the Create.
 //! - **Start** of a function serving HTTP binds its listener inside the container's network namespace
 //!   (the pod's, from the spec), on `WAFER_LISTEN`, and passes the socket to the agent; the function
@@ -31,12 +32,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, Mutex};
-use wafer_api::Kind;
+use wafer_api::{FunctionConfig, Kind};
 use wafer_node::function::{listen_address, serves_http};
 use wafer_node::protocol::{Connection, Load, Reply, Request};
 
 /// The exit code of a task whose agent went away.
 pub const AGENT_GONE: u32 = 255;
+
+/// The largest wasm layer the shim copies for the agent (which holds modules to its own limit).
+const MAX_LAYER: u64 = 1 << 30;
 
 /// The agent's socket, set once in `main`.
 static SOCKET: OnceLock<PathBuf> = OnceLock::new();
@@ -142,8 +146,7 @@ async fn load(
     cfg: &InstanceConfig,
     exit: WaitableCell<(u32, DateTime<Utc>)>,
 ) -> Result<Loaded, Error> {
-    let wasm = container.open_wasm().map_err(Error::InvalidArgument)?;
-    let config = container.read_config().map_err(Error::InvalidArgument)?;
+    let (wasm, config) = source(id, container, cfg).await?;
     let env = wafer_node::function::container_env(&container.env);
     let stdout = open_log(&cfg.stdout);
     let stderr = open_log(&cfg.stderr);
@@ -210,6 +213,32 @@ async fn load(
         replies: Mutex::new(inbox),
         deleted,
     })
+}
+
+/// The container's wasm and config: the wasm file its first argument names in its root filesystem,
+/// with `/wafer.json`; or else, for a wasm OCI artifact, its image's wasm layer (`layer.rs`).
+async fn source(
+    id: &str,
+    container: &Container,
+    cfg: &InstanceConfig,
+) -> Result<(File, Option<FunctionConfig>), Error> {
+    let missing = match container.open_wasm() {
+        Ok(wasm) => {
+            let config = container.read_config().map_err(Error::InvalidArgument)?;
+            return Ok((wasm, config));
+        }
+        Err(missing) => missing,
+    };
+    let address = Path::new(&cfg.containerd_address);
+    match crate::layer::read(address, &cfg.namespace, id, MAX_LAYER).await {
+        Ok(Some(source)) => Ok(source),
+        Ok(None) => Err(Error::InvalidArgument(format!(
+            "{missing}, and its image has no wasm layer"
+        ))),
+        Err(e) => Err(Error::InvalidArgument(format!(
+            "{missing}, and its image's wasm layer cannot be used: {e}"
+        ))),
+    }
 }
 
 impl Loaded {

@@ -8,11 +8,13 @@
 //! - **Agent mode** ([`agent`]): the shim keeps the task API and hands each container's function to the
 //!   node agent (`wafer node`), which runs the functions of every container on the node in one
 //!   process; the shim binds each HTTP function's listener inside its pod's network namespace
-//!   ([`container`] reads what it needs of the spec and the root filesystem).
+//!   ([`container`] reads what it needs of the spec and the root filesystem, [`layer`] the wasm layer
+//!   of a wasm OCI artifact).
 
 mod agent;
 mod cache;
 mod container;
+mod layer;
 mod mode;
 mod process;
 

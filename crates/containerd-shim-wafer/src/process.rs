@@ -13,7 +13,7 @@
 //! compiled here before.
 
 use anyhow::Context as _;
-use containerd_shim_wasm::sandbox::context::RuntimeContext;
+use containerd_shim_wasm::sandbox::context::{RuntimeContext, Source};
 use std::path::Path;
 use std::sync::Arc;
 use wafer_api::FunctionConfig;
@@ -27,7 +27,10 @@ use wafer_node::serve::{serve, Served, Stop};
 pub async fn run(ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
     let entrypoint = ctx.entrypoint();
     let wasm = entrypoint.source.as_bytes()?;
-    let packaged = read_config(&Path::new("/").join(wafer_api::oci::CONFIG_PATH))?;
+    let packaged = match read_config(&Path::new("/").join(wafer_api::oci::CONFIG_PATH))? {
+        Some(config) => Some(config),
+        None => layer_config(&entrypoint.source)?,
+    };
     let kind = container::kind_of(packaged.as_ref(), &wasm);
     let config = packaged.unwrap_or_default();
     let name = entrypoint.name.unwrap_or_else(|| "function".into());
@@ -80,6 +83,21 @@ fn read_config(path: &Path) -> anyhow::Result<Option<FunctionConfig>> {
             .map_err(anyhow::Error::msg),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// The function's wafer config from its wasm layer's annotation, for a wasm OCI artifact (whose root
+/// filesystem is empty), or `None` when the layer has none.
+fn layer_config(source: &Source) -> anyhow::Result<Option<FunctionConfig>> {
+    let Source::Oci([layer, ..]) = source else {
+        return Ok(None);
+    };
+    let annotations = layer.config.annotations().as_ref();
+    match annotations.and_then(|a| a.get(wafer_api::oci::CONFIG_ANNOTATION)) {
+        Some(json) => container::parse_config(json.as_bytes())
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("the layer's {}: {e}", wafer_api::oci::CONFIG_ANNOTATION)),
+        None => Ok(None),
     }
 }
 

@@ -189,3 +189,42 @@ fn functions_run_as_containers_under_containerd() {
     assert!(removed.status.success(), "{}", text(&removed));
     println!("$ ctr tasks rm web && ctr containers rm web");
 }
+
+#[test]
+fn a_wasm_artifact_runs_from_its_layer_with_the_config_it_carries() {
+    let Some(containerd) = Containerd::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let greet = package(
+        dir.path(),
+        "examples/command-c/greet.wasm",
+        "greet",
+        &["--kind", "command", "--env", "GREETING=Hey"],
+    );
+    let artifact = artifact_only(&greet, dir.path(), &image("greet-artifact"));
+    containerd.import_artifact(&artifact);
+    let empty = empty_rootfs(dir.path());
+    let created = containerd.ctr(&[
+        "containers",
+        "create",
+        "--runtime",
+        RUNTIME,
+        "--net-host",
+        "--rootfs",
+        &empty.to_string_lossy(),
+        "art",
+        "/app.wasm",
+        "layer",
+    ]);
+    assert!(created.status.success(), "{}", text(&created));
+    containerd
+        .daemon
+        .set_image(NAMESPACE, "art", &image("greet-artifact"));
+    // The root filesystem is empty: the binary is the image's layer, and GREETING its annotation's.
+    let (output, _) = containerd.ctr_with_input(&["tasks", "start", "art"], b"");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "Hey, layer!\n");
+    containerd.ctr(&["tasks", "rm", "art"]);
+    containerd.ctr(&["containers", "rm", "art"]);
+}

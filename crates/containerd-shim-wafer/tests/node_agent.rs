@@ -65,14 +65,21 @@ fn start_pods(containerd: &Containerd, prefix: &str, count: usize, mode: &str) -
     namespaces
 }
 
+/// A containerd whose shims hand their containers to an agent, the agent, and the directory of its
+/// socket and cache; `None` (a failure in CI) without containerd.
+fn agent_node() -> Option<(Containerd, Agent, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("node.sock");
+    let containerd = Containerd::start_with(&[("WAFER_NODE_AGENT", &socket)])?;
+    let agent = Agent::start(dir.path());
+    Some((containerd, agent, dir))
+}
+
 #[test]
 fn pods_become_functions_in_one_agent_each_in_its_own_network() {
-    let agent_dir = tempfile::tempdir().expect("temp dir");
-    let socket = agent_dir.path().join("node.sock");
-    let Some(containerd) = Containerd::start_with(&[("WAFER_NODE_AGENT", &socket)]) else {
+    let Some((containerd, agent, _dir)) = agent_node() else {
         return;
     };
-    let agent = Agent::start(agent_dir.path());
     let tarballs = tempfile::tempdir().expect("temp dir");
     images(&containerd, tarballs.path());
 
@@ -276,12 +283,9 @@ fn without_an_agent_the_shim_runs_each_function_in_its_own_process() {
 
 #[test]
 fn a_lost_agent_ends_its_tasks_and_a_new_one_takes_new_containers() {
-    let agent_dir = tempfile::tempdir().expect("temp dir");
-    let socket = agent_dir.path().join("node.sock");
-    let Some(containerd) = Containerd::start_with(&[("WAFER_NODE_AGENT", &socket)]) else {
+    let Some((containerd, mut agent, agent_dir)) = agent_node() else {
         return;
     };
-    let mut agent = Agent::start(agent_dir.path());
     let tarballs = tempfile::tempdir().expect("temp dir");
     images(&containerd, tarballs.path());
     let netns = Netns::add(&unique("lost"));
@@ -350,6 +354,107 @@ fn a_lost_agent_ends_its_tasks_and_a_new_one_takes_new_containers() {
     assert!(
         agent.lines_with(&["module ready", "origin=Loaded"]) >= 1,
         "the artifact from before the crash: {}",
+        agent.log()
+    );
+}
+
+#[test]
+fn a_wasm_artifact_runs_from_its_image_layer() {
+    let Some((containerd, agent, _dir)) = agent_node() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hello = package(dir.path(), "examples/wagi-c/hello.wasm", "hello", &[]);
+    // Every platform's content, as a node pulls it when its runtime takes wasm images.
+    let imported = containerd.ctr(&[
+        "images",
+        "import",
+        "--all-platforms",
+        &hello.to_string_lossy(),
+    ]);
+    assert!(imported.status.success(), "{}", text(&imported));
+    let artifact = artifact_only(&hello, dir.path(), &image("hello-artifact"));
+    containerd.import_artifact(&artifact);
+    let empty = empty_rootfs(dir.path());
+    let netns = Netns::add(&unique("artifact"));
+    let with_ns = format!("network:{}", netns.path().display());
+    let create = |id: &str| {
+        let created = containerd.ctr(&[
+            "containers",
+            "create",
+            "--runtime",
+            RUNTIME,
+            "--with-ns",
+            &with_ns,
+            "--env",
+            LISTEN,
+            "--rootfs",
+            &empty.to_string_lossy(),
+            id,
+            "/app.wasm",
+        ]);
+        assert!(created.status.success(), "{}", text(&created));
+    };
+
+    // A container of the artifact has an empty root filesystem: its function is the image's layer,
+    // and its config (kind wagi) the manifest's annotation.
+    create("art");
+    containerd
+        .daemon
+        .set_image(NAMESPACE, "art", &image("hello-artifact"));
+    let started = containerd.ctr(&["tasks", "start", "--detach", "art"]);
+    assert!(started.status.success(), "{}", text(&started));
+    let (status, body) = netns.wait_for(8080, "/?name=layer");
+    assert!(status.contains("200"), "{status} {body}");
+    assert!(body.starts_with("Hello, layer!\n"), "{body}");
+    let killed = containerd.ctr(&["tasks", "kill", "art"]);
+    assert!(killed.status.success(), "{}", text(&killed));
+    containerd.wait_stopped("art");
+    containerd.ctr(&["tasks", "rm", "art"]);
+
+    // An index whose plain image lacks the file the container names: its wasm manifest's layer.
+    let other = Netns::add(&unique("index"));
+    let other_ns = format!("network:{}", other.path().display());
+    let hello_image = image("hello");
+    let run = containerd.ctr(&[
+        "run",
+        "--detach",
+        "--runtime",
+        RUNTIME,
+        "--with-ns",
+        &other_ns,
+        "--env",
+        LISTEN,
+        &hello_image,
+        "idx",
+        "/elsewhere.wasm",
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    let (status, body) = other.wait_for(8080, "/?name=index");
+    assert!(
+        status.contains("200") && body.starts_with("Hello, index!"),
+        "{body}"
+    );
+
+    // Neither a file nor a layer: Create fails and says why.
+    create("none");
+    let started = containerd.ctr(&["tasks", "start", "--detach", "none"]);
+    assert!(!started.status.success());
+    assert!(
+        text(&started).contains("its image has no wasm layer"),
+        "{}",
+        text(&started)
+    );
+    assert_eq!(
+        agent.lines_with(&["loaded", "container=art ", "kind=wagi"]),
+        1,
+        "{}",
+        agent.log()
+    );
+    assert_eq!(
+        agent.lines_with(&["module ready", "origin=Compiled"]),
+        1,
+        "one compile for both, as they are one module: {}",
         agent.log()
     );
 }

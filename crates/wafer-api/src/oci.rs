@@ -5,7 +5,8 @@
 //! One image name points to an image index of two manifests: a wasm OCI artifact (the binary as its one
 //! layer, [`COMPONENT_LAYER`] or [`MODULE_LAYER`], with a [`WASM_CONFIG`] config) and a plain linux image
 //! whose root filesystem holds [`WASM_PATH`] (its entrypoint) and [`CONFIG_PATH`]. Both manifests carry
-//! the function's [`crate::FunctionConfig`] as JSON in the annotation [`CONFIG_ANNOTATION`].
+//! the function's [`crate::FunctionConfig`] as JSON in the annotation [`CONFIG_ANNOTATION`], and so does
+//! the artifact's layer, for a shim that sees only the layer's descriptor.
 
 /// The manifest annotation holding the function's wafer config as JSON.
 pub const CONFIG_ANNOTATION: &str = "dev.wafer.function.config";

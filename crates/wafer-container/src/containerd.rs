@@ -68,12 +68,18 @@ pub struct RunConfig {
 impl Containerd {
     /// Connects to the daemon at `socket` and checks that it answers.
     pub async fn connect(socket: &Path) -> Result<Self, ContainerError> {
+        Self::connect_in(socket, NAMESPACE).await
+    }
+
+    /// Connects to the daemon at `socket`, working in `namespace` (a shim's containers are in the
+    /// namespace their client chose), and checks that it answers.
+    pub async fn connect_in(socket: &Path, namespace: &str) -> Result<Self, ContainerError> {
         let channel = containerd_client::connect(socket).await.map_err(|e| {
             ContainerError::Daemon(format!("cannot connect to {}: {e}", socket.display()))
         })?;
         let containerd = Self {
             channel,
-            namespace: NAMESPACE.to_string(),
+            namespace: namespace.to_string(),
         };
         VersionClient::new(containerd.channel.clone())
             .version(containerd.request(()))

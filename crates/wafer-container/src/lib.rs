@@ -6,6 +6,8 @@
 //! - [`pull`] fetches an image from a registry into the same tarball form.
 //! - [`containerd`] is the daemon: images imported through its content store under a lease and
 //!   unpacked into snapshots.
+//! - [`artifact`] finds the wasm layer of the image a container was made from, for a shim running
+//!   a wasm OCI artifact.
 //! - [`spec`] is the OCI runtime spec every container runs under: unprivileged, read-only, alone on
 //!   its network, held to its limits by the kernel.
 //! - [`job`] runs one request in a fresh container and removes it, however it ended; a container can
@@ -21,6 +23,7 @@
 //!   group, on the v1 and v2 layouts alike.
 //! - `testing` (feature `testing`) is a containerd of a test's own and a busybox image.
 
+pub mod artifact;
 pub mod cgroup;
 pub mod containerd;
 pub mod entry;

@@ -95,6 +95,41 @@ impl TestContainerd {
         command
     }
 
+    /// Makes container `id` in `namespace` name `image` as the image it was made from, as containerd
+    /// 1.7 records a container made from a wasm OCI artifact (which `ctr` 1.6 cannot create, since it
+    /// unpacks every image it runs).
+    pub fn set_image(&self, namespace: &str, id: &str, image: &str) {
+        use containerd_client::services::v1::containers_client::ContainersClient;
+        use containerd_client::services::v1::{Container, UpdateContainerRequest};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let channel = containerd_client::connect(self.socket())
+                .await
+                .expect("connect to containerd");
+            let mut request = containerd_client::tonic::Request::new(UpdateContainerRequest {
+                container: Some(Container {
+                    id: id.into(),
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["image".into()],
+                }),
+            });
+            request.metadata_mut().insert(
+                "containerd-namespace",
+                namespace.parse().expect("a namespace"),
+            );
+            ContainersClient::new(channel)
+                .update(request)
+                .await
+                .expect("update the container's image");
+        });
+    }
+
     /// Runs `ctr --namespace NAMESPACE ARGS` with no input.
     pub fn ctr(&self, namespace: &str, args: &[&str]) -> Output {
         self.command(namespace, args)

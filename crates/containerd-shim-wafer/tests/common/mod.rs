@@ -457,3 +457,66 @@ pub fn image(name: &str) -> String {
 pub fn unique(name: &str) -> String {
     format!("wafer-{}-{name}", std::process::id())
 }
+
+impl Containerd {
+    /// Imports a wasm OCI artifact's layout tarball as it is: no platform to match, nothing to unpack.
+    pub fn import_artifact(&self, tarball: &Path) {
+        let path = tarball.to_string_lossy();
+        let output = self.ctr(&["images", "import", "--all-platforms", "--no-unpack", &path]);
+        assert!(output.status.success(), "import {path}: {}", text(&output));
+    }
+}
+
+/// An empty directory in `dir`: the root filesystem containerd 1.7 gives a wasm OCI artifact's
+/// container, for `ctr containers create --rootfs`.
+pub fn empty_rootfs(dir: &Path) -> PathBuf {
+    let empty = dir.join("empty-rootfs");
+    std::fs::create_dir_all(&empty).expect("empty rootfs");
+    empty
+}
+
+/// A layout tarball of `packaged`'s wasm OCI artifact alone, named `name`: an image as other tools
+/// push wasm, whose target is the artifact's manifest.
+pub fn artifact_only(packaged: &Path, dir: &Path, name: &str) -> PathBuf {
+    let layout = dir.join("artifact-layout");
+    std::fs::create_dir_all(&layout).expect("layout dir");
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(packaged)
+        .arg("-C")
+        .arg(&layout));
+    let blob = |descriptor: &serde_json::Value| {
+        let digest = descriptor["digest"].as_str().expect("digest");
+        let path = layout.join("blobs/sha256").join(&digest["sha256:".len()..]);
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(path).expect("blob"))
+            .expect("json")
+    };
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json"))
+            .expect("index.json");
+    let index = blob(&top["manifests"][0]);
+    let mut wasm = index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .find(|m| m["platform"]["architecture"] == "wasm")
+        .expect("a wasm manifest")
+        .clone();
+    wasm["annotations"] = serde_json::json!({ "io.containerd.image.name": name });
+    let wasm_index = serde_json::json!({ "schemaVersion": 2, "manifests": [wasm] });
+    std::fs::write(layout.join("index.json"), wasm_index.to_string()).expect("index.json");
+    let tarball = dir.join("artifact.tar");
+    run(Command::new("tar")
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&layout)
+        .arg("."));
+    tarball
+}
+
+/// Runs `command`, which must succeed.
+pub fn run(command: &mut Command) {
+    let output = command.output().expect("run");
+    assert!(output.status.success(), "{command:?}: {}", text(&output));
+}

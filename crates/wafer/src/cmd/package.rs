@@ -170,7 +170,11 @@ impl Image {
                 "schemaVersion": 2,
                 "mediaType": MANIFEST,
                 "config": wasm_config.descriptor(json!({})),
-                "layers": [layer.descriptor(json!({}))],
+                // The layer carries the config too: a shim given only the layer's descriptor
+                // (runwasi's) reads it there.
+                "layers": [layer.descriptor(json!({
+                    "annotations": {CONFIG_ANNOTATION: config_json.clone()}
+                }))],
                 "annotations": annotations,
             }),
         )?;
