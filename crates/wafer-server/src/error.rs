@@ -47,6 +47,9 @@ pub enum Error {
     /// The server's token is missing or wrong.
     #[error("{0}")]
     Unauthorized(String),
+    /// A browser sent a state-changing management request from another site's page.
+    #[error("{0}")]
+    CrossSite(String),
     /// A proxy-wasm id another function holds.
     #[error("{0}")]
     IdTaken(String),
@@ -118,6 +121,7 @@ impl Error {
                 (StatusCode::NOT_FOUND, "not_found")
             }
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::CrossSite(_) => (StatusCode::FORBIDDEN, "cross_site"),
             Error::IdTaken(_) => (StatusCode::CONFLICT, "id_taken"),
             Error::Store(StoreError::RouteTaken { .. }) => (StatusCode::CONFLICT, "route_taken"),
             Error::TooLarge(_) | Error::Store(StoreError::Full { .. }) => {
@@ -248,6 +252,7 @@ mod tests {
             (Error::NotFound(m()), 404, "not_found"),
             (StoreError::NotFound(m()).into(), 404, "not_found"),
             (Error::Unauthorized(m()), 401, "unauthorized"),
+            (Error::CrossSite(m()), 403, "cross_site"),
             (Error::IdTaken(m()), 409, "id_taken"),
             (
                 StoreError::RouteTaken {

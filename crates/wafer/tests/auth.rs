@@ -107,3 +107,61 @@ fn a_public_address_without_a_token_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("without a token"), "{stderr}");
 }
+
+#[tokio::test]
+async fn another_sites_page_cannot_change_a_tokenless_server() {
+    let server = Server::start();
+    // What a form post from another site's page looks like: Chromium sends both headers.
+    let forged = server
+        .http
+        .post(server.at("/v1/functions/planted/versions"))
+        .header("content-type", "application/wasm")
+        .header("origin", "http://evil.example")
+        .header("sec-fetch-site", "cross-site")
+        .body(wagi_wat("Content-Type: text/plain\n\nplanted"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let body: serde_json::Value = forged.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "cross_site");
+    assert!(server.module_files().is_empty(), "nothing stored");
+    // A browser that sends only Origin, from a page on another port of the same host.
+    let forged = server
+        .http
+        .delete(server.at("/v1/functions/planted"))
+        .header("origin", "http://127.0.0.1:1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    // The same request from the server's own pages, and from clients that are not browsers, passes.
+    let own = server.url.trim_end_matches('/').to_string();
+    let response = server
+        .http
+        .post(server.at("/v1/functions/mine/versions"))
+        .header("content-type", "application/wasm")
+        .header("origin", own)
+        .header("sec-fetch-site", "same-origin")
+        .body(wagi_wat("Content-Type: text/plain\n\nmine"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    server
+        .deploy_ok(
+            "cli",
+            wagi_wat("Content-Type: text/plain\n\ncli"),
+            json!({}),
+        )
+        .await;
+    // Reads are not refused: a page elsewhere cannot read the answer anyway.
+    let read = server
+        .http
+        .get(server.at("/v1/functions"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+}

@@ -349,6 +349,16 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
         );
     }
     assert_eq!(paths.len(), 19, "{:?}", paths.keys().collect::<Vec<_>>());
+    // Writes document the cross-site refusal; reads and guests' routes do not have it.
+    let responses = |path: &str, method: &str| paths[path][method]["responses"].clone();
+    assert!(responses("/v1/functions/{name}/versions", "post")
+        .get("403")
+        .is_some());
+    assert!(responses("/v1/kv/{store}/{key}", "delete")
+        .get("403")
+        .is_some());
+    assert!(responses("/v1/functions", "get").get("403").is_none());
+    assert!(responses("/fn/{name}", "post").get("403").is_none());
     for schema in [
         "Execution",
         "FunctionConfig",

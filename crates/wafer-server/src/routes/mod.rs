@@ -1,5 +1,5 @@
 //! Everything HTTP, and the only part of the server that knows axum: the router, its middleware (the
-//! request-head caps and the management API's token), reading bodies within their caps, and errors as
+//! request-head caps, the management API's token and its same-origin rule for writes), reading bodies within their caps, and errors as
 //! responses. Handlers turn a request into a call of the server's core and its result into a response.
 //!
 //! - `functions.rs` — deploy, list, get, delete, versions and rollback under `/v1/functions`;
@@ -42,7 +42,8 @@ pub fn router(app: Arc<App>) -> Router {
     let deploy_limit = module_limit
         .max(app.config.containers.max_image_bytes)
         .saturating_add(1 << 20);
-    let (management, document) = openapi::management(deploy_limit).split_for_parts();
+    let (management, mut document) = openapi::management(deploy_limit).split_for_parts();
+    openapi::document_refusals(&mut document);
     let document = openapi::Document(
         document
             .to_pretty_json()
@@ -99,12 +100,14 @@ impl IntoResponse for Error {
     }
 }
 
-/// Middleware: lets a management request through only with the server's token, when it has one.
+/// Middleware: lets a management request through only with the server's token, when it has one, and a
+/// request that changes state only from the server's own origin.
 async fn require_token(
     State(app): State<Arc<App>>,
     request: Request,
     next: Next,
 ) -> Result<Response, Error> {
+    auth::check_same_origin(request.method(), request.headers())?;
     auth::check(app.config.token.as_deref(), request.headers())?;
     Ok(next.run(request).await)
 }

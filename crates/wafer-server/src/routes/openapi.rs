@@ -52,6 +52,44 @@ impl Modify for BearerToken {
     }
 }
 
+/// Adds what every state-changing management route can answer but none declares itself: 403 for a
+/// request a browser made from another origin (`auth::check_same_origin`).
+pub fn document_refusals(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    for (path, item) in document.paths.paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        let writes = [
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in writes.into_iter().flatten() {
+            operation
+                .responses
+                .responses
+                .entry("403".into())
+                .or_insert_with(|| {
+                    RefOr::T(
+                        ResponseBuilder::new()
+                            .description(
+                                "A browser sent it from a page of another origin (code `cross_site`)",
+                            )
+                            .content(
+                                "application/json",
+                                ContentBuilder::new()
+                                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                });
+        }
+    }
+}
+
 /// The management routes (behind the token), with the document describing them and everything else.
 /// Deploys take bodies up to `deploy_limit` bytes (the larger of the module and image caps; each part
 /// is held to its own).
