@@ -311,6 +311,10 @@ pub struct ExecutionStats {
     pub peak_memory_bytes: Summary,
     /// Instantiation time of finished attempts, in microseconds.
     pub instantiate_us: Summary,
+    /// Every attempt that ended since `since`, counted as it ended (pruned and dropped records
+    /// included), in buckets of `bucket`: present when the request gave `since`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<crate::rollup::StatsWindow>,
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 //! The server serialises these, the `wafer` CLI and the end-to-end tests deserialise them, so a field added
 //! here reaches every side at once. Modules: [`function`] (deploy-time configuration and what is stored about
 //! functions and versions), [`invoke`] (the job reply of `command` functions), [`execution`] (execution
-//! records, logs and their summaries), [`state`] (key-value listings and function configuration),
-//! [`error`] (the JSON error body every failing endpoint answers with) and [`oci`] (the image contract
+//! records, logs and their summaries), [`rollup`] (per-minute counts of finished attempts, and the
+//! windows served from them), [`state`] (key-value listings and function configuration),
+//! [`error`] (the JSON error body every failing endpoint answers with), [`units`] (sizes and durations as
+//! people write them) and [`oci`] (the image contract
 //! of a packaged function, shared by the CLI and the containerd shim).
 
 pub mod cluster;
@@ -13,7 +15,9 @@ pub mod execution;
 pub mod function;
 pub mod invoke;
 pub mod oci;
+pub mod rollup;
 pub mod state;
+pub mod units;
 
 pub use cluster::{NodeInfo, NodeList};
 pub use error::{ErrorBody, ErrorDetail};
@@ -26,4 +30,5 @@ pub use function::{
     VersionInfo, VersionList,
 };
 pub use invoke::CommandOutput;
+pub use rollup::{FunctionTraffic, MinuteRollup, StatsBucket, StatsWindow, Traffic, TrafficList};
 pub use state::{ConfigUpdate, ConfigView, KeyList};

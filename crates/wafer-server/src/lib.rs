@@ -8,12 +8,13 @@
 //!   operations that change what is deployed (`changes.rs`), and keeping in step with the other nodes
 //!   of a shared database (`cluster.rs`); `registry.rs` — live functions by name and route, read on
 //!   every request;
-//! - `journal.rs` — the batched writer of execution records; `queue.rs` — async invocations, their
+//! - `journal.rs` — the batched writer of execution records; `rollups.rs` — finished attempts counted
+//!   per function and minute, flushed to the store; `queue.rs` — async invocations, their
 //!   workers, leases, retries and callbacks; `schedule.rs` — the cron trigger;
 //! - `platform.rs` — the engine's [`wafer_engine::Platform`]: key-value stores and function-to-function
 //!   calls;
 //! - `admission.rs` — per-function concurrency and the server-wide instance cap; `auth.rs` — the bearer
-//!   token of the management API and private functions; `metrics.rs` — the Prometheus counters;
+//!   token of the management API and private functions, and its same-origin rule for writes; `metrics.rs` — the Prometheus counters;
 //! - `validate.rs` — checks on names and configs, and the paths wafer reserves; `error.rs` — the one
 //!   error enum, mapped to status and code in one place;
 //! - `containers/` — container functions: the containerd connection, image imports, and each
@@ -32,6 +33,7 @@ mod metrics;
 mod platform;
 mod queue;
 mod registry;
+mod rollups;
 mod routes;
 mod schedule;
 mod validate;

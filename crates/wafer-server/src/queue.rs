@@ -323,6 +323,12 @@ fn replay(entry: &Arc<Entry>, claimed: &Claimed) -> Result<Invocation, Error> {
 /// Records an attempt's end, and wakes the callback sender when a callback is now owed.
 async fn finish(app: &App, claimed: &Claimed, outcome: Attempt) {
     let done = outcome.status.is_some_and(ExecutionStatus::is_final);
+    app.rollups.record(
+        &claimed.function,
+        outcome.status == Some(ExecutionStatus::Succeeded),
+        outcome.duration_us,
+        outcome.finished_at,
+    );
     let write = Write::Finish {
         id: claimed.id.clone(),
         node: app.node.clone(),

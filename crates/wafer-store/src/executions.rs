@@ -21,8 +21,12 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use wafer_api::{
-    Execution, ExecutionStats, ExecutionStatus, ExecutionUsage, LogEntry, LogLevel, Trigger,
+    Execution, ExecutionStats, ExecutionStatus, ExecutionUsage, LogEntry, LogLevel, MinuteRollup,
+    Trigger,
 };
+
+/// How long per-minute rollups are kept: two days, so a day's window is always whole.
+pub const ROLLUP_RETENTION: Duration = Duration::from_secs(48 * 3600);
 
 /// The HTTP request of an async execution, kept until it has run (the body is stored beside it).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -253,7 +257,20 @@ pub trait ExecutionStore: Send + Sync {
     /// The queue's depth and age.
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
 
-    /// Deletes finished executions (and their logs) outside `retention`; returns how many.
+    /// Adds `rollups` to the stored per-minute rollups: counts add up, so nodes that counted attempts
+    /// of one function in one minute each add their own.
+    async fn add_rollups(&self, rollups: Vec<MinuteRollup>) -> Result<(), StoreError>;
+
+    /// The stored per-minute rollups of minutes from `since_ms` on, of `function` or, with `None`, of
+    /// every function; ordered by function, then minute.
+    async fn rollups(
+        &self,
+        function: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Vec<MinuteRollup>, StoreError>;
+
+    /// Deletes finished executions (and their logs) outside `retention`, and rollups older than
+    /// [`ROLLUP_RETENTION`]; returns how many executions.
     async fn prune(&self, retention: Retention) -> Result<u64, StoreError>;
 
     /// Claims up to `limit` callbacks that are due for `node`: none is due again for anyone until

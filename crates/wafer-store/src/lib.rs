@@ -41,7 +41,7 @@ pub use cluster::{Changes, ClusterStore, Events, NodeBeat, NodeRecord};
 pub use error::StoreError;
 pub use executions::{
     Attempt, Claimed, DueCallback, ExecutionStore, NewExecution, NewLog, Page, QueueStats,
-    Retention, StoredRequest, Write,
+    Retention, StoredRequest, Write, ROLLUP_RETENTION,
 };
 pub use meta::{MetaStore, NewVersion, StoredFunction, StoredVersion};
 pub use postgres::{redact_url, PgOptions, PgStore};

@@ -41,8 +41,9 @@ pub enum Command {
     Executions(ExecutionsArgs),
     /// Show a function's log lines, or follow them with -f.
     Logs(LogsArgs),
-    /// Summarise a function's executions: counts, duration, CPU time and memory.
-    Stats(NameArgs),
+    /// Summarise a function's executions: counts, duration, CPU time and memory; with --since, its
+    /// traffic over that window too.
+    Stats(StatsArgs),
     /// Read and write key-value stores: kv set STORE KEY VALUE, kv get STORE KEY, kv ls STORE, kv rm.
     Kv(KvArgs),
     /// Show a function's configuration, or change it with --var, --secret and --unset.
@@ -288,6 +289,17 @@ pub enum Output {
 pub struct NameArgs {
     /// The function's name.
     pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The function's name.
+    pub name: String,
+    /// Also count every attempt that ended this long ago or later (`15m`, `1h`, `24h`; up to 48h).
+    #[arg(long)]
+    pub since: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }

@@ -328,6 +328,7 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
         ("/v1/functions/{name}/executions", "get"),
         ("/v1/functions/{name}/logs", "get"),
         ("/v1/functions/{name}/stats", "get"),
+        ("/v1/stats", "get"),
         ("/v1/executions/{id}", "get"),
         ("/v1/functions/{name}/config", "get"),
         ("/v1/functions/{name}/config", "put"),
@@ -348,7 +349,7 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
             "{method} {path} missing"
         );
     }
-    assert_eq!(paths.len(), 19, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 20, "{:?}", paths.keys().collect::<Vec<_>>());
     // Writes document the cross-site refusal; reads and guests' routes do not have it.
     let responses = |path: &str, method: &str| paths[path][method]["responses"].clone();
     assert!(responses("/v1/functions/{name}/versions", "post")
@@ -364,6 +365,7 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
         "FunctionConfig",
         "ErrorBody",
         "ExecutionStats",
+        "StatsWindow",
         "AsyncAccepted",
     ] {
         assert!(
@@ -378,4 +380,129 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
         !page.contains("<script src") && !page.contains("<link"),
         "the page must not load anything"
     );
+}
+
+#[tokio::test]
+async fn stats_windows_count_every_attempt_and_outlive_pruned_records() {
+    let server = Server::start();
+    server
+        .deploy_ok(
+            "steady",
+            wagi_wat("Content-Type: text/plain\n\nok"),
+            json!({}),
+        )
+        .await;
+    server.deploy_ok("broken", trap_wat(), json!({})).await;
+    for _ in 0..6 {
+        let (status, _, _) = server.call(Method::GET, "/fn/steady", "").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    for _ in 0..2 {
+        let (status, _, _) = server.call(Method::GET, "/fn/broken", "").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    // The sync records are written after the answers: wait for them to show in the window.
+    let window = |name: &'static str| {
+        let server = &server;
+        async move {
+            let (status, stats) = server
+                .get_json(&format!("/v1/functions/{name}/stats?since=15m"))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{stats}");
+            stats
+        }
+    };
+    wait_for(
+        "six attempts in the window",
+        Duration::from_secs(10),
+        || async { (window("steady").await["window"]["invocations"] == 6).then_some(()) },
+    )
+    .await;
+    // An async attempt counts too.
+    let id = server.invoke_async("steady", "", "").await;
+    server.finished_execution(&id).await;
+    let steady = wait_for("the async attempt", Duration::from_secs(10), || async {
+        let stats = window("steady").await;
+        (stats["window"]["invocations"] == 7).then_some(stats)
+    })
+    .await;
+    let w = &steady["window"];
+    assert_eq!(
+        (w["succeeded"].as_u64(), w["failed"].as_u64()),
+        (Some(7), Some(0))
+    );
+    assert_eq!(w["error_rate"], 0.0);
+    assert_eq!(w["bucket_seconds"], 60);
+    let buckets = w["buckets"].as_array().unwrap();
+    assert!((15..=16).contains(&buckets.len()), "{}", buckets.len());
+    let last_two: u64 = buckets[buckets.len() - 2..]
+        .iter()
+        .map(|b| b["succeeded"].as_u64().unwrap())
+        .sum();
+    assert_eq!(last_two, 7, "the last minutes hold them: {buckets:?}");
+    assert!(w["p50_ms"].as_f64().unwrap() > 0.0 && w["p99_ms"].as_f64().is_some());
+    let broken = wait_for("two failures", Duration::from_secs(10), || async {
+        let stats = window("broken").await;
+        (stats["window"]["failed"] == 2).then_some(stats)
+    })
+    .await;
+    assert_eq!(broken["window"]["error_rate"], 1.0);
+    // Every function's last quarter hour at once, for the console's overview.
+    let (status, overview) = server.get_json("/v1/stats?since=15m").await;
+    assert_eq!(status, StatusCode::OK);
+    let rows = overview["functions"].as_array().unwrap();
+    let counts: Vec<(&str, u64, f64)> = rows
+        .iter()
+        .map(|r| {
+            let name = r["function"].as_str().unwrap();
+            (
+                name,
+                r["invocations"].as_u64().unwrap(),
+                r["error_rate"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counts, [("broken", 2, 1.0), ("steady", 7, 0.0)]);
+    let (status, body) = server.get_json("/v1/stats?since=forever").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    // Without `since` the summary is what it was.
+    let (_, plain) = server.get_json("/v1/functions/steady/stats").await;
+    assert!(plain.get("window").is_none());
+    assert_eq!(plain["count"], 7);
+    // Hourly buckets over a day.
+    let (_, day) = server
+        .get_json("/v1/functions/steady/stats?since=24h&bucket=1h")
+        .await;
+    assert_eq!(day["window"]["bucket_seconds"], 3600);
+    assert_eq!(day["window"]["invocations"], 7);
+    for bad in [
+        "since=0",
+        "since=3d",
+        "since=soon",
+        "since=1h&bucket=90s",
+        "since=10m&bucket=1h",
+        "bucket=1m",
+    ] {
+        let (status, body) = server
+            .get_json(&format!("/v1/functions/steady/stats?{bad}"))
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+
+    let out = server.cli(&["stats", "broken", "--since", "15m"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("last 15m: 2 invocations, 2 failed (100.0%)"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Records pruned to two per function: the window still counts all seven (flushed at the stop).
+    let server = server.restart_gracefully_with(&["--retain", "2"]);
+    let pruned = wait_for("records pruned", Duration::from_secs(10), || async {
+        let (_, stats) = server.get_json("/v1/functions/steady/stats?since=1h").await;
+        (stats["count"] == 2).then_some(stats)
+    })
+    .await;
+    assert_eq!(pruned["window"]["invocations"], 7, "{pruned}");
 }

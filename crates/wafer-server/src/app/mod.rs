@@ -77,6 +77,8 @@ pub struct App {
     pub(crate) config: ServerConfig,
     pub(crate) executions: Arc<dyn ExecutionStore>,
     pub(crate) journal: Journal,
+    /// Finished attempts counted per function and minute, on their way to the store.
+    pub(crate) rollups: Arc<crate::rollups::Rollups>,
     pub(crate) queue: Queue,
     pub(crate) state: Arc<dyn StateStore>,
     pub(crate) platform: Arc<ServerPlatform>,
@@ -163,6 +165,7 @@ impl App {
             applied: cluster::Applied::new(feed),
             artifacts: Artifacts::open(&config.data_dir)?,
             journal: Journal::start(executions.clone()),
+            rollups: Arc::default(),
             executions,
             queue: Queue::default(),
             registry: Registry::default(),
@@ -190,6 +193,7 @@ impl App {
         schedule::start(&app);
         cluster::start(&app);
         journal::start_retention(app.executions.clone(), &app.config.executions);
+        crate::rollups::start_flushing(app.rollups.clone(), app.executions.clone());
         start_background_load(&app);
         start_idle_eviction(&app);
         Ok(app)
@@ -222,8 +226,9 @@ impl App {
         Ok(self.cluster.changes_since(u64::MAX).await?.seq)
     }
 
-    /// Says this node is going: other nodes stop listing it at once.
+    /// Says this node is going: other nodes stop listing it at once. What it counted goes to the store.
     pub async fn leave(&self) {
+        self.rollups.flush(self.executions.as_ref()).await;
         if let Err(e) = self.cluster.leave(&self.node).await {
             tracing::warn!("cannot leave the nodes table: {e}");
         }

@@ -237,6 +237,12 @@ pub async fn call(app: &Arc<App>, invocation: Invocation) -> (String, Result<Ans
         } else {
             ExecutionStatus::Failed
         });
+        app.rollups.record(
+            &entry.settings.name,
+            succeeded,
+            attempt.duration_us,
+            attempt.finished_at,
+        );
         app.journal.record(Write::Insert(NewExecution {
             id: execution,
             function: entry.settings.name.clone(),

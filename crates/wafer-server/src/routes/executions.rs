@@ -12,6 +12,7 @@ use std::sync::Arc;
 use utoipa::IntoParams;
 use wafer_api::{
     ErrorBody, Execution, ExecutionList, ExecutionStats, ExecutionStatus, LogLevel, LogList,
+    TrafficList,
 };
 use wafer_store::Page;
 
@@ -181,13 +182,116 @@ pub async fn logs(
         .into_response())
 }
 
-/// `GET /v1/functions/{name}/stats`: a function's executions summarised.
+/// Which window of finished attempts to add to a function's summary.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsQuery {
+    /// Add `window`: every attempt that ended this long ago or later (`15m`, `1h`, `24h`; 1 minute to
+    /// 48 hours), counted as it ended, pruned and dropped records included.
+    since: Option<String>,
+    /// The window's bucket length, a whole number of minutes (`1m`, `5m`, `1h`; default `1m`).
+    bucket: Option<String>,
+}
+
+/// The longest window: what rollups are kept for.
+const MAX_WINDOW_MS: u64 = 48 * 3_600_000;
+
+/// `GET /v1/functions/{name}/stats`: a function's executions summarised, and with `since`, its finished
+/// attempts over that window in buckets (from per-minute rollups, which outlive the records).
 #[utoipa::path(get, path = "/v1/functions/{name}/stats", tag = "executions",
-    params(("name" = String, Path, description = "The function")),
-    responses((status = 200, body = ExecutionStats)))]
+    params(("name" = String, Path, description = "The function"), StatsQuery),
+    responses((status = 200, body = ExecutionStats), (status = 400, body = ErrorBody)))]
 pub async fn stats(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
+    Query(query): Query<StatsQuery>,
 ) -> Result<Json<ExecutionStats>, Error> {
-    Ok(Json(app.executions.stats(&name).await?))
+    let window = match &query.since {
+        Some(since) => Some(window(&app, &name, since, query.bucket.as_deref()).await?),
+        None if query.bucket.is_some() => {
+            return Err(Error::InvalidRequest("`bucket` needs `since`".into()))
+        }
+        None => None,
+    };
+    let mut stats = app.executions.stats(&name).await?;
+    stats.window = window;
+    Ok(Json(stats))
+}
+
+/// `function`'s finished attempts from `since` ago to now, in buckets of `bucket`: the stored rollups
+/// and this node's pending ones.
+async fn window(
+    app: &App,
+    function: &str,
+    since: &str,
+    bucket: Option<&str>,
+) -> Result<wafer_api::StatsWindow, Error> {
+    let invalid = |what: &str, e: String| Error::InvalidRequest(format!("`{what}`: {e}"));
+    let since_ms = window_length(since)?;
+    let bucket_ms = match bucket {
+        Some(b) => wafer_api::units::parse_timeout_ms(b).map_err(|e| invalid("bucket", e))?,
+        None => 60_000,
+    };
+    if bucket_ms == 0 || bucket_ms % 60_000 != 0 || bucket_ms > since_ms {
+        return Err(invalid(
+            "bucket",
+            "use a whole number of minutes, no longer than `since`".into(),
+        ));
+    }
+    let now = crate::journal::now_ms();
+    let start = now - since_ms as i64;
+    let rollups = rollups(app, Some(function), start).await?;
+    Ok(wafer_api::StatsWindow::from_minutes(
+        &rollups,
+        start,
+        now,
+        bucket_ms / 60_000,
+    ))
+}
+
+/// A window's length from `since` (`15m`, `1h`), in milliseconds: 1 minute to 48 hours.
+fn window_length(since: &str) -> Result<u64, Error> {
+    let invalid = |e: String| Error::InvalidRequest(format!("`since`: {e}"));
+    let ms = wafer_api::units::parse_timeout_ms(since).map_err(invalid)?;
+    if !(60_000..=MAX_WINDOW_MS).contains(&ms) {
+        return Err(invalid("use 1m to 48h".into()));
+    }
+    Ok(ms)
+}
+
+/// The rollups of `function` (or every function) of the minutes from the one holding `start` on: the
+/// stored ones and this node's pending ones.
+async fn rollups(
+    app: &App,
+    function: Option<&str>,
+    start: i64,
+) -> Result<Vec<wafer_api::MinuteRollup>, Error> {
+    let first = start - start.rem_euclid(60_000);
+    let mut rollups = app.executions.rollups(function, first).await?;
+    rollups.extend(app.rollups.pending(function, first));
+    Ok(rollups)
+}
+
+/// The window of the functions overview.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TrafficQuery {
+    /// Count the attempts that ended this long ago or later (`15m`, `1h`, `24h`; 1 minute to 48
+    /// hours; default `1h`).
+    since: Option<String>,
+}
+
+/// `GET /v1/stats`: every function's finished attempts over one window — invocations, failures,
+/// error rate, p50/p99 — from the per-minute rollups; functions without attempts in it are left out.
+#[utoipa::path(get, path = "/v1/stats", tag = "executions",
+    params(TrafficQuery),
+    responses((status = 200, body = TrafficList), (status = 400, body = ErrorBody)))]
+pub async fn traffic(
+    State(app): State<Arc<App>>,
+    Query(query): Query<TrafficQuery>,
+) -> Result<Json<TrafficList>, Error> {
+    let since_ms = window_length(query.since.as_deref().unwrap_or("1h"))?;
+    let start = crate::journal::now_ms() - since_ms as i64;
+    let rollups = rollups(&app, None, start).await?;
+    Ok(Json(TrafficList::from_minutes(&rollups, start)))
 }

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod executions;
 pub mod meta;
 pub mod postgres;
+pub mod rollups;
 pub mod state;
 
 use crate::{ClusterStore, ExecutionStore, MetaStore, StateStore};
@@ -60,6 +61,7 @@ macro_rules! conformance {
             executions::the_queue_reports_its_depth_and_age,
             executions::concurrent_claimers_never_share_an_execution,
             executions::a_lapsed_last_attempt_is_dead_and_owes_its_callback,
+            rollups::rollups_add_up_across_writers_and_prune_after_two_days,
             cluster::every_change_to_a_function_moves_the_feed,
             cluster::nodes_beat_and_leave,
             state::values_round_trip_per_store,

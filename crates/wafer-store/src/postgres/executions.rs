@@ -24,7 +24,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use wafer_api::{Execution, ExecutionStats, ExecutionStatus, LogEntry, LogLevel};
+use wafer_api::{Execution, ExecutionStats, ExecutionStatus, LogEntry, LogLevel, MinuteRollup};
 
 /// The advisory lock log writers hold from taking their lines' `seq` to their commit.
 const LOGS_LOCK: i64 = 0x7761_6665_7200_0002;
@@ -455,6 +455,7 @@ impl ExecutionStore for PgStore {
             cpu_ms: summary(&row, 3, 1000.0)?,
             peak_memory_bytes: summary(&row, 6, 1.0)?,
             instantiate_us: summary(&row, 9, 1.0)?,
+            window: None,
         })
     }
 
@@ -480,9 +481,24 @@ impl ExecutionStore for PgStore {
         })
     }
 
+    async fn add_rollups(&self, rollups: Vec<MinuteRollup>) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        super::rollups::add(&client, &rollups).await
+    }
+
+    async fn rollups(
+        &self,
+        function: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Vec<MinuteRollup>, StoreError> {
+        let client = self.client().await?;
+        super::rollups::since(&client, function, since_ms).await
+    }
+
     async fn prune(&self, retention: Retention) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        super::rollups::prune(&tx).await?;
         let ids: Vec<String> = tx
             .query(
                 &format!(

@@ -21,6 +21,7 @@ mod cluster;
 mod executions;
 mod listen;
 mod meta;
+mod rollups;
 mod rows;
 mod schema;
 mod state;

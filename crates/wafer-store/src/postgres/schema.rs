@@ -7,14 +7,15 @@
 use crate::StoreError;
 
 /// The current schema; bumped with a step in [`STEPS`].
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock migrations hold (any number the database's other users do not take).
 const MIGRATION_LOCK: i64 = 0x7761_6665_7200_0001;
 
 /// The steps, in order: `STEPS[n]` moves the schema from version `n` to `n + 1`. Names, ids and keys
 /// sort bytewise (`COLLATE "C"`), as in SQLite, whatever the database's locale.
-const STEPS: &[&str] = &[r#"
+const STEPS: &[&str] = &[
+    r#"
     CREATE FUNCTION wafer_now_ms() RETURNS BIGINT LANGUAGE sql VOLATILE
         AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT $$;
     CREATE FUNCTION wafer_now_text() RETURNS TEXT LANGUAGE sql VOLATILE
@@ -130,7 +131,22 @@ const STEPS: &[&str] = &[r#"
         started_at TEXT NOT NULL,
         heartbeat_ms BIGINT NOT NULL
     );
-"#];
+"#,
+    r#"
+    CREATE FUNCTION wafer_add_counts(a BIGINT[], b BIGINT[]) RETURNS BIGINT[] LANGUAGE sql IMMUTABLE
+        AS $$ SELECT ARRAY(SELECT COALESCE(x, 0) + COALESCE(y, 0)
+                           FROM unnest(a, b) WITH ORDINALITY AS t(x, y, i) ORDER BY i) $$;
+    CREATE TABLE rollups (
+        function TEXT COLLATE "C" NOT NULL,
+        minute BIGINT NOT NULL,
+        succeeded BIGINT NOT NULL,
+        failed BIGINT NOT NULL,
+        durations BIGINT[] NOT NULL,
+        PRIMARY KEY (function, minute)
+    );
+    CREATE INDEX rollups_by_minute ON rollups(minute);
+"#,
+];
 
 /// Creates or upgrades the schema, holding the migration lock.
 pub(super) async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {

@@ -9,7 +9,7 @@
 use super::rows::{
     corrupt, execution_from_row, i64_of, log_from_row, summary, u64_of, COLUMNS, LOG_COLUMNS,
 };
-use super::{millis, run_on, SqliteStore, NOW_MS};
+use super::{millis, rollups, run_on, SqliteStore, NOW_MS};
 use crate::executions::{
     Attempt, Claimed, DueCallback, ExecutionStore, NewExecution, Page, QueueStats, Retention,
     StoredRequest, Write,
@@ -21,7 +21,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use wafer_api::{Execution, ExecutionStats, ExecutionStatus, LogEntry, LogLevel};
+use wafer_api::{Execution, ExecutionStats, ExecutionStatus, LogEntry, LogLevel, MinuteRollup};
 
 /// Stores `new` (with its attempt, for a sync execution); `false` when its id is stored already.
 fn insert(tx: &rusqlite::Transaction<'_>, new: &NewExecution) -> Result<bool, StoreError> {
@@ -392,6 +392,7 @@ impl ExecutionStore for SqliteStore {
                 cpu_ms,
                 peak_memory_bytes,
                 instantiate_us,
+                window: None,
             })
         })
         .await
@@ -419,9 +420,25 @@ impl ExecutionStore for SqliteStore {
         .await
     }
 
+    async fn add_rollups(&self, rollups: Vec<MinuteRollup>) -> Result<(), StoreError> {
+        self.with_executions(move |conn| rollups::add(conn, &rollups))
+            .await
+    }
+
+    async fn rollups(
+        &self,
+        function: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Vec<MinuteRollup>, StoreError> {
+        let function = function.map(str::to_owned);
+        self.with_executions(move |conn| rollups::since(conn, function.as_deref(), since_ms))
+            .await
+    }
+
     async fn prune(&self, retention: Retention) -> Result<u64, StoreError> {
         self.with_executions(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            rollups::prune(&tx)?;
             let ids: Vec<String> = {
                 let mut stmt = tx.prepare(&format!(
                     "SELECT id FROM (

@@ -16,6 +16,7 @@
 mod cluster;
 mod executions;
 mod meta;
+mod rollups;
 mod rows;
 mod schema;
 mod state;

@@ -6,7 +6,7 @@ use crate::StoreError;
 use rusqlite::Connection;
 
 /// The current schema; bumped with a migration step in [`migrate`].
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// Creates or upgrades the schema.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -162,6 +162,23 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
                  heartbeat_ms INTEGER NOT NULL
              );
              PRAGMA user_version = 6;
+             COMMIT;",
+        )?;
+    }
+    if version < 7 {
+        // Per-minute rollups of finished attempts (wafer_api::rollup): durations is a JSON array.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE rollups (
+                 function TEXT NOT NULL,
+                 minute INTEGER NOT NULL,
+                 succeeded INTEGER NOT NULL,
+                 failed INTEGER NOT NULL,
+                 durations TEXT NOT NULL,
+                 PRIMARY KEY (function, minute)
+             ) WITHOUT ROWID;
+             CREATE INDEX rollups_by_minute ON rollups(minute);
+             PRAGMA user_version = 7;
              COMMIT;",
         )?;
     }

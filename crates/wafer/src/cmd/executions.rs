@@ -1,6 +1,6 @@
 //! `wafer execution ID`, `wafer executions N`, `wafer logs N [-f]` and `wafer stats N`.
 
-use crate::cli::{ExecutionArgs, ExecutionsArgs, LogsArgs, NameArgs, Output};
+use crate::cli::{ExecutionArgs, ExecutionsArgs, LogsArgs, Output, StatsArgs};
 use crate::client::Client;
 use crate::output;
 use anyhow::Context;
@@ -172,10 +172,11 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn stats(args: NameArgs) -> anyhow::Result<ExitCode> {
+pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.client);
+    let query: Vec<(&str, String)> = args.since.iter().map(|s| ("since", s.clone())).collect();
     let stats: ExecutionStats = client
-        .get(&format!("/v1/functions/{}/stats", args.name))
+        .get_query(&format!("/v1/functions/{}/stats", args.name), &query)
         .await?;
     let row = |what: &str, s: &Summary, unit: &str, scale: f64| {
         vec![
@@ -197,6 +198,18 @@ pub async fn stats(args: NameArgs) -> anyhow::Result<ExitCode> {
             stats.count,
             by_status.join(", ")
         );
+        if let (Some(window), Some(since)) = (&stats.window, &args.since) {
+            let window = &window.traffic;
+            let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v} ms"));
+            println!(
+                "last {since}: {} invocations, {} failed ({:.1}%), p50 {}, p99 {}",
+                window.invocations,
+                window.failed,
+                window.error_rate * 100.0,
+                ms(window.p50_ms),
+                ms(window.p99_ms)
+            );
+        }
     }
     output::table(
         args.client.output,

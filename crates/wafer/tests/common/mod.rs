@@ -116,6 +116,14 @@ impl Server {
         Self::start_in(data, args)
     }
 
+    /// Stops this server gracefully (SIGTERM) and starts another on the same data directory with `args`.
+    pub fn restart_gracefully_with(mut self, args: &[&str]) -> Self {
+        self.terminate();
+        let data = self.data.clone();
+        drop(self);
+        Self::start_in(data, args)
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
