@@ -1,6 +1,7 @@
 //! The HTTP client of the management API, used by every subcommand but `serve`.
 
 use crate::cli::ClientArgs;
+use crate::progress::Step;
 use anyhow::{anyhow, Context, Result};
 use reqwest::{Method, Response};
 use serde::de::DeserializeOwned;
@@ -68,28 +69,32 @@ impl Client {
         Ok(())
     }
 
-    /// Deploys `module` as a new version of `name`.
+    /// Deploys `module` as a new version of `name`, its upload and the server's compile shown as `step`.
     pub async fn deploy(
         &self,
         name: &str,
         module: Vec<u8>,
         config: &FunctionConfig,
         variables: &ConfigUpdate,
+        step: &Step,
     ) -> Result<VersionInfo> {
         // A container's image goes as `image` (none when its config names an oci:// image to pull).
         let container = config.kind == Some(wafer_api::Kind::Container);
+        let length = module.len() as u64;
         let mut form = reqwest::multipart::Form::new();
         if !container {
+            let body = step.body(module, "compiling on the server");
             form = form.part(
                 "module",
-                reqwest::multipart::Part::bytes(module)
+                reqwest::multipart::Part::stream_with_length(body, length)
                     .file_name("module.wasm")
                     .mime_str("application/wasm")?,
             );
         } else if !module.is_empty() {
+            let body = step.body(module, "unpacking the image on the server");
             form = form.part(
                 "image",
-                reqwest::multipart::Part::bytes(module)
+                reqwest::multipart::Part::stream_with_length(body, length)
                     .file_name("image.tar")
                     .mime_str("application/x-tar")?,
             );

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod cmd;
 mod output;
+mod progress;
 
 use clap::Parser;
 use std::process::ExitCode;

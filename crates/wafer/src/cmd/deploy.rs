@@ -3,6 +3,7 @@
 use crate::cli::{DeployArgs, FunctionFlags};
 use crate::client::Client;
 use crate::output;
+use crate::progress::Step;
 use anyhow::Context;
 use std::process::ExitCode;
 use wafer_api::{ConfigUpdate, FunctionConfig, Kind};
@@ -36,9 +37,11 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
             .collect(),
     };
     let client = Client::new(&args.client);
+    let step = Step::upload(&format!("uploading {}", args.file), module.len() as u64);
     let version = client
-        .deploy(&args.name, module, &config, &variables)
+        .deploy(&args.name, module, &config, &variables, &step)
         .await?;
+    drop(step);
     let mut text = format!(
         "deployed {} version {} ({})\n  {}/fn/{}",
         version.function,

@@ -15,6 +15,7 @@
 //! The tarball is reproducible: the same inputs give the same bytes.
 
 use crate::cli::PackageArgs;
+use crate::progress::Step;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -53,6 +54,7 @@ pub async fn run(args: PackageArgs) -> anyhow::Result<ExitCode> {
 /// `config` with its kind settled: the one given, or the one wafer detects, so the shim runs the
 /// function as `wafer serve` would. Compiling is also what checks the binary.
 pub fn with_kind(wasm: &[u8], config: FunctionConfig) -> anyhow::Result<FunctionConfig> {
+    let _compiling = Step::spinner("compiling the binary to check it");
     let engine = wafer_engine::Engine::new(&wafer_engine::EngineOptions {
         pool: None,
         ..Default::default()

@@ -10,6 +10,7 @@
 
 use super::package::Image;
 use crate::cli::{PullArgs, PushArgs};
+use crate::progress::Step;
 use anyhow::{bail, Context};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
@@ -37,6 +38,7 @@ pub async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         })?
     };
     let (client, reference, auth) = connect(&args.reference, args.plain_http)?;
+    let _pushing = Step::spinner(&format!("pushing to {}", args.reference));
     client
         .auth(&reference, &auth, RegistryOperation::Push)
         .await
@@ -125,7 +127,9 @@ async fn push_manifest(
 }
 
 pub async fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
+    let pulling = Step::spinner(&format!("pulling {}", args.reference));
     let (wasm, config) = fetch(&args.reference, args.plain_http).await?;
+    drop(pulling);
     let output = args.output.unwrap_or_else(|| {
         let reference = args.reference.rsplit('/').next().unwrap_or("function");
         let name = reference.split([':', '@']).next().unwrap_or("function");
