@@ -13,8 +13,9 @@ import { join } from "node:path";
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const screenshots = process.env.WAFER_SCREENSHOTS || join(tmpdir(), "wafer-screenshots");
 
-/** Runs `test(page, url)` in a fresh browser at 1280×800; returns when it passed. */
-export async function run(name, test) {
+/** Runs `test(page, url, shot)` in a fresh browser at 1280×800; returns when it passed. The page may
+ *  request `url` and the origins in `allow`, nothing else. */
+export async function run(name, test, { allow = [] } = {}) {
   const url = process.argv[2];
   if (!url) throw new Error("usage: node " + name + ".mjs SERVER_URL");
   mkdirSync(screenshots, { recursive: true });
@@ -28,16 +29,23 @@ export async function run(name, test) {
     const page = await context.newPage();
     // Every request the page makes must stay on the server: no CDN, nothing outside.
     page.on("request", request => {
-      if (!request.url().startsWith(url) && !request.url().startsWith("data:")) outside.push(request.url());
+      const target = request.url();
+      if (![url, ...allow, "data:"].some(ok => target.startsWith(ok))) outside.push(target);
     });
     const errors = [];
-    page.on("pageerror", e => errors.push(e.message));
+    page.on("pageerror", e => (errors.push(e.message), console.error("page error:", e.message)));
+    page.on("requestfailed", r => console.error("request failed:", r.url(), r.failure()?.errorText));
     let step = 0;
     const shot = async label => {
       step += 1;
       await page.screenshot({ path: join(screenshots, `${name}-${String(step).padStart(2, "0")}-${label}.png`), fullPage: true });
     };
-    await test(page, url, shot);
+    try {
+      await test(page, url, shot);
+    } catch (e) {
+      await shot("failed").catch(() => {});
+      throw e;
+    }
     check(outside.length === 0, "requests left the server: " + outside.join(", "));
     check(errors.length === 0, "the page threw: " + errors.join("; "));
   } finally {

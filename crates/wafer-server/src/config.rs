@@ -28,6 +28,36 @@ pub struct ServerConfig {
     pub advertise: Option<String>,
     /// How container functions reach containerd, and the largest image a deploy may upload.
     pub containers: crate::containers::ContainerSettings,
+    /// Where the web console listens.
+    pub console: ConsoleListen,
+}
+
+/// Where the web console (`/ui`) listens: on a listener of its own, never the one that serves
+/// functions, so no function's page shares an origin with it (a page of the same origin could read
+/// the token the console keeps, or call the API with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsoleListen {
+    /// On the next port after the main listener's (a free one if that is taken, or when the main
+    /// port is 0), at the same address.
+    #[default]
+    Beside,
+    /// At this address.
+    At(SocketAddr),
+    /// Nowhere: `/ui` answers 404.
+    Off,
+}
+
+impl std::str::FromStr for ConsoleListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            _ => s.parse().map(Self::At).map_err(|_| {
+                format!("expected an address such as 127.0.0.1:8081, or `off`; got {s:?}")
+            }),
+        }
+    }
 }
 
 /// A cluster's shared PostgreSQL database.
@@ -150,6 +180,7 @@ impl ServerConfig {
             node_id: None,
             advertise: None,
             containers: Default::default(),
+            console: ConsoleListen::Beside,
         }
     }
 }

@@ -39,17 +39,20 @@ mod schedule;
 mod validate;
 
 pub use app::{App, StartError};
-pub use config::{Database, Defaults, ExecutionSettings, ServerConfig};
+pub use config::{ConsoleListen, Database, Defaults, ExecutionSettings, ServerConfig};
 pub use containers::{ContainerSettings, DEFAULT_SOCKET as DEFAULT_CONTAINERD_SOCKET};
 pub use error::Error;
 pub use routes::router;
 pub use wafer_container::pull::Registries;
 
 use std::future::Future;
+use std::net::SocketAddr;
 
-/// Opens the data directory, binds `config.listen` and serves until `shutdown` resolves.
+/// Opens the data directory, binds `config.listen` (and the console's listener) and serves until
+/// `shutdown` resolves.
 ///
-/// Logs one line, `wafer listening on http://ADDR`, once it accepts connections.
+/// Logs one line, `wafer listening on http://ADDR`, once it accepts connections, and one for the
+/// console, `console on http://ADDR/ui/`.
 pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -58,17 +61,65 @@ pub async fn serve(
     if config.token.is_none() && !listen.ip().is_loopback() {
         return Err(StartError::Insecure(listen));
     }
+    if let ConsoleListen::At(console) = config.console {
+        if config.token.is_none() && !console.ip().is_loopback() {
+            return Err(StartError::Insecure(console));
+        }
+    }
+    let console_at = config.console;
     let app = App::open(config).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: listen,
-            source,
-        })?;
+    let bind = |addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let listener = bind(listen).await?;
     let addr = listener.local_addr().map_err(StartError::Serve)?;
     app.listening_on(addr);
+    let console = match console_at {
+        ConsoleListen::Off => None,
+        ConsoleListen::At(at) => Some(bind(at).await?),
+        ConsoleListen::Beside => {
+            let next = SocketAddr::new(addr.ip(), addr.port().saturating_add(1));
+            let beside = match addr.port() {
+                0 | u16::MAX => None,
+                _ => tokio::net::TcpListener::bind(next).await.ok(),
+            };
+            match beside {
+                Some(listener) => Some(listener),
+                None => Some(bind(SocketAddr::new(addr.ip(), 0)).await?),
+            }
+        }
+    };
     tracing::info!(node = %app.node, "wafer listening on http://{addr}");
-    let served = routes::serve(listener, app.clone(), shutdown).await;
+    if let Some(console) = &console {
+        let at = console.local_addr().map_err(StartError::Serve)?;
+        app.console_on(at);
+        tracing::info!("console on http://{at}/ui/");
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let main = routes::serve(
+        listener,
+        routes::router(app.clone()),
+        until_stopped(stopped.clone()),
+    );
+    let console = async {
+        match console {
+            Some(listener) => {
+                let router = routes::console_router(app.clone());
+                routes::serve(listener, router, until_stopped(stopped.clone())).await
+            }
+            None => Ok(()),
+        }
+    };
+    let (served, console_served) = tokio::join!(main, console);
     app.leave().await;
-    served.map_err(StartError::Serve)
+    served.and(console_served).map_err(StartError::Serve)
 }

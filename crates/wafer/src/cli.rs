@@ -169,6 +169,10 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:8080].
     #[arg(long, env = "WAFER_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Where the web console listens, or `off` [default: the port after --listen's, or a free one].
+    /// It has a listener of its own so that no function's page shares its origin.
+    #[arg(long, env = "WAFER_CONSOLE_LISTEN")]
+    pub console_listen: Option<wafer_server::ConsoleListen>,
     /// Directory for the database and module blobs [default: ./wafer-data].
     #[arg(long, env = "WAFER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,

@@ -165,3 +165,99 @@ async fn another_sites_page_cannot_change_a_tokenless_server() {
         .unwrap();
     assert_eq!(read.status(), 200);
 }
+
+#[tokio::test]
+async fn the_console_has_an_origin_of_its_own_that_serves_no_function() {
+    let server = Server::start();
+    server
+        .deploy_ok(
+            "page",
+            wagi_wat("Content-Type: text/html\n\n<p>guest</p>"),
+            json!({}),
+        )
+        .await;
+    let console = server.console_url();
+    assert_ne!(console, server.url.trim_end_matches('/'));
+    // The main listener's /ui sends a browser to the console's listener.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = no_redirects.get(server.at("/ui")).send().await.unwrap();
+    assert_eq!(response.status(), 307);
+    assert_eq!(response.headers()["location"], format!("{console}/ui/"));
+    // The console's page, under a policy that allows nothing but its own files and API.
+    let page = server
+        .http
+        .get(format!("{console}/ui/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let policy = page.headers()["content-security-policy"].to_str().unwrap();
+    for rule in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(policy.contains(rule), "{policy}");
+    }
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("/ui/app.js") && !html.contains("http"),
+        "{html}"
+    );
+    let script = server
+        .http
+        .get(format!("{console}/ui/app.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    // The API is there; no function's page is.
+    let list = server
+        .http
+        .get(format!("{console}/v1/functions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), 200);
+    for path in ["/fn/page", "/fn/page/x", "/page"] {
+        let response = server
+            .http
+            .get(format!("{console}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path} on the console's listener");
+    }
+    let (status, _, body) = server.call(Method::GET, "/fn/page", "").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "<p>guest</p>"));
+}
+
+#[tokio::test]
+async fn the_console_can_be_turned_off_and_never_opens_to_the_network_without_a_token() {
+    let server = Server::start_with(&["--console-listen", "off"]);
+    let response = server.http.get(server.at("/ui")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .env_remove("WAFER_TOKEN")
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--console-listen",
+            "0.0.0.0:0",
+        ])
+        .arg("--data-dir")
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .expect("run wafer serve");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("without a token"), "{stderr}");
+}

@@ -8,6 +8,8 @@
 mod common;
 
 use common::*;
+use reqwest::Method;
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -41,11 +43,13 @@ fn browser_available() -> bool {
     }
 }
 
-/// Runs `ui/tests/NAME.mjs` against `server`; fails the test with the script's output unless it passed.
-fn script(name: &str, server: &Server) {
+/// Runs `ui/tests/NAME.mjs URL ARGS…` against `url`; fails the test with the script's output unless it
+/// passed.
+fn script(name: &str, url: &str, args: &[&str]) {
     let output = Command::new("node")
         .arg(ui_dir().join("tests").join(format!("{name}.mjs")))
-        .arg(server.url.trim_end_matches('/'))
+        .arg(url.trim_end_matches('/'))
+        .args(args)
         .current_dir(ui_dir())
         .output()
         .expect("run node");
@@ -64,5 +68,104 @@ async fn the_api_docs_page_renders_in_chromium() {
         return;
     }
     let server = Server::start();
-    script("api-docs", &server);
+    script("api-docs", &server.url, &[]);
+}
+
+/// A WAGI function that writes `line` to its log (stderr) and answers `body`.
+fn logging_wat(line: &str, body: &str) -> Vec<u8> {
+    let response = format!("Content-Type: text/plain\n\n{body}");
+    let hex = |s: &str| s.bytes().map(|b| format!("\\{b:02x}")).collect::<String>();
+    wat(&format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write"
+                (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 64) "{line}")
+            (data (i32.const 1024) "{response}")
+            (func (export "_start")
+                (i32.store (i32.const 0) (i32.const 64))
+                (i32.store (i32.const 4) (i32.const {line_len}))
+                (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+                (i32.store (i32.const 0) (i32.const 1024))
+                (i32.store (i32.const 4) (i32.const {response_len}))
+                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+        line = hex(&format!("{line}\n")),
+        line_len = line.len() + 1,
+        response = hex(&response),
+        response_len = response.len(),
+    ))
+}
+
+#[tokio::test]
+async fn the_console_shows_traffic_failures_versions_logs_and_deploys() {
+    if !browser_available() {
+        return;
+    }
+    let server = Server::start();
+    let text = |body: &str| wagi_wat(&format!("Content-Type: text/plain\n\n{body}"));
+    server.deploy_ok("greeter", text("one"), json!({})).await;
+    server.deploy_ok("greeter", text("two"), json!({})).await;
+    server.deploy_ok("broken", trap_wat(), json!({})).await;
+    server
+        .deploy_ok("chatty", logging_wat("chatty says hello", "ok"), json!({}))
+        .await;
+    for _ in 0..3 {
+        server.call(Method::GET, "/fn/greeter", "").await;
+        server.call(Method::GET, "/fn/broken", "").await;
+    }
+    // The version the page deploys: a greeter that says "three".
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upload = dir.path().join("three.wasm");
+    std::fs::write(&upload, text("three")).expect("write the upload");
+    let console = server.console_url();
+    script(
+        "console",
+        &console,
+        &[server.url.trim_end_matches('/'), &upload.to_string_lossy()],
+    );
+    // What the page did, as the API sees it.
+    let (_, greeter) = server.get_json("/v1/functions/greeter").await;
+    assert_eq!(greeter["live_version"], 3, "{greeter}");
+    let (_, _, body) = server.call(Method::GET, "/fn/greeter", "").await;
+    assert_eq!(body, "three");
+}
+
+#[tokio::test]
+async fn with_a_token_the_console_shows_nothing_until_it_is_given() {
+    if !browser_available() {
+        return;
+    }
+    let server = Server::start_with(&["--token", "console-secret"]);
+    server
+        .deploy_ok(
+            "hidden",
+            wagi_wat("Content-Type: text/plain\n\nx"),
+            json!({}),
+        )
+        .await;
+    script("console-token", &server.console_url(), &["console-secret"]);
+}
+
+#[test]
+fn the_committed_console_is_built_from_its_sources() {
+    if !browser_available() {
+        return;
+    }
+    let out = tempfile::tempdir().expect("temp dir");
+    let built = Command::new("node")
+        .arg(ui_dir().join("build.mjs"))
+        .env("WAFER_UI_OUT", out.path())
+        .output()
+        .expect("run node build.mjs");
+    assert!(built.status.success(), "{}", stderr(&built));
+    let committed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../wafer-server/src/routes/console");
+    for file in ["index.html", "app.js", "app.css"] {
+        let fresh = std::fs::read(out.path().join(file)).expect("built file");
+        let kept = std::fs::read(committed.join(file)).expect("committed file");
+        assert!(
+            fresh == kept,
+            "{file} differs from a build of ui/src: run `npm run build --prefix ui` and commit it"
+        );
+    }
 }

@@ -92,6 +92,8 @@ pub struct App {
     pub(crate) applied: cluster::Applied,
     /// The address the listener is bound to, once it is.
     listening: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The address the console's listener is bound to, if it has one.
+    console: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// The four stores, on one database.
@@ -181,6 +183,7 @@ impl App {
             node,
             changes: tokio::sync::Mutex::new(()),
             listening: std::sync::OnceLock::new(),
+            console: std::sync::OnceLock::new(),
         });
         app.platform.attach(&app);
         app.containers.clean_up().await;
@@ -204,6 +207,16 @@ impl App {
     /// Records the address the listener is bound to.
     pub fn listening_on(&self, addr: std::net::SocketAddr) {
         let _ = self.listening.set(addr);
+    }
+
+    /// Records the address the console's listener is bound to.
+    pub fn console_on(&self, addr: std::net::SocketAddr) {
+        let _ = self.console.set(addr);
+    }
+
+    /// The address the console's listener is bound to, if it has one.
+    pub fn console_address(&self) -> Option<std::net::SocketAddr> {
+        self.console.get().copied()
     }
 
     /// Where other nodes and operators reach this node: the configured `advertise` address, or the one

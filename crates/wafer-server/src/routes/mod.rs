@@ -7,8 +7,10 @@
 //!   invoke, sync or async;
 //! - `executions.rs` — execution records, logs (listed or followed) and stats;
 //! - `state.rs` — key-value stores and function configuration;
-//! - `ops.rs` — `/healthz` and `/metrics`; `openapi.rs` — `/api/openapi.json` and `/api/docs`.
+//! - `ops.rs` — `/healthz` and `/metrics`; `openapi.rs` — `/api/openapi.json` and `/api/docs`;
+//! - `console.rs` — the web console's page and assets, on a listener of its own.
 
+mod console;
 mod executions;
 mod functions;
 mod invoke;
@@ -36,8 +38,33 @@ const MAX_URI_BYTES: usize = 8 * 1024;
 /// The most header bytes accepted, names and values together (431 past it).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// The HTTP routes of a wafer server.
+/// The HTTP routes of a wafer server's main listener: the API, its description, functions' triggers
+/// (`/fn` and their routes), and `/ui`, which sends a browser to the console's own listener.
 pub fn router(app: Arc<App>) -> Router {
+    api(&app)
+        .route("/fn/{name}", any(invoke::function_root))
+        // A site under the gateway is reached at its root with the slash (its relative links need it).
+        .route("/fn/{name}/", any(invoke::function_root))
+        .route("/fn/{name}/{*rest}", any(invoke::function_path))
+        .route("/ui", get(console::elsewhere))
+        .route("/ui/", get(console::elsewhere))
+        .fallback(invoke::routed)
+        .layer(axum::middleware::from_fn(request_head))
+        .with_state(app)
+}
+
+/// The HTTP routes of the console's listener: the console, the API it calls and its description —
+/// and no function's page, so nothing a guest serves shares the console's origin.
+pub fn console_router(app: Arc<App>) -> Router {
+    api(&app)
+        .merge(console::routes())
+        .fallback(|| async { Error::NotFound("nothing here: the console is at /ui/".into()) })
+        .layer(axum::middleware::from_fn(request_head))
+        .with_state(app)
+}
+
+/// The management API behind its token and same-origin rule, `/healthz`, and the API's description.
+fn api(app: &Arc<App>) -> Router<Arc<App>> {
     let module_limit = app.config.defaults.max_module_bytes;
     let deploy_limit = module_limit
         .max(app.config.containers.max_image_bytes)
@@ -64,19 +91,12 @@ pub fn router(app: Arc<App>) -> Router {
             get(openapi::openapi_json).layer(Extension(document)),
         )
         .route("/api/docs", get(openapi::docs))
-        .route("/fn/{name}", any(invoke::function_root))
-        // A site under the gateway is reached at its root with the slash (its relative links need it).
-        .route("/fn/{name}/", any(invoke::function_root))
-        .route("/fn/{name}/{*rest}", any(invoke::function_path))
-        .fallback(invoke::routed)
-        .layer(axum::middleware::from_fn(request_head))
-        .with_state(app)
 }
 
-/// Serves the router on `listener` until `shutdown` resolves.
+/// Serves `router` on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    app: Arc<App>,
+    router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // Without TCP_NODELAY, a response whose body follows its head in a second write waits for the
@@ -88,7 +108,7 @@ pub async fn serve(
     });
     axum::serve(
         listener,
-        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+        router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await

@@ -15,7 +15,8 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 use wafer_engine::FunctionDefaults;
 use wafer_server::{
-    ContainerSettings, Database, Defaults, ExecutionSettings, Registries, ServerConfig,
+    ConsoleListen, ContainerSettings, Database, Defaults, ExecutionSettings, Registries,
+    ServerConfig,
 };
 
 /// The config file read when `--config` is not given, if it exists.
@@ -52,6 +53,7 @@ pub(crate) fn init_logging() {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    console_listen: Option<String>,
     data_dir: Option<PathBuf>,
     token: Option<String>,
     memory: Option<String>,
@@ -226,6 +228,15 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
         node_id: args.node_id.or(file.node_id),
         advertise: args.advertise.or(file.advertise),
         containers,
+        console: match args.console_listen {
+            Some(console) => console,
+            None => match file.console_listen {
+                Some(text) => text
+                    .parse()
+                    .map_err(|e| anyhow!("config file: console_listen: {e}"))?,
+                None => ConsoleListen::Beside,
+            },
+        },
         ..ServerConfig::new(listen, data_dir)
     })
 }

@@ -124,6 +124,26 @@ impl Server {
         Self::start_in(data, args)
     }
 
+    /// The console's base URL (`http://ADDR`), from the line the server logs for it.
+    pub fn console_url(&self) -> String {
+        let started = std::time::Instant::now();
+        loop {
+            let found = self.logs.lock().unwrap().iter().find_map(|line| {
+                let at = line.find("console on http://")?;
+                let url = line[at + "console on ".len()..].split_whitespace().next()?;
+                Some(url.trim_end_matches("/ui/").to_string())
+            });
+            if let Some(url) = found {
+                return url;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the server logged no console address"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -1,0 +1,77 @@
+// The console against a server holding `greeter` (two versions, three calls), `broken` (three failed
+// calls) and `chatty` (writes a log line per call): the list, a function's traffic changing after
+// calls, failures, rollback, the live log tail, and a deploy by file.
+//
+// node console.mjs CONSOLE_URL MAIN_URL UPLOAD.wasm
+
+import { run, check } from "./browser.mjs";
+
+const [main, upload] = process.argv.slice(3);
+const call = async path => (await fetch(main + path)).text();
+
+await run("console", async (page, url, shot) => {
+  // The main listener's /ui sends the browser to the console's own listener.
+  await page.goto(main + "/ui");
+  check(page.url() === url + "/ui/", `redirected to ${page.url()}, not ${url}/ui/`);
+  await page.locator("tr[data-function=greeter]").waitFor();
+  const row = name => page.locator(`tr[data-function=${name}]`);
+  check(await page.locator("tbody tr").count() === 3, "three functions listed");
+  check((await row("greeter").innerText()).includes("v2"), "greeter's live version");
+  check((await row("greeter").locator(".calls").innerText()) === "3", "greeter's three calls in the last hour");
+  check((await row("broken").locator(".errors").innerText()).startsWith("100.0"), "broken's failures show");
+  // Filtering and sorting.
+  await page.getByLabel("Filter by name").fill("bro");
+  check(await page.locator("tbody tr").count() === 1, "the filter leaves one row");
+  await page.getByLabel("Filter by name").fill("");
+  await page.getByRole("button", { name: /^Calls/ }).click();
+  await page.getByRole("button", { name: /^Calls/ }).click();
+  check(await page.locator("tbody tr").first().getAttribute("data-function") !== "chatty", "sorted by calls, most first");
+  await shot("functions");
+
+  // A function's page: its traffic, then more calls, and the figures follow.
+  await row("greeter").getByRole("link").click();
+  const totals = page.locator(".totals");
+  await totals.waitFor();
+  check(await totals.getAttribute("data-invocations") === "3", "the page counts three calls");
+  check(await page.locator("figure.chart canvas").count() >= 2, "two charts drawn");
+  for (let i = 0; i < 4; i++) await call("/fn/greeter");
+  await page.waitForFunction(() => document.querySelector(".totals")?.dataset.invocations === "7", null, { timeout: 15000 });
+  await page.getByRole("button", { name: "15 min" }).click();
+  check(await page.getByRole("button", { name: "15 min" }).getAttribute("aria-pressed") === "true", "the window is chosen");
+  await shot("greeter");
+
+  // Rollback asks first, then v1 answers.
+  page.once("dialog", dialog => dialog.accept());
+  await page.getByRole("button", { name: "Make v1 live" }).click();
+  await page.locator("h1", { hasText: "v1 live" }).waitFor();
+  check(await call("/fn/greeter") === "one", "after the rollback greeter answers as v1");
+
+  // Deploying by file: the live config is shown, then the upload and compile, then v3 is live.
+  await page.locator("input[type=file]").setInputFiles(upload);
+  const config = page.getByLabel("Config (JSON)");
+  await config.waitFor();
+  check((await config.inputValue()).includes("{"), "the live config is shown to edit");
+  await page.getByRole("button", { name: "Deploy", exact: true }).click();
+  await page.getByText("Deployed v3").waitFor({ timeout: 30000 });
+  check(await call("/fn/greeter") === "three", "the dropped file is live");
+  await shot("deployed");
+
+  // The executions table, and one execution.
+  await page.locator("#executions ~ table a, section[aria-labelledby=executions] a.mono").first().click();
+  await page.locator("h1", { hasText: "Execution" }).waitFor();
+  check((await page.locator("dl.facts").innerText()).includes("Duration"), "the execution's timings");
+  await shot("execution");
+
+  // The log tail shows a line written after the page opened.
+  await page.goto(url + "/ui/#/f/chatty");
+  await page.locator("#logs", { hasText: "following" }).waitFor();
+  await call("/fn/chatty");
+  await page.locator("pre.log", { hasText: "chatty says hello" }).waitFor({ timeout: 15000 });
+  await shot("log");
+
+  // A narrow window still reads.
+  await page.setViewportSize({ width: 420, height: 800 });
+  await page.goto(url + "/ui/");
+  await page.locator("tr[data-function=greeter]").waitFor();
+  await shot("narrow");
+}, { allow: [main] });
