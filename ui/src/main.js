@@ -8,8 +8,9 @@ import { api, setToken } from "./api.js";
 import { FunctionsPage } from "./functions.js";
 import { FunctionPage } from "./function.js";
 import { ExecutionPage } from "./execution.js";
+import { QueuePage } from "./queue.js";
 
-/** The page the location's hash names: `#/`, `#/f/NAME`, `#/f/NAME/e/ID`. */
+/** The page the location's hash names: `#/`, `#/f/NAME`, `#/f/NAME/e/ID`, `#/queue`. */
 function useRoute() {
   const read = () => location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   const [route, setRoute] = useState(read);
@@ -60,11 +61,14 @@ function App() {
   let page;
   if (section === "f" && name && sub === "e" && id) page = html`<${ExecutionPage} name=${name} id=${id} />`;
   else if (section === "f" && name) page = html`<${FunctionPage} key=${name} name=${name} />`;
+  else if (section === "queue") page = html`<${QueuePage} />`;
   else page = html`<${FunctionsPage} />`;
   return html`
     <header class="top">
       <a class="brand" href="#/">wafer</a>
-      <nav aria-label="Sections"><a href="#/" aria-current=${section === "f" ? undefined : "page"}>Functions</a>
+      <nav aria-label="Sections">
+        <a href="#/" aria-current=${section === "queue" ? undefined : "page"}>Functions</a>
+        <a href="#/queue" aria-current=${section === "queue" ? "page" : undefined}>Queue</a>
         <a href="/api/docs">API</a></nav>
     </header>
     <main id="main">${page}</main>`;

@@ -1,6 +1,6 @@
 // The console against a server holding `greeter` (two versions, three calls), `broken` (three failed
-// calls) and `chatty` (writes a log line per call): the list, a function's traffic changing after
-// calls, failures, rollback, the live log tail, and a deploy by file.
+// calls and a dead async execution) and `chatty` (writes a log line per call): the list, a function's
+// traffic changing after calls, failures, rollback, the live log tail, a deploy by file, and the queue.
 //
 // node console.mjs CONSOLE_URL MAIN_URL UPLOAD.wasm
 
@@ -68,6 +68,15 @@ await run("console", async (page, url, shot) => {
   await call("/fn/chatty");
   await page.locator("pre.log", { hasText: "chatty says hello" }).waitFor({ timeout: 15000 });
   await shot("log");
+
+  // The queue page: nothing waits, and broken's async execution is among the dead.
+  await page.getByRole("link", { name: "Queue" }).click();
+  await page.locator("dd[data-queued]").waitFor();
+  check(await page.locator("dd[data-queued]").getAttribute("data-queued") === "0", "nothing queued");
+  const dead = page.locator("h2", { hasText: "Dead lately" }).locator("xpath=following-sibling::div[1]");
+  check((await dead.innerText()).includes("broken"), "broken's dead execution is listed");
+  check((await dead.innerText()).includes("dead"), "its status is written out");
+  await shot("queue");
 
   // A narrow window still reads.
   await page.setViewportSize({ width: 420, height: 800 });

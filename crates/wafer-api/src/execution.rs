@@ -317,6 +317,23 @@ pub struct ExecutionStats {
     pub window: Option<crate::rollup::StatsWindow>,
 }
 
+/// The async queue now (`GET /v1/queue`): its depth and age, what waits to be retried, and what
+/// died lately.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct QueueView {
+    /// Executions waiting to run (first attempts and retries).
+    pub queued: u64,
+    /// Executions running now.
+    pub running: u64,
+    /// How long the oldest queued execution has waited, in milliseconds.
+    pub oldest_age_ms: Option<u64>,
+    /// Queued executions that have failed at least once and wait for another attempt, newest first
+    /// (of the newest queued).
+    pub retrying: Vec<Execution>,
+    /// The newest executions that failed every attempt.
+    pub dead: Vec<Execution>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::LogLevel;

@@ -23,7 +23,7 @@ pub use cluster::{NodeInfo, NodeList};
 pub use error::{ErrorBody, ErrorDetail};
 pub use execution::{
     AsyncAccepted, Execution, ExecutionList, ExecutionStats, ExecutionStatus, ExecutionUsage,
-    LogEntry, LogLevel, LogList, Summary, Trigger,
+    LogEntry, LogLevel, LogList, QueueView, Summary, Trigger,
 };
 pub use function::{
     EffectiveLimits, FunctionConfig, FunctionInfo, FunctionList, Kind, RollbackRequest,

@@ -231,10 +231,10 @@ pub trait ExecutionStore: Send + Sync {
         with_logs: bool,
     ) -> Result<Option<Execution>, StoreError>;
 
-    /// A page of a function's executions, newest first.
+    /// A page of a function's executions (or, with `None`, of every function's), newest first.
     async fn list_executions(
         &self,
-        function: &str,
+        function: Option<&str>,
         page: Page,
     ) -> Result<Vec<Execution>, StoreError>;
 

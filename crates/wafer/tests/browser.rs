@@ -105,7 +105,9 @@ async fn the_console_shows_traffic_failures_versions_logs_and_deploys() {
     let text = |body: &str| wagi_wat(&format!("Content-Type: text/plain\n\n{body}"));
     server.deploy_ok("greeter", text("one"), json!({})).await;
     server.deploy_ok("greeter", text("two"), json!({})).await;
-    server.deploy_ok("broken", trap_wat(), json!({})).await;
+    server
+        .deploy_ok("broken", trap_wat(), json!({"max_attempts": 1}))
+        .await;
     server
         .deploy_ok("chatty", logging_wat("chatty says hello", "ok"), json!({}))
         .await;
@@ -113,6 +115,9 @@ async fn the_console_shows_traffic_failures_versions_logs_and_deploys() {
         server.call(Method::GET, "/fn/greeter", "").await;
         server.call(Method::GET, "/fn/broken", "").await;
     }
+    // An async execution that dies, for the queue page.
+    let dead = server.invoke_async("broken", "", "").await;
+    server.finished_execution(&dead).await;
     // The version the page deploys: a greeter that says "three".
     let dir = tempfile::tempdir().expect("temp dir");
     let upload = dir.path().join("three.wasm");

@@ -83,6 +83,15 @@ async fn an_execution_that_fails_every_attempt_is_dead() {
             .await,
         1
     );
+    // The queue's view lists it among the dead, with nothing left waiting.
+    let (status, queue) = server.get_json("/v1/queue").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (queue["queued"].as_u64(), queue["running"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(queue["dead"][0]["id"], id.as_str(), "{queue}");
+    assert_eq!(queue["retrying"].as_array().map(Vec::len), Some(0));
     // Unknown functions and bad parameters are refused before anything is stored.
     let (status, body) = server
         .call_json(Method::POST, "/v1/functions/nope/invoke?async=true", "")
@@ -329,6 +338,7 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
         ("/v1/functions/{name}/logs", "get"),
         ("/v1/functions/{name}/stats", "get"),
         ("/v1/stats", "get"),
+        ("/v1/queue", "get"),
         ("/v1/executions/{id}", "get"),
         ("/v1/functions/{name}/config", "get"),
         ("/v1/functions/{name}/config", "put"),
@@ -349,7 +359,7 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
             "{method} {path} missing"
         );
     }
-    assert_eq!(paths.len(), 20, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 21, "{:?}", paths.keys().collect::<Vec<_>>());
     // Writes document the cross-site refusal; reads and guests' routes do not have it.
     let responses = |path: &str, method: &str| paths[path][method]["responses"].clone();
     assert!(responses("/v1/functions/{name}/versions", "post")

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use utoipa::IntoParams;
 use wafer_api::{
     ErrorBody, Execution, ExecutionList, ExecutionStats, ExecutionStatus, LogLevel, LogList,
-    TrafficList,
+    QueueView, TrafficList,
 };
 use wafer_store::Page;
 
@@ -64,7 +64,7 @@ pub async fn list(
     let executions = app
         .executions
         .list_executions(
-            &name,
+            Some(&name),
             Page {
                 status,
                 before: query.before,
@@ -294,4 +294,39 @@ pub async fn traffic(
     let start = crate::journal::now_ms() - since_ms as i64;
     let rollups = rollups(&app, None, start).await?;
     Ok(Json(TrafficList::from_minutes(&rollups, start)))
+}
+
+/// How many of the newest queued executions the queue view looks through for retries, and how many
+/// dead ones it lists.
+const QUEUE_LOOK: u32 = 200;
+const QUEUE_DEAD: u32 = 20;
+
+/// `GET /v1/queue`: the async queue's depth and age, the executions waiting to be retried, and the
+/// newest dead ones.
+#[utoipa::path(get, path = "/v1/queue", tag = "executions",
+    responses((status = 200, body = QueueView)))]
+pub async fn queue(State(app): State<Arc<App>>) -> Result<Json<QueueView>, Error> {
+    let stats = app.executions.queue_stats().await?;
+    let page = |status, limit| Page {
+        status: Some(status),
+        before: None,
+        limit,
+    };
+    let queued = app
+        .executions
+        .list_executions(None, page(ExecutionStatus::Queued, QUEUE_LOOK))
+        .await?;
+    let dead = app
+        .executions
+        .list_executions(None, page(ExecutionStatus::Dead, QUEUE_DEAD))
+        .await?;
+    Ok(Json(QueueView {
+        queued: stats.queued,
+        running: stats.running,
+        oldest_age_ms: stats
+            .oldest_age
+            .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+        retrying: queued.into_iter().filter(|e| e.attempts > 0).collect(),
+        dead,
+    }))
 }

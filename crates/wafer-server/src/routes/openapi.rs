@@ -107,6 +107,7 @@ pub fn management(deploy_limit: usize) -> OpenApiRouter<std::sync::Arc<crate::ap
         .routes(routes!(executions::logs))
         .routes(routes!(executions::stats))
         .routes(routes!(executions::traffic))
+        .routes(routes!(executions::queue))
         .routes(routes!(state::get_config, state::put_config))
         .routes(routes!(state::keys))
         .routes(routes!(

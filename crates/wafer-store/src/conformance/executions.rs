@@ -264,7 +264,7 @@ pub async fn listing_pages_newest_first_and_filters_by_status(stores: &Stores) {
         async move {
             executions
                 .list_executions(
-                    "f",
+                    Some("f"),
                     Page {
                         status,
                         before,
@@ -284,6 +284,23 @@ pub async fn listing_pages_newest_first_and_filters_by_status(stores: &Stores) {
         page(Some(ExecutionStatus::Failed), None).await,
         ["e3", "e1"]
     );
+    // Across functions.
+    let everyone: Vec<String> = stores
+        .executions
+        .list_executions(
+            None,
+            Page {
+                status: Some(ExecutionStatus::Succeeded),
+                before: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(everyone, ["other", "e4", "e2", "e0"]);
     let stats = stores.executions.stats("f").await.unwrap();
     assert_eq!((stats.count, stats.by_status["succeeded"]), (5, 3));
     assert_eq!(stats.cpu_ms.max, 2.0);
@@ -330,7 +347,7 @@ pub async fn retention_keeps_the_newest_and_owed_callbacks(stores: &Stores) {
     let left = stores
         .executions
         .list_executions(
-            "f",
+            Some("f"),
             Page {
                 limit: 10,
                 ..Page::default()

@@ -356,7 +356,7 @@ impl ExecutionStore for PgStore {
 
     async fn list_executions(
         &self,
-        function: &str,
+        function: Option<&str>,
         page: Page,
     ) -> Result<Vec<Execution>, StoreError> {
         let client = self.client().await?;
@@ -364,7 +364,7 @@ impl ExecutionStore for PgStore {
             .query(
                 &format!(
                     "SELECT {COLUMNS} FROM executions
-                     WHERE function = $1 AND ($2::TEXT IS NULL OR status = $2)
+                     WHERE ($1::TEXT IS NULL OR function = $1) AND ($2::TEXT IS NULL OR status = $2)
                        AND ($3::TEXT IS NULL OR id < $3)
                      ORDER BY id DESC LIMIT $4"
                 ),

@@ -292,14 +292,14 @@ impl ExecutionStore for SqliteStore {
 
     async fn list_executions(
         &self,
-        function: &str,
+        function: Option<&str>,
         page: Page,
     ) -> Result<Vec<Execution>, StoreError> {
-        let function = function.to_owned();
+        let function = function.map(str::to_owned);
         self.with_executions(move |conn| {
             let mut stmt = conn.prepare(&format!(
                 "SELECT {COLUMNS} FROM executions
-                 WHERE function = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)
+                 WHERE (?1 IS NULL OR function = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)
                  ORDER BY id DESC LIMIT ?4"
             ))?;
             let rows = stmt.query_map(
