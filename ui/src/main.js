@@ -9,8 +9,9 @@ import { FunctionsPage } from "./functions.js";
 import { FunctionPage } from "./function.js";
 import { ExecutionPage } from "./execution.js";
 import { QueuePage } from "./queue.js";
+import { NodesPage } from "./nodes.js";
 
-/** The page the location's hash names: `#/`, `#/f/NAME`, `#/f/NAME/e/ID`, `#/queue`. */
+/** The page the location's hash names: `#/`, `#/f/NAME`, `#/f/NAME/e/ID`, `#/queue`, `#/nodes`. */
 function useRoute() {
   const read = () => location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   const [route, setRoute] = useState(read);
@@ -62,13 +63,14 @@ function App() {
   if (section === "f" && name && sub === "e" && id) page = html`<${ExecutionPage} name=${name} id=${id} />`;
   else if (section === "f" && name) page = html`<${FunctionPage} key=${name} name=${name} />`;
   else if (section === "queue") page = html`<${QueuePage} />`;
+  else if (section === "nodes") page = html`<${NodesPage} />`;
   else page = html`<${FunctionsPage} />`;
   return html`
     <header class="top">
       <a class="brand" href="#/">wafer</a>
       <nav aria-label="Sections">
-        <a href="#/" aria-current=${section === "queue" ? undefined : "page"}>Functions</a>
-        <a href="#/queue" aria-current=${section === "queue" ? "page" : undefined}>Queue</a>
+        ${[["", "Functions"], ["queue", "Queue"], ["nodes", "Nodes"]].map(([to, label]) => html`
+          <a href=${"#/" + to} aria-current=${(section === to || (!to && section !== "queue" && section !== "nodes")) ? "page" : undefined}>${label}</a>`)}
         <a href="/api/docs">API</a></nav>
     </header>
     <main id="main">${page}</main>`;

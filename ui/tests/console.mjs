@@ -5,6 +5,8 @@
 // node console.mjs CONSOLE_URL MAIN_URL UPLOAD.wasm
 
 import { run, check } from "./browser.mjs";
+import { readFileSync } from "node:fs";
+import { basename } from "node:path";
 
 const [main, upload] = process.argv.slice(3);
 const call = async path => (await fetch(main + path)).text();
@@ -46,8 +48,13 @@ await run("console", async (page, url, shot) => {
   await page.locator("h1", { hasText: "v1 live" }).waitFor();
   check(await call("/fn/greeter") === "one", "after the rollback greeter answers as v1");
 
-  // Deploying by file: the live config is shown, then the upload and compile, then v3 is live.
-  await page.locator("input[type=file]").setInputFiles(upload);
+  // Deploying by dropping a file: the live config is shown, then the upload and compile, then v3 is live.
+  const dropped = await page.evaluateHandle(([bytes, name]) => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([new Uint8Array(bytes)], name, { type: "application/wasm" }));
+    return transfer;
+  }, [[...readFileSync(upload)], basename(upload)]);
+  await page.locator(".drop").dispatchEvent("drop", { dataTransfer: dropped });
   const config = page.getByLabel("Config (JSON)");
   await config.waitFor();
   check((await config.inputValue()).includes("{"), "the live config is shown to edit");
@@ -77,6 +84,12 @@ await run("console", async (page, url, shot) => {
   check((await dead.innerText()).includes("broken"), "broken's dead execution is listed");
   check((await dead.innerText()).includes("dead"), "its status is written out");
   await shot("queue");
+
+  // The nodes page: this one node, up to date.
+  await page.getByRole("link", { name: "Nodes" }).click();
+  await page.locator("tr[data-node]").waitFor();
+  check(await page.locator("tr[data-node]").count() === 1, "one node on the embedded store");
+  check((await page.locator("tr[data-node]").innerText()).includes("this one"), "it says which node answers");
 
   // A narrow window still reads.
   await page.setViewportSize({ width: 420, height: 800 });
