@@ -71,31 +71,6 @@ async fn the_api_docs_page_renders_in_chromium() {
     script("api-docs", &server.url, &[]);
 }
 
-/// A WAGI function that writes `line` to its log (stderr) and answers `body`.
-fn logging_wat(line: &str, body: &str) -> Vec<u8> {
-    let response = format!("Content-Type: text/plain\n\n{body}");
-    let hex = |s: &str| s.bytes().map(|b| format!("\\{b:02x}")).collect::<String>();
-    wat(&format!(
-        r#"(module
-            (import "wasi_snapshot_preview1" "fd_write"
-                (func $fd_write (param i32 i32 i32 i32) (result i32)))
-            (memory (export "memory") 1)
-            (data (i32.const 64) "{line}")
-            (data (i32.const 1024) "{response}")
-            (func (export "_start")
-                (i32.store (i32.const 0) (i32.const 64))
-                (i32.store (i32.const 4) (i32.const {line_len}))
-                (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
-                (i32.store (i32.const 0) (i32.const 1024))
-                (i32.store (i32.const 4) (i32.const {response_len}))
-                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
-        line = hex(&format!("{line}\n")),
-        line_len = line.len() + 1,
-        response = hex(&response),
-        response_len = response.len(),
-    ))
-}
-
 #[tokio::test]
 async fn the_console_shows_traffic_failures_versions_logs_and_deploys() {
     if !browser_available() {
@@ -109,7 +84,11 @@ async fn the_console_shows_traffic_failures_versions_logs_and_deploys() {
         .deploy_ok("broken", trap_wat(), json!({"max_attempts": 1}))
         .await;
     server
-        .deploy_ok("chatty", logging_wat("chatty says hello", "ok"), json!({}))
+        .deploy_ok(
+            "chatty",
+            wagi_wat_logging("chatty says hello", "Content-Type: text/plain\n\nok"),
+            json!({}),
+        )
         .await;
     for _ in 0..3 {
         server.call(Method::GET, "/fn/greeter", "").await;

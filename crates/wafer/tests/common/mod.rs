@@ -436,18 +436,41 @@ pub fn wagi_wat(response: &str) -> Vec<u8> {
 
 /// [`wagi_wat`], importing `fd_write` from the WASI module named `wasi` (`wasi_unstable` for preview 0).
 pub fn wagi_wat_importing(wasi: &str, response: &str) -> Vec<u8> {
-    let escaped: String = response.bytes().map(|b| format!("\\{b:02x}")).collect();
+    writes_wat(wasi, &[(1, response)])
+}
+
+/// A WAGI module that writes `line` to its log (stderr), then prints `response` like [`wagi_wat`].
+pub fn wagi_wat_logging(line: &str, response: &str) -> Vec<u8> {
+    writes_wat(
+        "wasi_snapshot_preview1",
+        &[(2, &format!("{line}\n")), (1, response)],
+    )
+}
+
+/// A module whose `_start` writes each text to its descriptor, in order, with `fd_write` imported from
+/// the WASI module named `wasi`.
+fn writes_wat(wasi: &str, writes: &[(u32, &str)]) -> Vec<u8> {
+    let mut data = String::new();
+    let mut calls = String::new();
+    let mut offset = 16;
+    for (fd, text) in writes {
+        let escaped: String = text.bytes().map(|b| format!("\\{b:02x}")).collect();
+        data += &format!("(data (i32.const {offset}) \"{escaped}\")\n");
+        calls += &format!(
+            "(i32.store (i32.const 0) (i32.const {offset}))
+             (i32.store (i32.const 4) (i32.const {len}))
+             (drop (call $fd_write (i32.const {fd}) (i32.const 0) (i32.const 1) (i32.const 8)))\n",
+            len = text.len()
+        );
+        offset += text.len();
+    }
     wat(&format!(
         r#"(module
             (import "{wasi}" "fd_write"
                 (func $fd_write (param i32 i32 i32 i32) (result i32)))
             (memory (export "memory") 1)
-            (data (i32.const 16) "{escaped}")
-            (func (export "_start")
-                (i32.store (i32.const 0) (i32.const 16))
-                (i32.store (i32.const 4) (i32.const {len}))
-                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
-        len = response.len()
+            {data}
+            (func (export "_start") {calls}))"#
     ))
 }
 
