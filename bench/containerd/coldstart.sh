@@ -14,6 +14,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 runs=${1:-20}
 command -v busybox >/dev/null || { apt-get install -y -qq busybox-static >/dev/null; }
 
@@ -24,14 +26,7 @@ profile=${PROFILE:-release}
 target=${BIN_DIR:-$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/$out}
 
 dir=$(mktemp -d)
-cat >"$dir/config.toml" <<TOML
-version = 2
-root = "$dir/root"
-state = "$dir/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$dir/containerd.sock"
-TOML
+write_containerd_config "$dir"
 mkdir -p "$dir/cache"
 WAFER_SHIM_CACHE="$dir/cache" PATH="$target:$PATH" containerd --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 &
 containerd_pid=$!

@@ -13,6 +13,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(1 50 500)
 modes=${MODES:-agent process}
@@ -55,14 +57,7 @@ trap cleanup EXIT
 start_containerd() {
   local mode=$1
   rm -rf "$dir/root" "$dir/state"
-  cat >"$dir/config.toml" <<TOML
-version = 2
-root = "$dir/root"
-state = "$dir/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$dir/containerd.sock"
-TOML
+  write_containerd_config "$dir"
   local agent_env=
   [ "$mode" = agent ] && agent_env="$dir/node.sock"
   WAFER_NODE_AGENT="$agent_env" WAFER_SHIM_CACHE="$dir/shim-cache" PATH="$target:$PATH" \
