@@ -52,12 +52,10 @@ impl Rollups {
             tracing::warn!("cannot store invocation rollups, keeping them for later: {e}");
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             for rollup in taken {
-                match pending.get_mut(&(rollup.function.clone(), rollup.minute)) {
-                    Some(newer) => newer.add(&rollup),
-                    None => {
-                        pending.insert((rollup.function.clone(), rollup.minute), rollup);
-                    }
-                }
+                pending
+                    .entry((rollup.function.clone(), rollup.minute))
+                    .and_modify(|newer| newer.add(&rollup))
+                    .or_insert(rollup);
             }
         }
     }
