@@ -19,6 +19,9 @@ pub enum Trigger {
     Cron,
     /// Another function, through `http://{name}.fn.internal/` or `proxy_invoke_service`.
     Call,
+    /// Another function's execution ended, and this function is its `on_success` or `on_failure`
+    /// destination: the request body is that execution's record.
+    Destination,
 }
 
 /// Where an execution stands.
@@ -35,6 +38,9 @@ pub enum ExecutionStatus {
     Failed,
     /// An async or cron execution that failed on every one of its attempts.
     Dead,
+    /// An async execution that waited in the queue past its function's `max_event_age_ms`, and was
+    /// not run.
+    Expired,
 }
 
 macro_rules! names {
@@ -69,16 +75,25 @@ macro_rules! names {
     };
 }
 
-names!(Trigger, "trigger", Http => "http", Api => "api", Async => "async", Cron => "cron", Call => "call");
+names!(Trigger, "trigger", Http => "http", Api => "api", Async => "async", Cron => "cron", Call => "call",
+    Destination => "destination");
 names!(LogLevel, "log level", Trace => "trace", Debug => "debug", Info => "info", Warn => "warn",
     Error => "error", Critical => "critical");
 names!(ExecutionStatus, "status", Queued => "queued", Running => "running",
-    Succeeded => "succeeded", Failed => "failed", Dead => "dead");
+    Succeeded => "succeeded", Failed => "failed", Dead => "dead", Expired => "expired");
 
 impl ExecutionStatus {
     /// Whether the execution is over for good.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Dead)
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Dead | Self::Expired
+        )
+    }
+
+    /// Whether it ended without succeeding after it was queued: what a retry or redrive takes back.
+    pub fn is_dead_letter(self) -> bool {
+        matches!(self, Self::Dead | Self::Expired)
     }
 }
 
@@ -151,9 +166,20 @@ pub struct Execution {
     /// `pending`, `delivered` or `failed`, when there is a callback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_state: Option<String>,
+    /// `pending`, `delivered`, `failed` or `none` (nothing to deliver), when the execution ended owing
+    /// its function's `on_success` or `on_failure` destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_state: Option<String>,
     /// Its log lines (only when one execution is fetched).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogEntry>,
+}
+
+/// The answer of `POST /v1/functions/{name}/redrive`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Redriven {
+    /// How many dead or expired executions went back in the queue.
+    pub redriven: u64,
 }
 
 /// A page of executions, newest first.
@@ -330,7 +356,7 @@ pub struct QueueView {
     /// Queued executions that have failed at least once and wait for another attempt, newest first
     /// (of the newest queued).
     pub retrying: Vec<Execution>,
-    /// The newest executions that failed every attempt.
+    /// The newest dead letters: executions that failed every attempt, or expired unrun.
     pub dead: Vec<Execution>,
 }
 

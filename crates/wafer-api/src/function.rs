@@ -111,6 +111,20 @@ pub struct FunctionConfig {
     /// attempt (default 1000 ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_backoff_ms: Option<u64>,
+    /// How long an async execution may wait in the queue (from its submission, or from its retry or
+    /// redrive) before it ends `expired` without running; unlimited by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_event_age_ms: Option<u64>,
+    /// The most async executions of the function that may wait in the queue: past it, an async
+    /// submission gets 429 and nothing is stored. Unlimited by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued: Option<u64>,
+    /// Where the record of an async or cron execution that succeeded is delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<Destination>,
+    /// Where the record of an async or cron execution that ended `dead` or `expired` is delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<Destination>,
     /// A cron expression (UTC) on which the function runs as a `cron` execution: five fields
     /// (`min hour day month weekday`), six with seconds first, or seven with seconds first and a year
     /// last.
@@ -177,13 +191,131 @@ pub struct FunctionConfig {
     pub min_warm: Option<u32>,
 }
 
-/// A deployed function as the API lists it: its live version and that version's details.
+/// Where a finished execution's record goes: another function, as a new async execution (trigger
+/// `destination`, the record as its JSON body), or a URL, as a POST (its host allowed like a
+/// callback's). Delivered at least once.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Destination {
+    /// A function, by name.
+    Function(String),
+    /// An `http://` or `https://` URL.
+    Url(String),
+}
+
+/// The alias every unqualified call uses; it cannot be deleted, and a deploy moves it.
+pub const LIVE: &str = "live";
+
+/// Where an alias sends calls: to `version`, and to each version in `weights` that share of them
+/// (the body of `PUT /v1/functions/{name}/aliases/{alias}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Alias {
+    /// The version that takes the calls no weight claims.
+    pub version: u32,
+    /// A second version and the share of calls it takes, from 0 to 1: `{"4": 0.1}` sends one call in
+    /// ten to version 4 (a canary). At most one entry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = BTreeMap<String, f64>)]
+    pub weights: BTreeMap<u32, f64>,
+}
+
+impl Eq for Alias {}
+
+impl Alias {
+    /// An alias sending every call to `version`.
+    pub fn to(version: u32) -> Self {
+        Self {
+            version,
+            weights: BTreeMap::new(),
+        }
+    }
+
+    /// The version a call goes to, given `roll`, a number drawn uniformly from `[0, 1)` for it.
+    pub fn pick(&self, roll: f64) -> u32 {
+        let mut edge = 0.0;
+        for (&version, &weight) in &self.weights {
+            edge += weight;
+            if roll < edge {
+                return version;
+            }
+        }
+        self.version
+    }
+
+    /// Every version the alias may send a call to.
+    pub fn versions(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.version).chain(self.weights.keys().copied())
+    }
+
+    /// Checks the shape: at most two versions, weights in `[0, 1]`, the weighted version not the
+    /// alias's own.
+    pub fn check(&self) -> Result<(), String> {
+        if self.weights.len() > 1 {
+            return Err("an alias splits calls between at most two versions: give at most one                         weight"
+                .into());
+        }
+        for (&version, &weight) in &self.weights {
+            if !(0.0..=1.0).contains(&weight) {
+                return Err(format!(
+                    "the weight of version {version} is {weight}: weights are from 0 to 1"
+                ));
+            }
+            if version == self.version {
+                return Err(format!(
+                    "version {version} is the alias's own version: weight another one"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One alias of a function, as `GET /v1/functions/{name}/aliases` lists them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct AliasInfo {
+    /// The alias's name (`live` is the one unqualified calls use).
+    pub name: String,
+    /// The version that takes the calls no weight claims.
+    pub version: u32,
+    /// A second version and the share of calls it takes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = BTreeMap<String, f64>)]
+    pub weights: BTreeMap<u32, f64>,
+}
+
+impl AliasInfo {
+    /// The alias `name` sending calls as `target` does.
+    pub fn new(name: &str, target: &Alias) -> Self {
+        Self {
+            name: name.to_string(),
+            version: target.version,
+            weights: target.weights.clone(),
+        }
+    }
+}
+
+impl Eq for AliasInfo {}
+
+/// The body of `GET /v1/functions/{name}/aliases`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct AliasList {
+    /// Every alias, `live` among them, by name.
+    pub aliases: Vec<AliasInfo>,
+}
+
+/// A deployed function as the API lists it: its live version and that version's details.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct FunctionInfo {
     /// The function's name, unique on the server.
     pub name: String,
-    /// The version that answers calls.
+    /// The version that answers calls (the `live` alias's version).
     pub live_version: u32,
+    /// A canary on all traffic: the share of unqualified calls another version takes (the `live`
+    /// alias's weights).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = BTreeMap<String, f64>)]
+    pub live_weights: BTreeMap<u32, f64>,
     /// The newest version number deployed.
     pub latest_version: u32,
     /// The kind of the live version.
@@ -200,6 +332,8 @@ pub struct FunctionInfo {
     /// When the live version last changed (RFC 3339, UTC).
     pub updated_at: String,
 }
+
+impl Eq for FunctionInfo {}
 
 /// The limits a function's invocations run under.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
@@ -234,7 +368,7 @@ pub struct VersionInfo {
     pub size: u64,
     /// When the version was deployed (RFC 3339, UTC).
     pub created_at: String,
-    /// Whether this version answers calls now.
+    /// Whether this version is the `live` alias's version.
     pub live: bool,
 }
 
@@ -263,6 +397,37 @@ pub struct VersionList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_destination_is_a_function_or_a_url() {
+        let c: FunctionConfig = serde_json::from_str(
+            r#"{"on_success": {"function": "next"}, "on_failure": {"url": "https://h/x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.on_success, Some(Destination::Function("next".into())));
+        assert_eq!(c.on_failure, Some(Destination::Url("https://h/x".into())));
+        assert!(serde_json::from_str::<Destination>(r#"{"queue": "x"}"#).is_err());
+        assert!(serde_json::from_str::<Destination>(r#"{"function": "a", "url": "b"}"#).is_err());
+    }
+
+    #[test]
+    fn an_alias_picks_by_its_weights() {
+        let alias: Alias =
+            serde_json::from_str(r#"{"version": 3, "weights": {"4": 0.1}}"#).unwrap();
+        assert_eq!(alias.pick(0.0), 4);
+        assert_eq!(alias.pick(0.099), 4);
+        assert_eq!(alias.pick(0.1), 3);
+        assert_eq!(alias.pick(0.99), 3);
+        assert_eq!(Alias::to(2).pick(0.0), 2);
+        assert!(alias.check().is_ok());
+        let two: Alias =
+            serde_json::from_str(r#"{"version": 3, "weights": {"4": 0.1, "5": 0.1}}"#).unwrap();
+        assert!(two.check().is_err());
+        let over: Alias = serde_json::from_str(r#"{"version": 3, "weights": {"4": 1.5}}"#).unwrap();
+        assert!(over.check().is_err());
+        let own: Alias = serde_json::from_str(r#"{"version": 3, "weights": {"3": 0.5}}"#).unwrap();
+        assert!(own.check().is_err());
+    }
 
     #[test]
     fn config_refuses_unknown_fields() {

@@ -23,11 +23,11 @@ pub use cluster::{NodeInfo, NodeList};
 pub use error::{ErrorBody, ErrorDetail};
 pub use execution::{
     AsyncAccepted, Execution, ExecutionList, ExecutionStats, ExecutionStatus, ExecutionUsage,
-    LogEntry, LogLevel, LogList, QueueView, Summary, Trigger,
+    LogEntry, LogLevel, LogList, QueueView, Redriven, Summary, Trigger,
 };
 pub use function::{
-    EffectiveLimits, FunctionConfig, FunctionInfo, FunctionList, Kind, RollbackRequest,
-    VersionInfo, VersionList,
+    Alias, AliasInfo, AliasList, Destination, EffectiveLimits, FunctionConfig, FunctionInfo,
+    FunctionList, Kind, RollbackRequest, VersionInfo, VersionList, LIVE,
 };
 pub use invoke::CommandOutput;
 pub use rollup::{FunctionTraffic, MinuteRollup, StatsBucket, StatsWindow, Traffic, TrafficList};

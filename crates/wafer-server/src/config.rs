@@ -87,6 +87,11 @@ pub struct ExecutionSettings {
     pub retain_per_function: u64,
     /// Finished executions are deleted after this long.
     pub retain: Duration,
+    /// Dead letters (executions that ended `dead` or `expired`, kept with their request so they can
+    /// be retried) kept per function.
+    pub retain_dead_per_function: u64,
+    /// Dead letters are deleted after this long.
+    pub retain_dead: Duration,
     /// Bytes of guest log kept per execution.
     pub max_log_bytes: usize,
     /// Bytes of output (response body, stdout) kept per async, cron or command execution.
@@ -104,6 +109,8 @@ impl Default for ExecutionSettings {
             workers: 8,
             retain_per_function: 1000,
             retain: Duration::from_secs(7 * 24 * 3600),
+            retain_dead_per_function: 10_000,
+            retain_dead: Duration::from_secs(14 * 24 * 3600),
             max_log_bytes: 64 * 1024,
             max_output_bytes: 1024 * 1024,
             callback_hosts: Vec::new(),

@@ -68,6 +68,18 @@ pub enum Error {
     /// A known path with the wrong method.
     #[error("this path does not accept that method")]
     MethodNotAllowed,
+    /// The function has `max_queued` async executions waiting.
+    #[error("{0}")]
+    QueueFull(String),
+    /// An idempotency key came again with a different request.
+    #[error("{0}")]
+    KeyReused(String),
+    /// A queued execution waited past its function's `max_event_age_ms`.
+    #[error("{0}")]
+    Expired(String),
+    /// An execution that cannot be retried: not a dead letter, or its request was not kept.
+    #[error("{0}")]
+    NotRetryable(String),
     /// The function runs as many invocations as its `max_concurrency` allows.
     #[error("{0}")]
     ConcurrencyLimit(String),
@@ -138,6 +150,10 @@ impl Error {
             }
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::ConcurrencyLimit(_) => (StatusCode::TOO_MANY_REQUESTS, "concurrency_limit"),
+            Error::QueueFull(_) => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+            Error::KeyReused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+            Error::NotRetryable(_) => (StatusCode::CONFLICT, "not_retryable"),
+            Error::Expired(_) => (StatusCode::GONE, "expired"),
             Error::AtCapacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "at_capacity"),
             Error::Unavailable(_) | Error::Store(StoreError::Unavailable(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
@@ -284,6 +300,10 @@ mod tests {
             ),
             (Error::MethodNotAllowed, 405, "method_not_allowed"),
             (Error::ConcurrencyLimit(m()), 429, "concurrency_limit"),
+            (Error::QueueFull(m()), 429, "queue_full"),
+            (Error::KeyReused(m()), 422, "idempotency_key_reused"),
+            (Error::NotRetryable(m()), 409, "not_retryable"),
+            (Error::Expired(m()), 410, "expired"),
             (Error::AtCapacity(m()), 503, "at_capacity"),
             (Error::Unavailable(m()), 503, "unavailable"),
             (StoreError::Unavailable(m()).into(), 503, "unavailable"),

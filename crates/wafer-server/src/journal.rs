@@ -143,6 +143,8 @@ pub fn start_retention(store: Arc<dyn ExecutionStore>, settings: &ExecutionSetti
     let retention = Retention {
         per_function: settings.retain_per_function,
         older_than: settings.retain,
+        dead_per_function: settings.retain_dead_per_function,
+        dead_older_than: settings.retain_dead,
     };
     tokio::spawn(async move {
         loop {

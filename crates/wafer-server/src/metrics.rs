@@ -66,7 +66,10 @@ struct Inner {
     starts: HashMap<(String, &'static str), u64>,
     retries: HashMap<String, u64>,
     dead: HashMap<String, u64>,
+    expired: HashMap<String, u64>,
+    full: HashMap<String, u64>,
     callbacks: HashMap<&'static str, u64>,
+    destinations: HashMap<&'static str, u64>,
 }
 
 /// The server's metrics.
@@ -120,10 +123,30 @@ impl Metrics {
         *self.inner().dead.entry(function.to_string()).or_default() += 1;
     }
 
+    /// Records an async execution that waited past its `max_event_age_ms` and was not run.
+    pub fn expired(&self, function: &str) {
+        *self
+            .inner()
+            .expired
+            .entry(function.to_string())
+            .or_default() += 1;
+    }
+
+    /// Records an async submission refused because `function` had `max_queued` waiting.
+    pub fn refused_full(&self, function: &str) {
+        *self.inner().full.entry(function.to_string()).or_default() += 1;
+    }
+
     /// Records a callback delivery attempt.
     pub fn callback(&self, delivered: bool) {
         let result = if delivered { "delivered" } else { "failed" };
         *self.inner().callbacks.entry(result).or_default() += 1;
+    }
+
+    /// Records a destination delivery: `delivered`, `failed` (to be tried again or given up), or
+    /// `none` (no destination for that end, or the chain was too long).
+    pub fn destination(&self, result: &'static str) {
+        *self.inner().destinations.entry(result).or_default() += 1;
     }
 
     /// Records one compilation of a wasm binary.
@@ -197,17 +220,37 @@ impl Metrics {
             "Async or cron executions that failed every attempt.",
             by_function(&inner.dead),
         );
-        let mut callbacks: Vec<_> = inner
-            .callbacks
-            .iter()
-            .map(|(result, n)| (format!("result=\"{result}\""), *n))
-            .collect();
-        callbacks.sort();
+        counters(
+            out,
+            "wafer_expired_executions_total",
+            "Async executions that waited past their max_event_age_ms and were not run.",
+            by_function(&inner.expired),
+        );
+        counters(
+            out,
+            "wafer_queue_full_total",
+            "Async submissions refused because the function had max_queued executions waiting.",
+            by_function(&inner.full),
+        );
+        let by_result = |map: &HashMap<&'static str, u64>| {
+            let mut rows: Vec<_> = map
+                .iter()
+                .map(|(result, n)| (format!("result=\"{result}\""), *n))
+                .collect();
+            rows.sort();
+            rows
+        };
         counters(
             out,
             "wafer_callbacks_total",
             "Callback deliveries tried, by result.",
-            callbacks,
+            by_result(&inner.callbacks),
+        );
+        counters(
+            out,
+            "wafer_destinations_total",
+            "Destination deliveries tried, by result.",
+            by_result(&inner.destinations),
         );
     }
 }

@@ -125,9 +125,13 @@ impl Platform for ServerPlatform {
             )));
         }
         let app = self.app()?;
-        let entry = app.resolve(target).await.ok_or_else(|| {
+        let live = app.resolve(target).await.ok_or_else(|| {
             PlatformError::NotFound(format!("no function `{target}` is deployed"))
         })?;
+        let entry = app.version_for(live, None).await.map_err(|e| {
+            PlatformError::Failed(format!("cannot load `{target}`: {}", e.describe()))
+        })?;
+        let version = entry.version;
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(CallDepth(depth));
         let mount = Mount {
@@ -137,7 +141,7 @@ impl Platform for ServerPlatform {
         };
         let invocation = Invocation::new(entry, parts, body, mount, Trigger::Call);
         let (id, answer) = invoke::call(&app, invocation).await;
-        let (parts, body) = invoke::respond(&id, answer).into_parts();
+        let (parts, body) = invoke::respond(&id, version, answer).into_parts();
         let body = invoke::read_response(body, MAX_CALL_RESPONSE)
             .await
             .map_err(|e| {

@@ -1,12 +1,14 @@
-//! The in-memory map from names and routes to live, pre-instantiated function versions.
+//! The in-memory map from names and routes to live, pre-instantiated function versions, with each
+//! function's aliases and the other versions calls have named.
 //!
 //! Reads are on the request path, so they take a read lock only long enough to clone an `Arc`; writes
-//! (deploy, rollback, delete) are rare and come through [`crate::app::App`], which persists them first.
+//! (deploy, rollback, alias changes, delete) are rare and come through [`crate::app::App`], which
+//! persists them first.
 
 use crate::containers::ContainerFunction;
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use wafer_api::Kind;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use wafer_api::{Alias, Kind, LIVE};
 use wafer_engine::{Function, Settings};
 
 /// A live function version.
@@ -74,9 +76,55 @@ impl Runner {
     }
 }
 
+/// A function's aliases, and the versions besides the live one that calls have named (loaded on
+/// the first such call, dropped with the release when anything about the function changes).
+#[derive(Default)]
+pub struct Release {
+    /// Every alias by name, `live` among them.
+    pub aliases: BTreeMap<String, Alias>,
+    versions: Mutex<HashMap<u32, Arc<Entry>>>,
+}
+
+impl Release {
+    /// A release with `aliases`.
+    pub fn new(aliases: BTreeMap<String, Alias>) -> Self {
+        Self {
+            aliases,
+            versions: Mutex::default(),
+        }
+    }
+
+    /// Whether calls with no qualifier all go to the live version.
+    pub fn live_is_whole(&self) -> bool {
+        self.aliases
+            .get(LIVE)
+            .is_none_or(|live| live.weights.values().all(|w| *w == 0.0))
+    }
+
+    fn versions(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Entry>>> {
+        self.versions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Version `version`, when a call has loaded it.
+    pub fn version(&self, version: u32) -> Option<Arc<Entry>> {
+        self.versions().get(&version).cloned()
+    }
+
+    /// Keeps `entry` for the next calls of its version; the one kept first wins.
+    pub fn keep(&self, entry: Entry) -> Arc<Entry> {
+        self.versions()
+            .entry(entry.version)
+            .or_insert_with(|| Arc::new(entry))
+            .clone()
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     functions: HashMap<String, Arc<Entry>>,
+    releases: HashMap<String, Arc<Release>>,
     /// `(prefix, function)`, longest prefix first.
     routes: Vec<(String, String)>,
     /// Proxy-wasm ids to the functions that gave them.
@@ -153,9 +201,15 @@ impl Registry {
         Ok(())
     }
 
-    /// Makes `entry` the live version of `name`, mounted at `routes`.
-    pub fn install(&self, name: &str, entry: Entry, routes: &[String]) {
+    /// The aliases of `name`, and the other versions its calls have loaded.
+    pub fn release(&self, name: &str) -> Option<Arc<Release>> {
+        self.read().releases.get(name).cloned()
+    }
+
+    /// Makes `entry` the live version of `name`, mounted at `routes`, with `release`'s aliases.
+    pub fn install(&self, name: &str, entry: Entry, routes: &[String], release: Release) {
         let mut inner = self.write();
+        inner.releases.insert(name.to_string(), Arc::new(release));
         let keeps_id = entry.proxy_id.get().cloned().flatten();
         inner
             .ids
@@ -174,6 +228,7 @@ impl Registry {
     pub fn remove(&self, name: &str) -> bool {
         let mut inner = self.write();
         let removed = inner.functions.remove(name).is_some();
+        inner.releases.remove(name);
         inner.routes.retain(|(_, owner)| owner != name);
         inner.ids.retain(|_, owner| owner != name);
         removed

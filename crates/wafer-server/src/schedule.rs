@@ -103,20 +103,19 @@ async fn fire(app: &App, entry: &Entry, tick: i64) -> Result<bool, wafer_store::
             name,
             tick,
             NewExecution {
-                id: journal::new_id(),
-                function: name.clone(),
-                version: entry.version,
-                trigger: Trigger::Cron,
-                max_attempts: entry.max_attempts,
-                queued_at: now_ms(),
                 request: Some(StoredRequest {
                     method: "GET".into(),
                     path: "/".into(),
                     headers: vec![("x-wafer-schedule-tick".into(), rfc3339(tick))],
                 }),
-                body: Vec::new(),
-                callback_url: None,
-                attempt: None,
+                ..NewExecution::queued(
+                    journal::new_id(),
+                    name.clone(),
+                    entry.version,
+                    Trigger::Cron,
+                    entry.max_attempts,
+                    now_ms(),
+                )
             },
         )
         .await?;

@@ -2,7 +2,7 @@
 //! itself.
 
 use crate::error::Error;
-use wafer_api::{FunctionConfig, Kind};
+use wafer_api::{Destination, FunctionConfig, Kind};
 use wafer_store::FunctionVariables;
 
 /// Paths wafer itself answers, or keeps for what it will answer (`/ui`, the console; `/2015-03-31`, the
@@ -60,6 +60,21 @@ pub fn name(name: &str) -> Result<(), Error> {
              starting with a letter or digit"
         )))
     }
+}
+
+/// Checks an alias name: a name as functions have, that is not a number (a number names a version).
+pub fn alias(alias: &str) -> Result<(), Error> {
+    let invalid = || {
+        Error::InvalidName(format!(
+            "invalid alias {alias:?}: use 1 to 63 lowercase letters, digits and `-`, starting with a \
+             letter or digit, and not only digits (a number names a version)"
+        ))
+    };
+    name(alias).map_err(|_| invalid())?;
+    if alias.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    Ok(())
 }
 
 /// Checks a deploy configuration and normalises its routes (no trailing `/`, no duplicates). `fuel` says
@@ -138,6 +153,28 @@ pub fn config(mut config: FunctionConfig, fuel: bool) -> Result<FunctionConfig, 
     if let Some(expr) = &config.schedule {
         crate::schedule::parse(expr).map_err(invalid)?;
     }
+    in_range(
+        "max_event_age_ms",
+        config.max_event_age_ms,
+        MAX_EVENT_AGE_MS,
+    )?;
+    in_range("max_queued", config.max_queued, MAX_QUEUED)?;
+    for (field, destination) in [
+        ("on_success", &config.on_success),
+        ("on_failure", &config.on_failure),
+    ] {
+        match destination {
+            Some(Destination::Function(target)) => name(target).map_err(|_| {
+                invalid(format!(
+                    "{field} names {target:?}, which is no function name"
+                ))
+            })?,
+            Some(Destination::Url(url)) => {
+                http_url(url).map_err(|e| invalid(format!("{field}: {e}")))?;
+            }
+            None => {}
+        }
+    }
     in_range("reuse", config.reuse, MAX_REUSE)?;
     in_range("max_outbound", config.max_outbound, MAX_OUTBOUND)?;
     in_range(
@@ -159,6 +196,25 @@ pub fn config(mut config: FunctionConfig, fuel: bool) -> Result<FunctionConfig, 
         fits(&config, kind)?;
     }
     Ok(config)
+}
+
+/// The longest a queued execution may be allowed to wait: a week.
+const MAX_EVENT_AGE_MS: u64 = 7 * 24 * 3_600_000;
+
+/// The highest `max_queued`.
+const MAX_QUEUED: u64 = 100_000_000;
+
+/// An absolute `http://` or `https://` URL with a host (a callback's or a destination's).
+pub fn http_url(url: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(format!(
+            "{url:?} must be an absolute http:// or https:// URL"
+        ));
+    }
+    Ok(uri)
 }
 
 /// The most outbound requests one function may have in flight.

@@ -77,6 +77,8 @@ pub struct Attempt {
     pub usage: Option<ExecutionUsage>,
     /// For a retry (`status` `Queued`): how long from now (the store's now) it is due.
     pub retry_in: Option<Duration>,
+    /// Whether, if this end is final, the execution owes its function's destination for it.
+    pub destination: bool,
     /// Its log lines.
     pub logs: Vec<NewLog>,
 }
@@ -102,8 +104,40 @@ pub struct NewExecution {
     pub body: Vec<u8>,
     /// Where to post the result.
     pub callback_url: Option<String>,
+    /// The alias or version the call named (`None`: `live`), resolved when each attempt runs.
+    pub qualifier: Option<String>,
+    /// How many destinations led to it (0 unless its trigger is `destination`).
+    pub hops: u32,
     /// Its one attempt, for a sync execution that already ran.
     pub attempt: Option<Attempt>,
+}
+
+impl NewExecution {
+    /// A queued execution of `function` with `request` and `body`, submitted now (`queued_at`), to be
+    /// tried up to `max_attempts` times.
+    pub fn queued(
+        id: String,
+        function: String,
+        version: u32,
+        trigger: Trigger,
+        max_attempts: u32,
+        queued_at: i64,
+    ) -> Self {
+        Self {
+            id,
+            function,
+            version,
+            trigger,
+            max_attempts,
+            queued_at,
+            request: None,
+            body: Vec::new(),
+            callback_url: None,
+            qualifier: None,
+            hops: 0,
+            attempt: None,
+        }
+    }
 }
 
 /// One write of a batch.
@@ -145,6 +179,10 @@ pub struct Claimed {
     pub request: Option<StoredRequest>,
     /// The body or stdin.
     pub body: Vec<u8>,
+    /// The alias or version the call named (`None`: `live`).
+    pub qualifier: Option<String>,
+    /// How many destinations led to it.
+    pub hops: u32,
 }
 
 /// Which executions of a function to list.
@@ -158,13 +196,60 @@ pub struct Page {
     pub limit: u32,
 }
 
-/// How many finished executions to keep.
+/// How many finished executions to keep: those that ended `dead` or `expired` (dead letters, kept
+/// with their request for a retry) by their own rule.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
     /// Per function, the newest this many.
     pub per_function: u64,
     /// None that finished longer ago than this.
     pub older_than: Duration,
+    /// Per function, the newest this many dead letters.
+    pub dead_per_function: u64,
+    /// No dead letter that ended longer ago than this.
+    pub dead_older_than: Duration,
+}
+
+/// What an async submission may be refused for, or answered with instead of a new execution.
+#[derive(Debug, Clone, Default)]
+pub struct Admit {
+    /// The submission's idempotency key and the digest of its request: a submission of the same
+    /// function with the same key within `key_window` is the same execution.
+    pub key: Option<(String, String)>,
+    /// How long a key names its execution.
+    pub key_window: Duration,
+    /// The most executions of the function that may wait in the queue.
+    pub max_queued: Option<u64>,
+}
+
+/// How an async submission went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Stored and queued.
+    Queued,
+    /// A submission with the same key came first: this is its execution. `same_request` says whether
+    /// its request had the same digest.
+    Existing {
+        /// The first submission's execution.
+        id: String,
+        /// Whether the requests match.
+        same_request: bool,
+    },
+    /// The function has `max_queued` executions waiting: nothing stored.
+    Full,
+}
+
+/// What a retry of one execution found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retried {
+    /// Back in the queue.
+    Queued,
+    /// No such execution.
+    Missing,
+    /// It has not ended `dead` or `expired`.
+    NotDead(ExecutionStatus),
+    /// Its request was not kept (it ended before wafer kept the requests of dead letters).
+    NotKept,
 }
 
 /// The async queue at a glance.
@@ -178,15 +263,49 @@ pub struct QueueStats {
     pub oldest_age: Option<Duration>,
 }
 
-/// A callback owed: post `execution` to `url`.
+/// What a finished execution may owe: a callback to its `callback_url`, or its record delivered to its
+/// function's `on_success` or `on_failure` destination. Each is claimed and recorded the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// To the execution's `callback_url`.
+    Callback,
+    /// To its function's destination.
+    Destination,
+}
+
+impl Delivery {
+    /// The prefix of its columns.
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            Delivery::Callback => "callback",
+            Delivery::Destination => "destination",
+        }
+    }
+}
+
+/// A delivery owed, claimed by a node.
 #[derive(Debug, Clone)]
-pub struct DueCallback {
-    /// The URL.
-    pub url: String,
+pub struct Due {
     /// Deliveries tried so far.
     pub attempts: u32,
-    /// The finished execution.
+    /// How many destinations led to the execution.
+    pub hops: u32,
+    /// The finished execution (its `callback_url` is where a callback goes).
     pub execution: Execution,
+}
+
+/// How a delivery went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Delivered.
+    Yes,
+    /// Not delivered; try again this long from now.
+    RetryIn(Duration),
+    /// Not delivered, and given up.
+    GaveUp,
+    /// There was nothing to deliver (the function has no destination for this end, or the chain of
+    /// destinations is too long).
+    Nothing,
 }
 
 /// Execution storage. Every method is atomic.
@@ -211,7 +330,8 @@ pub trait ExecutionStore: Send + Sync {
     async fn renew(&self, node: &str, ids: &[String], lease: Duration) -> Result<u64, StoreError>;
 
     /// Puts every running execution whose lease has expired (its node stopped renewing it) back in the
-    /// queue, due now — or, when it has had its `max_attempts`, marks it `dead` (owing its callback).
+    /// queue, due now — or, when it has had its `max_attempts`, marks it `dead` (owing its callback and
+    /// its destination, keeping its request).
     /// Returns how many there were.
     async fn sweep_expired(&self) -> Result<u64, StoreError>;
 
@@ -230,6 +350,22 @@ pub trait ExecutionStore: Send + Sync {
         id: &str,
         with_logs: bool,
     ) -> Result<Option<Execution>, StoreError>;
+
+    /// Stores a new async execution unless [`Admit`] says otherwise; durable when it returns.
+    async fn enqueue(&self, new: NewExecution, admit: Admit) -> Result<Enqueued, StoreError>;
+
+    /// Puts dead letter `id` back in the queue, due now, as further attempts of the same execution
+    /// with its kept request and `budget` more attempts; its callback is owed again when it ends.
+    async fn retry(&self, id: &str, budget: u32) -> Result<Retried, StoreError>;
+
+    /// [`ExecutionStore::retry`] for every dead letter of `function` whose request was kept (that
+    /// ended within `since`, when given); returns how many were queued.
+    async fn redrive(
+        &self,
+        function: &str,
+        since: Option<Duration>,
+        budget: u32,
+    ) -> Result<u64, StoreError>;
 
     /// A page of a function's executions (or, with `None`, of every function's), newest first.
     async fn list_executions(
@@ -273,24 +409,25 @@ pub trait ExecutionStore: Send + Sync {
     /// [`ROLLUP_RETENTION`]; returns how many executions.
     async fn prune(&self, retention: Retention) -> Result<u64, StoreError>;
 
-    /// Claims up to `limit` callbacks that are due for `node`: none is due again for anyone until
-    /// `lease` has passed, so two nodes never post one callback at once, and one whose node died is
-    /// posted by another after the lease.
-    async fn due_callbacks(
+    /// Claims up to `limit` deliveries of `kind` that are due for `node`: none is due again for anyone
+    /// until `lease` has passed, so two nodes never make one delivery at once, and one whose node died
+    /// is made by another after the lease.
+    async fn due_deliveries(
         &self,
+        kind: Delivery,
         node: &str,
         lease: Duration,
         limit: u32,
-    ) -> Result<Vec<DueCallback>, StoreError>;
+    ) -> Result<Vec<Due>, StoreError>;
 
-    /// Records a delivery by `node`: `delivered`, or failed with a retry `retry_in` from now (`None`:
-    /// given up). Ignored (`false`) unless `node` still holds the callback's claim.
-    async fn callback_done(
+    /// Records how a delivery of `kind` by `node` went. Ignored (`false`) unless `node` still holds
+    /// its claim.
+    async fn delivery_done(
         &self,
+        kind: Delivery,
         id: &str,
         node: &str,
-        delivered: bool,
-        retry_in: Option<Duration>,
+        outcome: Delivered,
     ) -> Result<bool, StoreError>;
 
     /// When `function`'s schedule last fired.

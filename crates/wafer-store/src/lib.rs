@@ -40,8 +40,8 @@ pub use blobs::{DirBlobs, ModuleBlobs};
 pub use cluster::{Changes, ClusterStore, Events, NodeBeat, NodeRecord};
 pub use error::StoreError;
 pub use executions::{
-    Attempt, Claimed, DueCallback, ExecutionStore, NewExecution, NewLog, Page, QueueStats,
-    Retention, StoredRequest, Write, ROLLUP_RETENTION,
+    Admit, Attempt, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore, NewExecution,
+    NewLog, Page, QueueStats, Retention, Retried, StoredRequest, Write, ROLLUP_RETENTION,
 };
 pub use meta::{MetaStore, NewVersion, StoredFunction, StoredVersion};
 pub use postgres::{redact_url, PgOptions, PgStore};

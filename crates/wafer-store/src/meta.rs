@@ -4,7 +4,8 @@
 use crate::StoreError;
 use async_trait::async_trait;
 use bytes::Bytes;
-use wafer_api::{FunctionConfig, FunctionInfo, Kind, VersionInfo};
+use std::collections::BTreeMap;
+use wafer_api::{Alias, FunctionConfig, FunctionInfo, Kind, VersionInfo, LIVE};
 
 /// A version about to be stored; its number is assigned by the store.
 #[derive(Debug, Clone)]
@@ -40,11 +41,13 @@ pub struct StoredVersion {
     pub created_at: String,
 }
 
-/// A stored function with its live version.
+/// A stored function with its live version and its aliases.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredFunction {
-    /// The live version's details.
+    /// The live version's details (the version of alias `live`).
     pub live: StoredVersion,
+    /// Every alias by name, `live` among them.
+    pub aliases: BTreeMap<String, Alias>,
     /// The newest version number.
     pub latest_version: u32,
     /// When the function was first deployed.
@@ -70,11 +73,24 @@ impl StoredVersion {
 }
 
 impl StoredFunction {
+    /// The `live` alias: the live version, with its weights.
+    pub fn live_alias(&self) -> Alias {
+        match self.aliases.get(LIVE) {
+            Some(live) if live.version == self.live.version => live.clone(),
+            _ => Alias::to(self.live.version),
+        }
+    }
+
     /// The API view of this function.
     pub fn to_info(&self) -> FunctionInfo {
         FunctionInfo {
             name: self.live.name.clone(),
             live_version: self.live.version,
+            live_weights: self
+                .aliases
+                .get(LIVE)
+                .map(|live| live.weights.clone())
+                .unwrap_or_default(),
             latest_version: self.latest_version,
             kind: self.live.kind,
             config: self.live.config.clone(),
@@ -90,7 +106,8 @@ impl StoredFunction {
 #[async_trait]
 pub trait MetaStore: Send + Sync {
     /// Stores a new version under the next number, with its module bytes (`new.digest` is their
-    /// digest), and makes it live, mounting its routes. A version never exists without its bytes: they
+    /// digest), and — when `promote`, or when it is the function's first — makes it live (alias
+    /// `live`, without weights), mounting its routes. A version never exists without its bytes: they
     /// are durable before the version is, or written in its transaction.
     ///
     /// Fails with [`StoreError::RouteTaken`] (and stores nothing, bytes included unless another version
@@ -99,6 +116,7 @@ pub trait MetaStore: Send + Sync {
         &self,
         new: NewVersion,
         module: Bytes,
+        promote: bool,
     ) -> Result<StoredFunction, StoreError>;
 
     /// The module bytes of digest `digest`; [`StoreError::NotFound`] when no version has them.
@@ -113,8 +131,17 @@ pub trait MetaStore: Send + Sync {
     /// Every version of a function, oldest first; empty when the function does not exist.
     async fn list_versions(&self, name: &str) -> Result<Vec<StoredVersion>, StoreError>;
 
-    /// Makes an existing version live again, remounting its routes.
-    async fn set_live(&self, name: &str, version: u32) -> Result<StoredFunction, StoreError>;
+    /// Points alias `alias` of `name` at `target` (its versions must exist). Setting `live` makes
+    /// `target.version` the live version and remounts its routes.
+    async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        target: Alias,
+    ) -> Result<StoredFunction, StoreError>;
+
+    /// Removes alias `alias` of `name` (never `live`); [`StoreError::NotFound`] when there is none.
+    async fn delete_alias(&self, name: &str, alias: &str) -> Result<StoredFunction, StoreError>;
 
     /// Deletes a function with all its versions and routes, and the module bytes no other version uses.
     /// Returns the digests of those modules, so what was derived from them (compiled artifacts) can go

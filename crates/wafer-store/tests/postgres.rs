@@ -52,7 +52,7 @@ async fn nodes_starting_together_migrate_once_and_share_everything() {
     let (first, _) = &opened[0];
     let module = bytes::Bytes::from_static(b"\0asm shared");
     first
-        .insert_version(version("f", &module), module.clone())
+        .insert_version(version("f", &module), module.clone(), true)
         .await
         .unwrap();
     for (node, _) in &opened {
@@ -74,24 +74,20 @@ async fn a_node_hears_another_nodes_changes_and_queued_work() {
     let ((one, _one), (two, _two)) = (open_at(&url).await, open_at(&url).await);
     let events = two.events();
     let module = bytes::Bytes::from_static(b"\0asm heard");
-    one.insert_version(version("f", &module), module)
+    one.insert_version(version("f", &module), module, true)
         .await
         .unwrap();
     tokio::time::timeout(Duration::from_secs(5), events.wait_changes())
         .await
         .expect("the change is heard");
-    let new = wafer_store::NewExecution {
-        id: "e1".into(),
-        function: "f".into(),
-        version: 1,
-        trigger: wafer_api::Trigger::Async,
-        max_attempts: 1,
-        queued_at: 0,
-        request: None,
-        body: Vec::new(),
-        callback_url: None,
-        attempt: None,
-    };
+    let new = wafer_store::NewExecution::queued(
+        "e1".into(),
+        "f".into(),
+        1,
+        wafer_api::Trigger::Async,
+        1,
+        0,
+    );
     one.write(vec![wafer_store::Write::Insert(new)].into())
         .await
         .unwrap();

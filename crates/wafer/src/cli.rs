@@ -16,7 +16,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: management API under /v1, functions under /fn/{name} and their routes.
     Serve(ServeArgs),
-    /// Deploy a wasm file as a new version of a function; the new version goes live at once.
+    /// Deploy a wasm file as a new version of a function; the new version goes live at once (unless
+    /// --no-promote).
     Deploy(DeployArgs),
     /// Package a wasm file and its configuration as an OCI image (an image layout tarball) for
     /// containerd, Kubernetes and registries.
@@ -31,14 +32,21 @@ pub enum Command {
     Ls(ClientArgs),
     /// List the versions of a function.
     Versions(NameArgs),
-    /// Make an earlier version of a function live again.
+    /// Make an earlier version of a function live again (the `live` alias, without weights).
     Rollback(RollbackArgs),
+    /// Name versions of a function with aliases, and split calls between two versions: alias set, ls,
+    /// rm. Calls name an alias as NAME:ALIAS (/fn/NAME:ALIAS, --qualifier).
+    Alias(AliasArgs),
     /// Delete a function with all its versions.
     Rm(NameArgs),
     /// Show one execution: status, timings, what it used, its output and its logs.
     Execution(ExecutionArgs),
     /// List a function's executions, newest first.
     Executions(ExecutionsArgs),
+    /// Run a dead or expired execution again: further attempts of it, with its original request.
+    Retry(ExecutionArgs),
+    /// Run every dead or expired execution of a function again.
+    Redrive(RedriveArgs),
     /// Show a function's log lines, or follow them with -f.
     Logs(LogsArgs),
     /// Summarise a function's executions: counts, duration, CPU time and memory; with --since, its
@@ -75,6 +83,45 @@ pub struct NodeArgs {
     /// Largest wasm binary a container may hand the agent, e.g. 256MiB.
     #[arg(long, env = "WAFER_MAX_MODULE", value_parser = crate::cmd::deploy::parse_bytes)]
     pub max_module: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct AliasArgs {
+    #[command(subcommand)]
+    pub command: AliasCommand,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Point ALIAS of function NAME at a version, optionally sending a share of calls to another
+    /// (`live` is the alias unqualified calls use: a weight on it is a canary on all traffic).
+    Set {
+        name: String,
+        alias: String,
+        /// The version that takes the calls no weight claims.
+        #[arg(long)]
+        version: u32,
+        /// VERSION=SHARE: send that share of calls to another version, as 10% or 0.1.
+        #[arg(long, value_parser = crate::cmd::alias::parse_weight)]
+        weight: Option<(u32, f64)>,
+    },
+    /// List the aliases of function NAME.
+    Ls { name: String },
+    /// Remove ALIAS of function NAME (never `live`).
+    Rm { name: String, alias: String },
+}
+
+#[derive(Debug, Args)]
+pub struct RedriveArgs {
+    /// The function's name.
+    pub name: String,
+    /// Only executions that ended this long ago or later (`30m`, `6h`, `7d`).
+    #[arg(long)]
+    pub since: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -130,7 +177,7 @@ pub struct ExecutionArgs {
 pub struct ExecutionsArgs {
     /// The function's name.
     pub name: String,
-    /// Only executions in this status: queued, running, succeeded, failed or dead.
+    /// Only executions in this status: queued, running, succeeded, failed, dead or expired.
     #[arg(long)]
     pub status: Option<String>,
     /// Only executions older than this id (the `next` of an earlier page).
@@ -222,6 +269,12 @@ pub struct ServeArgs {
     /// How long finished executions are kept, e.g. 7d or 12h (default 7d).
     #[arg(long, env = "WAFER_RETAIN_FOR", value_parser = crate::cmd::deploy::parse_timeout_ms)]
     pub retain_for: Option<u64>,
+    /// Dead or expired executions kept per function, with their requests for a retry (default 10000).
+    #[arg(long, env = "WAFER_RETAIN_DEAD")]
+    pub retain_dead: Option<u64>,
+    /// How long dead or expired executions are kept, e.g. 14d (default 14d).
+    #[arg(long, env = "WAFER_RETAIN_DEAD_FOR", value_parser = crate::cmd::deploy::parse_timeout_ms)]
+    pub retain_dead_for: Option<u64>,
     /// How long a node's claim on a running async execution holds without renewal, e.g. 30s: after a
     /// node dies, another runs its executions again this long after its last renewal.
     #[arg(long, env = "WAFER_QUEUE_LEASE", value_parser = crate::cmd::deploy::parse_timeout_ms)]
@@ -326,6 +379,10 @@ pub struct DeployArgs {
     /// The function's name: 1 to 63 of a-z, 0-9 and `-`.
     #[arg(long)]
     pub name: String,
+    /// Keep the live version: the new one is a candidate, called as NAME:VERSION or through an alias
+    /// or a weight.
+    #[arg(long)]
+    pub no_promote: bool,
     #[command(flatten)]
     pub function: FunctionFlags,
     /// Speak plain HTTP to the registry of an oci:// image (always so for localhost and 127.0.0.1).
@@ -423,6 +480,18 @@ pub struct FunctionFlags {
     /// Wait before the first retry of a failed async execution, doubling after, e.g. 500ms.
     #[arg(long, value_parser = crate::cmd::deploy::parse_timeout_ms)]
     pub retry_backoff: Option<u64>,
+    /// How long an async execution may wait in the queue before it ends `expired` unrun, e.g. 6h.
+    #[arg(long, value_parser = crate::cmd::deploy::parse_timeout_ms)]
+    pub max_event_age: Option<u64>,
+    /// The most async executions that may wait in the queue; further submissions get 429.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queued: Option<u64>,
+    /// Where an async or cron execution's record goes when it succeeds: a function's name or a URL.
+    #[arg(long, value_parser = crate::cmd::deploy::parse_destination)]
+    pub on_success: Option<wafer_api::Destination>,
+    /// Where it goes when it ends dead or expired: a function's name or a URL.
+    #[arg(long, value_parser = crate::cmd::deploy::parse_destination)]
+    pub on_failure: Option<wafer_api::Destination>,
     /// Run the function on this cron schedule (UTC), e.g. "*/5 * * * *" or, with seconds, "*/10 * * * * *".
     #[arg(long)]
     pub schedule: Option<String>,
@@ -487,6 +556,12 @@ pub struct InvokeArgs {
     /// With --async: where the server posts the finished execution.
     #[arg(long, requires = "run_async")]
     pub callback: Option<String>,
+    /// Call this alias or version instead of `live`.
+    #[arg(long)]
+    pub qualifier: Option<String>,
+    /// With --async: a key that makes a repeated submission (within a day) the same execution.
+    #[arg(long, requires = "run_async")]
+    pub idempotency_key: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }

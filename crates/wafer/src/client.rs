@@ -69,13 +69,15 @@ impl Client {
         Ok(())
     }
 
-    /// Deploys `module` as a new version of `name`, its upload and the server's compile shown as `step`.
+    /// Deploys `module` as a new version of `name`, its upload and the server's compile shown as `step`;
+    /// without `promote`, the live version stays and the new one is a candidate.
     pub async fn deploy(
         &self,
         name: &str,
         module: Vec<u8>,
         config: &FunctionConfig,
         variables: &ConfigUpdate,
+        promote: bool,
         step: &Step,
     ) -> Result<VersionInfo> {
         // A container's image goes as `image` (none when its config names an oci:// image to pull).
@@ -112,9 +114,14 @@ impl Client {
             );
         }
         let path = format!("/v1/functions/{name}/versions");
+        let query = [("promote", promote)];
         decode(
-            self.send(self.request(Method::POST, &path).multipart(form))
-                .await?,
+            self.send(
+                self.request(Method::POST, &path)
+                    .query(&query)
+                    .multipart(form),
+            )
+            .await?,
         )
         .await
     }
@@ -141,10 +148,17 @@ impl Client {
         .await
     }
 
-    /// Invokes `name` with `body`; the function's own response, or an error if wafer refused the call.
-    pub async fn invoke(&self, name: &str, body: Vec<u8>) -> Result<Response> {
+    /// Invokes `name` (at `qualifier`, an alias or version, when given) with `body`; the function's own
+    /// response, or an error if wafer refused the call.
+    pub async fn invoke(
+        &self,
+        name: &str,
+        body: Vec<u8>,
+        qualifier: Option<&str>,
+    ) -> Result<Response> {
         let path = format!("/v1/functions/{name}/invoke");
-        self.send(self.request(Method::POST, &path).body(body))
+        let query: Vec<_> = qualifier.map(|q| ("qualifier", q)).into_iter().collect();
+        self.send(self.request(Method::POST, &path).query(&query).body(body))
             .await
     }
 
@@ -153,18 +167,17 @@ impl Client {
         &self,
         name: &str,
         body: Vec<u8>,
-        callback: Option<&str>,
+        options: &AsyncOptions<'_>,
     ) -> Result<AsyncAccepted> {
         let path = format!("/v1/functions/{name}/invoke");
         let mut query = vec![("async", "true")];
-        if let Some(url) = callback {
-            query.push(("callback_url", url));
+        query.extend(options.callback.map(|url| ("callback_url", url)));
+        query.extend(options.qualifier.map(|q| ("qualifier", q)));
+        let mut request = self.request(Method::POST, &path).query(&query).body(body);
+        if let Some(key) = options.idempotency_key {
+            request = request.header("idempotency-key", key);
         }
-        decode(
-            self.send(self.request(Method::POST, &path).query(&query).body(body))
-                .await?,
-        )
-        .await
+        decode(self.send(request).await?).await
     }
 
     /// `GET path` with a query, decoded from JSON.
@@ -185,6 +198,17 @@ impl Client {
         self.send(self.request(Method::GET, path).query(query))
             .await
     }
+}
+
+/// How an async invocation is asked for.
+#[derive(Debug, Default)]
+pub struct AsyncOptions<'a> {
+    /// Where the server posts the finished execution.
+    pub callback: Option<&'a str>,
+    /// The alias or version to run instead of `live`.
+    pub qualifier: Option<&'a str>,
+    /// Makes a repeated submission the same execution.
+    pub idempotency_key: Option<&'a str>,
 }
 
 /// Passes a successful response through; turns wafer's error answers into an error with its message.

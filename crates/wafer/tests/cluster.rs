@@ -1,7 +1,7 @@
 //! Cluster mode end to end: real `wafer serve` nodes on one real PostgreSQL (a throwaway server the
 //! test starts; skipped with a printed reason when PostgreSQL is not installed, except under `CI=true`).
 //!
-//! - a deploy, rollback or delete on any node is served by every node;
+//! - a deploy, rollback, alias change or delete on any node is served by every node;
 //! - `wafer nodes` lists the nodes, and a killed node drops out;
 //! - the queue loses no acknowledged invocation when the node holding the most claims is killed;
 //! - a node paused past its lease cannot overwrite the retry's result;
@@ -35,6 +35,15 @@ async fn answer(server: &Server, path: &str) -> (StatusCode, String) {
 }
 
 /// Waits until every server answers `path` with `want` (a 200 body); returns how long the slowest took.
+/// Points alias `alias` of `name` at `target` through `server`.
+async fn put_alias(server: &Server, name: &str, alias: &str, target: Value) {
+    let path = format!("/v1/functions/{name}/aliases/{alias}");
+    let (status, body) = server
+        .call_json(reqwest::Method::PUT, &path, &target.to_string())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 async fn served_everywhere(servers: &[Server], path: &str, want: &str) -> Duration {
     let started = Instant::now();
     for server in servers {
@@ -90,6 +99,21 @@ async fn a_change_on_any_node_is_served_by_every_node() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let took = served_everywhere(&servers, "/fn/f", "one").await;
     println!("rollback on n2 → served by all three in {took:?}");
+
+    // Aliases set on one node route calls on every node: a new alias, and a weight on live.
+    put_alias(&servers[2], "f", "beta", json!({"version": 2})).await;
+    served_everywhere(&servers, "/fn/f:beta", "two").await;
+    put_alias(
+        &servers[0],
+        "f",
+        "live",
+        json!({"version": 1, "weights": {"2": 1.0}}),
+    )
+    .await;
+    let took = served_everywhere(&servers, "/fn/f", "two").await;
+    println!("a canary weight on n1 → served by all three in {took:?}");
+    put_alias(&servers[1], "f", "live", json!({"version": 1})).await;
+    served_everywhere(&servers, "/fn/f", "one").await;
 
     // A variable set on one node reaches the function on another.
     servers[2].deploy_ok("env", env_dumper(), json!({})).await;

@@ -333,7 +333,13 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
         ("/v1/functions/{name}/versions", "get"),
         ("/v1/functions/{name}/versions", "post"),
         ("/v1/functions/{name}/rollback", "post"),
+        ("/v1/functions/{name}/aliases", "get"),
+        ("/v1/functions/{name}/aliases/{alias}", "get"),
+        ("/v1/functions/{name}/aliases/{alias}", "put"),
+        ("/v1/functions/{name}/aliases/{alias}", "delete"),
         ("/v1/functions/{name}/invoke", "post"),
+        ("/v1/executions/{id}/retry", "post"),
+        ("/v1/functions/{name}/redrive", "post"),
         ("/v1/functions/{name}/executions", "get"),
         ("/v1/functions/{name}/logs", "get"),
         ("/v1/functions/{name}/stats", "get"),
@@ -359,7 +365,7 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
             "{method} {path} missing"
         );
     }
-    assert_eq!(paths.len(), 21, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 25, "{:?}", paths.keys().collect::<Vec<_>>());
     // Writes document the cross-site refusal; reads and guests' routes do not have it.
     let responses = |path: &str, method: &str| paths[path][method]["responses"].clone();
     assert!(responses("/v1/functions/{name}/versions", "post")
@@ -377,6 +383,10 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
         "ExecutionStats",
         "StatsWindow",
         "AsyncAccepted",
+        "Alias",
+        "AliasList",
+        "Redriven",
+        "Destination",
     ] {
         assert!(
             doc["components"]["schemas"].get(schema).is_some(),

@@ -17,20 +17,24 @@ use wafer_api::{FunctionConfig, Kind};
 use wafer_store::{FunctionVariables, NewVersion, StoredFunction};
 
 impl App {
-    /// Validates, compiles and stores a new version of `name`, and makes it live.
+    /// Validates, compiles and stores a new version of `name`, and makes it live — unless `promote`
+    /// is false and the function has a live version already, which stays live: the new one is a
+    /// candidate for an alias or a weight.
     ///
     /// Nothing is stored unless the module compiles and fits its kind. Bytes deployed before (under any
-    /// name) are not compiled again.
+    /// name) are not compiled again. Returns the function and the new version's number.
     pub async fn deploy(
         &self,
         name: &str,
         module: Bytes,
         config: FunctionConfig,
         variables: FunctionVariables,
-    ) -> Result<StoredFunction, Error> {
+        promote: bool,
+    ) -> Result<(StoredFunction, u32), Error> {
         validate::name(name)?;
         let mut config = validate::config(config, self.config.defaults.function.fuel)?;
         validate::variables(&variables)?;
+        self.check_destinations(&config).await?;
         let mut current = self.state.variables(name).await?;
         current.variables.extend(variables.variables.clone());
         current.secrets.extend(variables.secrets.clone());
@@ -89,8 +93,9 @@ impl App {
             digest: digest.clone(),
             size: module.len() as u64,
         };
+        let kind = new.kind;
         let _changes = self.changes.lock().await;
-        let stored = self.meta.insert_version(new, module).await?;
+        let stored = self.meta.insert_version(new, module, promote).await?;
         self.state.merge_variables(name, variables).await?;
         if let Some(artifact) = artifact {
             // The artifact is this node's cache: without it the next load compiles again.
@@ -98,41 +103,29 @@ impl App {
                 tracing::warn!(%digest, "cannot keep the compiled artifact: {e}");
             }
         }
-        self.install_with(&stored, Some(runner), current, proxy_id);
+        let version = stored.latest_version;
+        if stored.live.version == version {
+            self.install_with(&stored, Some(runner), current, proxy_id);
+        } else {
+            // A candidate: the live version and everything else about the function stay; its new
+            // configuration variables reach the live version too.
+            let (prepared, proxy_id) = match self.registry.get(name) {
+                Some(entry) => (
+                    entry.function.get().cloned().filter(|r| r.wasm().is_some()),
+                    entry.proxy_id.get().cloned(),
+                ),
+                None => (None, None),
+            };
+            self.install_with(&stored, prepared, current, proxy_id);
+        }
         tracing::info!(
             function = name,
-            version = stored.live.version,
-            kind = %stored.live.kind,
+            version,
+            live = stored.live.version,
+            %kind,
             "deployed"
         );
-        Ok(stored)
-    }
-
-    /// Makes an earlier (or later) stored version of `name` live again.
-    pub async fn rollback(&self, name: &str, version: u32) -> Result<StoredFunction, Error> {
-        validate::name(name)?;
-        let _changes = self.changes.lock().await;
-        let target = self
-            .meta
-            .list_versions(name)
-            .await?
-            .into_iter()
-            .find(|v| v.version == version);
-        let Some(target) = target else {
-            return Err(match self.meta.get_function(name).await? {
-                Some(_) => Error::NotFound(format!("function `{name}` has no version {version}")),
-                None => Error::unknown_function(name),
-            });
-        };
-        let variables = self.state.variables(name).await?;
-        let settings = self.settings(name, target.kind, &target.config, variables.clone());
-        let prepared = self
-            .prepare(&target.digest, target.kind, &target.config, &settings)
-            .await?;
-        let function = self.meta.set_live(name, version).await?;
-        self.install(&function, Some(prepared), variables);
-        tracing::info!(function = name, version, "rolled back");
-        Ok(function)
+        Ok((stored, version))
     }
 
     /// Replaces the configuration variables of `name` and sets or removes the named secrets; the next
@@ -198,6 +191,24 @@ impl App {
 }
 
 impl App {
+    /// Refuses a destination URL whose host neither the server's callback hosts nor the function's
+    /// own `allowed_outbound_hosts` allow.
+    async fn check_destinations(&self, config: &FunctionConfig) -> Result<(), Error> {
+        let outbound = wafer_engine::OutboundPolicy::parse(&config.allowed_outbound_hosts)
+            .map_err(Error::InvalidConfig)?;
+        for (field, destination) in [
+            ("on_success", &config.on_success),
+            ("on_failure", &config.on_failure),
+        ] {
+            if let Some(wafer_api::Destination::Url(url)) = destination {
+                crate::queue::check_url(self, &outbound, url, field)
+                    .await
+                    .map_err(Error::InvalidConfig)?;
+            }
+        }
+        Ok(())
+    }
+
     /// A container deploy's image tarball: the one uploaded, or the image its `oci://` reference names,
     /// pulled.
     async fn image_tarball(&self, module: Bytes, config: &FunctionConfig) -> Result<Bytes, Error> {

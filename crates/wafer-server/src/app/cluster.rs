@@ -207,7 +207,10 @@ impl App {
                 let same = current.as_ref().is_some_and(|entry| {
                     (entry.version, &entry.digest, &entry.variables)
                         == (stored.live.version, &stored.live.digest, &variables)
-                });
+                }) && self
+                    .registry
+                    .release(name)
+                    .is_some_and(|release| release.aliases == stored.aliases);
                 if same {
                     return Ok(());
                 }

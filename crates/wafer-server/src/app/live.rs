@@ -6,13 +6,13 @@
 use super::App;
 use crate::containers::ContainerFunction;
 use crate::error::Error;
-use crate::registry::{Entry, Runner};
+use crate::registry::{Entry, Release, Runner};
 use crate::{journal, schedule, validate};
 use bytes::Bytes;
 use std::sync::Arc;
 use wafer_api::{FunctionConfig, FunctionInfo, Kind};
 use wafer_engine::{CompileError, Function, PlatformHandle, Settings, Variables};
-use wafer_store::{FunctionVariables, StoredFunction};
+use wafer_store::{FunctionVariables, StoredFunction, StoredVersion};
 
 /// Attempts an async or cron execution gets unless its function sets `max_attempts`.
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -49,7 +49,16 @@ impl App {
             .inspect_err(|e| {
                 tracing::error!(function = %entry.settings.name, "cannot load the live version: {e:?}")
             })?;
-        if let Some(function) = runner.wasm().filter(|_| entry.kind == Kind::ProxyWasm) {
+        let live = || {
+            self.registry
+                .get(&entry.settings.name)
+                .is_some_and(|live| live.version == entry.version)
+        };
+        // Only the live version answers to its proxy-wasm id.
+        if let Some(function) = runner
+            .wasm()
+            .filter(|_| entry.kind == Kind::ProxyWasm && live())
+        {
             self.proxy_id(entry, function).await;
         }
         Ok(runner)
@@ -195,52 +204,68 @@ impl App {
             })
             .cloned()
             .collect();
-        let entry = Entry {
-            function: tokio::sync::OnceCell::new_with(prepared),
-            proxy_id: tokio::sync::OnceCell::new_with(proxy_id),
-            kind: live.kind,
-            digest: live.digest.clone(),
-            config: live.config.clone(),
-            settings: self.settings(&live.name, live.kind, &live.config, variables.clone()),
-            variables,
-            private: live.config.private,
-            max_request_bytes: usize::try_from(
-                self.config
-                    .defaults
-                    .effective(&live.config)
-                    .max_request_bytes,
-            )
-            .unwrap_or(usize::MAX),
-            // A container server's bound covers all its instances; `port` is a container's only.
-            slots: crate::containers::slots(&live.config)
-                .or(live.config.max_concurrency)
-                .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
-            version: live.version,
-            max_attempts: live.config.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
-            retry_backoff: std::time::Duration::from_millis(
-                live.config
-                    .retry_backoff_ms
-                    .unwrap_or(DEFAULT_RETRY_BACKOFF_MS),
-            ),
-            cold: std::sync::atomic::AtomicBool::new(true),
-            schedule: live.config.schedule.as_deref().and_then(|expr| {
-                let since = chrono::DateTime::parse_from_rfc3339(&function.updated_at)
-                    .map_or_else(|_| journal::now_ms(), |t| t.timestamp_millis());
-                // Validated at deploy; a stored expression that no longer parses schedules nothing.
-                schedule::parse(expr)
-                    .inspect_err(
-                        |e| tracing::error!(function = %live.name, "schedule ignored: {e}"),
-                    )
-                    .ok()
-                    .map(|schedule| (schedule, since))
-            }),
-        };
+        let entry = self.entry(live, &function.updated_at, prepared, variables, proxy_id);
         let id = entry.proxy_id.get().cloned().flatten();
-        self.registry.install(&live.name, entry, &routes);
+        let release = Release::new(function.aliases.clone());
+        self.registry.install(&live.name, entry, &routes, release);
         if let Some(id) = id {
             if let Err(owner) = self.registry.set_id(&live.name, &id) {
                 tracing::warn!(function = %live.name, id, owner, "proxy-wasm id already taken");
             }
+        }
+    }
+
+    /// The callable form of `stored` (the live version, or one a call named), with its
+    /// runnable form when it is at hand; its schedule counts from `updated_at`, when the live version
+    /// last changed.
+    pub(super) fn entry(
+        &self,
+        stored: &StoredVersion,
+        updated_at: &str,
+        prepared: Option<Runner>,
+        variables: FunctionVariables,
+        proxy_id: Option<Option<String>>,
+    ) -> Entry {
+        Entry {
+            function: tokio::sync::OnceCell::new_with(prepared),
+            proxy_id: tokio::sync::OnceCell::new_with(proxy_id),
+            kind: stored.kind,
+            digest: stored.digest.clone(),
+            config: stored.config.clone(),
+            settings: self.settings(&stored.name, stored.kind, &stored.config, variables.clone()),
+            variables,
+            private: stored.config.private,
+            max_request_bytes: usize::try_from(
+                self.config
+                    .defaults
+                    .effective(&stored.config)
+                    .max_request_bytes,
+            )
+            .unwrap_or(usize::MAX),
+            // A container server's bound covers all its instances; `port` is a container's only.
+            slots: crate::containers::slots(&stored.config)
+                .or(stored.config.max_concurrency)
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
+            version: stored.version,
+            max_attempts: stored.config.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            retry_backoff: std::time::Duration::from_millis(
+                stored
+                    .config
+                    .retry_backoff_ms
+                    .unwrap_or(DEFAULT_RETRY_BACKOFF_MS),
+            ),
+            cold: std::sync::atomic::AtomicBool::new(true),
+            schedule: stored.config.schedule.as_deref().and_then(|expr| {
+                let since = chrono::DateTime::parse_from_rfc3339(updated_at)
+                    .map_or_else(|_| journal::now_ms(), |t| t.timestamp_millis());
+                // Validated at deploy; a stored expression that no longer parses schedules nothing.
+                schedule::parse(expr)
+                    .inspect_err(
+                        |e| tracing::error!(function = %stored.name, "schedule ignored: {e}"),
+                    )
+                    .ok()
+                    .map(|schedule| (schedule, since))
+            }),
         }
     }
 

@@ -12,6 +12,9 @@
 mod changes;
 mod cluster;
 mod live;
+mod release;
+
+pub use release::Target;
 
 use crate::admission::Admission;
 use crate::config::ServerConfig;

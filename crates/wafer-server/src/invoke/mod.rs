@@ -31,6 +31,9 @@ use wafer_store::{NewExecution, Write};
 /// The header naming the execution record of a call, on the guest's request and on the response.
 pub const EXECUTION_HEADER: &str = "x-wafer-execution-id";
 
+/// The header naming the version that answered, on every response of a call.
+pub const VERSION_HEADER: &str = "x-wafer-version";
+
 /// The header on a command function's job reply, so clients know to read it as exit code and output.
 pub const KIND_HEADER: &str = "x-wafer-kind";
 
@@ -244,24 +247,28 @@ pub async fn call(app: &Arc<App>, invocation: Invocation) -> (String, Result<Ans
             attempt.finished_at,
         );
         app.journal.record(Write::Insert(NewExecution {
-            id: execution,
-            function: entry.settings.name.clone(),
-            version: entry.version,
-            trigger,
-            max_attempts: 1,
-            queued_at: started_at,
-            request: None,
-            body: Vec::new(),
-            callback_url: None,
             attempt: Some(attempt),
+            ..NewExecution::queued(
+                execution,
+                entry.settings.name.clone(),
+                entry.version,
+                trigger,
+                1,
+                started_at,
+            )
         }));
     });
     (id, answer)
 }
 
-/// An answer as the HTTP response a caller gets, naming execution `id`: an http function's own response
-/// (holding its admission permit until the body is sent), a command's job reply as JSON, or the error.
-pub fn respond(id: &str, answer: Result<Answer, Error>) -> http::Response<ResponseBody> {
+/// An answer as the HTTP response a caller gets, naming execution `id` and the `version` that ran: an
+/// http function's own response (holding its admission permit until the body is sent), a command's job
+/// reply as JSON, or the error.
+pub fn respond(
+    id: &str,
+    version: u32,
+    answer: Result<Answer, Error>,
+) -> http::Response<ResponseBody> {
     let mut response = match answer {
         // The instance may still be streaming the body: keep its slots until the body is done.
         Ok(Answer::Http(response, permit)) => response.map(|body| {
@@ -291,9 +298,11 @@ pub fn respond(id: &str, answer: Result<Answer, Error>) -> http::Response<Respon
         },
         Err(e) => e.response().map(full),
     };
+    let headers = response.headers_mut();
     if let Ok(value) = http::HeaderValue::from_str(id) {
-        response.headers_mut().insert(EXECUTION_HEADER, value);
+        headers.insert(EXECUTION_HEADER, value);
     }
+    headers.insert(VERSION_HEADER, http::HeaderValue::from(version));
     response
 }
 

@@ -38,7 +38,7 @@ pub async fn get(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only executions in this status (`queued`, `running`, `succeeded`, `failed`, `dead`).
+    /// Only executions in this status (`queued`, `running`, `succeeded`, `failed`, `dead`, `expired`).
     status: Option<String>,
     /// Only executions older than this id (the `next` of the previous page).
     before: Option<String>,
@@ -302,7 +302,7 @@ const QUEUE_LOOK: u32 = 200;
 const QUEUE_DEAD: u32 = 20;
 
 /// `GET /v1/queue`: the async queue's depth and age, the executions waiting to be retried, and the
-/// newest dead ones.
+/// newest dead letters (dead or expired).
 #[utoipa::path(get, path = "/v1/queue", tag = "executions",
     responses((status = 200, body = QueueView)))]
 pub async fn queue(State(app): State<Arc<App>>) -> Result<Json<QueueView>, Error> {
@@ -316,10 +316,17 @@ pub async fn queue(State(app): State<Arc<App>>) -> Result<Json<QueueView>, Error
         .executions
         .list_executions(None, page(ExecutionStatus::Queued, QUEUE_LOOK))
         .await?;
-    let dead = app
+    let mut dead = app
         .executions
         .list_executions(None, page(ExecutionStatus::Dead, QUEUE_DEAD))
         .await?;
+    dead.extend(
+        app.executions
+            .list_executions(None, page(ExecutionStatus::Expired, QUEUE_DEAD))
+            .await?,
+    );
+    dead.sort_by(|a, b| b.id.cmp(&a.id));
+    dead.truncate(QUEUE_DEAD as usize);
     Ok(Json(QueueView {
         queued: stats.queued,
         running: stats.running,

@@ -1,26 +1,43 @@
-//! Functions under `/v1/functions`: deploy, list, get, delete, versions and rollback.
+//! Functions under `/v1/functions`: deploy, list, get, delete, versions and rollback (the `live`
+//! alias; the others are in `aliases.rs`).
 
 use super::read_body;
 use crate::app::App;
 use crate::error::Error;
 use axum::extract::multipart::MultipartError;
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::StatusCode;
+use serde::Deserialize;
 use std::sync::Arc;
+use utoipa::IntoParams;
 use wafer_api::{
     ConfigUpdate, ErrorBody, FunctionConfig, FunctionInfo, FunctionList, Kind, RollbackRequest,
     VersionInfo, VersionList,
 };
 use wafer_store::FunctionVariables;
 
+/// How a deploy treats the live version.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeployQuery {
+    /// Make the new version live (default). With `false`, the live version stays and the new one is a
+    /// candidate for an alias or a canary weight (a function's first version is live regardless).
+    #[serde(default = "promote_by_default")]
+    promote: bool,
+}
+
+fn promote_by_default() -> bool {
+    true
+}
+
 /// `POST /v1/functions/{name}/versions`: multipart (`module` or `image`, optional `config` and
 /// `variables`), a raw wasm body, or a raw image tarball.
 #[utoipa::path(post, path = "/v1/functions/{name}/versions", tag = "functions",
-    params(("name" = String, Path, description = "The function's name")),
+    params(("name" = String, Path, description = "The function's name"), DeployQuery),
     request_body(description = "multipart/form-data with a `module` part (the wasm binary, up to the \
         server's --max-module) or an `image` part (a container image as an OCI-layout or docker-archive \
         tarball, up to --max-image), an optional `config` part (FunctionConfig as JSON; a container \
@@ -35,6 +52,7 @@ use wafer_store::FunctionVariables;
 pub async fn deploy(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
+    Query(query): Query<DeployQuery>,
     request: Request,
 ) -> Result<Response, Error> {
     let caps = Caps {
@@ -80,8 +98,21 @@ pub async fn deploy(
             .filter_map(|(k, v)| Some((k, v?)))
             .collect(),
     };
-    let function = app.deploy(&name, module, config, variables).await?;
-    Ok((StatusCode::CREATED, Json(function.live.to_info(true))).into_response())
+    let (function, version) = app
+        .deploy(&name, module, config, variables, query.promote)
+        .await?;
+    let info = if function.live.version == version {
+        function.live.to_info(true)
+    } else {
+        app.meta
+            .list_versions(&name)
+            .await?
+            .iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| Error::Internal("the deployed version is not stored".into()))?
+            .to_info(false)
+    };
+    Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
 /// The largest wasm module and the largest image tarball a deploy takes.
@@ -235,7 +266,8 @@ pub async fn versions(
     }))
 }
 
-/// `POST /v1/functions/{name}/rollback` with `{"version": N}`.
+/// `POST /v1/functions/{name}/rollback` with `{"version": N}`: moves the `live` alias to version N,
+/// without weights.
 #[utoipa::path(post, path = "/v1/functions/{name}/rollback", tag = "functions",
     params(("name" = String, Path, description = "The function's name")),
     request_body = RollbackRequest,

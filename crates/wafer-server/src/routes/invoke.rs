@@ -12,7 +12,7 @@
 //! (`x-wafer-execution-id` on the response names it).
 
 use super::{client_addr, read_body};
-use crate::app::App;
+use crate::app::{App, Target};
 use crate::error::Error;
 use crate::invoke::{self, Invocation};
 use crate::queue;
@@ -33,7 +33,8 @@ const ID_HEADER: &str = "id";
 
 /// `ANY /fn/{name}`.
 #[utoipa::path(method(get, post, put, delete, patch), path = "/fn/{name}", tag = "invoke",
-    params(("name" = String, Path, description = "The function's name")),
+    params(("name" = String, Path, description = "The function's name, or `NAME:ALIAS` or \
+        `NAME:VERSION` to call that instead of `live`")),
     responses((status = 200, description = "The function's response (a command answers with CommandOutput)"),
         (status = 404, body = wafer_api::ErrorBody)))]
 pub async fn function_root(
@@ -46,7 +47,8 @@ pub async fn function_root(
 
 /// `ANY /fn/{name}/{*rest}`.
 #[utoipa::path(method(get, post, put, delete, patch), path = "/fn/{name}/{rest}", tag = "invoke",
-    params(("name" = String, Path, description = "The function's name"),
+    params(("name" = String, Path, description = "The function's name, or `NAME:ALIAS` or \
+        `NAME:VERSION`"),
         ("rest" = String, Path, description = "The path the function sees")),
     responses((status = 200, description = "The function's response"),
         (status = 404, body = wafer_api::ErrorBody)))]
@@ -58,13 +60,16 @@ pub async fn function_path(
     by_name(&app, &name, request).await
 }
 
-async fn by_name(app: &Arc<App>, name: &str, request: Request) -> Result<Response, Error> {
-    let entry = app
+/// A call of `/fn/{target}`: the function `target` names, at the alias or version after its `:`.
+async fn by_name(app: &Arc<App>, target: &str, request: Request) -> Result<Response, Error> {
+    let Target { name, qualifier } = Target::parse(target);
+    let live = app
         .named(name)
         .await
         .ok_or_else(|| Error::unknown_function(name))?;
+    let entry = app.version_for(live, qualifier).await?;
     let mount = Mount {
-        prefix: format!("/fn/{name}"),
+        prefix: format!("/fn/{target}"),
         strip_prefix: true,
         client: client_addr(&request),
     };
@@ -79,10 +84,11 @@ pub async fn routed(State(app): State<Arc<App>>, request: Request) -> Result<Res
         .get(ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if let Some(entry) = match id {
+    if let Some(live) = match id {
         Some(id) => app.by_proxy_id(&id).await,
         None => None,
     } {
+        let entry = app.version_for(live, None).await?;
         let mount = Mount {
             prefix: String::new(),
             strip_prefix: true,
@@ -90,12 +96,13 @@ pub async fn routed(State(app): State<Arc<App>>, request: Request) -> Result<Res
         };
         return Ok(call(&app, entry, mount, request, Trigger::Http).await);
     }
-    let Some((route, entry)) = app.routed(request.uri().path()).await else {
+    let Some((route, live)) = app.routed(request.uri().path()).await else {
         return Err(Error::NotFound(format!(
             "no function is mounted at {}",
             request.uri().path()
         )));
     };
+    let entry = app.version_for(live, None).await?;
     let mount = Mount {
         prefix: route,
         strip_prefix: false,
@@ -113,20 +120,32 @@ pub struct InvokeQuery {
     run_async: bool,
     /// With `async=true`: where to POST the finished execution (its host must be allowed).
     callback_url: Option<String>,
+    /// The alias or version to call instead of `live` (an async call resolves it when it runs).
+    qualifier: Option<String>,
 }
 
-/// `POST /v1/functions/{name}/invoke`: calls the live version. Synchronously, a command answers with its
+/// `POST /v1/functions/{name}/invoke`: calls the live version, or the one `qualifier` names. Synchronously, a command answers with its
 /// exit code and output as JSON and an http or wagi function with its own response; with `async=true`
 /// the request is stored and 202 names the execution to poll.
 #[utoipa::path(post, path = "/v1/functions/{name}/invoke", tag = "invoke",
-    params(("name" = String, Path, description = "The function's name"), InvokeQuery),
+    params(("name" = String, Path, description = "The function's name"), InvokeQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "With `async=true`: a submission \
+            with the same key (1 to 255 visible ASCII characters) for this function within 24 hours is \
+            the same execution")),
     request_body(description = "Handed to the function: the HTTP request body, or a command's stdin",
         content((Vec<u8> = "application/octet-stream"))),
     responses(
-        (status = 200, description = "The function's own response, or a command's CommandOutput",
+        (status = 200, description = "The function's own response, or a command's CommandOutput; \
+            `x-wafer-version` names the version that answered",
          body = CommandOutput),
-        (status = 202, body = AsyncAccepted),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 202, body = AsyncAccepted, description = "Queued (or, for an idempotency key seen \
+            within a day, the first submission's execution)"),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such function, alias or version"),
+        (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "The idempotency key came with another request"),
+        (status = 429, body = ErrorBody, description = "At the function's concurrency limit, or \
+            `max_queued` executions wait (`queue_full`)"),
         (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn invoke(
     State(app): State<Arc<App>>,
@@ -134,14 +153,20 @@ pub async fn invoke(
     Query(query): Query<InvokeQuery>,
     request: Request,
 ) -> Result<Response, Error> {
-    let entry = app
+    let live = app
         .named(&name)
         .await
         .ok_or_else(|| Error::unknown_function(&name))?;
+    let qualifier = query.qualifier.as_deref();
+    let entry = app.version_for(live, qualifier).await?;
     if query.run_async {
         let (parts, body) = request.into_parts();
         let body = read_body(body, entry.max_request_bytes, "the request body").await?;
-        let accepted = queue::submit(&app, &entry, &parts, body, query.callback_url).await?;
+        let submission = queue::Submission {
+            callback_url: query.callback_url,
+            qualifier: query.qualifier,
+        };
+        let accepted = queue::submit(&app, &entry, &parts, body, submission).await?;
         return Ok((StatusCode::ACCEPTED, Json(accepted)).into_response());
     }
     if query.callback_url.is_some() {
@@ -171,6 +196,7 @@ async fn call(
         Ok(body) => Invocation::new(entry, parts, body, mount, trigger),
         Err(e) => Invocation::unread(entry, parts, e, mount, trigger),
     };
+    let version = invocation.entry.version;
     let (id, answer) = invoke::call(app, invocation).await;
-    invoke::respond(&id, answer).map(Body::new)
+    invoke::respond(&id, version, answer).map(Body::new)
 }

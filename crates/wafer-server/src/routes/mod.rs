@@ -10,10 +10,12 @@
 //! - `ops.rs` — `/healthz` and `/metrics`; `openapi.rs` — `/api/openapi.json` and `/api/docs`;
 //! - `console.rs` — the web console's page and assets, on a listener of its own.
 
+mod aliases;
 mod console;
 mod executions;
 mod functions;
 mod invoke;
+mod letters;
 mod openapi;
 mod ops;
 mod state;

@@ -4,7 +4,7 @@
 //! The management routes are registered through [`utoipa_axum`], which adds each handler to the router
 //! and to the document in one step, so neither can list a route the other lacks.
 
-use super::{executions, functions, invoke, ops, state};
+use super::{aliases, executions, functions, invoke, letters, ops, state};
 use axum::response::{Html, IntoResponse};
 use axum::Extension;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -30,9 +30,9 @@ use utoipa_axum::routes;
     ),
     modifiers(&BearerToken),
     tags(
-        (name = "functions", description = "Deploy, list, version, roll back and delete functions"),
+        (name = "functions", description = "Deploy, list, version, alias, roll back and delete functions"),
         (name = "invoke", description = "Call functions, synchronously or through the async queue"),
-        (name = "executions", description = "Execution records, logs and summaries"),
+        (name = "executions", description = "Execution records, logs and summaries; retries and redrives of dead letters"),
         (name = "state", description = "Key-value stores functions share"),
         (name = "operations", description = "Health, the cluster's nodes, metrics and this document")
     )
@@ -101,6 +101,8 @@ pub fn management(deploy_limit: usize) -> OpenApiRouter<std::sync::Arc<crate::ap
         .routes(routes!(functions::get, functions::delete))
         .routes((schemas, paths, deploy))
         .routes(routes!(functions::rollback))
+        .routes(routes!(aliases::list))
+        .routes(routes!(aliases::get, aliases::put, aliases::delete))
         .routes(routes!(invoke::invoke))
         .routes(routes!(executions::get))
         .routes(routes!(executions::list))
@@ -108,6 +110,8 @@ pub fn management(deploy_limit: usize) -> OpenApiRouter<std::sync::Arc<crate::ap
         .routes(routes!(executions::stats))
         .routes(routes!(executions::traffic))
         .routes(routes!(executions::queue))
+        .routes(routes!(letters::retry))
+        .routes(routes!(letters::redrive))
         .routes(routes!(state::get_config, state::put_config))
         .routes(routes!(state::keys))
         .routes(routes!(

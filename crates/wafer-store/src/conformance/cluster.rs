@@ -17,7 +17,7 @@ async fn deploy(stores: &Stores, name: &str) {
         size: name.len() as u64,
     };
     let module = Bytes::copy_from_slice(name.as_bytes());
-    stores.meta.insert_version(new, module).await.unwrap();
+    stores.meta.insert_version(new, module, true).await.unwrap();
 }
 
 /// The functions changed since `seq`, and the feed's position now.
@@ -33,7 +33,11 @@ pub async fn every_change_to_a_function_moves_the_feed(stores: &Stores) {
     deploy(stores, "g").await;
     let (after_deploys, changed) = since(stores, start).await;
     assert_eq!(changed, ["f", "g"]);
-    stores.meta.set_live("f", 1).await.unwrap();
+    stores
+        .meta
+        .set_alias("f", wafer_api::LIVE, wafer_api::Alias::to(1))
+        .await
+        .unwrap();
     let (after_rollback, changed) = since(stores, after_deploys).await;
     assert_eq!(changed, ["f"]);
     assert!(after_rollback > after_deploys);

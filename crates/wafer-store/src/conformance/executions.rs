@@ -2,15 +2,17 @@
 //! callbacks.
 
 use super::Stores;
-use crate::{Attempt, NewExecution, NewLog, Page, Retention, StoredRequest, Write};
+use crate::{
+    Attempt, Delivered, Delivery, NewExecution, NewLog, Page, Retention, StoredRequest, Write,
+};
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wafer_api::{ExecutionStatus, ExecutionUsage, LogLevel, Trigger};
 
-const HOUR: Duration = Duration::from_secs(3600);
+pub(super) const HOUR: Duration = Duration::from_secs(3600);
 
 /// Milliseconds since the epoch, as a node stamps its records.
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -18,7 +20,7 @@ fn now_ms() -> i64 {
 }
 
 /// An async execution of `function`, queued now.
-fn queued(id: &str, function: &str) -> NewExecution {
+pub(super) fn queued(id: &str, function: &str) -> NewExecution {
     NewExecution {
         id: id.into(),
         function: function.into(),
@@ -33,12 +35,14 @@ fn queued(id: &str, function: &str) -> NewExecution {
         }),
         body: b"input".to_vec(),
         callback_url: None,
+        qualifier: None,
+        hops: 0,
         attempt: None,
     }
 }
 
 /// An attempt that ended in `status` at `at`, with one log line.
-fn ended(status: ExecutionStatus, at: i64) -> Attempt {
+pub(super) fn ended(status: ExecutionStatus, at: i64) -> Attempt {
     Attempt {
         status: Some(status),
         version: 1,
@@ -77,7 +81,7 @@ fn finished(id: &str, function: &str, status: ExecutionStatus, at: i64) -> NewEx
     }
 }
 
-fn finish(id: &str, node: &str, attempt: u32, outcome: Attempt) -> Write {
+pub(super) fn finish(id: &str, node: &str, attempt: u32, outcome: Attempt) -> Write {
     Write::Finish {
         id: id.into(),
         node: node.into(),
@@ -87,16 +91,16 @@ fn finish(id: &str, node: &str, attempt: u32, outcome: Attempt) -> Write {
 }
 
 /// Applies `writes` in one batch; whether each took effect.
-async fn write(stores: &Stores, writes: Vec<Write>) -> Vec<bool> {
+pub(super) async fn write(stores: &Stores, writes: Vec<Write>) -> Vec<bool> {
     stores.executions.write(writes.into()).await.unwrap()
 }
 
-async fn insert(stores: &Stores, executions: Vec<NewExecution>) {
+pub(super) async fn insert(stores: &Stores, executions: Vec<NewExecution>) {
     write(stores, executions.into_iter().map(Write::Insert).collect()).await;
 }
 
 /// Execution `id`, which must exist, with its logs when `with_logs`.
-async fn execution(stores: &Stores, id: &str, with_logs: bool) -> wafer_api::Execution {
+pub(super) async fn execution(stores: &Stores, id: &str, with_logs: bool) -> wafer_api::Execution {
     let execution = stores
         .executions
         .get_execution(id, with_logs)
@@ -342,6 +346,8 @@ pub async fn retention_keeps_the_newest_and_owed_callbacks(stores: &Stores) {
     let keep_two = Retention {
         per_function: 2,
         older_than: 30 * 24 * HOUR,
+        dead_per_function: 2,
+        dead_older_than: 30 * 24 * HOUR,
     };
     assert_eq!(stores.executions.prune(keep_two).await.unwrap(), 3);
     let left = stores
@@ -376,6 +382,8 @@ pub async fn retention_keeps_the_newest_and_owed_callbacks(stores: &Stores) {
     let everything = Retention {
         per_function: 0,
         older_than: Duration::ZERO,
+        dead_per_function: 0,
+        dead_older_than: Duration::ZERO,
     };
     assert_eq!(stores.executions.prune(everything).await.unwrap(), 2);
     assert!(exists(stores, "owed").await);
@@ -469,30 +477,40 @@ pub async fn a_finished_execution_owes_its_callback_until_delivered(stores: &Sto
     };
     insert(stores, vec![new]).await;
     stores.executions.claim("n1", HOUR, 1).await.unwrap();
-    let due = |node: &'static str, lease| stores.executions.due_callbacks(node, lease, 10);
+    let due = |node: &'static str, lease| {
+        stores
+            .executions
+            .due_deliveries(Delivery::Callback, node, lease, 10)
+    };
     assert!(due("n1", HOUR).await.unwrap().is_empty());
     let done = finish("e1", "n1", 1, ended(ExecutionStatus::Succeeded, 10));
     write(stores, vec![done]).await;
     let owed = due("n1", Duration::from_millis(1)).await.unwrap();
     assert_eq!(
-        (owed.len(), owed[0].url.as_str(), owed[0].attempts),
-        (1, "http://127.0.0.1:1/cb", 0)
+        (
+            owed.len(),
+            owed[0].execution.callback_url.as_deref(),
+            owed[0].attempts
+        ),
+        (1, Some("http://127.0.0.1:1/cb"), 0)
     );
     assert_eq!(owed[0].execution.status, ExecutionStatus::Succeeded);
     // n1's claim lapses: n2 takes the callback over, and n1's late report is refused.
     tokio::time::sleep(Duration::from_millis(30)).await;
     assert_eq!(due("n2", HOUR).await.unwrap().len(), 1);
     assert!(due("n1", HOUR).await.unwrap().is_empty(), "claimed once");
-    let report = |node, delivered, retry_in| {
+    let report = |node, outcome| {
         stores
             .executions
-            .callback_done("e1", node, delivered, retry_in)
+            .delivery_done(Delivery::Callback, "e1", node, outcome)
     };
-    assert!(!report("n1", true, None).await.unwrap());
-    assert!(report("n2", false, Some(Duration::ZERO)).await.unwrap());
+    assert!(!report("n1", Delivered::Yes).await.unwrap());
+    assert!(report("n2", Delivered::RetryIn(Duration::ZERO))
+        .await
+        .unwrap());
     let again = due("n1", HOUR).await.unwrap();
     assert_eq!(again[0].attempts, 1, "a failed delivery due again at once");
-    assert!(report("n1", false, Some(HOUR)).await.unwrap());
+    assert!(report("n1", Delivered::RetryIn(HOUR)).await.unwrap());
     assert!(due("n1", HOUR).await.unwrap().is_empty());
     assert_eq!(
         execution(stores, "e1", false)

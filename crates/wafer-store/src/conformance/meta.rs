@@ -4,7 +4,7 @@ use super::Stores;
 use crate::{NewVersion, StoreError};
 use bytes::Bytes;
 use wafer_api::oci::sha256_hex;
-use wafer_api::{FunctionConfig, Kind};
+use wafer_api::{Alias, FunctionConfig, Kind, LIVE};
 
 /// A version of `name` whose module is `module`, mounted at `routes`.
 fn version(name: &str, module: &'static [u8], routes: &[&str]) -> (NewVersion, Bytes) {
@@ -28,7 +28,16 @@ async fn deploy(
     routes: &[&str],
 ) -> Result<crate::StoredFunction, StoreError> {
     let (new, bytes) = version(name, module, routes);
-    stores.meta.insert_version(new, bytes).await
+    stores.meta.insert_version(new, bytes, true).await
+}
+
+/// Makes version `version` of `name` live again, as a rollback does.
+async fn set_live(
+    stores: &Stores,
+    name: &str,
+    version: u32,
+) -> Result<crate::StoredFunction, StoreError> {
+    stores.meta.set_alias(name, LIVE, Alias::to(version)).await
 }
 
 pub async fn versions_count_from_one_and_the_newest_goes_live(stores: &Stores) {
@@ -36,7 +45,7 @@ pub async fn versions_count_from_one_and_the_newest_goes_live(stores: &Stores) {
     let v2 = deploy(stores, "f", b"two", &[]).await.unwrap();
     assert_eq!((v1.live.version, v2.live.version), (1, 2));
     assert_eq!(v2.latest_version, 2);
-    let rolled = stores.meta.set_live("f", 1).await.unwrap();
+    let rolled = set_live(stores, "f", 1).await.unwrap();
     assert_eq!(
         (rolled.live.version, rolled.live.digest.as_str()),
         (1, sha256_hex(b"one").as_str())
@@ -90,11 +99,11 @@ pub async fn a_taken_route_refuses_the_whole_deploy_and_keeps_no_bytes(stores: &
 pub async fn rollback_to_an_unknown_version_is_not_found(stores: &Stores) {
     deploy(stores, "f", b"one", &[]).await.unwrap();
     assert!(matches!(
-        stores.meta.set_live("f", 9).await,
+        set_live(stores, "f", 9).await,
         Err(StoreError::NotFound(_))
     ));
     assert!(matches!(
-        stores.meta.set_live("nobody", 1).await,
+        set_live(stores, "nobody", 1).await,
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(
@@ -131,4 +140,68 @@ pub async fn delete_removes_only_unshared_modules(stores: &Stores) {
         stores.meta.delete_function("a").await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+pub async fn aliases_name_versions_and_live_moves_with_deploys_and_its_routes(stores: &Stores) {
+    deploy(stores, "f", b"one", &["/one"]).await.unwrap();
+    let v1 = stores.meta.get_function("f").await.unwrap().unwrap();
+    assert_eq!(v1.aliases.keys().collect::<Vec<_>>(), [LIVE]);
+    assert_eq!(v1.live_alias(), Alias::to(1));
+    // A version deployed without promotion is a candidate: live, and its routes, stay.
+    let (new, bytes) = version("f", b"two", &["/two"]);
+    let candidate = stores.meta.insert_version(new, bytes, false).await.unwrap();
+    assert_eq!((candidate.live.version, candidate.latest_version), (1, 2));
+    assert_eq!(candidate.live.config.routes, ["/one"]);
+    // A weight on live is a canary; an alias of its own names another split.
+    let canary = Alias {
+        version: 1,
+        weights: [(2, 0.25)].into(),
+    };
+    let f = stores
+        .meta
+        .set_alias("f", LIVE, canary.clone())
+        .await
+        .unwrap();
+    assert_eq!(f.live_alias(), canary);
+    assert_eq!(f.to_info().live_weights, canary.weights);
+    let f = stores
+        .meta
+        .set_alias("f", "beta", Alias::to(2))
+        .await
+        .unwrap();
+    assert_eq!(f.aliases.get("beta"), Some(&Alias::to(2)));
+    assert_eq!(f.live.version, 1);
+    // Unknown versions and functions are not found, and change nothing.
+    for bad in [
+        Alias::to(3),
+        Alias {
+            version: 1,
+            weights: [(7, 0.5)].into(),
+        },
+    ] {
+        assert!(matches!(
+            stores.meta.set_alias("f", "beta", bad).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+    assert!(matches!(
+        stores.meta.set_alias("nobody", "beta", Alias::to(1)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Moving live moves the routes; a promoting deploy moves live and clears its weights.
+    let f = set_live(stores, "f", 2).await.unwrap();
+    assert_eq!(f.live.config.routes, ["/two"]);
+    let f = deploy(stores, "f", b"three", &[]).await.unwrap();
+    assert_eq!(f.live_alias(), Alias::to(3));
+    assert_eq!(f.aliases.get("beta"), Some(&Alias::to(2)));
+    let listed = stores.meta.list_functions().await.unwrap();
+    assert_eq!(listed[0].aliases, f.aliases);
+    let f = stores.meta.delete_alias("f", "beta").await.unwrap();
+    assert!(!f.aliases.contains_key("beta"));
+    assert!(matches!(
+        stores.meta.delete_alias("f", "beta").await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Nothing of /one or /two stays mounted: another function may take them.
+    deploy(stores, "g", b"g", &["/one", "/two"]).await.unwrap();
 }

@@ -13,6 +13,7 @@
 
 pub mod cluster;
 pub mod executions;
+pub mod letters;
 pub mod meta;
 pub mod postgres;
 pub mod rollups;
@@ -47,6 +48,7 @@ macro_rules! conformance {
             meta::a_taken_route_refuses_the_whole_deploy_and_keeps_no_bytes,
             meta::rollback_to_an_unknown_version_is_not_found,
             meta::delete_removes_only_unshared_modules,
+            meta::aliases_name_versions_and_live_moves_with_deploys_and_its_routes,
             executions::a_claimed_execution_is_claimed_once_and_finishes_once,
             executions::only_the_claiming_node_records_an_attempt,
             executions::a_retry_waits_for_its_delay,
@@ -62,6 +64,11 @@ macro_rules! conformance {
             executions::concurrent_claimers_never_share_an_execution,
             executions::a_lapsed_last_attempt_is_dead_and_owes_its_callback,
             rollups::rollups_add_up_across_writers_and_prune_after_two_days,
+            letters::a_key_names_one_execution_and_a_full_queue_refuses,
+            letters::concurrent_submissions_with_one_key_make_one_execution,
+            letters::a_dead_letter_keeps_its_request_and_is_retried_as_the_same_execution,
+            letters::a_redrive_takes_back_every_kept_dead_letter_and_they_outlive_other_records,
+            letters::a_destination_is_owed_until_delivered_and_claimed_once,
             cluster::every_change_to_a_function_moves_the_feed,
             cluster::nodes_beat_and_leave,
             state::values_round_trip_per_store,

@@ -59,6 +59,8 @@ pub async fn rollups_add_up_across_writers_and_prune_after_two_days(stores: &Sto
     let keep = Retention {
         per_function: 1000,
         older_than: Duration::from_secs(30 * 86_400),
+        dead_per_function: 1000,
+        dead_older_than: Duration::from_secs(30 * 86_400),
     };
     store.prune(keep).await.unwrap();
     let left = store.rollups(Some("f"), 0).await.unwrap();

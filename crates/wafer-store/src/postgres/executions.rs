@@ -12,12 +12,12 @@
 
 use super::cluster::notify;
 use super::rows::{execution_from_row, log_from_row, summary, COLUMNS, LOG_COLUMNS};
-use super::{big, millis, unsigned, PgStore, NOW_MS};
+use super::{big, millis, queue, unsigned, PgStore, NOW_MS};
 use crate::executions::{
-    Attempt, Claimed, DueCallback, ExecutionStore, NewExecution, Page, QueueStats, Retention,
-    StoredRequest, Write,
+    Admit, Attempt, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore, NewExecution,
+    Page, QueueStats, Retention, Retried, StoredRequest, Write,
 };
-use crate::sql::{callback_state, new_row, release, FINAL};
+use crate::sql::{new_row, owed, prunable, ranked_finished, release};
 use crate::StoreError;
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Transaction};
@@ -29,15 +29,22 @@ use wafer_api::{Execution, ExecutionStats, ExecutionStatus, LogEntry, LogLevel, 
 /// The advisory lock log writers hold from taking their lines' `seq` to their commit.
 const LOGS_LOCK: i64 = 0x7761_6665_7200_0002;
 
-/// Stores `new`; `false` when an execution with its id is stored already.
-async fn insert(tx: &Transaction<'_>, new: &NewExecution) -> Result<bool, StoreError> {
+/// Stores `new` under idempotency `key` (with its request's digest), if any; `false` when an
+/// execution with its id (or its key) is stored already.
+pub(super) async fn insert(
+    tx: &Transaction<'_>,
+    new: &NewExecution,
+    key: Option<&(String, String)>,
+) -> Result<bool, StoreError> {
     let (request, status, attempts, queued) = new_row(new)?;
     let statement = tx
         .prepare_cached(&format!(
             "INSERT INTO executions (id, function, version, trigger, status, attempts, max_attempts,
-                 queued_at, next_at, request, body, callback_url)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $9 THEN {NOW_MS} END, $10, $11, $12)
-             ON CONFLICT (id) DO NOTHING"
+                 queued_at, next_at, request, body, callback_url, qualifier, hops, replayable,
+                 idempotency_key, request_digest)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $9 THEN {NOW_MS} END, $10, $11, $12,
+                 $13, $14, $9, $15, $16)
+             ON CONFLICT DO NOTHING"
         ))
         .await?;
     let inserted = tx
@@ -56,6 +63,10 @@ async fn insert(tx: &Transaction<'_>, new: &NewExecution) -> Result<bool, StoreE
                 &request,
                 &new.body,
                 &new.callback_url,
+                &new.qualifier,
+                &i64::from(new.hops),
+                &key.map(|(key, _)| key),
+                &key.map(|(_, digest)| digest),
             ],
         )
         .await?;
@@ -78,16 +89,11 @@ async fn record(
                  duration_us = $6, http_status = $7, exit_code = $8, error = $9, output = $10,
                  output_truncated = $11, instantiate_us = $12, cpu_us = $13, peak_memory = $14,
                  fuel = $15, next_at = CASE WHEN $16::BIGINT IS NOT NULL THEN {NOW_MS} + $16 END,
-                 lease_until = NULL,
-                 callback_state = CASE WHEN callback_url IS NOT NULL AND $2 IN {FINAL}
-                                  THEN 'pending' ELSE callback_state END,
-                 callback_at = {NOW_MS},
-                 -- The request is not needed once nothing will run it again.
-                 request = CASE WHEN $2 IN {FINAL} THEN NULL ELSE request END,
-                 body = CASE WHEN $2 IN {FINAL} THEN NULL ELSE body END
+                 lease_until = NULL, {owed}
              WHERE id = $1
                AND ($17::BIGINT IS NULL
-                    OR (status = 'running' AND attempts = $17 AND claimed_by = $18::TEXT))"
+                    OR (status = 'running' AND attempts = $17 AND claimed_by = $18::TEXT))",
+            owed = owed(NOW_MS, "$2::TEXT", "$19::BOOLEAN")
         ))
         .await?;
     let written = tx
@@ -112,6 +118,7 @@ async fn record(
                 &attempt.retry_in.map(millis),
                 &claim.map(|(_, attempt)| i64::from(attempt)),
                 &claim.map(|(node, _)| node),
+                &attempt.destination,
             ],
         )
         .await?;
@@ -198,7 +205,7 @@ impl ExecutionStore for PgStore {
         for write in writes.iter() {
             match write {
                 Write::Insert(new) => {
-                    let inserted = insert(&tx, new).await?;
+                    let inserted = insert(&tx, new, None).await?;
                     if let (true, Some(attempt)) = (inserted, &new.attempt) {
                         record(&tx, &new.id, attempt, None).await?;
                         lines.add(&new.id, attempt);
@@ -247,7 +254,7 @@ impl ExecutionStore for PgStore {
                        FOR UPDATE SKIP LOCKED) due
                  WHERE e.id = due.id
                  RETURNING e.id, e.function, e.trigger, e.attempts, e.max_attempts, e.queued_at,
-                           e.request, e.body"
+                           e.request, e.body, e.qualifier, e.hops"
             ))
             .await?;
         let rows = client
@@ -269,6 +276,8 @@ impl ExecutionStore for PgStore {
                         .transpose()
                         .map_err(|e| StoreError::Corrupt(format!("stored request: {e}")))?,
                     body: row.try_get::<_, Option<Vec<u8>>>(7)?.unwrap_or_default(),
+                    qualifier: row.try_get(8)?,
+                    hops: u32::try_from(row.try_get::<_, i64>(9)?).unwrap_or_default(),
                 })
             })
             .collect()
@@ -502,14 +511,16 @@ impl ExecutionStore for PgStore {
         let ids: Vec<String> = tx
             .query(
                 &format!(
-                    "SELECT id FROM (
-                         SELECT id, finished_at, callback_state,
-                                ROW_NUMBER() OVER (PARTITION BY function ORDER BY id DESC) AS n
-                         FROM executions WHERE status IN {FINAL}) ranked
-                     WHERE (n > $1 OR finished_at < {NOW_MS} - $2)
-                       AND callback_state IS DISTINCT FROM 'pending'"
+                    "SELECT id FROM ({}) ranked WHERE {}",
+                    ranked_finished(),
+                    prunable(NOW_MS, "$1", "$2", "$3", "$4")
                 ),
-                &[&big(retention.per_function), &millis(retention.older_than)],
+                &[
+                    &big(retention.per_function),
+                    &millis(retention.older_than),
+                    &big(retention.dead_per_function),
+                    &millis(retention.dead_older_than),
+                ],
             )
             .await?
             .iter()
@@ -523,69 +534,41 @@ impl ExecutionStore for PgStore {
         Ok(ids.len() as u64)
     }
 
-    async fn due_callbacks(
+    async fn due_deliveries(
         &self,
+        kind: Delivery,
         node: &str,
         lease: Duration,
         limit: u32,
-    ) -> Result<Vec<DueCallback>, StoreError> {
-        let client = self.client().await?;
-        let columns = COLUMNS
-            .split(", ")
-            .map(|c| format!("e.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let statement = client
-            .prepare_cached(&format!(
-                "UPDATE executions e SET callback_at = {NOW_MS} + $2, callback_by = $1
-                 FROM (SELECT id FROM executions
-                       WHERE callback_state = 'pending' AND callback_at <= {NOW_MS}
-                       ORDER BY callback_at LIMIT $3
-                       FOR UPDATE SKIP LOCKED) due
-                 WHERE e.id = due.id
-                 RETURNING {columns}, e.callback_attempts"
-            ))
-            .await?;
-        let rows = client
-            .query(&statement, &[&node, &millis(lease), &i64::from(limit)])
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let execution = execution_from_row(row)?;
-                Ok(DueCallback {
-                    url: execution.callback_url.clone().unwrap_or_default(),
-                    attempts: u32::try_from(row.try_get::<_, i64>(23)?).unwrap_or(u32::MAX),
-                    execution,
-                })
-            })
-            .collect()
+    ) -> Result<Vec<Due>, StoreError> {
+        queue::due(&self.client().await?, kind, node, lease, limit).await
     }
 
-    async fn callback_done(
+    async fn delivery_done(
         &self,
+        kind: Delivery,
         id: &str,
         node: &str,
-        delivered: bool,
-        retry_in: Option<Duration>,
+        outcome: Delivered,
     ) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let written = client
-            .execute(
-                &format!(
-                    "UPDATE executions SET callback_state = $2,
-                         callback_at = CASE WHEN $3::BIGINT IS NOT NULL THEN {NOW_MS} + $3 END,
-                         callback_attempts = callback_attempts + 1, callback_by = NULL
-                     WHERE id = $1 AND callback_by = $4 AND callback_state = 'pending'"
-                ),
-                &[
-                    &id,
-                    &callback_state(delivered, retry_in),
-                    &retry_in.map(millis),
-                    &node,
-                ],
-            )
-            .await?;
-        Ok(written > 0)
+        queue::done(&self.client().await?, kind, id, node, outcome).await
+    }
+
+    async fn enqueue(&self, new: NewExecution, admit: Admit) -> Result<Enqueued, StoreError> {
+        queue::enqueue(&mut self.client().await?, &new, &admit).await
+    }
+
+    async fn retry(&self, id: &str, budget: u32) -> Result<Retried, StoreError> {
+        queue::retry(&mut self.client().await?, id, budget).await
+    }
+
+    async fn redrive(
+        &self,
+        function: &str,
+        since: Option<Duration>,
+        budget: u32,
+    ) -> Result<u64, StoreError> {
+        queue::redrive(&self.client().await?, function, since, budget).await
     }
 
     async fn last_tick(&self, function: &str) -> Result<Option<i64>, StoreError> {
@@ -623,7 +606,7 @@ impl ExecutionStore for PgStore {
         if !fired {
             return Ok(false);
         }
-        insert(&tx, &execution).await?;
+        insert(&tx, &execution, None).await?;
         notify(&tx, "queue").await?;
         tx.commit().await?;
         Ok(true)

@@ -7,13 +7,16 @@ use super::cluster::bump;
 use super::{big, unsigned, PgStore, NOW};
 use crate::blobs::ModuleBlobs;
 use crate::meta::{MetaStore, NewVersion, StoredFunction, StoredVersion};
-use crate::sql::{function_query, VERSION_COLUMNS};
+use crate::sql::{
+    aliases_from, aliases_json, change_alias, function_query, ALIASES_COLUMN, VERSION_COLUMNS,
+};
 use crate::StoreError;
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use wafer_api::oci::sha256_hex;
+use wafer_api::{Alias, LIVE};
 
 /// Reads [`VERSION_COLUMNS`] starting at column `base`.
 fn version_at(row: &Row, base: usize) -> Result<StoredVersion, StoreError> {
@@ -32,8 +35,11 @@ fn version_at(row: &Row, base: usize) -> Result<StoredVersion, StoreError> {
 }
 
 fn function_from_row(row: &Row) -> Result<StoredFunction, StoreError> {
+    let live = version_at(row, 3)?;
+    let aliases: String = row.try_get(ALIASES_COLUMN)?;
     Ok(StoredFunction {
-        live: version_at(row, 3)?,
+        aliases: aliases_from(&aliases, live.version)?,
+        live,
         latest_version: u32::try_from(row.try_get::<_, i64>(2)?).unwrap_or_default(),
         created_at: row.try_get(0)?,
         updated_at: row.try_get(1)?,
@@ -87,6 +93,56 @@ async fn mount_routes(
     Ok(())
 }
 
+/// Points `alias` of `name` at `target` (or removes it) within `tx`, which holds the function's row
+/// lock; moving `live` also moves the live version and its routes.
+async fn point(
+    tx: &deadpool_postgres::Transaction<'_>,
+    name: &str,
+    alias: &str,
+    target: Option<Alias>,
+) -> Result<(), StoreError> {
+    let row = tx
+        .query_opt(
+            "SELECT aliases, (SELECT COALESCE(MAX(version), 0) FROM versions WHERE name = $1)
+             FROM functions WHERE name = $1",
+            &[&name],
+        )
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("function `{name}`")))?;
+    let latest = u32::try_from(row.try_get::<_, i64>(1)?).unwrap_or_default();
+    let stored: String = row.try_get(0)?;
+    let aliases: std::collections::BTreeMap<String, Alias> = serde_json::from_str(&stored)
+        .map_err(|e| StoreError::Corrupt(format!("stored aliases: {e}")))?;
+    let live = (alias == LIVE)
+        .then(|| target.as_ref().map(|t| t.version))
+        .flatten();
+    let aliases = change_alias(aliases, name, alias, target, latest)?;
+    tx.execute(
+        "UPDATE functions SET aliases = $2 WHERE name = $1",
+        &[&name, &aliases_json(&aliases)?],
+    )
+    .await?;
+    if let Some(version) = live {
+        let version = i64::from(version);
+        tx.execute(
+            &format!("UPDATE functions SET live_version = $2, updated_at = {NOW} WHERE name = $1"),
+            &[&name, &version],
+        )
+        .await?;
+        let config: String = tx
+            .query_one(
+                "SELECT config FROM versions WHERE name = $1 AND version = $2",
+                &[&name, &version],
+            )
+            .await?
+            .try_get(0)?;
+        let config: wafer_api::FunctionConfig = serde_json::from_str(&config)
+            .map_err(|e| StoreError::Corrupt(format!("stored config: {e}")))?;
+        mount_routes(tx, name, &config.routes).await?;
+    }
+    Ok(())
+}
+
 /// Locks the row of `name` for the rest of the transaction, so changes to one function are serialised.
 async fn lock_function(
     tx: &deadpool_postgres::Transaction<'_>,
@@ -101,12 +157,36 @@ async fn lock_function(
         .is_some())
 }
 
+impl PgStore {
+    /// [`point`] in a transaction of its own, returning the function as it then is.
+    async fn change_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        target: Option<Alias>,
+    ) -> Result<StoredFunction, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        if !lock_function(&tx, name).await? {
+            return Err(StoreError::NotFound(format!("function `{name}`")));
+        }
+        point(&tx, name, alias, target).await?;
+        bump(&tx, name).await?;
+        let function = load_function(&tx, name).await?.ok_or_else(|| {
+            StoreError::Corrupt("function vanished during an alias change".into())
+        })?;
+        tx.commit().await?;
+        Ok(function)
+    }
+}
+
 #[async_trait]
 impl MetaStore for PgStore {
     async fn insert_version(
         &self,
         new: NewVersion,
         module: Bytes,
+        promote: bool,
     ) -> Result<StoredFunction, StoreError> {
         let config = serde_json::to_string(&new.config)
             .map_err(|e| StoreError::Corrupt(format!("config does not serialise: {e}")))?;
@@ -149,12 +229,10 @@ impl MetaStore for PgStore {
             ],
         )
         .await?;
-        tx.execute(
-            &format!("UPDATE functions SET live_version = $2, updated_at = {NOW} WHERE name = $1"),
-            &[&new.name, &version],
-        )
-        .await?;
-        mount_routes(&tx, &new.name, &new.config.routes).await?;
+        if promote || version == 1 {
+            let version = u32::try_from(version).unwrap_or_default();
+            point(&tx, &new.name, LIVE, Some(Alias::to(version))).await?;
+        }
         bump(&tx, &new.name).await?;
         let function = load_function(&tx, &new.name)
             .await?
@@ -224,33 +302,17 @@ impl MetaStore for PgStore {
             .collect()
     }
 
-    async fn set_live(&self, name: &str, version: u32) -> Result<StoredFunction, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let missing = || StoreError::NotFound(format!("version {version} of `{name}`"));
-        if !lock_function(&tx, name).await? {
-            return Err(missing());
-        }
-        let target = tx
-            .query_opt(
-                &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE name = $1 AND version = $2"),
-                &[&name, &i64::from(version)],
-            )
-            .await?
-            .ok_or_else(missing)?;
-        let target = version_at(&target, 0)?;
-        tx.execute(
-            &format!("UPDATE functions SET live_version = $2, updated_at = {NOW} WHERE name = $1"),
-            &[&name, &i64::from(version)],
-        )
-        .await?;
-        mount_routes(&tx, name, &target.config.routes).await?;
-        bump(&tx, name).await?;
-        let function = load_function(&tx, name)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("function vanished during rollback".into()))?;
-        tx.commit().await?;
-        Ok(function)
+    async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        target: Alias,
+    ) -> Result<StoredFunction, StoreError> {
+        self.change_alias(name, alias, Some(target)).await
+    }
+
+    async fn delete_alias(&self, name: &str, alias: &str) -> Result<StoredFunction, StoreError> {
+        self.change_alias(name, alias, None).await
     }
 
     async fn delete_function(&self, name: &str) -> Result<Vec<String>, StoreError> {

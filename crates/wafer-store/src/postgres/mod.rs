@@ -21,6 +21,7 @@ mod cluster;
 mod executions;
 mod listen;
 mod meta;
+mod queue;
 mod rollups;
 mod rows;
 mod schema;

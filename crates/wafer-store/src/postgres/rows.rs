@@ -9,7 +9,8 @@ use wafer_api::{Execution, ExecutionUsage, LogEntry, LogLevel, Summary};
 pub(super) const COLUMNS: &str =
     "id, function, version, trigger, status, attempts, max_attempts, queued_at, \
      started_at, finished_at, next_at, duration_us, http_status, exit_code, error, output, \
-     output_truncated, instantiate_us, cpu_us, peak_memory, fuel, callback_url, callback_state";
+     output_truncated, instantiate_us, cpu_us, peak_memory, fuel, callback_url, callback_state, \
+     destination_state";
 
 pub(super) const LOG_COLUMNS: &str = "seq, execution_id, function, at, stream, line, level";
 
@@ -57,6 +58,7 @@ pub(super) fn execution_from_row(row: &Row) -> Result<Execution, StoreError> {
         usage,
         callback_url: row.try_get(21)?,
         callback_state: row.try_get(22)?,
+        destination_state: row.try_get(23)?,
         logs: Vec::new(),
     })
 }

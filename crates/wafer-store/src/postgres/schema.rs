@@ -7,7 +7,7 @@
 use crate::StoreError;
 
 /// The current schema; bumped with a step in [`STEPS`].
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// The advisory lock migrations hold (any number the database's other users do not take).
 const MIGRATION_LOCK: i64 = 0x7761_6665_7200_0001;
@@ -145,6 +145,26 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (function, minute)
     );
     CREATE INDEX rollups_by_minute ON rollups(minute);
+"#,
+    // Aliases; an execution's qualifier, idempotency key, request digest, whether its request is kept
+    // for a retry once it ends dead or expired, destination hops and the destination delivery it owes.
+    r#"
+    ALTER TABLE functions ADD COLUMN aliases TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE executions ADD COLUMN qualifier TEXT;
+    ALTER TABLE executions ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE executions ADD COLUMN request_digest TEXT;
+    ALTER TABLE executions ADD COLUMN replayable BOOLEAN NOT NULL DEFAULT FALSE;
+    ALTER TABLE executions ADD COLUMN hops BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN destination_state TEXT;
+    ALTER TABLE executions ADD COLUMN destination_attempts BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN destination_at BIGINT;
+    ALTER TABLE executions ADD COLUMN destination_by TEXT;
+    CREATE UNIQUE INDEX executions_by_key ON executions(function, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX executions_destinations ON executions(destination_at)
+        WHERE destination_state = 'pending';
+    CREATE INDEX executions_by_status ON executions(function, status, id);
+    UPDATE executions SET replayable = TRUE WHERE status IN ('queued', 'running');
 "#,
 ];
 

@@ -9,12 +9,12 @@
 use super::rows::{
     corrupt, execution_from_row, i64_of, log_from_row, summary, u64_of, COLUMNS, LOG_COLUMNS,
 };
-use super::{millis, rollups, run_on, SqliteStore, NOW_MS};
+use super::{millis, queue, rollups, run_on, SqliteStore, NOW_MS};
 use crate::executions::{
-    Attempt, Claimed, DueCallback, ExecutionStore, NewExecution, Page, QueueStats, Retention,
-    StoredRequest, Write,
+    Admit, Attempt, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore, NewExecution,
+    Page, QueueStats, Retention, Retried, StoredRequest, Write,
 };
-use crate::sql::{callback_state, new_row, release, FINAL};
+use crate::sql::{new_row, owed, prunable, ranked_finished, release};
 use crate::StoreError;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -23,15 +23,22 @@ use std::sync::Arc;
 use std::time::Duration;
 use wafer_api::{Execution, ExecutionStats, ExecutionStatus, LogEntry, LogLevel, MinuteRollup};
 
-/// Stores `new` (with its attempt, for a sync execution); `false` when its id is stored already.
-fn insert(tx: &rusqlite::Transaction<'_>, new: &NewExecution) -> Result<bool, StoreError> {
+/// Stores `new` (with its attempt, for a sync execution) under idempotency `key` (with its request's
+/// digest), if any; `false` when its id (or its key) is stored already.
+pub(super) fn insert(
+    tx: &rusqlite::Transaction<'_>,
+    new: &NewExecution,
+    key: Option<&(String, String)>,
+) -> Result<bool, StoreError> {
     let (request, status, attempts, queued) = new_row(new)?;
     let inserted =
         tx.prepare_cached(&format!(
         "INSERT INTO executions (id, function, version, trigger, status, attempts, max_attempts,
-             queued_at, next_at, request, body, callback_url)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?9 THEN {NOW_MS} END, ?10, ?11, ?12)
-         ON CONFLICT (id) DO NOTHING"
+             queued_at, next_at, request, body, callback_url, qualifier, hops, replayable,
+             idempotency_key, request_digest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?9 THEN {NOW_MS} END, ?10, ?11, ?12,
+             ?13, ?14, ?9, ?15, ?16)
+         ON CONFLICT DO NOTHING"
     ))?
         .execute(params![
             new.id,
@@ -46,6 +53,10 @@ fn insert(tx: &rusqlite::Transaction<'_>, new: &NewExecution) -> Result<bool, St
             request,
             new.body,
             new.callback_url,
+            new.qualifier,
+            new.hops,
+            key.map(|(key, _)| key),
+            key.map(|(_, digest)| digest),
         ])? > 0;
     if let (true, Some(attempt)) = (inserted, &new.attempt) {
         record(tx, &new.id, attempt, None)?;
@@ -69,15 +80,10 @@ fn record(
                  duration_us = ?6, http_status = ?7, exit_code = ?8, error = ?9, output = ?10,
                  output_truncated = ?11, instantiate_us = ?12, cpu_us = ?13, peak_memory = ?14,
                  fuel = ?15, next_at = CASE WHEN ?16 IS NOT NULL THEN {NOW_MS} + ?16 END,
-                 lease_until = NULL,
-                 callback_state = CASE WHEN callback_url IS NOT NULL AND ?2 IN {FINAL}
-                                  THEN 'pending' ELSE callback_state END,
-                 callback_at = {NOW_MS},
-                 -- The request is not needed once nothing will run it again.
-                 request = CASE WHEN ?2 IN {FINAL} THEN NULL ELSE request END,
-                 body = CASE WHEN ?2 IN {FINAL} THEN NULL ELSE body END
+                 lease_until = NULL, {owed}
              WHERE id = ?1
-               AND (?17 IS NULL OR (status = 'running' AND attempts = ?17 AND claimed_by = ?18))"
+               AND (?17 IS NULL OR (status = 'running' AND attempts = ?17 AND claimed_by = ?18))",
+            owed = owed(NOW_MS, "?2", "?19")
         ))?
         .execute(params![
             id,
@@ -98,6 +104,7 @@ fn record(
             attempt.retry_in.map(millis),
             claim.map(|(_, attempt)| attempt),
             claim.map(|(node, _)| node),
+            attempt.destination,
         ])?;
     if written == 0 {
         return Ok(false);
@@ -137,7 +144,7 @@ impl ExecutionStore for SqliteStore {
             for write in writes.iter() {
                 match write {
                     Write::Insert(new) => {
-                        insert(&tx, new)?;
+                        insert(&tx, new, None)?;
                         applied.push(true);
                     }
                     Write::Finish {
@@ -171,7 +178,8 @@ impl ExecutionStore for SqliteStore {
                      WHERE id IN (SELECT id FROM executions
                                   WHERE status = 'queued' AND next_at <= {NOW_MS}
                                   ORDER BY next_at, id LIMIT ?3)
-                     RETURNING id, function, trigger, attempts, max_attempts, queued_at, request, body"
+                     RETURNING id, function, trigger, attempts, max_attempts, queued_at, request, body,
+                               qualifier, hops"
                 ))?;
                 let rows = stmt.query_map(params![node, millis(lease), limit], |row| {
                     let trigger: String = row.get(2)?;
@@ -188,6 +196,8 @@ impl ExecutionStore for SqliteStore {
                             .transpose()
                             .map_err(|e| corrupt(6, e.to_string()))?,
                         body: row.get::<_, Option<Vec<u8>>>(7)?.unwrap_or_default(),
+                        qualifier: row.get(8)?,
+                        hops: row.get(9)?,
                     })
                 })?;
                 rows.collect::<Result<Vec<_>, _>>()?
@@ -441,16 +451,16 @@ impl ExecutionStore for SqliteStore {
             rollups::prune(&tx)?;
             let ids: Vec<String> = {
                 let mut stmt = tx.prepare(&format!(
-                    "SELECT id FROM (
-                         SELECT id, finished_at, callback_state,
-                                ROW_NUMBER() OVER (PARTITION BY function ORDER BY id DESC) AS n
-                         FROM executions WHERE status IN {FINAL})
-                     WHERE (n > ?1 OR finished_at < {NOW_MS} - ?2) AND callback_state IS NOT 'pending'"
+                    "SELECT id FROM ({}) WHERE {}",
+                    ranked_finished(),
+                    prunable(NOW_MS, "?1", "?2", "?3", "?4")
                 ))?;
                 let rows = stmt.query_map(
                     params![
                         i64_of(retention.per_function),
-                        millis(retention.older_than)
+                        millis(retention.older_than),
+                        i64_of(retention.dead_per_function),
+                        millis(retention.dead_older_than),
                     ],
                     |r| r.get(0),
                 )?;
@@ -466,61 +476,50 @@ impl ExecutionStore for SqliteStore {
         .await
     }
 
-    async fn due_callbacks(
+    async fn due_deliveries(
         &self,
+        kind: Delivery,
         node: &str,
         lease: Duration,
         limit: u32,
-    ) -> Result<Vec<DueCallback>, StoreError> {
+    ) -> Result<Vec<Due>, StoreError> {
         let node = node.to_owned();
-        self.with_executions(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let due = {
-                let mut stmt = tx.prepare_cached(&format!(
-                    "UPDATE executions SET callback_at = {NOW_MS} + ?2, callback_by = ?1
-                     WHERE id IN (SELECT id FROM executions
-                                  WHERE callback_state = 'pending' AND callback_at <= {NOW_MS}
-                                  ORDER BY callback_at LIMIT ?3)
-                     RETURNING {COLUMNS}, callback_attempts"
-                ))?;
-                let rows = stmt.query_map(params![node, millis(lease), limit], |row| {
-                    let execution = execution_from_row(row)?;
-                    Ok(DueCallback {
-                        url: execution.callback_url.clone().unwrap_or_default(),
-                        attempts: row.get(23)?,
-                        execution,
-                    })
-                })?;
-                rows.collect::<Result<Vec<_>, _>>()?
-            };
-            tx.commit()?;
-            Ok(due)
-        })
-        .await
+        self.with_executions(move |conn| queue::due(conn, kind, &node, lease, limit))
+            .await
     }
 
-    async fn callback_done(
+    async fn delivery_done(
         &self,
+        kind: Delivery,
         id: &str,
         node: &str,
-        delivered: bool,
-        retry_in: Option<Duration>,
+        outcome: Delivered,
     ) -> Result<bool, StoreError> {
         let (id, node) = (id.to_owned(), node.to_owned());
-        self.with_executions(move |conn| {
-            let state = callback_state(delivered, retry_in);
-            let written = conn.execute(
-                &format!(
-                    "UPDATE executions SET callback_state = ?2,
-                         callback_at = CASE WHEN ?3 IS NOT NULL THEN {NOW_MS} + ?3 END,
-                         callback_attempts = callback_attempts + 1, callback_by = NULL
-                     WHERE id = ?1 AND callback_by = ?4 AND callback_state = 'pending'"
-                ),
-                params![id, state, retry_in.map(millis), node],
-            )?;
-            Ok(written > 0)
-        })
-        .await
+        self.with_executions(move |conn| queue::done(conn, kind, &id, &node, outcome))
+            .await
+    }
+
+    async fn enqueue(&self, new: NewExecution, admit: Admit) -> Result<Enqueued, StoreError> {
+        self.with_executions(move |conn| queue::enqueue(conn, &new, &admit))
+            .await
+    }
+
+    async fn retry(&self, id: &str, budget: u32) -> Result<Retried, StoreError> {
+        let id = id.to_owned();
+        self.with_executions(move |conn| queue::retry(conn, &id, budget))
+            .await
+    }
+
+    async fn redrive(
+        &self,
+        function: &str,
+        since: Option<Duration>,
+        budget: u32,
+    ) -> Result<u64, StoreError> {
+        let function = function.to_owned();
+        self.with_executions(move |conn| queue::redrive(conn, &function, since, budget))
+            .await
     }
 
     async fn last_tick(&self, function: &str) -> Result<Option<i64>, StoreError> {
@@ -556,7 +555,7 @@ impl ExecutionStore for SqliteStore {
             if last.is_some_and(|last| last >= tick) {
                 return Ok(false);
             }
-            insert(&tx, &execution)?;
+            insert(&tx, &execution, None)?;
             tx.execute(
                 "INSERT INTO schedules (function, last_tick) VALUES (?1, ?2)
                  ON CONFLICT(function) DO UPDATE SET last_tick = excluded.last_tick",

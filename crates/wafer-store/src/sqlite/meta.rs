@@ -5,11 +5,14 @@
 use super::cluster::bump;
 use super::{run_on, SqliteStore, NOW};
 use crate::meta::{MetaStore, NewVersion, StoredFunction, StoredVersion};
-use crate::sql::{function_query, VERSION_COLUMNS};
+use crate::sql::{
+    aliases_from, aliases_json, change_alias, function_query, ALIASES_COLUMN, VERSION_COLUMNS,
+};
 use crate::StoreError;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use wafer_api::{Alias, LIVE};
 
 impl SqliteStore {
     /// Runs `f` with the metadata connection on the blocking pool.
@@ -74,11 +77,20 @@ fn load_function(conn: &Connection, name: &str) -> Result<Option<StoredFunction>
         .optional()?)
 }
 
-/// Reads a row of `created_at, updated_at, latest, <version columns>`.
+/// Reads a row of `created_at, updated_at, latest, <version columns>, aliases`.
 fn function_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFunction> {
     let live = version_at(row, 3)?;
+    let aliases: String = row.get(ALIASES_COLUMN)?;
+    let aliases = aliases_from(&aliases, live.version).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            ALIASES_COLUMN,
+            rusqlite::types::Type::Text,
+            e.to_string().into(),
+        )
+    })?;
     Ok(StoredFunction {
         live,
+        aliases,
         latest_version: row.get(2)?,
         created_at: row.get(0)?,
         updated_at: row.get(1)?,
@@ -112,12 +124,63 @@ fn mount_routes(
     Ok(())
 }
 
+/// Points `alias` of `name` at `target` (or removes it), within `tx`; moving `live` also moves the live
+/// version and its routes.
+fn point(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    alias: &str,
+    target: Option<Alias>,
+) -> Result<(), StoreError> {
+    let current = load_function(tx, name)?;
+    let (aliases, latest) = match &current {
+        Some(function) => (function.aliases.clone(), function.latest_version),
+        // The first version of a new function: its row holds version 0 until now.
+        None => (
+            Default::default(),
+            tx.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM versions WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )?,
+        ),
+    };
+    if current.is_none() && latest == 0 {
+        return Err(StoreError::NotFound(format!("function `{name}`")));
+    }
+    let live = (alias == LIVE)
+        .then(|| target.as_ref().map(|t| t.version))
+        .flatten();
+    let aliases = change_alias(aliases, name, alias, target, latest)?;
+    tx.execute(
+        "UPDATE functions SET aliases = ?2 WHERE name = ?1",
+        params![name, aliases_json(&aliases)?],
+    )?;
+    if let Some(version) = live {
+        tx.execute(
+            &format!("UPDATE functions SET live_version = ?2, updated_at = {NOW} WHERE name = ?1"),
+            params![name, version],
+        )?;
+        let routes: String = tx.query_row(
+            "SELECT config FROM versions WHERE name = ?1 AND version = ?2",
+            params![name, version],
+            |r| r.get(0),
+        )?;
+        let config: wafer_api::FunctionConfig = serde_json::from_str(&routes)
+            .map_err(|e| StoreError::Corrupt(format!("stored config: {e}")))?;
+        mount_routes(tx, name, &config.routes)?;
+    }
+    Ok(())
+}
+
 impl SqliteStore {
-    /// Stores a version's row under the next number and makes it live, in one transaction.
+    /// Stores a version's row under the next number and, when `promote` or first, makes it live, in
+    /// one transaction.
     async fn insert_row(
         &self,
         new: NewVersion,
         config: String,
+        promote: bool,
     ) -> Result<StoredFunction, StoreError> {
         self.with_meta(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -146,14 +209,35 @@ impl SqliteStore {
                     i64::try_from(new.size).unwrap_or(i64::MAX)
                 ],
             )?;
-            tx.execute(
-                &format!("UPDATE functions SET live_version = ?2, updated_at = {NOW} WHERE name = ?1"),
-                params![new.name, version],
-            )?;
-            mount_routes(&tx, &new.name, &new.config.routes)?;
+            if promote || version == 1 {
+                point(&tx, &new.name, LIVE, Some(Alias::to(version)))?;
+            }
             bump(&tx, &new.name)?;
             let function = load_function(&tx, &new.name)?
                 .ok_or_else(|| StoreError::Corrupt("inserted function vanished".into()))?;
+            tx.commit()?;
+            Ok(function)
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// [`point`] in a transaction of its own, returning the function as it then is.
+    async fn change_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        target: Option<Alias>,
+    ) -> Result<StoredFunction, StoreError> {
+        let (name, alias) = (name.to_owned(), alias.to_owned());
+        self.with_meta(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            point(&tx, &name, &alias, target)?;
+            bump(&tx, &name)?;
+            let function = load_function(&tx, &name)?.ok_or_else(|| {
+                StoreError::Corrupt("function vanished during an alias change".into())
+            })?;
             tx.commit()?;
             Ok(function)
         })
@@ -167,6 +251,7 @@ impl MetaStore for SqliteStore {
         &self,
         new: NewVersion,
         module: Bytes,
+        promote: bool,
     ) -> Result<StoredFunction, StoreError> {
         let config = serde_json::to_string(&new.config)
             .map_err(|e| StoreError::Corrupt(format!("config does not serialise: {e}")))?;
@@ -174,7 +259,7 @@ impl MetaStore for SqliteStore {
         let _deploy = self.deploys.lock().await;
         let existed = self.blobs.contains(&digest).await?;
         self.blobs.put(&digest, module).await?;
-        let stored = self.insert_row(new, config).await;
+        let stored = self.insert_row(new, config, promote).await;
         if stored.is_err() && !existed && !self.digest_in_use(&digest).await.unwrap_or(true) {
             if let Err(cleanup) = self.blobs.remove(&digest).await {
                 tracing::warn!(%digest, "cannot remove the module of a failed deploy: {cleanup}");
@@ -213,34 +298,17 @@ impl MetaStore for SqliteStore {
         .await
     }
 
-    async fn set_live(&self, name: &str, version: u32) -> Result<StoredFunction, StoreError> {
-        let name = name.to_owned();
-        self.with_meta(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let target = tx
-                .query_row(
-                    &format!(
-                        "SELECT {VERSION_COLUMNS} FROM versions WHERE name = ?1 AND version = ?2"
-                    ),
-                    params![name, version],
-                    version_from_row,
-                )
-                .optional()?
-                .ok_or_else(|| StoreError::NotFound(format!("version {version} of `{name}`")))?;
-            tx.execute(
-                &format!(
-                    "UPDATE functions SET live_version = ?2, updated_at = {NOW} WHERE name = ?1"
-                ),
-                params![name, version],
-            )?;
-            mount_routes(&tx, &name, &target.config.routes)?;
-            bump(&tx, &name)?;
-            let function = load_function(&tx, &name)?
-                .ok_or_else(|| StoreError::Corrupt("function vanished during rollback".into()))?;
-            tx.commit()?;
-            Ok(function)
-        })
-        .await
+    async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        target: Alias,
+    ) -> Result<StoredFunction, StoreError> {
+        self.change_alias(name, alias, Some(target)).await
+    }
+
+    async fn delete_alias(&self, name: &str, alias: &str) -> Result<StoredFunction, StoreError> {
+        self.change_alias(name, alias, None).await
     }
 
     async fn delete_function(&self, name: &str) -> Result<Vec<String>, StoreError> {

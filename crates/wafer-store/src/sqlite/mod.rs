@@ -16,6 +16,7 @@
 mod cluster;
 mod executions;
 mod meta;
+mod queue;
 mod rollups;
 mod rows;
 mod schema;
@@ -125,6 +126,7 @@ mod tests {
                     size: 4,
                 },
                 module,
+                true,
             )
             .await
             .unwrap();

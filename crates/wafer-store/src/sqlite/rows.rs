@@ -7,7 +7,8 @@ use wafer_api::{Execution, ExecutionUsage, LogEntry, LogLevel, Summary};
 pub(super) const COLUMNS: &str =
     "id, function, version, trigger, status, attempts, max_attempts, queued_at, \
      started_at, finished_at, next_at, duration_us, http_status, exit_code, error, output, \
-     output_truncated, instantiate_us, cpu_us, peak_memory, fuel, callback_url, callback_state";
+     output_truncated, instantiate_us, cpu_us, peak_memory, fuel, callback_url, callback_state, \
+     destination_state";
 
 /// Milliseconds since the epoch as RFC 3339 UTC, with milliseconds.
 pub fn rfc3339(ms: i64) -> String {
@@ -72,6 +73,7 @@ pub(super) fn execution_from_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
         usage,
         callback_url: row.get(21)?,
         callback_state: row.get(22)?,
+        destination_state: row.get(23)?,
         logs: Vec::new(),
     })
 }

@@ -6,7 +6,7 @@ use crate::StoreError;
 use rusqlite::Connection;
 
 /// The current schema; bumped with a migration step in [`migrate`].
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 /// Creates or upgrades the schema.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -182,5 +182,30 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
              COMMIT;",
         )?;
     }
+    if version < 8 {
+        conn.execute_batch(&format!("BEGIN; {STEP_8} PRAGMA user_version = 8; COMMIT;"))?;
+    }
     Ok(())
 }
+
+/// Aliases (JSON, `live` among them); an execution's qualifier, idempotency key and the digest of its
+/// request, whether its request is kept for a retry after it ends `dead` or `expired` (rows from
+/// before are not), how many destinations led to it, and the destination delivery it owes, claimed
+/// like a callback. PostgreSQL's third step is the same.
+const STEP_8: &str = "
+    ALTER TABLE functions ADD COLUMN aliases TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE executions ADD COLUMN qualifier TEXT;
+    ALTER TABLE executions ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE executions ADD COLUMN request_digest TEXT;
+    ALTER TABLE executions ADD COLUMN replayable INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN hops INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN destination_state TEXT;
+    ALTER TABLE executions ADD COLUMN destination_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN destination_at INTEGER;
+    ALTER TABLE executions ADD COLUMN destination_by TEXT;
+    CREATE UNIQUE INDEX executions_by_key ON executions(function, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX executions_destinations ON executions(destination_state, destination_at);
+    CREATE INDEX executions_by_status ON executions(function, status, id);
+    UPDATE executions SET replayable = 1 WHERE status IN ('queued', 'running');
+";

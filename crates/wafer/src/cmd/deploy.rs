@@ -6,7 +6,7 @@ use crate::output;
 use crate::progress::Step;
 use anyhow::Context;
 use std::process::ExitCode;
-use wafer_api::{ConfigUpdate, FunctionConfig, Kind};
+use wafer_api::{ConfigUpdate, Destination, FunctionConfig, Kind};
 
 pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let container = args.function.kind == Some(Kind::Container);
@@ -39,17 +39,35 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.client);
     let step = Step::upload(&format!("uploading {}", args.file), module.len() as u64);
     let version = client
-        .deploy(&args.name, module, &config, &variables, &step)
+        .deploy(
+            &args.name,
+            module,
+            &config,
+            &variables,
+            !args.no_promote,
+            &step,
+        )
         .await?;
     drop(step);
-    let mut text = format!(
-        "deployed {} version {} ({})\n  {}/fn/{}",
-        version.function,
-        version.version,
-        version.kind,
-        client.base(),
-        version.function
-    );
+    let mut text = match version.live {
+        true => format!(
+            "deployed {} version {} ({})\n  {}/fn/{}",
+            version.function,
+            version.version,
+            version.kind,
+            client.base(),
+            version.function
+        ),
+        false => format!(
+            "deployed {} version {} ({}) as a candidate: the live version stays\n  {}/fn/{}:{}",
+            version.function,
+            version.version,
+            version.kind,
+            client.base(),
+            version.function,
+            version.version
+        ),
+    };
     for route in &version.config.routes {
         text.push_str(&format!("\n  {}{route}", client.base()));
     }
@@ -74,6 +92,10 @@ impl FunctionFlags {
             private: self.private,
             max_attempts: self.max_attempts,
             retry_backoff_ms: self.retry_backoff,
+            max_event_age_ms: self.max_event_age,
+            max_queued: self.max_queued,
+            on_success: self.on_success,
+            on_failure: self.on_failure,
             schedule: self.schedule,
             reuse: self.reuse,
             key_value_stores: self.kv,
@@ -113,6 +135,10 @@ fn overlay(base: FunctionConfig, flags: FunctionConfig) -> FunctionConfig {
         private: flags.private || base.private,
         max_attempts: flags.max_attempts.or(base.max_attempts),
         retry_backoff_ms: flags.retry_backoff_ms.or(base.retry_backoff_ms),
+        max_event_age_ms: flags.max_event_age_ms.or(base.max_event_age_ms),
+        max_queued: flags.max_queued.or(base.max_queued),
+        on_success: flags.on_success.or(base.on_success),
+        on_failure: flags.on_failure.or(base.on_failure),
         schedule: flags.schedule.or(base.schedule),
         reuse: flags.reuse.or(base.reuse),
         key_value_stores: list(flags.key_value_stores, base.key_value_stores),
@@ -130,6 +156,20 @@ fn overlay(base: FunctionConfig, flags: FunctionConfig) -> FunctionConfig {
         idle_timeout_ms: flags.idle_timeout_ms.or(base.idle_timeout_ms),
         min_warm: flags.min_warm.or(base.min_warm),
     }
+}
+
+/// Parses a destination: an `http://` or `https://` URL, or a function's name.
+pub fn parse_destination(s: &str) -> Result<Destination, String> {
+    if s.starts_with("http://") || s.starts_with("https://") {
+        return Ok(Destination::Url(s.to_string()));
+    }
+    let name = s.strip_prefix("function:").unwrap_or(s);
+    if name.is_empty() || name.contains(['/', ':']) {
+        return Err(format!(
+            "expected a function's name or an http:// or https:// URL, not {s:?}"
+        ));
+    }
+    Ok(Destination::Function(name.to_string()))
 }
 
 /// Parses `KEY=VALUE`.

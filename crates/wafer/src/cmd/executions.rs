@@ -1,12 +1,15 @@
-//! `wafer execution ID`, `wafer executions N`, `wafer logs N [-f]` and `wafer stats N`.
+//! `wafer execution ID`, `wafer executions N`, `wafer retry ID`, `wafer redrive N`, `wafer logs N
+//! [-f]` and `wafer stats N`.
 
-use crate::cli::{ExecutionArgs, ExecutionsArgs, LogsArgs, Output, StatsArgs};
+use crate::cli::{ExecutionArgs, ExecutionsArgs, LogsArgs, Output, RedriveArgs, StatsArgs};
 use crate::client::Client;
 use crate::output;
 use anyhow::Context;
 use futures_util::StreamExt;
 use std::process::ExitCode;
-use wafer_api::{Execution, ExecutionList, ExecutionStats, LogEntry, LogList, Summary};
+use wafer_api::{
+    AsyncAccepted, Execution, ExecutionList, ExecutionStats, LogEntry, LogList, Redriven, Summary,
+};
 
 pub async fn show(args: ExecutionArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.client);
@@ -77,6 +80,37 @@ pub async fn show(args: ExecutionArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wafer retry ID`.
+pub async fn retry(args: ExecutionArgs) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/executions/{}/retry", args.id);
+    let accepted: AsyncAccepted = Client::new(&args.client)
+        .post_json(&path, &serde_json::json!({}))
+        .await?;
+    let text = format!(
+        "execution {id} is queued again\n  wafer execution {id}",
+        id = accepted.execution_id
+    );
+    output::message(args.client.output, &accepted, &text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wafer redrive NAME [--since 6h]`.
+pub async fn redrive(args: RedriveArgs) -> anyhow::Result<ExitCode> {
+    let mut path = format!("/v1/functions/{}/redrive", args.name);
+    if let Some(since) = &args.since {
+        path.push_str(&format!("?since={since}"));
+    }
+    let redriven: Redriven = Client::new(&args.client)
+        .post_json(&path, &serde_json::json!({}))
+        .await?;
+    let text = format!(
+        "{} dead or expired executions of {} are queued again",
+        redriven.redriven, args.name
+    );
+    output::message(args.client.output, &redriven, &text)?;
     Ok(ExitCode::SUCCESS)
 }
 

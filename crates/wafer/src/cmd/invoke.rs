@@ -1,4 +1,5 @@
-//! `wafer invoke N [--data STR|@FILE|@-] [--async [--callback URL]]`.
+//! `wafer invoke N [--data STR|@FILE|@-] [--qualifier ALIAS|VERSION] [--async [--callback URL]
+//! [--idempotency-key K]]`.
 //!
 //! A command function's reply is its exit code and output: for people, its stdout and stderr are written
 //! out and its exit code becomes ours; with `--output json` the reply is printed as is. An http or wagi
@@ -6,7 +7,7 @@
 //! With `--async` the invocation is queued and its execution id printed.
 
 use crate::cli::{InvokeArgs, Output};
-use crate::client::Client;
+use crate::client::{AsyncOptions, Client};
 use crate::output;
 use anyhow::Context;
 use std::io::{Read, Write};
@@ -40,9 +41,12 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let body = read_data(args.data.as_deref()).await?;
     let client = Client::new(&args.client);
     if args.run_async {
-        let accepted = client
-            .invoke_async(&args.name, body, args.callback.as_deref())
-            .await?;
+        let options = AsyncOptions {
+            callback: args.callback.as_deref(),
+            qualifier: args.qualifier.as_deref(),
+            idempotency_key: args.idempotency_key.as_deref(),
+        };
+        let accepted = client.invoke_async(&args.name, body, &options).await?;
         let text = format!(
             "queued execution {id}\n  wafer execution {id}",
             id = accepted.execution_id
@@ -50,7 +54,9 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         output::message(args.client.output, &accepted, &text)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let response = client.invoke(&args.name, body).await?;
+    let response = client
+        .invoke(&args.name, body, args.qualifier.as_deref())
+        .await?;
     let status = response.status();
     let is_command = response
         .headers()

@@ -1,5 +1,6 @@
 //! One module per subcommand. [`run`] dispatches, prints errors as `error: …` and picks the exit code.
 
+pub mod alias;
 pub mod deploy;
 mod executions;
 mod invoke;
@@ -36,9 +37,12 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Ls(args) => list::functions(args).await,
             Command::Versions(args) => list::versions(args).await,
             Command::Rollback(args) => list::rollback(args).await,
+            Command::Alias(args) => alias::run(args).await,
             Command::Rm(args) => list::remove(args).await,
             Command::Execution(args) => executions::show(args).await,
             Command::Executions(args) => executions::list(args).await,
+            Command::Retry(args) => executions::retry(args).await,
+            Command::Redrive(args) => executions::redrive(args).await,
             Command::Logs(args) => executions::logs(args).await,
             Command::Stats(args) => executions::stats(args).await,
             Command::Kv(args) => state::kv(args).await,

@@ -70,6 +70,8 @@ struct FileConfig {
     workers: Option<u32>,
     retain: Option<u64>,
     retain_for: Option<String>,
+    retain_dead: Option<u64>,
+    retain_dead_for: Option<String>,
     #[serde(default)]
     callback_hosts: Vec<String>,
     queue_lease: Option<String>,
@@ -170,6 +172,18 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
             .retain_for
             .or(from_file("retain_for", file.retain_for, parse_timeout_ms)?)
             .map_or(fallback.retain, Duration::from_millis),
+        retain_dead_per_function: args
+            .retain_dead
+            .or(file.retain_dead)
+            .unwrap_or(fallback.retain_dead_per_function),
+        retain_dead: args
+            .retain_dead_for
+            .or(from_file(
+                "retain_dead_for",
+                file.retain_dead_for,
+                parse_timeout_ms,
+            )?)
+            .map_or(fallback.retain_dead, Duration::from_millis),
         lease: args
             .queue_lease
             .or(from_file(

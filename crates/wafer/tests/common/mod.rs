@@ -545,7 +545,8 @@ where
 }
 
 impl Server {
-    /// Waits until execution `id` is in a final state (succeeded, failed or dead) and returns it.
+    /// Waits until execution `id` is in a final state (succeeded, failed, dead or expired) and
+    /// returns it.
     pub async fn finished_execution(&self, id: &str) -> Value {
         wait_for(
             &format!("execution {id} to finish"),
@@ -555,7 +556,7 @@ impl Server {
                 let done = status == StatusCode::OK
                     && matches!(
                         body["status"].as_str(),
-                        Some("succeeded" | "failed" | "dead")
+                        Some("succeeded" | "failed" | "dead" | "expired")
                     );
                 done.then_some(body)
             },
@@ -590,7 +591,12 @@ pub struct CallbackSink {
 
 impl CallbackSink {
     pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        Self::start_on(0)
+    }
+
+    /// A sink on loopback port `port` (0: any free one).
+    pub fn start_on(port: u16) -> Self {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let received = Arc::new(Mutex::new(Vec::new()));
         let sink = received.clone();

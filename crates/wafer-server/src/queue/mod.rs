@@ -1,4 +1,5 @@
-//! The async queue: submission, the workers that run queued executions, retries, and callbacks.
+//! The async queue: submission (`submit.rs`), the workers that run queued executions, retries, and
+//! what finished executions owe (`deliver.rs`).
 //!
 //! A submission is committed to the store before it is acknowledged with 202, so a crash after the answer
 //! loses nothing. The dispatcher claims due executions for this node as workers come free: claiming marks
@@ -6,35 +7,38 @@
 //! once. While an attempt runs its lease is renewed; an execution whose node stopped renewing (it died)
 //! is put back in the queue by any node's sweep, and a node's start puts back its own. A failed attempt —
 //! a trap, a timeout, a status of 300 or more, a non-zero exit — is queued again after an exponential
-//! backoff until the function's `max_attempts`, then marked `dead`. Delivery is at least once. A finished
-//! execution with a `callback_url` owes a callback, which is retried until delivered or given up, and
-//! survives restarts the same way: a node claims the callbacks it posts for a lease, so two nodes never
-//! post one at once, and another node posts it when the claiming node dies.
+//! backoff until the function's `max_attempts`, then marked `dead`; one that waited past the function's
+//! `max_event_age_ms` ends `expired` without running. Delivery is at least once. A `dead` or `expired`
+//! execution keeps its request, so it can be retried or redriven as further attempts of the same
+//! execution. Each attempt runs the version its qualifier (`live` when it has none) draws when it runs.
 //!
 //! Each attempt runs through the invocation core ([`crate::invoke`]), like any other call.
 
 use crate::app::App;
 use crate::error::Error;
 use crate::invoke::{self, Answer, Ended, Invocation};
-use crate::journal::{self, now_ms};
+use crate::journal::now_ms;
 use crate::registry::Entry;
 use bytes::Bytes;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
-use wafer_api::{AsyncAccepted, ExecutionStatus, Trigger};
+use wafer_api::ExecutionStatus;
 use wafer_engine::Mount;
-use wafer_store::{Attempt, Claimed, NewExecution, StoredRequest, Write};
+use wafer_store::{Attempt, Claimed, Write};
+
+mod deliver;
+mod submit;
+
+pub(crate) use submit::check_url;
+pub use submit::{redrive, retry, submit, Submission};
 
 /// The longest wait between two retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// How often idle loops look at the store anyway (another process may share it, clocks move).
-const IDLE_POLL: Duration = Duration::from_secs(1);
-
-/// Attempts a callback gets, with a doubling wait from one second.
-const CALLBACK_ATTEMPTS: u32 = 5;
+pub(crate) const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// The request header telling the guest which attempt this is, from 1.
 pub const ATTEMPT_HEADER: &str = "x-wafer-attempt";
@@ -44,6 +48,7 @@ pub const ATTEMPT_HEADER: &str = "x-wafer-attempt";
 pub struct Queue {
     work: Notify,
     callbacks: Notify,
+    destinations: Notify,
     running: Mutex<HashSet<String>>,
 }
 
@@ -60,91 +65,11 @@ impl Queue {
     }
 }
 
-/// Stores an async invocation of `entry` (its request `parts` and `body`) and answers with its id, once
-/// it is durable.
-pub async fn submit(
-    app: &App,
-    entry: &Entry,
-    parts: &http::request::Parts,
-    body: Bytes,
-    callback_url: Option<String>,
-) -> Result<AsyncAccepted, Error> {
-    if let Some(url) = &callback_url {
-        check_callback(app, entry, url).await?;
-    }
-    invoke::check_body(entry, &body)?;
-    let id = journal::new_id();
-    let path = match parts.uri.query().map(without_invoke_params) {
-        Some(query) if !query.is_empty() => format!("/?{query}"),
-        _ => "/".to_string(),
-    };
-    let request = StoredRequest {
-        method: parts.method.to_string(),
-        path,
-        headers: parts
-            .headers
-            .iter()
-            .filter(|(name, _)| *name != http::header::AUTHORIZATION)
-            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
-            .collect(),
-    };
-    app.journal
-        .commit(Write::Insert(NewExecution {
-            id: id.clone(),
-            function: entry.settings.name.clone(),
-            version: entry.version,
-            trigger: Trigger::Async,
-            max_attempts: entry.max_attempts,
-            queued_at: now_ms(),
-            request: Some(request),
-            body: body.to_vec(),
-            callback_url,
-            attempt: None,
-        }))
-        .await?;
-    app.queue.wake();
-    Ok(AsyncAccepted { execution_id: id })
-}
-
-/// A query string without the parameters that steer the invocation itself.
-fn without_invoke_params(query: &str) -> String {
-    query
-        .split('&')
-        .filter(|pair| {
-            let key = pair.split('=').next().unwrap_or_default();
-            !pair.is_empty() && key != "async" && key != "callback_url"
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// A callback may go to a host the server allows callbacks to, or one the function may reach itself.
-async fn check_callback(app: &App, entry: &Entry, url: &str) -> Result<(), Error> {
-    let invalid = Error::InvalidCallback;
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| invalid(format!("callback_url {url:?} is not a URL: {e}")))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-        return Err(invalid(format!(
-            "callback_url {url:?} must be an absolute http:// or https:// URL"
-        )));
-    }
-    let server = wafer_engine::OutboundPolicy::parse(&app.config.executions.callback_hosts)
-        .map_err(Error::Internal)?;
-    if server.permits(&uri).await.is_ok() || entry.settings.outbound.permits(&uri).await.is_ok() {
-        return Ok(());
-    }
-    Err(invalid(format!(
-        "callback_url {url:?} is not allowed: its host must be in the server's callback hosts or the \
-         function's allowed_outbound_hosts"
-    )))
-}
-
-/// Starts the dispatcher, the lease keeper and the callback sender.
+/// Starts the dispatcher, the lease keeper and the senders of callbacks and destinations.
 pub fn start(app: &Arc<App>) {
     tokio::spawn(dispatch(app.clone()));
     tokio::spawn(keep_leases(app.clone()));
-    tokio::spawn(send_callbacks(app.clone()));
+    deliver::start(app);
 }
 
 /// Renews the leases of the attempts this node runs, and puts executions whose leases expired (their
@@ -224,16 +149,41 @@ async fn dispatch(app: Arc<App>) {
     }
 }
 
-/// Runs one claimed attempt and records how it ended.
+/// Runs one claimed attempt and records how it ended: the version its qualifier draws, unless it
+/// waited past its function's `max_event_age_ms`, when it ends `expired` without running.
 async fn run_attempt(app: &Arc<App>, claimed: Claimed) {
-    let Some(entry) = app.named(&claimed.function).await else {
+    let Some(live) = app.named(&claimed.function).await else {
         let gone = Error::NotFound(format!("function `{}` does not exist", claimed.function));
-        return give_up(app, &claimed, &gone).await;
+        return give_up(app, &claimed, &gone, ExecutionStatus::Dead, None).await;
+    };
+    if let Some(max_age) = live.config.max_event_age_ms {
+        let waited = now_ms().saturating_sub(claimed.queued_at);
+        if u64::try_from(waited).unwrap_or_default() > max_age {
+            app.metrics.expired(&claimed.function);
+            let expired = Error::Expired(format!(
+                "it waited {waited} ms in the queue, past its function's max_event_age_ms of {max_age}"
+            ));
+            return give_up(
+                app,
+                &claimed,
+                &expired,
+                ExecutionStatus::Expired,
+                Some(&live),
+            )
+            .await;
+        }
+    }
+    let entry = match app
+        .version_for(live.clone(), claimed.qualifier.as_deref())
+        .await
+    {
+        Ok(entry) => entry,
+        Err(e) => return give_up(app, &claimed, &e, ExecutionStatus::Dead, Some(&live)).await,
     };
     // A request stored from a valid one replays; one that does not will never run.
     let invocation = match replay(&entry, &claimed) {
         Ok(invocation) => invocation,
-        Err(e) => return give_up(app, &claimed, &e).await,
+        Err(e) => return give_up(app, &claimed, &e, ExecutionStatus::Dead, Some(&live)).await,
     };
     let invoked = invoke::run(app, invocation).await;
     let ended = match invoked.answer {
@@ -268,17 +218,44 @@ async fn run_attempt(app: &Arc<App>, claimed: Claimed) {
         app.metrics.dead(&claimed.function);
         ExecutionStatus::Dead
     });
+    outcome.destination = outcome.status.is_some_and(ExecutionStatus::is_final)
+        && owes_destination(&live, &claimed, ok);
     finish(app, &claimed, outcome).await;
 }
 
-/// Marks a claimed execution `dead` without running it, for `error`.
-async fn give_up(app: &App, claimed: &Claimed, error: &Error) {
+/// Whether an end (a success, or a final failure) owes `live`'s function's destination for it: it has
+/// one, and the chain of destinations that led here is shorter than [`deliver::MAX_HOPS`] (a longer
+/// one ends here, logged, so a loop of destinations ends).
+fn owes_destination(live: &Entry, claimed: &Claimed, succeeded: bool) -> bool {
+    let destination = match succeeded {
+        true => &live.config.on_success,
+        false => &live.config.on_failure,
+    };
+    if destination.is_some() && claimed.hops >= deliver::MAX_HOPS {
+        tracing::warn!(execution = %claimed.id, function = %claimed.function, hops = claimed.hops,
+            "destination not delivered: the chain of destinations is {} long", deliver::MAX_HOPS);
+        return false;
+    }
+    destination.is_some()
+}
+
+/// Ends a claimed execution in `status` (`dead` or `expired`) without running it, for `error`, owing
+/// the `on_failure` of its function's `live` version when it has one.
+async fn give_up(
+    app: &App,
+    claimed: &Claimed,
+    error: &Error,
+    status: ExecutionStatus,
+    live: Option<&Entry>,
+) {
     let at = now_ms();
     let outcome = Attempt {
-        status: Some(ExecutionStatus::Dead),
+        status: Some(status),
+        version: live.map_or(0, |live| live.version),
         started_at: at,
         finished_at: at,
         error: Some(error.describe()),
+        destination: live.is_some_and(|live| owes_destination(live, claimed, false)),
         ..Attempt::default()
     };
     finish(app, claimed, outcome).await;
@@ -287,23 +264,8 @@ async fn give_up(app: &App, claimed: &Claimed, error: &Error) {
 /// The invocation a claimed execution replays: its stored request under `/fn/{name}`, with the
 /// attempt's number in `x-wafer-attempt`.
 fn replay(entry: &Arc<Entry>, claimed: &Claimed) -> Result<Invocation, Error> {
-    let stored = claimed.request.clone().unwrap_or_else(|| StoredRequest {
-        method: "POST".into(),
-        path: "/".into(),
-        headers: Vec::new(),
-    });
-    let prefix = format!("/fn/{}", claimed.function);
-    let mut builder = http::Request::builder()
-        .method(stored.method.as_str())
-        .uri(format!("{prefix}{}", stored.path));
-    for (name, value) in &stored.headers {
-        builder = builder.header(name, value);
-    }
-    builder = builder.header(ATTEMPT_HEADER, claimed.attempt);
-    let (parts, ()) = builder
-        .body(())
-        .map_err(|e| Error::Internal(format!("the stored request is unusable: {e}")))?
-        .into_parts();
+    let (parts, prefix) =
+        submit::replay_parts(&claimed.function, claimed.request.clone(), claimed.attempt)?;
     let mount = Mount {
         prefix,
         strip_prefix: true,
@@ -320,7 +282,7 @@ fn replay(entry: &Arc<Entry>, claimed: &Claimed) -> Result<Invocation, Error> {
     Ok(invocation)
 }
 
-/// Records an attempt's end, and wakes the callback sender when a callback is now owed.
+/// Records an attempt's end, and wakes the senders when a delivery may now be owed.
 async fn finish(app: &App, claimed: &Claimed, outcome: Attempt) {
     let done = outcome.status.is_some_and(ExecutionStatus::is_final);
     app.rollups.record(
@@ -336,7 +298,10 @@ async fn finish(app: &App, claimed: &Claimed, outcome: Attempt) {
         outcome,
     };
     match app.journal.commit(write).await {
-        Ok(true) if done => app.queue.callbacks.notify_one(),
+        Ok(true) if done => {
+            app.queue.callbacks.notify_one();
+            app.queue.destinations.notify_one();
+        }
         Ok(true) => app.queue.wake(),
         Ok(false) => {
             tracing::warn!(execution = %claimed.id, "an attempt ended after its execution moved on")
@@ -346,63 +311,9 @@ async fn finish(app: &App, claimed: &Claimed, outcome: Attempt) {
 }
 
 /// The wait before retrying after attempt number `attempt` failed: `base`, doubling each attempt.
-fn backoff(base: Duration, attempt: u32) -> Duration {
+pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
     base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
         .min(MAX_BACKOFF)
-}
-
-/// Posts finished executions to their callback URLs.
-async fn send_callbacks(app: Arc<App>) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default();
-    loop {
-        let lease = app.config.executions.lease;
-        let due = match app.executions.due_callbacks(&app.node, lease, 32).await {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::error!("cannot read due callbacks: {e}");
-                Vec::new()
-            }
-        };
-        if due.is_empty() {
-            tokio::select! {
-                _ = app.queue.callbacks.notified() => {}
-                _ = tokio::time::sleep(IDLE_POLL) => {}
-            }
-            continue;
-        }
-        for callback in due {
-            let id = callback.execution.id.clone();
-            let sent = client
-                .post(&callback.url)
-                .header(invoke::EXECUTION_HEADER, &id)
-                .json(&callback.execution)
-                .send()
-                .await;
-            let delivered = matches!(&sent, Ok(response) if response.status().is_success());
-            app.metrics.callback(delivered);
-            let retry_in = (!delivered && callback.attempts + 1 < CALLBACK_ATTEMPTS)
-                .then(|| backoff(Duration::from_secs(1), callback.attempts + 1));
-            if !delivered {
-                tracing::warn!(execution = %id, url = %callback.url, "callback not delivered: {}",
-                    match &sent { Ok(r) => r.status().to_string(), Err(e) => e.to_string() });
-            }
-            match app
-                .executions
-                .callback_done(&id, &app.node, delivered, retry_in)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(execution = %id, "a callback's claim passed to another node first")
-                }
-                Err(e) => tracing::error!(execution = %id, "cannot record a callback: {e}"),
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -417,14 +328,5 @@ mod tests {
             [100, 200, 400, 800]
         );
         assert_eq!(backoff(base, 40), MAX_BACKOFF);
-    }
-
-    #[test]
-    fn invoke_parameters_are_not_passed_on() {
-        assert_eq!(
-            without_invoke_params("async=true&x=1&callback_url=http://a/&y"),
-            "x=1&y"
-        );
-        assert_eq!(without_invoke_params("async=true"), "");
     }
 }
