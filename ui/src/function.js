@@ -1,11 +1,13 @@
-// One function: its traffic over a chosen window, versions with rollback, configuration, executions,
-// a live log tail, and deploying a new version by dropping a .wasm file.
+// One function: its traffic over a chosen window, versions with rollback, releases (aliases and a
+// canary), configuration, executions, a live log tail, and deploying a new version by dropping a .wasm
+// file.
 
 import { useEffect, useState } from "preact/hooks";
 import { html } from "./html.js";
 import { api, deploy, followLogs } from "./api.js";
 import { WindowCharts } from "./chart.js";
 import { Failure, Status, ms, pct, when } from "./format.js";
+import { Releases } from "./releases.js";
 
 const WINDOWS = [["15m", "1m", "15 min"], ["1h", "1m", "1 hour"], ["24h", "10m", "24 hours"]];
 const path = name => "/v1/functions/" + encodeURIComponent(name);
@@ -84,7 +86,7 @@ function Executions({ name, version }) {
   }, [name, status, before, version]);
   return html`<section aria-labelledby="executions"><h2 id="executions">Executions</h2>
     <label>Status <select value=${status} onChange=${e => (setStatus(e.target.value), setPages([undefined]))}>
-      ${["", "succeeded", "failed", "queued", "running", "dead"].map(s => html`<option value=${s}>${s || "any"}</option>`)}
+      ${["", "succeeded", "failed", "queued", "running", "dead", "expired"].map(s => html`<option value=${s}>${s || "any"}</option>`)}
     </select></label>
     <${Failure} error=${error} />
     ${list && html`<div class="scroll"><table class="list"><thead><tr><th>Execution</th><th>Status</th><th>Trigger</th><th>Version</th><th>Queued</th><th>Duration</th></tr></thead>
@@ -179,12 +181,13 @@ export function FunctionPage({ name }) {
   if (!info) return html`<${Failure} error=${error} />${!error && html`<p class="muted">Loading…</p>`}`;
   return html`
     <p><a href="#/">← Functions</a></p>
-    <h1>${name} <small class="muted">${info.kind} · v${info.live_version} live</small></h1>
+    <h1>${name} <small class="muted">${info.kind} · v${info.live_version} live${Object.keys(info.live_weights || {}).length ? " with a canary" : ""}</small></h1>
     <${Traffic} name=${name} version=${version} />
     <div class="columns">
       <${Versions} name=${name} info=${info} onChange=${reload} />
       <${Configuration} name=${name} info=${info} />
     </div>
+    <${Releases} name=${name} info=${info} onChange=${reload} />
     <${Executions} name=${name} version=${version} />
     <${LogTail} name=${name} />
     <${Deploy} name=${name} info=${info} onDeployed=${reload} />`;

@@ -1,6 +1,7 @@
 // The console against a server holding `greeter` (two versions, three calls), `broken` (three failed
 // calls and a dead async execution) and `chatty` (writes a log line per call): the list, a function's
-// traffic changing after calls, failures, rollback, the live log tail, a deploy by file, and the queue.
+// traffic changing after calls, failures, rollback, a canary, the live log tail, a deploy by file, and
+// the queue with a retry and a redrive of the dead execution.
 //
 // node console.mjs CONSOLE_URL MAIN_URL UPLOAD.wasm
 
@@ -10,6 +11,17 @@ import { basename } from "node:path";
 
 const [main, upload] = process.argv.slice(3);
 const call = async path => (await fetch(main + path)).text();
+const json = async path => (await fetch(main + path)).json();
+
+/** Waits until `probe` (polled every 100 ms, up to 15 s) returns something true, and returns it. */
+async function until(what, probe) {
+  for (let i = 0; i < 150; i++) {
+    const found = await probe();
+    if (found) return found;
+    await new Promise(r => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
 
 await run("console", async (page, url, shot) => {
   // The main listener's /ui sends the browser to the console's own listener.
@@ -48,6 +60,21 @@ await run("console", async (page, url, shot) => {
   await page.locator("h1", { hasText: "v1 live" }).waitFor();
   check(await call("/fn/greeter") === "one", "after the rollback greeter answers as v1");
 
+  // A canary from the releases section: half the live calls to v2, then ended.
+  await page.getByLabel("Canary share (%)").fill("50");
+  await page.getByLabel("Canary version").selectOption("2");
+  await page.getByRole("button", { name: "Start canary" }).click();
+  await page.locator("tr[data-alias=live]", { hasText: "v2 (50 %)" }).waitFor();
+  const live = await json("/v1/functions/greeter/aliases/live");
+  check(live.version === 1 && live.weights?.["2"] === 0.5, `live sends half its calls to v2: ${JSON.stringify(live)}`);
+  const answers = new Set();
+  for (let i = 0; i < 40; i++) answers.add(await call("/fn/greeter"));
+  check(answers.has("one") && answers.has("two"), `both versions answer: ${[...answers]}`);
+  await shot("canary");
+  await page.getByRole("button", { name: "End canary" }).click();
+  await page.waitForFunction(() => document.querySelector("tr[data-alias=live] td:nth-child(2)")?.textContent === "v1");
+  check(await call("/fn/greeter") === "one", "the canary ended");
+
   // Deploying by dropping a file: the live config is shown, then the upload and compile, then v3 is live.
   const dropped = await page.evaluateHandle(([bytes, name]) => {
     const transfer = new DataTransfer();
@@ -84,6 +111,19 @@ await run("console", async (page, url, shot) => {
   check((await dead.innerText()).includes("broken"), "broken's dead execution is listed");
   check((await dead.innerText()).includes("dead"), "its status is written out");
   await shot("queue");
+  // Retried from the queue page, it runs again as a further attempt (and dies again: broken traps).
+  const deadRow = dead.locator("tr[data-execution]").first();
+  const deadId = await deadRow.getAttribute("data-execution");
+  await deadRow.getByRole("button", { name: "Retry" }).click();
+  await page.getByText("is queued again").waitFor();
+  await until("the retried execution to die again", async () => {
+    const e = await json(`/v1/executions/${deadId}`);
+    return e.status === "dead" && e.attempts === 2;
+  });
+  page.once("dialog", dialog => dialog.accept());
+  await page.getByRole("button", { name: "Redrive broken" }).click();
+  await page.getByText(/executions of broken are queued again/).waitFor();
+  await until("the redriven execution to die again", async () => (await json(`/v1/executions/${deadId}`)).attempts === 3);
 
   // The nodes page: this one node, up to date.
   await page.getByRole("link", { name: "Nodes" }).click();
