@@ -11,6 +11,7 @@
 //!   first, committed, try.
 
 use super::cluster::notify;
+use super::lines::Lines;
 use super::rows::{execution_from_row, log_from_row, summary, COLUMNS, LOG_COLUMNS};
 use super::{big, millis, queue, unsigned, PgStore, NOW_MS};
 use crate::executions::{
@@ -25,9 +26,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use wafer_api::{Execution, ExecutionStats, ExecutionStatus, LogEntry, LogLevel, MinuteRollup};
-
-/// The advisory lock log writers hold from taking their lines' `seq` to their commit.
-const LOGS_LOCK: i64 = 0x7761_6665_7200_0002;
 
 /// Stores `new` under idempotency `key` (with its request's digest), if any; `false` when an
 /// execution with its id (or its key) is stored already.
@@ -123,59 +121,6 @@ async fn record(
         )
         .await?;
     Ok(written > 0)
-}
-
-/// The log lines of the attempts a batch records, in order, inserted at its end.
-#[derive(Default)]
-struct Lines {
-    ids: Vec<String>,
-    at: Vec<i64>,
-    streams: Vec<String>,
-    lines: Vec<String>,
-    levels: Vec<i64>,
-}
-
-impl Lines {
-    fn add(&mut self, id: &str, attempt: &Attempt) {
-        for log in &attempt.logs {
-            self.ids.push(id.to_string());
-            self.at.push(attempt.finished_at);
-            self.streams.push(log.stream.to_string());
-            self.lines.push(log.line.clone());
-            self.levels.push(i64::from(log.level.rank()));
-        }
-    }
-
-    /// Inserts the lines under the log lock, which the transaction holds to its commit.
-    async fn insert(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        if self.ids.is_empty() {
-            return Ok(());
-        }
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOGS_LOCK])
-            .await?;
-        let statement = tx
-            .prepare_cached(
-                "INSERT INTO logs (execution_id, function, at, stream, line, level)
-                 SELECT e.id, e.function, l.at, l.stream, l.line, l.level
-                 FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[])
-                      WITH ORDINALITY AS l(id, at, stream, line, level, n)
-                 JOIN executions e ON e.id = l.id
-                 ORDER BY l.n",
-            )
-            .await?;
-        tx.execute(
-            &statement,
-            &[
-                &self.ids,
-                &self.at,
-                &self.streams,
-                &self.lines,
-                &self.levels,
-            ],
-        )
-        .await?;
-        notify(tx, "logs").await
-    }
 }
 
 /// Runs one `UPDATE executions SET …` that moves rows back to the queue and counts them, telling the

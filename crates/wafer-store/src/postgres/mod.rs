@@ -19,6 +19,7 @@
 
 mod cluster;
 mod executions;
+mod lines;
 mod listen;
 mod meta;
 mod queue;
