@@ -82,14 +82,17 @@ impl Runner {
 pub struct Release {
     /// Every alias by name, `live` among them.
     pub aliases: BTreeMap<String, Alias>,
+    /// The newest version: no call may name a later one.
+    pub latest: u32,
     versions: Mutex<HashMap<u32, Arc<Entry>>>,
 }
 
 impl Release {
-    /// A release with `aliases`.
-    pub fn new(aliases: BTreeMap<String, Alias>) -> Self {
+    /// A release with `aliases`, whose newest version is `latest`.
+    pub fn new(aliases: BTreeMap<String, Alias>, latest: u32) -> Self {
         Self {
             aliases,
+            latest,
             versions: Mutex::default(),
         }
     }

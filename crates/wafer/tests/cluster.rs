@@ -114,6 +114,12 @@ async fn a_change_on_any_node_is_served_by_every_node() {
     println!("a canary weight on n1 → served by all three in {took:?}");
     put_alias(&servers[1], "f", "live", json!({"version": 1})).await;
     served_everywhere(&servers, "/fn/f", "one").await;
+    // A candidate deployed on one node is called by its number on another at once.
+    servers[0]
+        .deploy_candidate("f", hello("three"), json!({}))
+        .await;
+    assert_eq!(answer(&servers[2], "/fn/f:3").await.1, "three");
+    assert_eq!(answer(&servers[2], "/fn/f").await.1, "one");
 
     // A variable set on one node reaches the function on another.
     servers[2].deploy_ok("env", env_dumper(), json!({})).await;

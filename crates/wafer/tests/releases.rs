@@ -19,24 +19,10 @@ async fn deploy_version(
     promote: bool,
     config: Value,
 ) -> Value {
-    let response = server
-        .request(
-            Method::POST,
-            &format!("/v1/functions/{name}/versions?promote={promote}"),
-        )
-        .multipart(
-            reqwest::multipart::Form::new()
-                .part(
-                    "module",
-                    reqwest::multipart::Part::bytes(answering(n)).file_name("m.wasm"),
-                )
-                .text("config", config.to_string()),
-        )
-        .send()
-        .await
-        .expect("deploy");
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let version: Value = response.json().await.expect("json");
+    let version = match promote {
+        true => server.deploy_ok(name, answering(n), config).await,
+        false => server.deploy_candidate(name, answering(n), config).await,
+    };
     assert_eq!(version["version"], n, "{version}");
     version
 }

@@ -207,10 +207,9 @@ impl App {
                 let same = current.as_ref().is_some_and(|entry| {
                     (entry.version, &entry.digest, &entry.variables)
                         == (stored.live.version, &stored.live.digest, &variables)
-                }) && self
-                    .registry
-                    .release(name)
-                    .is_some_and(|release| release.aliases == stored.aliases);
+                }) && self.registry.release(name).is_some_and(|release| {
+                    (&release.aliases, release.latest) == (&stored.aliases, stored.latest_version)
+                });
                 if same {
                     return Ok(());
                 }

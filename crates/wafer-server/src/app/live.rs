@@ -206,7 +206,7 @@ impl App {
             .collect();
         let entry = self.entry(live, &function.updated_at, prepared, variables, proxy_id);
         let id = entry.proxy_id.get().cloned().flatten();
-        let release = Release::new(function.aliases.clone());
+        let release = Release::new(function.aliases.clone(), function.latest_version);
         self.registry.install(&live.name, entry, &routes, release);
         if let Some(id) = id {
             if let Err(owner) = self.registry.set_id(&live.name, &id) {

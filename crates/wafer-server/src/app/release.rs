@@ -56,9 +56,24 @@ impl App {
             return Ok(live);
         }
         let version = match qualifier {
-            Some(number) if number.bytes().all(|b| b.is_ascii_digit()) => number
-                .parse::<u32>()
-                .map_err(|_| unknown_version(name, number))?,
+            Some(number) if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) => {
+                let version = number
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|v| *v >= 1)
+                    .ok_or_else(|| unknown_version(name, number))?;
+                // A version newer than this node has heard of may have been deployed on another
+                // node: the change feed says so first.
+                if version > release.latest {
+                    self.catch_up().await;
+                    let heard = self.registry.release(name).map_or(0, |r| r.latest);
+                    if version > heard {
+                        return Err(unknown_version(name, number));
+                    }
+                    return Box::pin(self.version_for(live, qualifier)).await;
+                }
+                version
+            }
             qualifier => {
                 let alias = qualifier.unwrap_or(LIVE);
                 let alias = release.aliases.get(alias).ok_or_else(|| {

@@ -233,6 +233,29 @@ impl Server {
         bytes: Vec<u8>,
         parts: &[(&str, Value)],
     ) -> (StatusCode, Value) {
+        let path = format!("/v1/functions/{name}/versions");
+        self.deploy_to(&path, part, bytes, parts).await
+    }
+
+    /// Deploys `module` with `config` as a candidate (`?promote=false`: the live version stays) and
+    /// insists it succeeds.
+    pub async fn deploy_candidate(&self, name: &str, module: Vec<u8>, config: Value) -> Value {
+        let path = format!("/v1/functions/{name}/versions?promote=false");
+        let (status, body) = self
+            .deploy_to(&path, "module", module, &[("config", config)])
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "deploy {name}: {body}");
+        body
+    }
+
+    /// Posts a deploy to `path`: `bytes` as part `part`, with the given JSON parts.
+    async fn deploy_to(
+        &self,
+        path: &str,
+        part: &str,
+        bytes: Vec<u8>,
+        parts: &[(&str, Value)],
+    ) -> (StatusCode, Value) {
         let mut form = reqwest::multipart::Form::new()
             .part(part.to_string(), reqwest::multipart::Part::bytes(bytes));
         for (part, value) in parts {
@@ -242,10 +265,7 @@ impl Server {
             );
         }
         let response = self
-            .request(
-                reqwest::Method::POST,
-                &format!("/v1/functions/{name}/versions"),
-            )
+            .request(reqwest::Method::POST, path)
             .multipart(form)
             .send()
             .await
