@@ -144,8 +144,14 @@ pub async fn run(app: &App, invocation: Invocation) -> Invoked {
     let (tracer, trace) = Tracer::channel();
     let record = Record::start(entry.clone(), started, trace);
     let answer = async {
-        // Queued executions were authorised when they were accepted, and carry no token.
-        if entry.private && !matches!(trigger, Trigger::Async | Trigger::Cron) {
+        // Queued executions were authorised when they were accepted (a destination's by the deploy
+        // that named it), and carry no token.
+        if entry.private
+            && !matches!(
+                trigger,
+                Trigger::Async | Trigger::Cron | Trigger::Destination
+            )
+        {
             auth::check(app.config.token.as_deref(), &parts.headers)?;
         }
         let body = body?;
