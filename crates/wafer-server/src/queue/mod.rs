@@ -43,7 +43,8 @@ pub(crate) const IDLE_POLL: Duration = Duration::from_secs(1);
 /// The request header telling the guest which attempt this is, from 1.
 pub const ATTEMPT_HEADER: &str = "x-wafer-attempt";
 
-/// Wakes the dispatcher and the callback sender when there is work, and knows the attempts this node runs.
+/// Wakes the dispatcher and the senders of callbacks and destinations when there is work, and knows the
+/// attempts this node runs.
 #[derive(Default)]
 pub struct Queue {
     work: Notify,
