@@ -18,6 +18,8 @@ pub struct ServerConfig {
     /// The bearer token the management API (and private functions) require; `None` leaves them open,
     /// which is only allowed on a loopback address.
     pub token: Option<String>,
+    /// The access key and secret key Lambda clients sign requests to `/2015-03-31` with (SigV4).
+    pub aws_keys: Option<(String, String)>,
     /// The async queue, execution records and their retention.
     pub executions: ExecutionSettings,
     /// The shared database of a cluster; `None` keeps everything in the data directory's SQLite.
@@ -182,6 +184,7 @@ impl ServerConfig {
             data_dir,
             defaults: Defaults::default(),
             token: None,
+            aws_keys: None,
             executions: ExecutionSettings::default(),
             database: None,
             node_id: None,

@@ -29,6 +29,7 @@ mod containers;
 mod error;
 mod invoke;
 mod journal;
+mod lambda;
 mod metrics;
 mod platform;
 mod queue;

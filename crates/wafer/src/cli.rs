@@ -260,6 +260,12 @@ pub struct ServeArgs {
     /// Largest module a deploy accepts, e.g. 256MiB.
     #[arg(long, env = "WAFER_MAX_MODULE", value_parser = crate::cmd::deploy::parse_bytes)]
     pub max_module: Option<u64>,
+    /// The access key AWS clients sign Lambda API calls (/2015-03-31) with; needs --aws-secret-key.
+    #[arg(long, env = "WAFER_AWS_ACCESS_KEY")]
+    pub aws_access_key: Option<String>,
+    /// The secret key of --aws-access-key (best given in the environment).
+    #[arg(long, env = "WAFER_AWS_SECRET_KEY", hide_env_values = true)]
+    pub aws_secret_key: Option<String>,
     /// Queue workers: the most async and cron executions running at once (default 8).
     #[arg(long, env = "WAFER_WORKERS", value_parser = clap::value_parser!(u32).range(1..))]
     pub workers: Option<u32>,

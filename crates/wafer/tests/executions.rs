@@ -340,6 +340,9 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
         ("/v1/functions/{name}/invoke", "post"),
         ("/v1/executions/{id}/retry", "post"),
         ("/v1/functions/{name}/redrive", "post"),
+        ("/2015-03-31/functions", "get"),
+        ("/2015-03-31/functions/{FunctionName}", "get"),
+        ("/2015-03-31/functions/{FunctionName}/invocations", "post"),
         ("/v1/functions/{name}/executions", "get"),
         ("/v1/functions/{name}/logs", "get"),
         ("/v1/functions/{name}/stats", "get"),
@@ -365,7 +368,7 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
             "{method} {path} missing"
         );
     }
-    assert_eq!(paths.len(), 25, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 28, "{:?}", paths.keys().collect::<Vec<_>>());
     // Writes document the cross-site refusal; reads and guests' routes do not have it.
     let responses = |path: &str, method: &str| paths[path][method]["responses"].clone();
     assert!(responses("/v1/functions/{name}/versions", "post")

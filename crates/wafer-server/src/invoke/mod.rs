@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use wafer_api::{CommandOutput, ExecutionStatus, Kind, Trigger};
 use wafer_engine::{Mount, ResponseBody, Tracer};
-use wafer_store::{NewExecution, Write};
+use wafer_store::{Attempt, NewExecution, Write};
 
 /// The header naming the execution record of a call, on the guest's request and on the response.
 pub const EXECUTION_HEADER: &str = "x-wafer-execution-id";
@@ -237,34 +237,48 @@ pub async fn call(app: &Arc<App>, invocation: Invocation) -> (String, Result<Ans
     let app = app.clone();
     let execution = id.clone();
     tokio::spawn(async move {
-        let entry = record.entry().clone();
-        let started_at = record.started_at();
-        let succeeded = ended.succeeded();
-        let mut attempt = record.finish(&app.config.executions, ended).await;
-        attempt.status = Some(if succeeded {
-            ExecutionStatus::Succeeded
-        } else {
-            ExecutionStatus::Failed
-        });
-        app.rollups.record(
-            &entry.settings.name,
-            succeeded,
-            attempt.duration_us,
-            attempt.finished_at,
-        );
-        app.journal.record(Write::Insert(NewExecution {
-            attempt: Some(attempt),
-            ..NewExecution::queued(
-                execution,
-                entry.settings.name.clone(),
-                entry.version,
-                trigger,
-                1,
-                started_at,
-            )
-        }));
+        settle(&app, execution, trigger, record, ended).await;
     });
     (id, answer)
+}
+
+/// Completes a synchronous call's record once its instance is gone: counts it in the rollups, hands
+/// it to the journal as execution `id` (started by `trigger`), and returns the attempt (its logs among
+/// it).
+pub async fn settle(
+    app: &App,
+    id: String,
+    trigger: Trigger,
+    record: Record,
+    ended: Ended,
+) -> Attempt {
+    let entry = record.entry().clone();
+    let started_at = record.started_at();
+    let succeeded = ended.succeeded();
+    let mut attempt = record.finish(&app.config.executions, ended).await;
+    attempt.status = Some(if succeeded {
+        ExecutionStatus::Succeeded
+    } else {
+        ExecutionStatus::Failed
+    });
+    app.rollups.record(
+        &entry.settings.name,
+        succeeded,
+        attempt.duration_us,
+        attempt.finished_at,
+    );
+    app.journal.record(Write::Insert(NewExecution {
+        attempt: Some(attempt.clone()),
+        ..NewExecution::queued(
+            id,
+            entry.settings.name.clone(),
+            entry.version,
+            trigger,
+            1,
+            started_at,
+        )
+    }));
+    attempt
 }
 
 /// An answer as the HTTP response a caller gets, naming execution `id` and the `version` that ran: an

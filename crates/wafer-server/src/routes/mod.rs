@@ -15,6 +15,7 @@ mod console;
 mod executions;
 mod functions;
 mod invoke;
+mod lambda;
 mod letters;
 mod openapi;
 mod ops;
@@ -50,6 +51,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/fn/{name}/{*rest}", any(invoke::function_path))
         .route("/ui", get(console::elsewhere))
         .route("/ui/", get(console::elsewhere))
+        .route("/2015-03-31/functions", get(lambda::list))
+        .route("/2015-03-31/functions/{name}", get(lambda::get))
+        .route(
+            "/2015-03-31/functions/{name}/invocations",
+            axum::routing::post(lambda::invoke),
+        )
         .fallback(invoke::routed)
         .layer(axum::middleware::from_fn(request_head))
         .with_state(app)

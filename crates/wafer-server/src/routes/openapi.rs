@@ -4,7 +4,7 @@
 //! The management routes are registered through [`utoipa_axum`], which adds each handler to the router
 //! and to the document in one step, so neither can list a route the other lacks.
 
-use super::{aliases, executions, functions, invoke, letters, ops, state};
+use super::{aliases, executions, functions, invoke, lambda, letters, ops, state};
 use axum::response::{Html, IntoResponse};
 use axum::Extension;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -25,6 +25,9 @@ use utoipa_axum::routes;
         ops::healthz,
         invoke::function_root,
         invoke::function_path,
+        lambda::invoke,
+        lambda::list,
+        lambda::get,
         openapi_json,
         docs
     ),
@@ -34,6 +37,7 @@ use utoipa_axum::routes;
         (name = "invoke", description = "Call functions, synchronously or through the async queue"),
         (name = "executions", description = "Execution records, logs and summaries; retries and redrives of dead letters"),
         (name = "state", description = "Key-value stores functions share"),
+        (name = "lambda", description = "The AWS Lambda Invoke API, for Lambda clients (SigV4 with the server's AWS keys, or the token)"),
         (name = "operations", description = "Health, the cluster's nodes, metrics and this document")
     )
 )]

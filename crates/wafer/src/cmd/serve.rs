@@ -56,6 +56,8 @@ struct FileConfig {
     console_listen: Option<String>,
     data_dir: Option<PathBuf>,
     token: Option<String>,
+    aws_access_key: Option<String>,
+    aws_secret_key: Option<String>,
     memory: Option<String>,
     timeout: Option<String>,
     max_body: Option<String>,
@@ -234,9 +236,22 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
             credentials: user.zip(password),
         },
     };
+    let aws_keys = match (
+        args.aws_access_key.or(file.aws_access_key),
+        args.aws_secret_key.or(file.aws_secret_key),
+    ) {
+        (Some(access), Some(secret)) if !access.is_empty() && !secret.is_empty() => {
+            Some((access, secret))
+        }
+        (None, None) => None,
+        _ => {
+            anyhow::bail!("--aws-access-key and --aws-secret-key go together: give both or neither")
+        }
+    };
     Ok(ServerConfig {
         defaults,
         token: args.token.or(file.token).filter(|t| !t.is_empty()),
+        aws_keys,
         executions,
         database,
         node_id: args.node_id.or(file.node_id),
