@@ -152,4 +152,20 @@ async fn unsigned_calls_need_the_token_or_a_server_without_keys() {
     let (status, _, body) = keyed.call(Method::GET, "/2015-03-31/functions", "").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("\"FunctionName\":\"echo\""), "{body}");
+    // With keys and no token, a bearer of anything opens nothing.
+    let signed_only = Server::start_with(&[
+        "--aws-access-key",
+        ACCESS_KEY,
+        "--aws-secret-key",
+        SECRET_KEY,
+    ]);
+    let url = signed_only.at("/2015-03-31/functions");
+    for request in [plain.get(&url), plain.get(&url).bearer_auth("anything")] {
+        let refused = request.send().await.expect("call");
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            refused.headers()["x-amzn-errortype"],
+            "MissingAuthenticationTokenException"
+        );
+    }
 }

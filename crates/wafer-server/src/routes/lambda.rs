@@ -87,10 +87,11 @@ fn authorize(
             }
         });
     }
-    if authorization.starts_with("Bearer ") || app.config.token.is_some() {
-        return auth::check(app.config.token.as_deref(), headers)
+    if let Some(token) = app.config.token.as_deref() {
+        return auth::check(Some(token), headers)
             .map_err(|e| LambdaError::denied("AccessDeniedException", e.to_string()));
     }
+    // Neither a signature nor a token this server checks: only a server without keys takes it.
     if app.config.aws_keys.is_some() {
         return Err(LambdaError::denied(
             "MissingAuthenticationTokenException",
