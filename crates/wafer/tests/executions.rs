@@ -108,10 +108,7 @@ async fn the_finished_execution_is_posted_to_an_allowed_callback_only() {
     deploy_flaky(&server, json!({"allowed_outbound_hosts": [sink.url]})).await;
     let callback = format!("&callback_url={}/done", sink.url);
     let id = server.invoke_async("flaky", &callback, "ping").await;
-    let body = wait_for("the callback", Duration::from_secs(30), || async {
-        sink.bodies().into_iter().find(|b| b["id"] == id.as_str())
-    })
-    .await;
+    let body = sink.record_of(&id, "the callback").await;
     assert_eq!(body["status"], "succeeded");
     assert_eq!(body["output"], "ok on attempt 1: ping\n");
     let e = wait_for(

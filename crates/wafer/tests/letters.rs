@@ -161,16 +161,7 @@ async fn destinations_get_the_record_of_a_success_and_of_a_failure() {
     let failed = server
         .invoke_async("billing", "&fail=always", "declined")
         .await;
-    let body = wait_for(
-        "the failure's delivery",
-        Duration::from_secs(30),
-        || async {
-            sink.bodies()
-                .into_iter()
-                .find(|b| b["id"] == failed.as_str())
-        },
-    )
-    .await;
+    let body = sink.record_of(&failed, "the failure's delivery").await;
     assert_eq!(body["status"], "dead");
     let e = wait_for(
         "the delivery to be recorded",
@@ -271,16 +262,7 @@ async fn a_destination_owed_when_the_node_is_killed_is_delivered_after_its_resta
     deploy_flaky(&server, "later", json!({})).await;
     let record = first_in(&server, "later", "succeeded", "the success's destination").await;
     assert_eq!(record["trigger"], "destination");
-    wait_for(
-        "the failure's delivery",
-        Duration::from_secs(60),
-        || async {
-            sink.bodies()
-                .into_iter()
-                .find(|b| b["id"] == failed.as_str())
-        },
-    )
-    .await;
+    sink.record_of(&failed, "the failure's delivery").await;
     // Settled once each: nothing is delivered twice.
     for id in [&ok, &failed] {
         wait_for(

@@ -237,21 +237,22 @@ pub async fn call(app: &Arc<App>, invocation: Invocation) -> (String, Result<Ans
     let app = app.clone();
     let execution = id.clone();
     tokio::spawn(async move {
-        settle(&app, execution, trigger, record, ended).await;
+        settle(&app, execution, trigger, record, ended, |_| ()).await;
     });
     (id, answer)
 }
 
-/// Completes a synchronous call's record once its instance is gone: counts it in the rollups, hands
-/// it to the journal as execution `id` (started by `trigger`), and returns the attempt (its logs among
-/// it).
-pub async fn settle(
+/// Completes a synchronous call's record once its instance is gone: counts it in the rollups, lets
+/// `look` read the attempt (its logs among it) and returns what it found, and hands the attempt to the
+/// journal as execution `id` (started by `trigger`).
+pub async fn settle<T>(
     app: &App,
     id: String,
     trigger: Trigger,
     record: Record,
     ended: Ended,
-) -> Attempt {
+    look: impl FnOnce(&Attempt) -> T,
+) -> T {
     let entry = record.entry().clone();
     let started_at = record.started_at();
     let succeeded = ended.succeeded();
@@ -267,8 +268,9 @@ pub async fn settle(
         attempt.duration_us,
         attempt.finished_at,
     );
+    let found = look(&attempt);
     app.journal.record(Write::Insert(NewExecution {
-        attempt: Some(attempt.clone()),
+        attempt: Some(attempt),
         ..NewExecution::queued(
             id,
             entry.settings.name.clone(),
@@ -278,7 +280,7 @@ pub async fn settle(
             started_at,
         )
     }));
-    attempt
+    found
 }
 
 /// An answer as the HTTP response a caller gets, naming execution `id` and the `version` that ran: an

@@ -150,6 +150,17 @@ impl LambdaError {
         }
     }
 
+    /// No function `name`.
+    pub fn not_found(name: &str) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            kind: "ResourceNotFoundException",
+            message: format!(
+                "Function not found: arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+            ),
+        }
+    }
+
     /// A refused caller.
     pub fn denied(kind: &'static str, message: String) -> Self {
         Self {

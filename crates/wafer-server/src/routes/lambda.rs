@@ -137,16 +137,7 @@ pub async fn invoke(
     if let Some(qualifier) = query_value(parts.uri.query(), "Qualifier") {
         target.qualifier = Some(qualifier);
     }
-    let not_found = || LambdaError {
-        status: StatusCode::NOT_FOUND,
-        kind: "ResourceNotFoundException",
-        message: format!(
-            "Function not found: arn:aws:lambda:{}:{}:function:{}",
-            lambda::REGION,
-            lambda::ACCOUNT,
-            function
-        ),
-    };
+    let not_found = || LambdaError::not_found(&target.name);
     let live = app.named(&target.name).await.ok_or_else(not_found)?;
     let entry = app
         .version_for(live, target.qualifier.as_deref())
@@ -220,11 +211,16 @@ pub async fn invoke(
                 }
                 // wafer refused the call (its concurrency, a body cap): Lambda's own error.
                 Err(refused) => {
-                    invoke::settle(&app, id, Trigger::Api, record, Ended::failed(&refused)).await;
+                    let ended = Ended::failed(&refused);
+                    invoke::settle(&app, id, Trigger::Api, record, ended, |_| ()).await;
                     return Err(refused.into());
                 }
             };
-            let attempt = invoke::settle(&app, id.clone(), Trigger::Api, record, ended).await;
+            let log_tail =
+                invoke::settle(&app, id.clone(), Trigger::Api, record, ended, |attempt| {
+                    tail.then(|| lambda::log_tail(&attempt.logs))
+                })
+                .await;
             let mut response = Response::new(Body::from(payload));
             let headers = response.headers_mut();
             headers.insert(
@@ -239,10 +235,8 @@ pub async fn invoke(
             if let Some(error) = error {
                 headers.insert("x-amz-function-error", HeaderValue::from_static(error));
             }
-            if tail {
-                if let Ok(value) = HeaderValue::from_str(&lambda::log_tail(&attempt.logs)) {
-                    headers.insert("x-amz-log-result", value);
-                }
+            if let Some(value) = log_tail.and_then(|t| HeaderValue::from_str(&t).ok()) {
+                headers.insert("x-amz-log-result", value);
             }
             Ok(response)
         }
@@ -280,18 +274,17 @@ fn query_value(query: Option<&str>, name: &str) -> Option<String> {
     })
 }
 
+/// Authorises a read of the Lambda API, which has no body.
+fn authorize_read(app: &App, request: &Request) -> Result<(), LambdaError> {
+    authorize(app, request.method(), request.uri(), request.headers(), b"")
+}
+
 /// `GET /2015-03-31/functions`: every function as Lambda's `FunctionConfiguration`.
 #[utoipa::path(get, path = "/2015-03-31/functions", tag = "lambda",
     responses((status = 200, description = "{\"Functions\": [FunctionConfiguration]}"),
         (status = "default", description = "Lambda's error shape")))]
 pub async fn list(State(app): State<Arc<App>>, request: Request) -> Result<Response, LambdaError> {
-    authorize(
-        &app,
-        request.method(),
-        request.uri(),
-        request.headers(),
-        b"",
-    )?;
+    authorize_read(&app, &request)?;
     let functions = app.meta.list_functions().await.map_err(Error::from)?;
     let configurations: Vec<_> = functions
         .iter()
@@ -310,24 +303,14 @@ pub async fn get(
     Path(function): Path<String>,
     request: Request,
 ) -> Result<Response, LambdaError> {
-    authorize(
-        &app,
-        request.method(),
-        request.uri(),
-        request.headers(),
-        b"",
-    )?;
+    authorize_read(&app, &request)?;
     let target = FunctionName::parse(&function)?;
     let stored = app
         .meta
         .get_function(&target.name)
         .await
         .map_err(Error::from)?
-        .ok_or_else(|| LambdaError {
-            status: StatusCode::NOT_FOUND,
-            kind: "ResourceNotFoundException",
-            message: format!("Function not found: {function}"),
-        })?;
+        .ok_or_else(|| LambdaError::not_found(&target.name))?;
     let configuration = lambda::configuration(&app.info(&stored));
     Ok(axum::Json(serde_json::json!({
         "Configuration": configuration,

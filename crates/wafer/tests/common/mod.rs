@@ -658,6 +658,14 @@ impl CallbackSink {
     pub fn bodies(&self) -> Vec<Value> {
         self.received.lock().unwrap().clone()
     }
+
+    /// Waits for the record of execution `id` (`what` says what it is) and returns it.
+    pub async fn record_of(&self, id: &str, what: &str) -> Value {
+        wait_for(what, Duration::from_secs(60), || async {
+            self.bodies().into_iter().find(|b| b["id"] == id)
+        })
+        .await
+    }
 }
 
 /// A WAGI module that answers with its whole environment, NUL-separated.
