@@ -84,24 +84,29 @@ pub struct Release {
     pub aliases: BTreeMap<String, Alias>,
     /// The newest version: no call may name a later one.
     pub latest: u32,
+    /// Whether calls with no qualifier all go to the live version (`live` has no weight above 0),
+    /// decided once: every call asks.
+    live_is_whole: bool,
     versions: Mutex<HashMap<u32, Arc<Entry>>>,
 }
 
 impl Release {
     /// A release with `aliases`, whose newest version is `latest`.
     pub fn new(aliases: BTreeMap<String, Alias>, latest: u32) -> Self {
+        let live_is_whole = aliases
+            .get(LIVE)
+            .is_none_or(|live| live.weights.values().all(|w| *w == 0.0));
         Self {
             aliases,
             latest,
+            live_is_whole,
             versions: Mutex::default(),
         }
     }
 
     /// Whether calls with no qualifier all go to the live version.
     pub fn live_is_whole(&self) -> bool {
-        self.aliases
-            .get(LIVE)
-            .is_none_or(|live| live.weights.values().all(|w| *w == 0.0))
+        self.live_is_whole
     }
 
     fn versions(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Entry>>> {

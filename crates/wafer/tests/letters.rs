@@ -180,23 +180,15 @@ async fn destinations_get_the_record_of_a_success_and_of_a_failure() {
             >= 2
     );
 
-    // A destination URL no host rule allows is refused at deploy.
-    let (status, body) = server
-        .deploy(
-            "leaky",
-            fixture("flaky.wasm"),
-            json!({"on_failure": {"url": "http://203.0.113.9/x"}}),
-        )
-        .await;
-    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_config");
-    let (status, body) = server
-        .deploy(
-            "leaky",
-            fixture("flaky.wasm"),
-            json!({"on_success": {"function": "Not A Name"}}),
-        )
-        .await;
-    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_config");
+    // A destination URL no host rule allows, and a destination that is no function name, are
+    // refused at deploy.
+    for config in [
+        json!({"on_failure": {"url": "http://203.0.113.9/x"}}),
+        json!({"on_success": {"function": "Not A Name"}}),
+    ] {
+        let (status, body) = server.deploy("leaky", fixture("flaky.wasm"), config).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_config");
+    }
 }
 
 #[tokio::test]
