@@ -12,7 +12,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(wagi-c command-c http-python kv-python http-js http-fetch-js test-fixtures bench-guests)
+[ ${#targets[@]} -gt 0 ] || targets=(wagi-c command-c http-python kv-python spin-python http-js http-fetch-js test-fixtures bench-guests)
 
 need_apt() {
   if ! command -v clang >/dev/null || ! dpkg -s wasi-libc libclang-rt-14-dev-wasm32 >/dev/null 2>&1; then
@@ -83,6 +83,19 @@ build_kv_python() {
   echo "built kv-python/app.wasm"
 }
 
+# A Spin component from Spin's Python SDK, built the way Spin's own templates build it. spin-sdk 3.x
+# needs componentize-py 0.17 (newer releases reject its WIT), so both live in a venv of their own.
+build_spin_python() {
+  local venv=/var/tmp/wafer-spin-venv
+  [ -x "$venv/bin/componentize-py" ] || {
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet componentize-py==0.17.2 spin-sdk==3.4.1
+  }
+  (cd spin-python && PATH="$venv/bin:$PATH" componentize-py -w spin-http componentize app -o app.wasm)
+  rm -rf spin-python/__pycache__
+  echo "built spin-python/app.wasm"
+}
+
 build_js() {
   local dir=$1 wit
   wit="$(wit_dir)/wit"
@@ -103,6 +116,7 @@ for target in "${targets[@]}"; do
     bench-guests) build_c ../bench/guests/sleep && build_c_component ../bench/guests/hello-c ;;
     http-python) build_python ;;
     kv-python) build_kv_python ;;
+    spin-python) build_spin_python ;;
     http-js | http-fetch-js) build_js "$target" ;;
     *) echo "unknown example: $target" >&2; exit 2 ;;
   esac

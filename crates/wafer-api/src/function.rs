@@ -140,6 +140,10 @@ pub struct FunctionConfig {
     /// default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_value_stores: Vec<String>,
+    /// The SQLite databases it may open by label (Spin's `sqlite_databases`): each label is one database
+    /// file in the node's data directory, shared by every function granted it; none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sqlite_databases: Vec<String>,
     /// The functions it may call inside the process (by name, or a proxy-wasm id; `*` for any), through
     /// `http://{name}.fn.internal/` or Layotto's `proxy_invoke_service`; none by default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

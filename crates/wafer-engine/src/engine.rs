@@ -116,6 +116,7 @@ impl Engine {
         })
         .map_err(setup)?;
         crate::host::capabilities::add_to_linker(&mut component_linker).map_err(setup)?;
+        crate::host::spin::add_to_linker(&mut component_linker).map_err(setup)?;
         let module_linker =
             wasi_module_linker(&wasmtime, |s: &mut ModuleState| &mut s.wasi).map_err(setup)?;
         let proxy_linker =

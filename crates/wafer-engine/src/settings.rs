@@ -133,6 +133,7 @@ impl FunctionDefaults {
             grants: Grants {
                 kv_stores: config.key_value_stores.clone().into(),
                 functions: config.allowed_functions.clone().into(),
+                sqlite_databases: config.sqlite_databases.clone().into(),
             },
             variables: Variables::default(),
             platform: PlatformHandle::default(),

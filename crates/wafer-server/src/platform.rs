@@ -9,6 +9,7 @@ use crate::app::App;
 use crate::invoke::{self, Invocation};
 use async_trait::async_trait;
 use bytes::Bytes;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, Weak};
 use wafer_api::Trigger;
 use wafer_engine::{CallDepth, Mount, Platform, PlatformError, MAX_CALL_DEPTH};
@@ -24,14 +25,17 @@ pub const KEYS_PER_PAGE: u32 = 1000;
 pub struct ServerPlatform {
     state: Arc<dyn StateStore>,
     store_bytes: u64,
+    /// Where SQLite databases granted by label live: `{data}/sqlite/{label}.db`.
+    sqlite_dir: PathBuf,
     app: OnceLock<Weak<App>>,
 }
 
 impl ServerPlatform {
-    pub(crate) fn new(state: Arc<dyn StateStore>, store_bytes: u64) -> Self {
+    pub(crate) fn new(state: Arc<dyn StateStore>, store_bytes: u64, data_dir: &Path) -> Self {
         Self {
             state,
             store_bytes,
+            sqlite_dir: data_dir.join("sqlite"),
             app: OnceLock::new(),
         }
     }
@@ -109,6 +113,27 @@ impl Platform for ServerPlatform {
             .kv_increment(store, key, delta, self.store_bytes)
             .await
             .map_err(store_error)
+    }
+
+    async fn kv_swap(
+        &self,
+        store: &str,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<bool, PlatformError> {
+        self.state
+            .kv_swap(store, key, expected, value, self.store_bytes)
+            .await
+            .map_err(store_error)
+    }
+
+    fn sqlite_file(&self, label: &str) -> Result<PathBuf, PlatformError> {
+        std::fs::create_dir_all(&self.sqlite_dir).map_err(|e| {
+            tracing::error!(dir = %self.sqlite_dir.display(), "cannot create the SQLite directory: {e}");
+            PlatformError::Failed("the SQLite database cannot be created".into())
+        })?;
+        Ok(self.sqlite_dir.join(format!("{label}.db")))
     }
 
     async fn call(

@@ -185,6 +185,13 @@ pub fn config(mut config: FunctionConfig, fuel: bool) -> Result<FunctionConfig, 
     for store in &config.key_value_stores {
         store_name(store)?;
     }
+    for label in &config.sqlite_databases {
+        if !valid_label(label) {
+            return Err(invalid(format!(
+                "invalid sqlite_databases label {label:?}: use 1-{MAX_NAME_BYTES} letters, digits, `-` or `_`"
+            )));
+        }
+    }
     for target in &config.allowed_functions {
         if target != "*" && !valid_target(target) {
             return Err(invalid(format!(
@@ -234,6 +241,15 @@ fn valid_target(target: &str) -> bool {
 }
 
 /// Checks a key-value store's name: 1–255 characters of letters, digits, `-`, `_` and `.`.
+/// Whether `label` names a SQLite database: it becomes a file name, so no dots.
+fn valid_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= MAX_NAME_BYTES
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
 pub fn store_name(store: &str) -> Result<(), Error> {
     let valid = !store.is_empty()
         && store.len() <= MAX_NAME_BYTES

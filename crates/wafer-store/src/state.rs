@@ -98,6 +98,16 @@ pub trait StateStore: Send + Sync {
         max_bytes: u64,
     ) -> Result<i64, StoreError>;
 
+    /// Sets `key` to `value` only if it still holds `expected` (`None`: only if absent); whether it did.
+    async fn kv_swap(
+        &self,
+        store: &str,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+        max_bytes: u64,
+    ) -> Result<bool, StoreError>;
+
     /// The bytes (keys plus values) `store` holds.
     async fn kv_size(&self, store: &str) -> Result<u64, StoreError>;
 

@@ -508,6 +508,9 @@ pub struct FunctionFlags {
     /// A key-value store the function may open (repeatable).
     #[arg(long = "kv")]
     pub kv: Vec<String>,
+    /// A SQLite database (by label) the function may open through Spin's sqlite interface (repeatable).
+    #[arg(long = "sqlite")]
+    pub sqlite: Vec<String>,
     /// A function (name or proxy-wasm id, or `*`) this one may call inside the server (repeatable).
     #[arg(long = "call")]
     pub call: Vec<String>,

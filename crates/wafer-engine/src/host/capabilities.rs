@@ -20,7 +20,7 @@ mod bindings {
     });
 }
 
-use bindings::wasi::keyvalue::{atomics, batch, store};
+use bindings::wasi::keyvalue0_2_0_draft::{atomics, batch, store};
 use bindings::wasi::logging::logging;
 
 /// An open store: its name, and the key cursors handed to the guest (a wasi cursor is an index here).

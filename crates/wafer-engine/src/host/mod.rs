@@ -8,6 +8,7 @@ pub(crate) mod capabilities;
 pub(crate) mod outbound;
 pub(crate) mod output;
 pub(crate) mod platform;
+pub(crate) mod spin;
 
 use crate::limits::{Limited, Limits, MemoryLimiter};
 use crate::settings::Settings;
@@ -96,6 +97,8 @@ impl Limited for ModuleState {
 pub(crate) struct ComponentState {
     wasi: WasiCtx,
     pub(crate) config: Arc<WasiConfigVariables>,
+    /// The same variables, for the interfaces wafer implements itself.
+    variables: Arc<std::collections::BTreeMap<String, String>>,
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: OutboundHooks,
@@ -111,6 +114,7 @@ impl ComponentState {
             wasi,
             log: stdio.log.clone(),
             config: settings.variables.config.clone(),
+            variables: settings.variables.values.clone(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: OutboundHooks {

@@ -1,13 +1,16 @@
-//! Outbound HTTP (`wasi:http/outgoing-handler`) under a per-function allowlist.
+//! Outbound connections under a per-function allowlist: HTTP (`wasi:http/outgoing-handler`), and the
+//! Redis and PostgreSQL clients of Spin's interfaces.
 //!
-//! A function reaches only hosts in its `allowed_outbound_hosts`: `host`, `host:port`, `*.domain` (any
-//! subdomain) or `*.domain:port`, each optionally prefixed with `http://` or `https://` to fix the scheme.
-//! Everything else is refused with `HTTP-request-denied`. On top of that, a request whose host resolves to a
-//! loopback, link-local, private or otherwise non-public address is refused with
-//! `destination-IP-prohibited` unless an exact (not wildcard) entry names that host, so a wildcard can never
-//! be used to reach the host's own network.
+//! A function reaches only hosts in its `allowed_outbound_hosts`. An entry is `[scheme://]host[:port]`:
+//! the scheme is `http`, `https`, `redis`, `postgres` or `*` (any; left out, any too); the host is a
+//! name, an address, `*.domain` (any subdomain) or `*` (any host); the port is a number, a range
+//! `8000-8999` or `*` (left out, any). Spin's grammar (`https://api.example.com`, `redis://*:6379`,
+//! `*://*:*`) is a subset. Everything else is refused with `HTTP-request-denied`. On top of that, a
+//! target whose host resolves to a loopback, link-local, private or otherwise non-public address is
+//! refused with `destination-IP-prohibited` unless an exact (not wildcard) entry names that host, so a
+//! wildcard can never be used to reach the host's own network.
 //!
-//! Each function also has [`OutboundLimits`]: a cap on its requests in flight and a timeout for
+//! Each function also has [`OutboundLimits`]: a cap on its connections in flight and a timeout for
 //! connecting and for each wait on the response.
 
 use std::fmt;
@@ -18,12 +21,19 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions};
 
+/// The schemes of what a function can connect to: HTTP, and Spin's Redis and PostgreSQL clients.
+const SCHEMES: &[&str] = &["http", "https", "redis", "postgres"];
+
 /// One allowlist entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRule {
+    /// The scheme it allows; `None` for any (left out, or `*`, kept for printing back).
     scheme: Option<String>,
+    any_scheme_written: bool,
     host: HostPattern,
-    port: Option<u16>,
+    /// The ports it allows, inclusive; `None` for any.
+    ports: Option<(u16, u16)>,
+    any_port_written: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +42,8 @@ enum HostPattern {
     Exact(String),
     /// Any host ending in this suffix, which starts with `.`.
     Subdomains(String),
+    /// Any host at all (`*`).
+    Any,
 }
 
 impl FromStr for HostRule {
@@ -40,11 +52,25 @@ impl FromStr for HostRule {
     fn from_str(entry: &str) -> Result<Self, String> {
         let invalid = |why: &str| format!("invalid outbound host {entry:?}: {why}");
         let (scheme, rest) = match entry.split_once("://") {
-            Some((scheme @ ("http" | "https"), rest)) => (Some(scheme.to_string()), rest),
-            Some(_) => return Err(invalid("the scheme must be http or https")),
+            Some(("*", rest)) => (None, rest),
+            Some((scheme, rest)) if SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) => {
+                (Some(scheme.to_ascii_lowercase()), rest)
+            }
+            Some(_) => {
+                return Err(invalid(&format!(
+                    "the scheme must be {} or `*`",
+                    SCHEMES.join(", ")
+                )))
+            }
             None => (None, entry),
         };
+        let any_scheme_written = scheme.is_none() && entry.contains("://");
         let (host, port) = split_host_port(rest).ok_or_else(|| invalid("bad port"))?;
+        let any_port_written = port.as_deref() == Some("*");
+        let ports = match port.as_deref() {
+            None | Some("*") => None,
+            Some(port) => Some(port_range(port).ok_or_else(|| invalid("bad port"))?),
+        };
         let host = host.to_ascii_lowercase();
         let valid_label = |s: &str| {
             !s.is_empty()
@@ -52,44 +78,68 @@ impl FromStr for HostRule {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':')
         };
         let host = match host.strip_prefix("*.") {
+            _ if host == "*" => HostPattern::Any,
             Some(domain) if valid_label(domain) => HostPattern::Subdomains(format!(".{domain}")),
             Some(_) => return Err(invalid("a wildcard must be followed by a domain")),
             None if valid_label(&host) && !host.contains('*') => HostPattern::Exact(host),
-            None => return Err(invalid("expected host, host:port or *.domain")),
+            None => return Err(invalid("expected host, host:port, *.domain or *")),
         };
-        Ok(Self { scheme, host, port })
+        Ok(Self {
+            scheme,
+            any_scheme_written,
+            host,
+            ports,
+            any_port_written,
+        })
+    }
+}
+
+/// A port (`443`) or an inclusive range (`8000-8999`).
+fn port_range(port: &str) -> Option<(u16, u16)> {
+    match port.split_once('-') {
+        Some((low, high)) => {
+            let (low, high) = (low.parse().ok()?, high.parse().ok()?);
+            (low <= high).then_some((low, high))
+        }
+        None => port.parse().ok().map(|p| (p, p)),
     }
 }
 
 impl fmt::Display for HostRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(scheme) = &self.scheme {
-            write!(f, "{scheme}://")?;
+        match &self.scheme {
+            Some(scheme) => write!(f, "{scheme}://")?,
+            None if self.any_scheme_written => f.write_str("*://")?,
+            None => {}
         }
         match &self.host {
             HostPattern::Exact(host) => f.write_str(host)?,
             HostPattern::Subdomains(suffix) => write!(f, "*{suffix}")?,
+            HostPattern::Any => f.write_str("*")?,
         }
-        if let Some(port) = self.port {
-            write!(f, ":{port}")?;
+        match self.ports {
+            Some((low, high)) if low == high => write!(f, ":{low}")?,
+            Some((low, high)) => write!(f, ":{low}-{high}")?,
+            None if self.any_port_written => f.write_str(":*")?,
+            None => {}
         }
         Ok(())
     }
 }
 
-/// Splits `host[:port]` (IPv6 literals in brackets); `None` for an unparsable port.
-fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+/// Splits `host[:port]` (IPv6 literals in brackets); `None` when what follows the host is not a port.
+fn split_host_port(s: &str) -> Option<(String, Option<String>)> {
     if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         let port = match after.strip_prefix(':') {
-            Some(port) => Some(port.parse().ok()?),
+            Some(port) => Some(port.to_string()),
             None if after.is_empty() => None,
             None => return None,
         };
         return Some((host.to_string(), port));
     }
     match s.rsplit_once(':') {
-        Some((host, port)) => Some((host.to_string(), Some(port.parse().ok()?))),
+        Some((host, port)) => Some((host.to_string(), Some(port.to_string()))),
         None => Some((s.to_string(), None)),
     }
 }
@@ -97,10 +147,13 @@ fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
 impl HostRule {
     fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
         self.scheme.as_deref().is_none_or(|s| s == scheme)
-            && self.port.is_none_or(|p| p == port)
+            && self
+                .ports
+                .is_none_or(|(low, high)| (low..=high).contains(&port))
             && match &self.host {
                 HostPattern::Exact(exact) => exact == host,
                 HostPattern::Subdomains(suffix) => host.ends_with(suffix.as_str()),
+                HostPattern::Any => true,
             }
     }
 
@@ -351,11 +404,25 @@ mod tests {
             "https://api.example.com:443",
             "127.0.0.1:9000",
             "[::1]:80",
+            "redis://cache.test:6379",
+            "*://*:*",
+            "postgres://*:5432",
+            "http://localhost:3000-3010",
+            "*",
         ] {
             let rule: HostRule = entry.parse().unwrap();
             assert_eq!(rule.to_string(), entry.replace(['[', ']'], ""));
         }
-        for bad in ["", "*", "*.", "ftp://x", "host:port", "ex*ample.com", "a b"] {
+        for bad in [
+            "",
+            "*.",
+            "://x",
+            "host:port",
+            "ex*ample.com",
+            "a b",
+            "x:9-1",
+            "x:1-",
+        ] {
             assert!(bad.parse::<HostRule>().is_err(), "{bad}");
         }
     }
@@ -373,6 +440,21 @@ mod tests {
         assert!(p.rule_for("https", "secure.test", 443).is_some());
         assert!(p.rule_for("http", "secure.test", 80).is_none());
         assert!(policy(&[]).rule_for("https", "example.com", 443).is_none());
+    }
+
+    #[test]
+    fn spin_entries_fix_the_scheme_and_may_range_ports() {
+        let p = policy(&["redis://cache.test:6379", "http://dev.test:3000-3010"]);
+        assert!(p.rule_for("redis", "cache.test", 6379).is_some());
+        assert!(p.rule_for("https", "cache.test", 6379).is_none());
+        assert!(p.rule_for("redis", "cache.test", 6380).is_none());
+        assert!(p.rule_for("http", "dev.test", 3005).is_some());
+        assert!(p.rule_for("http", "dev.test", 3011).is_none());
+        let any = policy(&["*://*:*"]);
+        assert!(any.rule_for("postgres", "db.example.com", 5432).is_some());
+        // `*` is a wildcard like any other: it never reaches a non-public address by itself.
+        let rule = any.rule_for("redis", "127.0.0.1", 6379).unwrap();
+        assert!(decide(rule, &["127.0.0.1".parse().unwrap()]).is_err());
     }
 
     #[test]

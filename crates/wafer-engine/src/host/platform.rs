@@ -50,6 +50,17 @@ pub trait Platform: Send + Sync {
     ) -> Result<(Vec<String>, Option<String>), PlatformError>;
     /// Adds `delta` to the integer at `key` and returns the sum.
     async fn kv_increment(&self, store: &str, key: &str, delta: i64) -> Result<i64, PlatformError>;
+    /// Sets `key` to `value` only if it still holds `expected` (`None`: only if absent); whether it did.
+    async fn kv_swap(
+        &self,
+        store: &str,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<bool, PlatformError>;
+    /// The file of the SQLite database labelled `label` (created on first use), which every function
+    /// granted the label shares.
+    fn sqlite_file(&self, label: &str) -> Result<std::path::PathBuf, PlatformError>;
     /// Calls the function named (or, for proxy-wasm functions, identified) `target` with `request`, on
     /// behalf of `caller`, as a call `depth` deep (1 for a call made by a function reached from outside).
     async fn call(
@@ -103,6 +114,8 @@ pub struct Grants {
     pub kv_stores: Arc<[String]>,
     /// The functions (names or proxy-wasm ids) it may call; `*` allows any.
     pub functions: Arc<[String]>,
+    /// The SQLite databases it may open, by label.
+    pub sqlite_databases: Arc<[String]>,
 }
 
 impl Grants {
@@ -114,6 +127,18 @@ impl Grants {
             Err(PlatformError::Denied(format!(
                 "key-value store `{store}` is not granted to this function (grant it with \
                  key_value_stores / `wafer deploy --kv {store}`)"
+            )))
+        }
+    }
+
+    /// Whether the SQLite database `label` may be opened.
+    pub(crate) fn sqlite(&self, label: &str) -> Result<(), PlatformError> {
+        if self.sqlite_databases.iter().any(|d| d == label) {
+            Ok(())
+        } else {
+            Err(PlatformError::Denied(format!(
+                "SQLite database `{label}` is not granted to this function (grant it with \
+                 sqlite_databases / `wafer deploy --sqlite {label}`)"
             )))
         }
     }
@@ -159,6 +184,12 @@ impl Guest {
         self.platform.get()
     }
 
+    /// The file of SQLite database `label`, once the function is granted it.
+    pub(crate) fn sqlite_file(&self, label: &str) -> Result<std::path::PathBuf, PlatformError> {
+        self.grants.sqlite(label)?;
+        self.platform.get()?.sqlite_file(label)
+    }
+
     /// Calls function `target` with `request`, one level deeper, once the function is granted it.
     pub(crate) async fn call(
         &self,
@@ -178,22 +209,23 @@ impl Guest {
 #[derive(Clone, Default)]
 pub struct Variables {
     pub(crate) config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
-    count: usize,
+    /// The same pairs, for the interfaces wafer implements itself (Spin's variables, draft wasi:config).
+    pub(crate) values: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 impl Variables {
     /// The given name and value pairs.
     pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
-        let pairs: Vec<(String, String)> = pairs.into_iter().collect();
+        let values: std::collections::BTreeMap<String, String> = pairs.into_iter().collect();
         Self {
-            count: pairs.len(),
-            config: Arc::new(pairs.into_iter().collect()),
+            config: Arc::new(values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            values: Arc::new(values),
         }
     }
 }
 
 impl fmt::Debug for Variables {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Variables({} hidden)", self.count)
+        write!(f, "Variables({} hidden)", self.values.len())
     }
 }

@@ -159,6 +159,7 @@ impl App {
         let platform = Arc::new(ServerPlatform::new(
             state.clone(),
             config.defaults.kv_store_bytes,
+            &config.data_dir,
         ));
         let (config_containers, data_dir) = (config.containers.clone(), config.data_dir.clone());
         // Where the feed stands before anything is loaded: whatever changes meanwhile is applied after.

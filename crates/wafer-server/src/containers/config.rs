@@ -42,6 +42,7 @@ pub fn check(config: &FunctionConfig) -> Result<(), Error> {
         ("fuel", config.fuel.is_some()),
         ("reuse", config.reuse.is_some_and(|n| n > 1)),
         ("key_value_stores", !config.key_value_stores.is_empty()),
+        ("sqlite_databases", !config.sqlite_databases.is_empty()),
         ("allowed_functions", !config.allowed_functions.is_empty()),
     ] {
         if given {

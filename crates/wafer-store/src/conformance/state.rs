@@ -54,6 +54,22 @@ pub async fn keys_page_in_order_and_increments_count_in_decimal(stores: &Stores)
         s.kv_increment("s", "t", 1, 100).await,
         Err(StoreError::NotANumber(_))
     ));
+    // A swap takes only when the key still holds what the caller saw (absent counts).
+    assert!(!s.kv_swap("s", "t", None, b"x".to_vec(), 100).await.unwrap());
+    assert!(!s
+        .kv_swap("s", "t", Some(b"old".to_vec()), b"x".to_vec(), 100)
+        .await
+        .unwrap());
+    assert!(s
+        .kv_swap("s", "t", Some(b"text".to_vec()), b"new".to_vec(), 100)
+        .await
+        .unwrap());
+    assert!(s
+        .kv_swap("s", "fresh", None, b"1".to_vec(), 100)
+        .await
+        .unwrap());
+    assert_eq!(s.kv_get("s", "t").await.unwrap(), Some(b"new".to_vec()));
+    assert_eq!(s.kv_get("s", "fresh").await.unwrap(), Some(b"1".to_vec()));
 }
 
 pub async fn variables_replace_or_merge_and_keep_secrets_apart(stores: &Stores) {

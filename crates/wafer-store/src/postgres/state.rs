@@ -232,6 +232,32 @@ impl StateStore for PgStore {
         Ok(sum)
     }
 
+    async fn kv_swap(
+        &self,
+        store: &str,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+        max_bytes: u64,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_store(&tx, store).await?;
+        let current = tx
+            .query_opt(
+                "SELECT value FROM kv WHERE store = $1 AND key = $2",
+                &[&store, &key],
+            )
+            .await?;
+        let current: Option<Vec<u8>> = current.map(|row| row.try_get(0)).transpose()?;
+        if current != expected {
+            return Ok(false);
+        }
+        put(&tx, store, &[(key.to_string(), value)], max_bytes).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn kv_size(&self, store: &str) -> Result<u64, StoreError> {
         let client = self.client().await?;
         let row = client

@@ -209,6 +209,34 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn kv_swap(
+        &self,
+        store: &str,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+        max_bytes: u64,
+    ) -> Result<bool, StoreError> {
+        let (store, key) = (store.to_string(), key.to_string());
+        self.with_state(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT value FROM kv WHERE store = ?1 AND key = ?2",
+                    params![store, key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if current != expected {
+                return Ok(false);
+            }
+            put(&tx, &store, &[(key, value)], max_bytes)?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn kv_size(&self, store: &str) -> Result<u64, StoreError> {
         let store = store.to_string();
         self.with_state(move |conn| {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod containers;
+pub mod redis;
 pub mod registry;
 
 use std::io::{BufRead, BufReader};
