@@ -101,6 +101,9 @@ pub enum Error {
     /// Something failed on our side.
     #[error("{0}")]
     Internal(String),
+    /// What went wrong with one function of several deployed together; it answers as that error does.
+    #[error("function `{function}`: {error}")]
+    Within { function: String, error: Box<Error> },
 }
 
 /// What a store error tells the caller.
@@ -117,9 +120,18 @@ impl Error {
         Error::NotFound(format!("function `{name}` does not exist"))
     }
 
+    /// This error, as what went wrong with `function` among several deployed together.
+    pub fn within(self, function: &str) -> Self {
+        Error::Within {
+            function: function.to_string(),
+            error: Box::new(self),
+        }
+    }
+
     /// The HTTP status and the stable code this error answers with.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
+            Error::Within { error, .. } => error.status_and_code(),
             Error::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
             Error::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
             Error::InvalidStore(_) => (StatusCode::BAD_REQUEST, "invalid_store"),

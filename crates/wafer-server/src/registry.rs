@@ -270,6 +270,9 @@ impl Registry {
 
 /// Whether a route prefix covers a request path: the path is the prefix or lies below it.
 fn covers(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
     match path.strip_prefix(prefix) {
         Some(rest) => rest.is_empty() || rest.starts_with('/'),
         None => false,
@@ -286,5 +289,6 @@ mod tests {
         assert!(covers("/api", "/api/x/y"));
         assert!(!covers("/api", "/apix"));
         assert!(!covers("/api", "/"));
+        assert!(covers("/", "/") && covers("/", "/anything/below"));
     }
 }

@@ -83,7 +83,12 @@ pub fn config(mut config: FunctionConfig, fuel: bool) -> Result<FunctionConfig, 
     let invalid = Error::InvalidConfig;
     let mut routes = Vec::with_capacity(config.routes.len());
     for raw in &config.routes {
-        let route = raw.trim_end_matches('/').to_string();
+        // `/` alone is the root catch-all: it takes every path no longer route and no reserved
+        // prefix claims.
+        let route = match raw.trim_end_matches('/') {
+            "" if raw == "/" => "/".to_string(),
+            trimmed => trimmed.to_string(),
+        };
         let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~/".contains(c);
         if !raw.starts_with('/')
             || route.is_empty()
@@ -91,7 +96,7 @@ pub fn config(mut config: FunctionConfig, fuel: bool) -> Result<FunctionConfig, 
             || route
                 .split('/')
                 .skip(1)
-                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+                .any(|seg| (seg.is_empty() && route != "/") || seg == "." || seg == "..")
         {
             return Err(invalid(format!(
                 "invalid route {raw:?}: a route is an absolute path below `/` such as `/hello` or \
@@ -379,6 +384,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.routes, vec!["/hello", "/a/b"]);
+        let root = config(
+            FunctionConfig {
+                routes: vec!["/".into()],
+                ..FunctionConfig::default()
+            },
+            false,
+        )
+        .unwrap();
+        assert_eq!(root.routes, vec!["/"]);
         assert_eq!(
             reserved("/uix"),
             None,

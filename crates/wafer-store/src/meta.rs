@@ -20,6 +20,8 @@ pub struct NewVersion {
     pub digest: String,
     /// The module's size in bytes.
     pub size: u64,
+    /// Configuration variables and secrets merged into the function's, in the same transaction.
+    pub variables: crate::FunctionVariables,
 }
 
 /// A stored, immutable version.
@@ -117,7 +119,20 @@ pub trait MetaStore: Send + Sync {
         new: NewVersion,
         module: Bytes,
         promote: bool,
-    ) -> Result<StoredFunction, StoreError>;
+    ) -> Result<StoredFunction, StoreError> {
+        let mut stored = self.insert_versions(vec![(new, module)], promote).await?;
+        stored
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("a deploy stored nothing".into()))
+    }
+
+    /// [`Self::insert_version`] for several functions (at most one version each) in one transaction:
+    /// all of them are stored, or none. Returns the functions in the order given.
+    async fn insert_versions(
+        &self,
+        versions: Vec<(NewVersion, Bytes)>,
+        promote: bool,
+    ) -> Result<Vec<StoredFunction>, StoreError>;
 
     /// The module bytes of digest `digest`; [`StoreError::NotFound`] when no version has them.
     async fn module(&self, digest: &str) -> Result<Vec<u8>, StoreError>;

@@ -39,6 +39,7 @@ fn version(name: &str, module: &[u8]) -> wafer_store::NewVersion {
         config: Default::default(),
         digest: wafer_api::oci::sha256_hex(module),
         size: module.len() as u64,
+        variables: Default::default(),
     }
 }
 

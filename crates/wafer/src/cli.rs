@@ -379,12 +379,16 @@ pub struct RollbackArgs {
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// The .wasm file (a component or a WASI module), or oci://REF for an image in a registry (its
-    /// config is the base; flags given here override it).
+    /// The .wasm file (a component or a WASI module), oci://REF for an image in a registry (its
+    /// config is the base; flags given here override it), or a Spin application: its spin.toml, or
+    /// the directory holding one (every component deploys as a function APP-COMPONENT, all or none).
     pub file: String,
-    /// The function's name: 1 to 63 of a-z, 0-9 and `-`.
+    /// The function's name: 1 to 63 of a-z, 0-9 and `-` (required unless FILE is a Spin application).
     #[arg(long)]
-    pub name: String,
+    pub name: Option<String>,
+    /// A Spin application's name, which prefixes its functions' (default: the manifest's).
+    #[arg(long)]
+    pub app: Option<String>,
     /// Keep the live version: the new one is a candidate, called as NAME:VERSION or through an alias
     /// or a weight.
     #[arg(long)]
@@ -394,7 +398,8 @@ pub struct DeployArgs {
     /// Speak plain HTTP to the registry of an oci:// image (always so for localhost and 127.0.0.1).
     #[arg(long)]
     pub plain_http: bool,
-    /// A configuration variable, KEY=VALUE (repeatable); added to the function's configuration.
+    /// A configuration variable, KEY=VALUE (repeatable); added to the function's configuration. For a
+    /// Spin application, a value of one of its [variables] (as SPIN_VARIABLE_KEY also gives).
     #[arg(long = "var", value_parser = crate::cmd::deploy::parse_env)]
     pub vars: Vec<(String, String)>,
     /// A secret, KEY=VALUE (repeatable); the function reads it, the API never shows it.

@@ -126,6 +126,36 @@ impl Client {
         .await
     }
 
+    /// Deploys an application's functions as one (`POST /v1/apps`); `modules` are the parts `app`
+    /// names.
+    pub async fn deploy_app(
+        &self,
+        app: &wafer_api::AppDeploy,
+        modules: Vec<(String, Vec<u8>)>,
+        step: &Step,
+    ) -> Result<wafer_api::AppDeployed> {
+        let mut form = reqwest::multipart::Form::new().part(
+            "app",
+            reqwest::multipart::Part::text(serde_json::to_string(app)?)
+                .mime_str("application/json")?,
+        );
+        for (name, module) in modules {
+            let length = module.len() as u64;
+            let body = step.body(module, "compiling on the server");
+            form = form.part(
+                name,
+                reqwest::multipart::Part::stream_with_length(body, length)
+                    .file_name("module.wasm")
+                    .mime_str("application/wasm")?,
+            );
+        }
+        decode(
+            self.send(self.request(Method::POST, "/v1/apps").multipart(form))
+                .await?,
+        )
+        .await
+    }
+
     /// Sends `body` with `method` to `path` and returns the raw response, or wafer's error.
     pub async fn raw(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Response> {
         let mut request = self.request(method, path);

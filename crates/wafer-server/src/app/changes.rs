@@ -16,10 +16,30 @@ use wafer_api::oci::sha256_hex;
 use wafer_api::{FunctionConfig, Kind};
 use wafer_store::{FunctionVariables, NewVersion, StoredFunction};
 
+/// A version checked and compiled, not yet stored.
+struct Prepared {
+    new: NewVersion,
+    module: Bytes,
+    runner: Runner,
+    /// The compiled artifact, to keep once the version is stored.
+    artifact: Option<Vec<u8>>,
+    proxy_id: Option<Option<String>>,
+    /// The function's variables once this deploy's are merged in.
+    current: FunctionVariables,
+}
+
+/// One function of an application deployed as a whole.
+pub struct AppFunction {
+    pub name: String,
+    pub module: Bytes,
+    pub config: FunctionConfig,
+    pub variables: FunctionVariables,
+}
+
 impl App {
     /// Validates, compiles and stores a new version of `name`, and makes it live — unless `promote`
     /// is false and the function has a live version already, which stays live: the new one is a
-    /// candidate for an alias or a weight.
+    /// candidate for an alias or a weight. Its variables are merged in the same transaction.
     ///
     /// Nothing is stored unless the module compiles and fits its kind. Bytes deployed before (under any
     /// name) are not compiled again. Returns the function and the new version's number.
@@ -31,6 +51,47 @@ impl App {
         variables: FunctionVariables,
         promote: bool,
     ) -> Result<(StoredFunction, u32), Error> {
+        let prepared = self.check_version(name, module, config, variables).await?;
+        self.commit(vec![prepared], promote)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Internal("a deploy stored nothing".into()))
+    }
+
+    /// Deploys several functions as one: each is checked and compiled first, then all are stored in
+    /// one transaction and made live, or none is (a taken route, a name given twice, a module that
+    /// does not compile refuses them all).
+    pub async fn deploy_app(
+        &self,
+        functions: Vec<AppFunction>,
+    ) -> Result<Vec<(StoredFunction, u32)>, Error> {
+        let mut names = std::collections::BTreeSet::new();
+        if let Some(twice) = functions.iter().find(|f| !names.insert(f.name.as_str())) {
+            return Err(Error::InvalidConfig(format!(
+                "function `{}` is named twice in the application",
+                twice.name
+            )));
+        }
+        let mut prepared = Vec::with_capacity(functions.len());
+        for f in functions {
+            let name = f.name.clone();
+            let version = self
+                .check_version(&f.name, f.module, f.config, f.variables)
+                .await
+                .map_err(|e| e.within(&name))?;
+            prepared.push(version);
+        }
+        self.commit(prepared, true).await
+    }
+
+    /// Checks and compiles a version of `name`.
+    async fn check_version(
+        &self,
+        name: &str,
+        module: Bytes,
+        config: FunctionConfig,
+        variables: FunctionVariables,
+    ) -> Result<Prepared, Error> {
         validate::name(name)?;
         let mut config = validate::config(config, self.config.defaults.function.fuel)?;
         validate::variables(&variables)?;
@@ -90,42 +151,67 @@ impl App {
             name: name.to_string(),
             kind: runner.kind(),
             config,
-            digest: digest.clone(),
+            digest,
             size: module.len() as u64,
+            variables,
         };
-        let kind = new.kind;
+        Ok(Prepared {
+            new,
+            module,
+            runner,
+            artifact,
+            proxy_id,
+            current,
+        })
+    }
+
+    /// Stores prepared versions in one transaction and makes them live (or candidates, when not
+    /// `promote` and a live version exists).
+    async fn commit(
+        &self,
+        prepared: Vec<Prepared>,
+        promote: bool,
+    ) -> Result<Vec<(StoredFunction, u32)>, Error> {
         let _changes = self.changes.lock().await;
-        let stored = self.meta.insert_version(new, module, promote).await?;
-        self.state.merge_variables(name, variables).await?;
-        if let Some(artifact) = artifact {
-            // The artifact is this node's cache: without it the next load compiles again.
-            if let Err(e) = self.keep_artifact(&digest, artifact).await {
-                tracing::warn!(%digest, "cannot keep the compiled artifact: {e}");
+        let versions = prepared
+            .iter()
+            .map(|p| (p.new.clone(), p.module.clone()))
+            .collect();
+        let stored = self.meta.insert_versions(versions, promote).await?;
+        let mut deployed = Vec::with_capacity(stored.len());
+        for (p, stored) in prepared.into_iter().zip(stored) {
+            let (name, kind, digest) = (p.new.name.as_str(), p.new.kind, &p.new.digest);
+            if let Some(artifact) = p.artifact {
+                // The artifact is this node's cache: without it the next load compiles again.
+                if let Err(e) = self.keep_artifact(digest, artifact).await {
+                    tracing::warn!(%digest, "cannot keep the compiled artifact: {e}");
+                }
             }
+            let version = stored.latest_version;
+            if stored.live.version == version {
+                self.install_with(&stored, Some(p.runner), p.current, p.proxy_id);
+            } else {
+                // A candidate: the live version and everything else about the function stay; its new
+                // configuration variables reach the live version too.
+                let (runner, proxy_id) = match self.registry.get(name) {
+                    Some(entry) => (
+                        entry.function.get().cloned().filter(|r| r.wasm().is_some()),
+                        entry.proxy_id.get().cloned(),
+                    ),
+                    None => (None, None),
+                };
+                self.install_with(&stored, runner, p.current, proxy_id);
+            }
+            tracing::info!(
+                function = name,
+                version,
+                live = stored.live.version,
+                %kind,
+                "deployed"
+            );
+            deployed.push((stored, version));
         }
-        let version = stored.latest_version;
-        if stored.live.version == version {
-            self.install_with(&stored, Some(runner), current, proxy_id);
-        } else {
-            // A candidate: the live version and everything else about the function stay; its new
-            // configuration variables reach the live version too.
-            let (prepared, proxy_id) = match self.registry.get(name) {
-                Some(entry) => (
-                    entry.function.get().cloned().filter(|r| r.wasm().is_some()),
-                    entry.proxy_id.get().cloned(),
-                ),
-                None => (None, None),
-            };
-            self.install_with(&stored, prepared, current, proxy_id);
-        }
-        tracing::info!(
-            function = name,
-            version,
-            live = stored.live.version,
-            %kind,
-            "deployed"
-        );
-        Ok((stored, version))
+        Ok(deployed)
     }
 
     /// Replaces the configuration variables of `name` and sets or removes the named secrets; the next

@@ -99,6 +99,10 @@ impl App {
     /// The function whose route holds `path`, with the route; as with [`App::named`], a path no route
     /// holds yet is looked for in the change feed first.
     pub async fn routed(&self, path: &str) -> Option<(String, Arc<Entry>)> {
+        // A path wafer keeps for itself is never a function's, not even the root catch-all's.
+        if crate::validate::reserved(path).is_some() {
+            return None;
+        }
         if let Some(found) = self.registry.route(path) {
             return Some(found);
         }

@@ -14,6 +14,7 @@ mod cluster;
 mod live;
 mod release;
 
+pub use changes::AppFunction;
 pub use release::Target;
 
 use crate::admission::Admission;

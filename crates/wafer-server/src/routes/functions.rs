@@ -123,7 +123,7 @@ struct Caps {
 }
 
 /// Reads one multipart part, refusing it past `cap` bytes.
-async fn read_part(
+pub(super) async fn read_part(
     mut field: axum::extract::multipart::Field<'_>,
     cap: usize,
     what: &str,
@@ -138,7 +138,7 @@ async fn read_part(
     Ok(bytes.freeze())
 }
 
-fn part_error(e: MultipartError) -> Error {
+pub(super) fn part_error(e: MultipartError) -> Error {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         Error::TooLarge(e.body_text())
     } else {
@@ -205,7 +205,7 @@ async fn read_multipart(
 }
 
 /// The largest `config` or `variables` part.
-const CONFIG_CAP: usize = 4 << 20;
+pub(super) const CONFIG_CAP: usize = 4 << 20;
 
 /// `GET /v1/functions`.
 #[utoipa::path(get, path = "/v1/functions", tag = "functions",

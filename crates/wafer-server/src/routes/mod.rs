@@ -2,7 +2,8 @@
 //! request-head caps, the management API's token and its same-origin rule for writes), reading bodies within their caps, and errors as
 //! responses. Handlers turn a request into a call of the server's core and its result into a response.
 //!
-//! - `functions.rs` — deploy, list, get, delete, versions and rollback under `/v1/functions`;
+//! - `functions.rs` — deploy, list, get, delete, versions and rollback under `/v1/functions`; `apps.rs`
+//!   — several functions deployed as one;
 //! - `invoke.rs` — the HTTP trigger (`/fn/{name}`, function routes, Layotto's `id` header) and the API's
 //!   invoke, sync or async;
 //! - `executions.rs` — execution records, logs (listed or followed) and stats;
@@ -11,6 +12,7 @@
 //! - `console.rs` — the web console's page and assets, on a listener of its own.
 
 mod aliases;
+mod apps;
 mod console;
 mod executions;
 mod functions;

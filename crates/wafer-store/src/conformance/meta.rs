@@ -17,6 +17,7 @@ fn version(name: &str, module: &'static [u8], routes: &[&str]) -> (NewVersion, B
         },
         digest: sha256_hex(module),
         size: module.len() as u64,
+        variables: Default::default(),
     };
     (new, Bytes::from_static(module))
 }
@@ -94,6 +95,71 @@ pub async fn a_taken_route_refuses_the_whole_deploy_and_keeps_no_bytes(stores: &
     deploy(stores, "c", b"c", &["/y"]).await.unwrap();
     // A function may keep its own routes from one version to the next.
     deploy(stores, "a", b"a2", &["/x"]).await.unwrap();
+}
+
+pub async fn several_functions_deploy_together_or_not_at_all(stores: &Stores) {
+    deploy(stores, "taken", b"t", &["/x"]).await.unwrap();
+    let with_variable = |name: &str, module: &'static [u8], routes: &[&str]| {
+        let (mut new, bytes) = version(name, module, routes);
+        new.variables
+            .variables
+            .insert("greeting".into(), name.into());
+        new.variables
+            .secrets
+            .insert("token".into(), "s3cret".into());
+        (new, bytes)
+    };
+    // One function's taken route refuses them all: nothing, not even the other's variables, is kept.
+    let refused = stores
+        .meta
+        .insert_versions(
+            vec![
+                with_variable("app-a", b"app a", &["/a"]),
+                with_variable("app-b", b"app b", &["/x"]),
+            ],
+            true,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::RouteTaken { .. })),
+        "{refused:?}"
+    );
+    for name in ["app-a", "app-b"] {
+        assert!(stores.meta.get_function(name).await.unwrap().is_none());
+        assert!(stores
+            .state
+            .variables(name)
+            .await
+            .unwrap()
+            .variables
+            .is_empty());
+    }
+    assert!(matches!(
+        stores.meta.module(&sha256_hex(b"app a")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let stored = stores
+        .meta
+        .insert_versions(
+            vec![
+                with_variable("app-b", b"app b", &["/b"]),
+                with_variable("app-a", b"app a", &["/a"]),
+            ],
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stored
+            .iter()
+            .map(|f| f.live.name.as_str())
+            .collect::<Vec<_>>(),
+        ["app-b", "app-a"],
+        "in the order given"
+    );
+    let variables = stores.state.variables("app-a").await.unwrap();
+    assert_eq!(variables.variables["greeting"], "app-a");
+    assert_eq!(variables.secrets["token"], "s3cret");
 }
 
 pub async fn rollback_to_an_unknown_version_is_not_found(stores: &Stores) {

@@ -46,6 +46,7 @@ macro_rules! conformance {
             meta::versions_count_from_one_and_the_newest_goes_live,
             meta::a_version_is_stored_with_its_module_bytes,
             meta::a_taken_route_refuses_the_whole_deploy_and_keeps_no_bytes,
+            meta::several_functions_deploy_together_or_not_at_all,
             meta::rollback_to_an_unknown_version_is_not_found,
             meta::delete_removes_only_unshared_modules,
             meta::aliases_name_versions_and_live_moves_with_deploys_and_its_routes,

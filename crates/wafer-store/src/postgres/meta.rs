@@ -14,6 +14,7 @@ use crate::StoreError;
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::GenericClient;
+use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 use wafer_api::oci::sha256_hex;
 use wafer_api::{Alias, LIVE};
@@ -182,67 +183,32 @@ impl PgStore {
 
 #[async_trait]
 impl MetaStore for PgStore {
-    async fn insert_version(
+    async fn insert_versions(
         &self,
-        new: NewVersion,
-        module: Bytes,
+        mut versions: Vec<(NewVersion, Bytes)>,
         promote: bool,
-    ) -> Result<StoredFunction, StoreError> {
-        let config = serde_json::to_string(&new.config)
-            .map_err(|e| StoreError::Corrupt(format!("config does not serialise: {e}")))?;
+    ) -> Result<Vec<StoredFunction>, StoreError> {
+        // Functions are locked in name order, so two deploys of overlapping apps cannot deadlock.
+        let mut order: Vec<usize> = (0..versions.len()).collect();
+        order.sort_by(|&a, &b| versions[a].0.name.cmp(&versions[b].0.name));
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.execute(
-            &format!(
-                "INSERT INTO functions (name, live_version, created_at, updated_at)
-                 VALUES ($1, 0, {NOW}, {NOW}) ON CONFLICT (name) DO NOTHING"
-            ),
-            &[&new.name],
-        )
-        .await?;
-        lock_function(&tx, &new.name).await?;
-        let version: i64 = tx
-            .query_one(
-                "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = $1",
-                &[&new.name],
-            )
-            .await?
-            .try_get(0)?;
-        tx.execute(
-            // Updating the row when it exists locks it, so a delete of its last user waits for this.
-            "INSERT INTO modules (digest, bytes) VALUES ($1, $2)
-             ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest",
-            &[&new.digest, &module.as_ref()],
-        )
-        .await?;
-        tx.execute(
-            &format!(
-                "INSERT INTO versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, {NOW})"
-            ),
-            &[
-                &new.name,
-                &version,
-                &new.kind.as_str(),
-                &config,
-                &new.digest,
-                &big(new.size),
-            ],
-        )
-        .await?;
-        if promote || version == 1 {
-            let version = u32::try_from(version).unwrap_or_default();
-            point(&tx, &new.name, LIVE, Some(Alias::to(version))).await?;
+        let mut stored = vec![None; versions.len()];
+        for &i in &order {
+            let (new, module) = &versions[i];
+            stored[i] = Some(insert_row(&tx, new, module, promote).await?);
         }
-        bump(&tx, &new.name).await?;
-        let function = load_function(&tx, &new.name)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("inserted function vanished".into()))?;
         tx.commit().await?;
         // The deploying node has the bytes at hand: keep them, so it never reads them back.
-        if let Err(e) = self.cache.put(&new.digest, module).await {
-            tracing::warn!(digest = %new.digest, "cannot cache a deployed module: {e}");
+        for (new, module) in versions.drain(..) {
+            if let Err(e) = self.cache.put(&new.digest, module).await {
+                tracing::warn!(digest = %new.digest, "cannot cache a deployed module: {e}");
+            }
         }
-        Ok(function)
+        stored
+            .into_iter()
+            .map(|f| f.ok_or_else(|| StoreError::Corrupt("a deployed function vanished".into())))
+            .collect()
     }
 
     async fn module(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
@@ -361,4 +327,60 @@ impl MetaStore for PgStore {
         }
         Ok(orphaned)
     }
+}
+
+/// Inserts `new` with its module bytes in `tx`, returning its function as it then is.
+async fn insert_row(
+    tx: &Transaction<'_>,
+    new: &NewVersion,
+    module: &Bytes,
+    promote: bool,
+) -> Result<StoredFunction, StoreError> {
+    let config = serde_json::to_string(&new.config)
+        .map_err(|e| StoreError::Corrupt(format!("config does not serialise: {e}")))?;
+    tx.execute(
+        &format!(
+            "INSERT INTO functions (name, live_version, created_at, updated_at)
+             VALUES ($1, 0, {NOW}, {NOW}) ON CONFLICT (name) DO NOTHING"
+        ),
+        &[&new.name],
+    )
+    .await?;
+    lock_function(tx, &new.name).await?;
+    let version: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = $1",
+            &[&new.name],
+        )
+        .await?
+        .try_get(0)?;
+    tx.execute(
+        // Updating the row when it exists locks it, so a delete of its last user waits for this.
+        "INSERT INTO modules (digest, bytes) VALUES ($1, $2)
+         ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest",
+        &[&new.digest, &module.as_ref()],
+    )
+    .await?;
+    tx.execute(
+        &format!("INSERT INTO versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, {NOW})"),
+        &[
+            &new.name,
+            &version,
+            &new.kind.as_str(),
+            &config,
+            &new.digest,
+            &big(new.size),
+        ],
+    )
+    .await?;
+    if promote || version == 1 {
+        let version = u32::try_from(version).unwrap_or_default();
+        point(tx, &new.name, LIVE, Some(Alias::to(version))).await?;
+    }
+    super::state::insert_variables(tx, &new.name, &new.variables.variables, false).await?;
+    super::state::insert_variables(tx, &new.name, &new.variables.secrets, true).await?;
+    bump(tx, &new.name).await?;
+    load_function(tx, &new.name)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("inserted function vanished".into()))
 }

@@ -73,7 +73,7 @@ async fn put(
 }
 
 /// Inserts (or overwrites, moving between plain and secret) the named values.
-async fn insert_variables(
+pub(super) async fn insert_variables(
     tx: &Transaction<'_>,
     function: &str,
     values: &BTreeMap<String, String>,

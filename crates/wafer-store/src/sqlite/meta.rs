@@ -11,7 +11,7 @@ use crate::sql::{
 use crate::StoreError;
 use async_trait::async_trait;
 use bytes::Bytes;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use wafer_api::{Alias, LIVE};
 
 impl SqliteStore {
@@ -176,50 +176,63 @@ fn point(
 impl SqliteStore {
     /// Stores a version's row under the next number and, when `promote` or first, makes it live, in
     /// one transaction.
-    async fn insert_row(
+    async fn insert_rows(
         &self,
-        new: NewVersion,
-        config: String,
+        versions: Vec<(NewVersion, String)>,
         promote: bool,
-    ) -> Result<StoredFunction, StoreError> {
+    ) -> Result<Vec<StoredFunction>, StoreError> {
         self.with_meta(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO functions (name, live_version, created_at, updated_at)
-                     VALUES (?1, 0, {NOW}, {NOW}) ON CONFLICT(name) DO NOTHING"
-                ),
-                [&new.name],
-            )?;
-            let version: u32 = tx.query_row(
-                "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = ?1",
-                [&new.name],
-                |r| r.get(0),
-            )?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, {NOW})"
-                ),
-                params![
-                    new.name,
-                    version,
-                    new.kind.as_str(),
-                    config,
-                    new.digest,
-                    i64::try_from(new.size).unwrap_or(i64::MAX)
-                ],
-            )?;
-            if promote || version == 1 {
-                point(&tx, &new.name, LIVE, Some(Alias::to(version)))?;
+            let mut stored = Vec::with_capacity(versions.len());
+            for (new, config) in versions {
+                stored.push(insert_row(&tx, new, config, promote)?);
             }
-            bump(&tx, &new.name)?;
-            let function = load_function(&tx, &new.name)?
-                .ok_or_else(|| StoreError::Corrupt("inserted function vanished".into()))?;
             tx.commit()?;
-            Ok(function)
+            Ok(stored)
         })
         .await
     }
+}
+
+/// Inserts `new` (its configuration serialised as `config`) in `tx`, returning its function as it
+/// then is.
+fn insert_row(
+    tx: &Transaction<'_>,
+    new: NewVersion,
+    config: String,
+    promote: bool,
+) -> Result<StoredFunction, StoreError> {
+    tx.execute(
+        &format!(
+            "INSERT INTO functions (name, live_version, created_at, updated_at)
+             VALUES (?1, 0, {NOW}, {NOW}) ON CONFLICT(name) DO NOTHING"
+        ),
+        [&new.name],
+    )?;
+    let version: u32 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = ?1",
+        [&new.name],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        &format!("INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, {NOW})"),
+        params![
+            new.name,
+            version,
+            new.kind.as_str(),
+            config,
+            new.digest,
+            i64::try_from(new.size).unwrap_or(i64::MAX)
+        ],
+    )?;
+    if promote || version == 1 {
+        point(tx, &new.name, LIVE, Some(Alias::to(version)))?;
+    }
+    super::state::insert_variables(tx, &new.name, &new.variables.variables, false)?;
+    super::state::insert_variables(tx, &new.name, &new.variables.secrets, true)?;
+    bump(tx, &new.name)?;
+    load_function(tx, &new.name)?
+        .ok_or_else(|| StoreError::Corrupt("inserted function vanished".into()))
 }
 
 impl SqliteStore {
@@ -247,22 +260,32 @@ impl SqliteStore {
 
 #[async_trait]
 impl MetaStore for SqliteStore {
-    async fn insert_version(
+    async fn insert_versions(
         &self,
-        new: NewVersion,
-        module: Bytes,
+        versions: Vec<(NewVersion, Bytes)>,
         promote: bool,
-    ) -> Result<StoredFunction, StoreError> {
-        let config = serde_json::to_string(&new.config)
-            .map_err(|e| StoreError::Corrupt(format!("config does not serialise: {e}")))?;
-        let digest = new.digest.clone();
+    ) -> Result<Vec<StoredFunction>, StoreError> {
         let _deploy = self.deploys.lock().await;
-        let existed = self.blobs.contains(&digest).await?;
-        self.blobs.put(&digest, module).await?;
-        let stored = self.insert_row(new, config, promote).await;
-        if stored.is_err() && !existed && !self.digest_in_use(&digest).await.unwrap_or(true) {
-            if let Err(cleanup) = self.blobs.remove(&digest).await {
-                tracing::warn!(%digest, "cannot remove the module of a failed deploy: {cleanup}");
+        let mut rows = Vec::with_capacity(versions.len());
+        let mut added = Vec::new();
+        for (new, module) in versions {
+            let config = serde_json::to_string(&new.config)
+                .map_err(|e| StoreError::Corrupt(format!("config does not serialise: {e}")))?;
+            if !self.blobs.contains(&new.digest).await? {
+                added.push(new.digest.clone());
+            }
+            self.blobs.put(&new.digest, module).await?;
+            rows.push((new, config));
+        }
+        let stored = self.insert_rows(rows, promote).await;
+        if stored.is_err() {
+            for digest in added {
+                if self.digest_in_use(&digest).await.unwrap_or(true) {
+                    continue;
+                }
+                if let Err(cleanup) = self.blobs.remove(&digest).await {
+                    tracing::warn!(%digest, "cannot remove the module of a failed deploy: {cleanup}");
+                }
             }
         }
         stored

@@ -124,6 +124,7 @@ mod tests {
                     config: FunctionConfig::default(),
                     digest: digest.clone(),
                     size: 4,
+                    variables: Default::default(),
                 },
                 module,
                 true,

@@ -366,7 +366,7 @@ impl StateStore for SqliteStore {
 }
 
 /// Inserts (or overwrites, moving between plain and secret) the named values.
-fn insert_variables(
+pub(super) fn insert_variables(
     tx: &Transaction<'_>,
     function: &str,
     values: &BTreeMap<String, String>,

@@ -1,4 +1,5 @@
-//! `wafer deploy FILE --name N …`, and the parsers of its size and duration flags.
+//! `wafer deploy FILE --name N …` (a Spin application's manifest goes to `spin.rs`), and the parsers of
+//! its size and duration flags.
 
 use crate::cli::{DeployArgs, FunctionFlags};
 use crate::client::Client;
@@ -9,6 +10,14 @@ use std::process::ExitCode;
 use wafer_api::{ConfigUpdate, Destination, FunctionConfig, Kind};
 
 pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
+    if let Some(manifest) = super::spin::manifest_of(&args.file) {
+        return super::spin::deploy(args, manifest).await;
+    }
+    let Some(name) = args.name.clone() else {
+        anyhow::bail!(
+            "--name is required (it is optional only for a Spin application's spin.toml)"
+        );
+    };
     let container = args.function.kind == Some(Kind::Container);
     let (module, config) = match args.file.strip_prefix("oci://") {
         // The server pulls a container's image itself, through its own registry settings.
@@ -39,14 +48,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.client);
     let step = Step::upload(&format!("uploading {}", args.file), module.len() as u64);
     let version = client
-        .deploy(
-            &args.name,
-            module,
-            &config,
-            &variables,
-            !args.no_promote,
-            &step,
-        )
+        .deploy(&name, module, &config, &variables, !args.no_promote, &step)
         .await?;
     drop(step);
     let mut text = match version.live {
@@ -118,7 +120,7 @@ impl FunctionFlags {
 }
 
 /// `base` with every setting `flags` gives replacing its own (`env` entries are merged).
-fn overlay(base: FunctionConfig, flags: FunctionConfig) -> FunctionConfig {
+pub(super) fn overlay(base: FunctionConfig, flags: FunctionConfig) -> FunctionConfig {
     let list = |given: Vec<String>, base: Vec<String>| if given.is_empty() { base } else { given };
     let mut env = base.env;
     env.extend(flags.env);

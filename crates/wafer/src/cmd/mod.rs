@@ -9,6 +9,7 @@ mod node;
 pub mod package;
 mod registry;
 mod serve;
+mod spin;
 mod state;
 
 use crate::cli::{Cli, Command};
