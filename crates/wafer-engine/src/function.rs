@@ -18,6 +18,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 #[derive(Clone)]
 pub(crate) enum Prepared {
     Http(ProxyPre<ComponentState>),
+    Spin1(abi::spin1::Spin1Module),
     Wagi(abi::wagi::WagiModule),
     Proxy(abi::proxy::ProxyModule),
     ModuleCommand(InstancePre<ModuleState>),
@@ -60,7 +61,7 @@ impl Function {
     /// The kind this function runs as.
     pub fn kind(&self) -> Kind {
         match self.prepared {
-            Prepared::Http(_) => Kind::Http,
+            Prepared::Http(_) | Prepared::Spin1(_) => Kind::Http,
             Prepared::Wagi(_) => Kind::Wagi,
             Prepared::Proxy(_) => Kind::ProxyWasm,
             Prepared::ModuleCommand(_) | Prepared::ComponentCommand(_) => Kind::Command,
@@ -83,6 +84,9 @@ impl Function {
         match &self.prepared {
             Prepared::Http(pre) => {
                 abi::http::serve(pre, &self.warm, request, mount, settings, tracer).await
+            }
+            Prepared::Spin1(module) => {
+                abi::spin1::serve(module, request, mount, settings, tracer).await
             }
             Prepared::Wagi(module) => {
                 abi::wagi::serve(module, request, mount, settings, tracer).await
@@ -117,9 +121,11 @@ impl Function {
             Prepared::ComponentCommand(pre) => {
                 abi::command::run_component(pre, stdin, args, settings, tracer).await
             }
-            Prepared::Http(_) | Prepared::Proxy(_) => Err(InvokeError::Internal(
-                "an http or proxy-wasm function is invoked with an HTTP request".into(),
-            )),
+            Prepared::Http(_) | Prepared::Spin1(_) | Prepared::Proxy(_) => {
+                Err(InvokeError::Internal(
+                    "an http or proxy-wasm function is invoked with an HTTP request".into(),
+                ))
+            }
         }
     }
 

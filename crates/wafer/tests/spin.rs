@@ -178,6 +178,23 @@ async fn spin_outbound_redis_and_postgres_reach_only_allowed_hosts() {
         "the server's error code reaches the guest"
     );
 
+    // A Spin 1 module reaches the same Redis through outbound-redis.
+    server
+        .deploy_ok(
+            "legacy-redis",
+            wat(SPIN1_REDIS),
+            json!({"allowed_outbound_hosts": [format!("redis://{}", redis.address)]}),
+        )
+        .await;
+    let (status, _, text) = server
+        .call(Method::POST, "/fn/legacy-redis", &redis_url)
+        .await;
+    assert_eq!((status.as_u16(), text.as_str()), (200, "v1"));
+    let (_, _, text) = server
+        .call(Method::POST, "/fn/legacy-redis", &redis_url)
+        .await;
+    assert_eq!(text, "v2", "the counter lives in Redis");
+
     // Without the grant, neither is reached, and the log says why.
     for (path, address) in [
         ("/fn/closed/redis", &redis_url),
@@ -197,6 +214,43 @@ async fn spin_outbound_redis_and_postgres_reach_only_allowed_hosts() {
     );
 }
 
+/// A Spin 1 module that, given a Redis address as its body, sets `k` to `v`, reads it back and
+/// increments `n`: it answers the value and the count's last digit.
+const SPIN1_REDIS: &str = r#"
+(module
+  (import "outbound-redis" "set" (func $set (param i32 i32 i32 i32 i32 i32 i32)))
+  (import "outbound-redis" "get" (func $get (param i32 i32 i32 i32 i32)))
+  (import "outbound-redis" "incr" (func $incr (param i32 i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (data (i32.const 0) "k")
+  (data (i32.const 8) "v")
+  (data (i32.const 16) "n")
+  (func (export "canonical_abi_realloc") (param i32 i32 i32 i32) (result i32)
+    (local $p i32)
+    (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
+    (global.set $heap (i32.add (local.get $p) (local.get 3)))
+    (local.get $p))
+  (func (export "canonical_abi_free") (param i32 i32 i32))
+  (func (export "handle-http-request")
+    (param i32 i32 i32 i32 i32 i32 i32) (param $has i32) (param $a i32) (param $al i32)
+    (result i32)
+    (call $set (local.get $a) (local.get $al) (i32.const 0) (i32.const 1) (i32.const 8) (i32.const 1) (i32.const 200))
+    (call $get (local.get $a) (local.get $al) (i32.const 0) (i32.const 1) (i32.const 216))
+    (call $incr (local.get $a) (local.get $al) (i32.const 16) (i32.const 1) (i32.const 232))
+    ;; body: the value read, then '0' + the count % 10
+    (i32.store8 (i32.const 300) (i32.load8_u (i32.load (i32.const 220))))
+    (i32.store8 (i32.const 301)
+      (i32.add (i32.const 48) (i32.wrap_i64 (i64.rem_u (i64.load (i32.const 240)) (i64.const 10)))))
+    (i32.store16 (i32.const 400) (i32.const 200))
+    (i32.store8 (i32.const 404) (i32.const 0))
+    (i32.store8 (i32.const 416) (i32.const 1))
+    (i32.store (i32.const 420) (i32.const 300))
+    (i32.store (i32.const 424) (i32.const 2))
+    (i32.const 400))
+)
+"#;
+
 /// Percent-encodes a query value.
 fn urlencode(s: &str) -> String {
     s.bytes()
@@ -207,4 +261,59 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[tokio::test]
+async fn a_spin_1_module_runs_with_spin_1_interfaces_under_its_grants() {
+    let server = Server::start();
+    server
+        .deploy_ok("echo", example("wagi-c/hello.wasm"), json!({}))
+        .await;
+    let legacy = wat(&String::from_utf8(fixture("spin1-legacy.wat")).expect("UTF-8"));
+    let (status, body) = server
+        .deploy_parts(
+            "legacy",
+            legacy.clone(),
+            &[
+                (
+                    "config",
+                    json!({"key_value_stores": ["default"], "allowed_functions": ["echo"]}),
+                ),
+                ("variables", json!({"variables": {"greeting": "hi"}})),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        body["kind"], "http",
+        "handle-http-request wins over _start: {body}"
+    );
+
+    let (status, headers, text) = server.call(Method::POST, "/fn/legacy/path?q=1", "3").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(headers["content-type"], "text/plain");
+    let parts: Vec<&str> = text.split(" | ").collect();
+    assert_eq!(parts[..3], ["/fn/legacy/path?q=1", "hi", "3"], "{text}");
+    assert!(
+        parts[3].contains("legacy"),
+        "the echo function answered: {text}"
+    );
+    assert_eq!(server.get_text("/v1/kv/default/visits").await.1, "3");
+
+    // Without grants every interface answers with its error, and the log says why.
+    server.deploy_ok("closed", legacy, json!({})).await;
+    let (status, _, text) = server.call(Method::GET, "/fn/closed/", "").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(text, "/fn/closed/ | missing | missing | missing");
+    let lines = log_lines(&server, "closed").await;
+    for want in [
+        "spin-config get-config failed",
+        "not granted",
+        "wasi-outbound-http request failed",
+    ] {
+        assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:?}");
+    }
+    // Methods Spin 1's interface lacks never reach the module.
+    let (status, _, _) = server.call(Method::TRACE, "/fn/closed/", "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 }

@@ -1,4 +1,5 @@
-//! One adapter per function kind: [`http`] (wasi:http components), [`wagi`] (CGI over WASI preview1),
+//! One adapter per function kind: [`http`] (wasi:http components; [`spin1`] for Spin 1's core modules
+//! of kind `http`), [`wagi`] (CGI over WASI preview1),
 //! [`proxy`] (proxy-wasm modules, as Layotto runs them) and [`command`] (jobs). Each makes its store and
 //! runs the guest through the one bounded run of `run.rs`. Core modules of both `wagi` and `command`
 //! start at an export, normally `_start`; [`run_start`] is that shared step.
@@ -6,6 +7,7 @@
 pub(crate) mod command;
 pub(crate) mod http;
 pub(crate) mod proxy;
+pub(crate) mod spin1;
 pub(crate) mod wagi;
 
 use crate::error::InvokeError;

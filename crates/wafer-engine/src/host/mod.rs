@@ -173,7 +173,7 @@ type SendFuture = Box<
 /// inside the process, when granted; anything else goes out only when the function's policy allows its
 /// target, within its outbound concurrency and timeouts.
 pub(crate) struct OutboundHooks {
-    policy: OutboundPolicy,
+    pub(crate) policy: OutboundPolicy,
     /// The function the requests are made for.
     pub(crate) guest: Guest,
 }

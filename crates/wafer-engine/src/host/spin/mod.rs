@@ -11,7 +11,7 @@
 
 mod absent;
 mod postgres;
-mod redis;
+pub(crate) mod redis;
 mod sqlite;
 mod state;
 

@@ -14,15 +14,18 @@ use wasmtime::component::Resource;
 
 /// An open connection, holding one of the function's outbound slots.
 pub struct Connection {
-    redis: MultiplexedConnection,
-    timeout: Duration,
+    pub(crate) redis: MultiplexedConnection,
+    pub(crate) timeout: Duration,
     _slot: OwnedSemaphorePermit,
 }
 
 type Answer<T> = wasmtime::Result<Result<T, api::Error>>;
 
 /// Connects to `address` once `policy` lets the function reach it.
-async fn connect(policy: OutboundPolicy, address: &str) -> Result<Connection, api::Error> {
+pub(crate) async fn connect(
+    policy: OutboundPolicy,
+    address: &str,
+) -> Result<Connection, api::Error> {
     let info = address
         .into_connection_info()
         .map_err(|_| api::Error::InvalidAddress)?;
