@@ -400,7 +400,7 @@ mod tests {
         );
         for bad in [
             "hello",
-            "/",
+            "//",
             "/a//b",
             "/a/../b",
             "/v1",

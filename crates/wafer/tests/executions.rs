@@ -329,6 +329,7 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
         ("/v1/functions/{name}", "delete"),
         ("/v1/functions/{name}/versions", "get"),
         ("/v1/functions/{name}/versions", "post"),
+        ("/v1/apps", "post"),
         ("/v1/functions/{name}/rollback", "post"),
         ("/v1/functions/{name}/aliases", "get"),
         ("/v1/functions/{name}/aliases/{alias}", "get"),
@@ -365,7 +366,7 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
             "{method} {path} missing"
         );
     }
-    assert_eq!(paths.len(), 28, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 29, "{:?}", paths.keys().collect::<Vec<_>>());
     // Writes document the cross-site refusal; reads and guests' routes do not have it.
     let responses = |path: &str, method: &str| paths[path][method]["responses"].clone();
     assert!(responses("/v1/functions/{name}/versions", "post")
@@ -374,6 +375,7 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
     assert!(responses("/v1/kv/{store}/{key}", "delete")
         .get("403")
         .is_some());
+    assert!(responses("/v1/apps", "post").get("403").is_some());
     assert!(responses("/v1/functions", "get").get("403").is_none());
     assert!(responses("/fn/{name}", "post").get("403").is_none());
     for schema in [

@@ -310,9 +310,9 @@ fn outbound(entry: &str) -> Result<String, String> {
 fn mount(base: &str, route: &str) -> Result<(String, Option<String>), String> {
     let base = base.trim_end_matches('/');
     let joined = format!("{base}/{}", route.trim_start_matches('/'));
-    let (path, wildcard) = match joined.strip_suffix("/...") {
-        Some(prefix) => (prefix.to_string(), true),
-        None => (joined.trim_end_matches('/').to_string(), false),
+    let path = match joined.strip_suffix("/...") {
+        Some(prefix) => prefix.to_string(),
+        None => joined.trim_end_matches('/').to_string(),
     };
     let mut kept = Vec::new();
     let mut parameter = false;
@@ -327,7 +327,6 @@ fn mount(base: &str, route: &str) -> Result<(String, Option<String>), String> {
     let note = parameter.then(|| {
         format!("route {route:?} has parameters: wafer mounts it at {mounted}, with what is below")
     });
-    let _ = wildcard;
     Ok((mounted, note))
 }
 
