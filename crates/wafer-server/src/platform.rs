@@ -136,6 +136,27 @@ impl Platform for ServerPlatform {
         Ok(self.sqlite_dir.join(format!("{label}.db")))
     }
 
+    async fn call_route(
+        &self,
+        caller: &str,
+        request: http::Request<Bytes>,
+        depth: u32,
+    ) -> Result<http::Response<Bytes>, PlatformError> {
+        let path = request.uri().path().to_string();
+        let app = self.app()?;
+        check_depth(caller, &path, depth)?;
+        let (route, live) = app
+            .routed(&path)
+            .await
+            .ok_or_else(|| PlatformError::NotFound(format!("no function is mounted at {path}")))?;
+        let mount = Mount {
+            prefix: route,
+            strip_prefix: false,
+            client: None,
+        };
+        run_call(&app, caller, &path, live, mount, request, depth).await
+    }
+
     async fn call(
         &self,
         caller: &str,
@@ -143,36 +164,57 @@ impl Platform for ServerPlatform {
         request: http::Request<Bytes>,
         depth: u32,
     ) -> Result<http::Response<Bytes>, PlatformError> {
-        if depth > MAX_CALL_DEPTH {
-            return Err(PlatformError::TooDeep(format!(
-                "the call from `{caller}` to `{target}` is too deep: more than {MAX_CALL_DEPTH} \
-                 function calls in a chain"
-            )));
-        }
+        check_depth(caller, target, depth)?;
         let app = self.app()?;
         let live = app.resolve(target).await.ok_or_else(|| {
             PlatformError::NotFound(format!("no function `{target}` is deployed"))
         })?;
-        let entry = app.version_for(live, None).await.map_err(|e| {
-            PlatformError::Failed(format!("cannot load `{target}`: {}", e.describe()))
-        })?;
-        let version = entry.version;
-        let (mut parts, body) = request.into_parts();
-        parts.extensions.insert(CallDepth(depth));
         let mount = Mount {
             prefix: String::new(),
             strip_prefix: true,
             client: None,
         };
-        let invocation = Invocation::new(entry, parts, body, mount, Trigger::Call);
-        let (id, answer) = invoke::call(&app, invocation).await;
-        let (parts, body) = invoke::respond(&id, version, answer).into_parts();
-        let body = invoke::read_response(body, MAX_CALL_RESPONSE)
-            .await
-            .map_err(|e| {
-                PlatformError::Failed(format!("cannot read the response of `{target}`: {e}"))
-            })?;
-        tracing::debug!(caller, target, status = %parts.status, depth, "function call");
-        Ok(http::Response::from_parts(parts, body))
+        run_call(&app, caller, target, live, mount, request, depth).await
     }
+}
+
+/// Refuses a call that would make a chain of function calls too deep.
+fn check_depth(caller: &str, target: &str, depth: u32) -> Result<(), PlatformError> {
+    if depth > MAX_CALL_DEPTH {
+        return Err(PlatformError::TooDeep(format!(
+            "the call from `{caller}` to `{target}` is too deep: more than {MAX_CALL_DEPTH} \
+             function calls in a chain"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `request` through the invocation core as a `call` of function `live` (reached as `target`),
+/// `depth` deep, and reads its whole answer.
+async fn run_call(
+    app: &Arc<App>,
+    caller: &str,
+    target: &str,
+    live: Arc<crate::registry::Entry>,
+    mount: Mount,
+    request: http::Request<Bytes>,
+    depth: u32,
+) -> Result<http::Response<Bytes>, PlatformError> {
+    let entry = app
+        .version_for(live, None)
+        .await
+        .map_err(|e| PlatformError::Failed(format!("cannot load `{target}`: {}", e.describe())))?;
+    let version = entry.version;
+    let (mut parts, body) = request.into_parts();
+    parts.extensions.insert(CallDepth(depth));
+    let invocation = Invocation::new(entry, parts, body, mount, Trigger::Call);
+    let (id, answer) = invoke::call(app, invocation).await;
+    let (parts, body) = invoke::respond(&id, version, answer).into_parts();
+    let body = invoke::read_response(body, MAX_CALL_RESPONSE)
+        .await
+        .map_err(|e| {
+            PlatformError::Failed(format!("cannot read the response of `{target}`: {e}"))
+        })?;
+    tracing::debug!(caller, target, status = %parts.status, depth, "function call");
+    Ok(http::Response::from_parts(parts, body))
 }

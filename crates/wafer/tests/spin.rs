@@ -31,6 +31,20 @@ async fn log_lines(server: &Server, function: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits until `function`'s log has, for each of `wants`, at least `times` lines containing it (the
+/// journal writes records a moment after the answer).
+async fn wait_for_lines(server: &Server, function: &str, wants: &[&str], times: usize) {
+    let what = format!("{wants:?} in the log of {function}");
+    wait_for(&what, std::time::Duration::from_secs(15), || async {
+        let lines = log_lines(server, function).await;
+        wants
+            .iter()
+            .all(|want| lines.iter().filter(|l| l.contains(want)).count() >= times)
+            .then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_spin_sdk_component_uses_key_value_variables_and_sqlite_under_its_grants() {
     let server = Server::start();
@@ -113,10 +127,8 @@ async fn a_spin_sdk_component_uses_key_value_variables_and_sqlite_under_its_gran
         get(&server, "/fn/spin/llm").await,
         (200, "llm refused: Error_RuntimeError".into())
     );
-    let lines = log_lines(&server, "spin").await;
-    for want in ["not granted", "fermyon:spin/llm is not provided by wafer"] {
-        assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:?}");
-    }
+    let wants = ["not granted", "fermyon:spin/llm is not provided by wafer"];
+    wait_for_lines(&server, "spin", &wants, 1).await;
 
     // A label is a file name: one that could leave the directory is refused at deploy.
     let (status, body) = server
@@ -203,15 +215,7 @@ async fn spin_outbound_redis_and_postgres_reach_only_allowed_hosts() {
         let (status, text) = get(&server, &query(path, address)).await;
         assert_eq!(status, 500, "{path}: {text}");
     }
-    let lines = log_lines(&server, "closed").await;
-    assert!(
-        lines
-            .iter()
-            .filter(|l| l.contains("allowed_outbound_hosts"))
-            .count()
-            >= 2,
-        "{lines:?}"
-    );
+    wait_for_lines(&server, "closed", &["allowed_outbound_hosts"], 2).await;
 }
 
 /// A Spin 1 module that, given a Redis address as its body, sets `k` to `v`, reads it back and
@@ -305,14 +309,12 @@ async fn a_spin_1_module_runs_with_spin_1_interfaces_under_its_grants() {
     let (status, _, text) = server.call(Method::GET, "/fn/closed/", "").await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert_eq!(text, "/fn/closed/ | missing | missing | missing");
-    let lines = log_lines(&server, "closed").await;
-    for want in [
+    let wants = [
         "spin-config get-config failed",
         "not granted",
         "wasi-outbound-http request failed",
-    ] {
-        assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:?}");
-    }
+    ];
+    wait_for_lines(&server, "closed", &wants, 1).await;
     // Methods Spin 1's interface lacks never reach the module.
     let (status, _, _) = server.call(Method::TRACE, "/fn/closed/", "").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);

@@ -198,3 +198,54 @@ executor = { type = "wagi" }
     let (_, site) = server.get_json("/v1/functions/legacy-site").await;
     assert_eq!(site["kind"], "wagi", "{site}");
 }
+
+#[tokio::test]
+async fn components_call_each_other_through_self() {
+    let server = Server::start();
+    // The Spin 1 fixture, fetching the application's own route instead of another function by name.
+    let url = "http://self/back/?name=viaself";
+    let front = String::from_utf8(fixture("spin1-legacy.wat"))
+        .expect("UTF-8")
+        .replace("http://echo.fn.internal/?name=legacy", url)
+        .replace(
+            "(i32.const 112) (i32.const 36)",
+            &format!("(i32.const 112) (i32.const {})", url.len()),
+        );
+    let dir = app_dir(
+        r#"
+spin_manifest_version = 2
+[application]
+name = "selfish"
+[[trigger.http]]
+route = "/front/..."
+component = "front"
+[[trigger.http]]
+route = "/closed/..."
+component = "closed"
+[[trigger.http]]
+route = "/back/..."
+component = "back"
+executor = { type = "wagi" }
+[component.front]
+source = "front.wasm"
+allowed_outbound_hosts = ["http://self"]
+[component.closed]
+source = "front.wasm"
+[component.back]
+source = "site.wasm"
+"#,
+    );
+    std::fs::write(dir.path().join("front.wasm"), wat(&front)).unwrap();
+    let out = server.cli(&["deploy", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (status, text) = get(&server, "/front/").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("| Hello, viaself!") && text.contains("script=/back"),
+        "the back component answered under its own route: {text}"
+    );
+    // Without `self` in its allowlist a component reaches nothing that way.
+    let (status, text) = get(&server, "/closed/").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("| missing"), "{text}");
+}

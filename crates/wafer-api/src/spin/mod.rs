@@ -297,11 +297,8 @@ fn outbound(entry: &str) -> Result<String, String> {
     }
     let host = entry.split_once("://").map_or(entry, |(_, rest)| rest);
     if host == "self" || host.starts_with("self:") {
-        return Err(
-            "requests to `self` (the application's own routes) are not supported; call a \
-                    component as http://FUNCTION.fn.internal/ with allowed_functions"
-                .into(),
-        );
+        // The application's own routes: wafer's `http://self` entry, whatever the scheme and port.
+        return Ok("http://self".into());
     }
     Ok(entry.to_string())
 }

@@ -76,7 +76,11 @@ fn a_version_2_manifest_maps_components_routes_grants_and_variables() {
     assert_eq!(web.source, "web/app.wasm");
     assert_eq!(
         web.config.allowed_outbound_hosts,
-        ["https://api.example.com", "redis://cache:6379"]
+        [
+            "https://api.example.com",
+            "redis://cache:6379",
+            "http://self"
+        ]
     );
     assert_eq!(web.config.key_value_stores, ["default"]);
     assert_eq!(cart.config.routes, ["/shop/cart", "/shop/items"]);
@@ -94,7 +98,6 @@ fn a_version_2_manifest_maps_components_routes_grants_and_variables() {
         "trigger.redis (component `orders`) is not deployed",
         "component `orders` is not deployed: no HTTP trigger runs it",
         "outbound host \"mysql://db:3306\" is not granted: wafer has no mysql client",
-        "outbound host \"http://self\" is not granted",
         "its build section is ignored",
         "`files` is not supported yet",
         "the WAGI executor's `argv` is ignored",

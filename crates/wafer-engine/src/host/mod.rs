@@ -186,7 +186,14 @@ impl WasiHttpHooks for OutboundHooks {
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
         if let Some(target) = internal_target(request.uri()) {
-            return Box::new(call_internal(self.guest.clone(), target, request));
+            return Box::new(call_internal(self.guest.clone(), Some(target), request));
+        }
+        let to_self = request
+            .uri()
+            .host()
+            .is_some_and(|h| h.eq_ignore_ascii_case(outbound::SELF_HOST));
+        if to_self && self.policy.allows_self() {
+            return Box::new(call_internal(self.guest.clone(), None, request));
         }
         let policy = self.policy.clone();
         Box::new(async move {
@@ -213,18 +220,22 @@ fn internal_target(uri: &http::Uri) -> Option<String> {
     (!name.is_empty() && !name.contains('.')).then(|| name.to_string())
 }
 
-/// One function calling another inside the process, through the platform.
+/// One function calling another inside the process, through the platform: the one named `target`,
+/// or with none, the one mounted at the request's path (`http://self/…`).
 async fn call_internal(
     guest: Guest,
-    target: String,
+    target: Option<String>,
     request: http::Request<WasiBody>,
 ) -> wasmtime_wasi_http::Result<(
     http::Response<WasiBody>,
     Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
 )> {
     use wasmtime_wasi_http::Error as HttpError;
+    let label = target
+        .clone()
+        .unwrap_or_else(|| request.uri().path().to_string());
     let refuse = |e: PlatformError| {
-        tracing::info!(caller = %guest.name, %target, "function call refused: {e}");
+        tracing::info!(caller = %guest.name, target = %label, "function call refused: {e}");
         match e {
             PlatformError::Denied(_) => HttpError::HttpRequestDenied,
             PlatformError::NotFound(_) => HttpError::DestinationNotFound,
@@ -238,10 +249,12 @@ async fn call_internal(
         .await
         .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_INTERNAL_BODY as u64)))?
         .to_bytes();
-    let response = guest
-        .call(&target, http::Request::from_parts(parts, body))
-        .await
-        .map_err(refuse)?;
+    let request = http::Request::from_parts(parts, body);
+    let response = match &target {
+        Some(target) => guest.call(target, request).await,
+        None => guest.call_route(request).await,
+    }
+    .map_err(refuse)?;
     let response = response.map(|body| {
         http_body_util::Full::new(body)
             .map_err(|never| match never {})

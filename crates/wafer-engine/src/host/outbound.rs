@@ -5,10 +5,12 @@
 //! the scheme is `http`, `https`, `redis`, `postgres` or `*` (any; left out, any too); the host is a
 //! name, an address, `*.domain` (any subdomain) or `*` (any host); the port is a number, a range
 //! `8000-8999` or `*` (left out, any). Spin's grammar (`https://api.example.com`, `redis://*:6379`,
-//! `*://*:*`) is a subset. Everything else is refused with `HTTP-request-denied`. On top of that, a
-//! target whose host resolves to a loopback, link-local, private or otherwise non-public address is
-//! refused with `destination-IP-prohibited` unless an exact (not wildcard) entry names that host, so a
-//! wildcard can never be used to reach the host's own network.
+//! `*://*:*`) is a subset. The exact host `self` (`http://self`) is no network host: a request to it
+//! goes to the function mounted at its path (`host/mod.rs`). Everything else is refused with
+//! `HTTP-request-denied`. On top of that, a target whose host resolves to a loopback, link-local,
+//! private or otherwise non-public address is refused with `destination-IP-prohibited` unless an exact
+//! (not wildcard) entry names that host, so a wildcard can never be used to reach the host's own
+//! network.
 //!
 //! Each function also has [`OutboundLimits`]: a cap on its connections in flight and a timeout for
 //! connecting and for each wait on the response.
@@ -20,6 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions};
+
+/// The host through which a function calls the function mounted at a path of this server.
+pub(crate) const SELF_HOST: &str = "self";
 
 /// The schemes of what a function can connect to: HTTP, and Spin's Redis and PostgreSQL clients.
 const SCHEMES: &[&str] = &["http", "https", "redis", "postgres"];
@@ -294,6 +299,14 @@ impl OutboundPolicy {
         self.limits.timeout
     }
 
+    /// Whether an entry names the host `self` (`http://self`): requests to it go to the function
+    /// mounted at their path, as a Spin application's components call each other.
+    pub(crate) fn allows_self(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(&r.host, HostPattern::Exact(host) if host == SELF_HOST))
+    }
+
     /// Whether this policy allows anything at all.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
@@ -455,6 +468,9 @@ mod tests {
         // `*` is a wildcard like any other: it never reaches a non-public address by itself.
         let rule = any.rule_for("redis", "127.0.0.1", 6379).unwrap();
         assert!(decide(rule, &["127.0.0.1".parse().unwrap()]).is_err());
+        // Only an entry naming `self` reaches the server's own routes; no wildcard does.
+        assert!(policy(&["http://self"]).allows_self());
+        assert!(!any.allows_self() && !policy(&["*.self", "self.example.com"]).allows_self());
     }
 
     #[test]

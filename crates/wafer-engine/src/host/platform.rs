@@ -61,6 +61,14 @@ pub trait Platform: Send + Sync {
     /// The file of the SQLite database labelled `label` (created on first use), which every function
     /// granted the label shares.
     fn sqlite_file(&self, label: &str) -> Result<std::path::PathBuf, PlatformError>;
+    /// Calls the function mounted at `request`'s path (a Spin application's `http://self/…`), on
+    /// behalf of `caller`, as a call `depth` deep.
+    async fn call_route(
+        &self,
+        caller: &str,
+        request: http::Request<Bytes>,
+        depth: u32,
+    ) -> Result<http::Response<Bytes>, PlatformError>;
     /// Calls the function named (or, for proxy-wasm functions, identified) `target` with `request`, on
     /// behalf of `caller`, as a call `depth` deep (1 for a call made by a function reached from outside).
     async fn call(
@@ -182,6 +190,17 @@ impl Guest {
     pub(crate) fn store(&self, store: &str) -> Result<&Arc<dyn Platform>, PlatformError> {
         self.grants.store(store)?;
         self.platform.get()
+    }
+
+    /// Calls the function mounted at `request`'s path, one level deeper (the allowlist granted `self`).
+    pub(crate) async fn call_route(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, PlatformError> {
+        self.platform
+            .get()?
+            .call_route(&self.name, request, self.depth.0 + 1)
+            .await
     }
 
     /// The file of SQLite database `label`, once the function is granted it.
