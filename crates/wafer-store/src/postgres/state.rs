@@ -73,6 +73,23 @@ async fn put(
 }
 
 /// Inserts (or overwrites, moving between plain and secret) the named values.
+/// The value of `key` in `store`, with the store locked for the rest of `tx`: this serialises
+/// read-modify-writes of one key (increments, swaps) across every node.
+async fn locked_value(
+    tx: &deadpool_postgres::Transaction<'_>,
+    store: &str,
+    key: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    lock_store(tx, store).await?;
+    let row = tx
+        .query_opt(
+            "SELECT value FROM kv WHERE store = $1 AND key = $2",
+            &[&store, &key],
+        )
+        .await?;
+    Ok(row.map(|row| row.try_get(0)).transpose()?)
+}
+
 pub(super) async fn insert_variables(
     tx: &Transaction<'_>,
     function: &str,
@@ -211,15 +228,7 @@ impl StateStore for PgStore {
     ) -> Result<i64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        // Locking the store first serialises increments of one key across every node.
-        lock_store(&tx, store).await?;
-        let current = tx
-            .query_opt(
-                "SELECT value FROM kv WHERE store = $1 AND key = $2",
-                &[&store, &key],
-            )
-            .await?;
-        let current: Option<Vec<u8>> = current.map(|row| row.try_get(0)).transpose()?;
+        let current = locked_value(&tx, store, key).await?;
         let sum = incremented(key, current.as_deref(), delta)?;
         put(
             &tx,
@@ -242,14 +251,7 @@ impl StateStore for PgStore {
     ) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        lock_store(&tx, store).await?;
-        let current = tx
-            .query_opt(
-                "SELECT value FROM kv WHERE store = $1 AND key = $2",
-                &[&store, &key],
-            )
-            .await?;
-        let current: Option<Vec<u8>> = current.map(|row| row.try_get(0)).transpose()?;
+        let current = locked_value(&tx, store, key).await?;
         if current != expected {
             return Ok(false);
         }

@@ -6,7 +6,7 @@ use super::{run_on, SqliteStore};
 use crate::state::{entry_bytes, incremented, FunctionVariables, KeyPage, StateStore};
 use crate::StoreError;
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::BTreeMap;
 
 impl SqliteStore {
@@ -76,13 +76,8 @@ fn set_size(tx: &Transaction<'_>, store: &str, size: u64) -> Result<(), StoreErr
 impl StateStore for SqliteStore {
     async fn kv_get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let (store, key) = (store.to_string(), key.to_string());
-        self.with_state(move |conn| {
-            Ok(conn
-                .prepare_cached("SELECT value FROM kv WHERE store = ?1 AND key = ?2")?
-                .query_row(params![store, key], |r| r.get(0))
-                .optional()?)
-        })
-        .await
+        self.with_state(move |conn| value_of(conn, &store, &key))
+            .await
     }
 
     async fn kv_set(
@@ -189,13 +184,7 @@ impl StateStore for SqliteStore {
         let (store, key) = (store.to_string(), key.to_string());
         self.with_state(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT value FROM kv WHERE store = ?1 AND key = ?2",
-                    params![store, key],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let current = value_of(&tx, &store, &key)?;
             let sum = incremented(&key, current.as_deref(), delta)?;
             put(
                 &tx,
@@ -220,13 +209,7 @@ impl StateStore for SqliteStore {
         let (store, key) = (store.to_string(), key.to_string());
         self.with_state(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT value FROM kv WHERE store = ?1 AND key = ?2",
-                    params![store, key],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let current = value_of(&tx, &store, &key)?;
             if current != expected {
                 return Ok(false);
             }
@@ -363,6 +346,14 @@ impl StateStore for SqliteStore {
         })
         .await
     }
+}
+
+/// The value of `key` in `store`.
+fn value_of(conn: &Connection, store: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM kv WHERE store = ?1 AND key = ?2")?
+        .query_row(params![store, key], |r| r.get(0))
+        .optional()?)
 }
 
 /// Inserts (or overwrites, moving between plain and secret) the named values.
