@@ -26,6 +26,13 @@ use wasmtime_wasi_http::WasiHttpView;
 /// The body of a response produced by a function.
 pub type ResponseBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
+/// A whole body, known in full, as the engine's responses carry it.
+pub(crate) fn full(body: impl Into<Bytes>) -> ResponseBody {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
 /// Where and from whom a request reached a function.
 #[derive(Debug, Clone, Default)]
 pub struct Mount {

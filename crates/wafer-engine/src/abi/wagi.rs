@@ -16,7 +16,6 @@ use crate::trace::{Stream, Trace, Tracer};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 use wasmtime::InstancePre;
@@ -360,9 +359,7 @@ fn parse_response(stdout: Bytes) -> Result<Response<ResponseBody>, String> {
     } else {
         StatusCode::OK
     });
-    let body = Full::new(stdout.slice(pos..))
-        .map_err(|never| match never {})
-        .boxed_unsync();
+    let body = super::http::full(stdout.slice(pos..));
     response
         .status(status)
         .body(body)
@@ -385,6 +382,7 @@ fn stderr_tail(stderr: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
 
     async fn parse(text: &str) -> (StatusCode, http::HeaderMap, String) {
         let response = parse_response(Bytes::from(text.to_string())).unwrap();

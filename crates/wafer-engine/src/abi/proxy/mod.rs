@@ -38,7 +38,6 @@ use crate::trace::{Stream, Trace, Tracer, Usage};
 use bytes::Bytes;
 use context::ProxyCtx;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 use memory::len_i32;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
@@ -211,11 +210,7 @@ fn respond(
         }
     }
     response
-        .body(
-            Full::new(Bytes::from(body))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
+        .body(super::http::full(body))
         .map_err(|e| InvokeError::BadResponse(e.to_string()))
 }
 

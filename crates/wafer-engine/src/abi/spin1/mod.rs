@@ -20,7 +20,6 @@ use crate::run::{bounded, Ended};
 use crate::settings::Settings;
 use crate::trace::{Stream, Trace, Tracer};
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use memory::Guest;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -139,10 +138,7 @@ pub(crate) async fn serve(
             "a Spin 1 module takes GET, POST, PUT, DELETE, PATCH, HEAD and OPTIONS, not {}\n",
             parts.method
         );
-        let body = http_body_util::Full::new(Bytes::from(text))
-            .map_err(|never| match never {})
-            .boxed_unsync();
-        let mut response = http::Response::new(body);
+        let mut response = http::Response::new(crate::abi::http::full(text));
         *response.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
         return Ok(response);
     };
@@ -251,10 +247,7 @@ fn response(
         0 => Bytes::new(),
         _ => Bytes::from(guest.bytes(&store, word(20), word(24))?),
     };
-    let body = http_body_util::Full::new(body)
-        .map_err(|never| match never {})
-        .boxed_unsync();
     response
-        .body(body)
+        .body(crate::abi::http::full(body))
         .map_err(|e| memory::fault(format!("the response is not valid HTTP: {e}")))
 }
