@@ -92,6 +92,8 @@ build_spin_python() {
     "$venv/bin/pip" install --quiet componentize-py==0.17.2 spin-sdk==3.4.1
   }
   (cd spin-python && PATH="$venv/bin:$PATH" componentize-py -w spin-http componentize app -o app.wasm)
+  # componentize-py 0.17 keeps libpython's DWARF sections: half the component, never read at run time.
+  python3 strip-debug.py spin-python/app.wasm
   rm -rf spin-python/__pycache__
   echo "built spin-python/app.wasm"
 }

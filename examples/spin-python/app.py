@@ -113,7 +113,19 @@ def absent(q):
         return f"llm refused: {type(e.value).__name__}"
 
 
-ROUTES = {"kv": kv, "sqlite": sql, "sqlite3": sql3, "redis": rds, "pg": pg, "pg4": pg_v4, "llm": absent,
+def files(q):
+    # The component's `files`, read-only under / (Spin mounts them the same way).
+    with open(q["path"]) as f:
+        content = f.read()
+    try:
+        open(q["path"], "w")
+        wrote = "wrote"
+    except OSError as e:
+        wrote = type(e).__name__
+    return f"{content.strip()} write={wrote}"
+
+
+ROUTES = {"files": files, "kv": kv, "sqlite": sql, "sqlite3": sql3, "redis": rds, "pg": pg, "pg4": pg_v4, "llm": absent,
           "wasi": wasi}
 
 
@@ -134,3 +146,5 @@ class IncomingHandler(http.IncomingHandler):
             return text(200, route(q))
         except Err as e:
             return text(500, f"{name} failed: {e.value!r}")
+        except OSError as e:
+            return text(404, f"{name} failed: {type(e).__name__}")

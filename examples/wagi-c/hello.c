@@ -3,8 +3,11 @@
  *
  * GET answers with a greeting built from the query string (?name=…) and echoes a few CGI variables;
  * POST echoes the request body back upper-cased. PATH_INFO "/teapot" answers 418 through the CGI
- * `Status:` header, to show how a function sets its status code.
+ * `Status:` header, to show how a function sets its status code. PATH_INFO "/files/PATH" reads PATH
+ * from the files the function was deployed with (`wafer deploy --files DIR`, read-only at `/`): GET
+ * answers with it, PUT tries to overwrite it and says why it cannot.
  */
+#include <errno.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,9 +37,38 @@ static int query_param(const char *query, const char *key, char *out, size_t out
     return 0;
 }
 
+/* GET or PUT /files/PATH: the file at /PATH of the function's read-only files. */
+static int serve_file(const char *method, const char *path) {
+    if (strcmp(method, "PUT") == 0) {
+        FILE *f = fopen(path, "w");
+        if (f) {
+            fclose(f);
+            printf("Content-Type: text/plain\n\nwrote %s\n", path);
+        } else {
+            printf("Status: 403 Forbidden\nContent-Type: text/plain\n\ncannot write %s: %s\n", path,
+                   strerror(errno));
+        }
+        return 0;
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        printf("Status: 404 Not Found\nContent-Type: text/plain\n\ncannot read %s: %s\n", path,
+               strerror(errno));
+        return 0;
+    }
+    printf("Content-Type: application/octet-stream\n\n");
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, n, stdout);
+    fclose(f);
+    return 0;
+}
+
 int main(void) {
     const char *method = env_or("REQUEST_METHOD", "GET");
     const char *path = env_or("PATH_INFO", "/");
+
+    if (strncmp(path, "/files/", 7) == 0) return serve_file(method, path + 6);
 
     if (strcmp(path, "/teapot") == 0) {
         printf("Status: 418 I'm a teapot\n");

@@ -8,8 +8,8 @@ use utoipa::ToSchema;
 /// The most functions one application deploys.
 pub const MAX_APP_FUNCTIONS: usize = 64;
 
-/// The `app` part of an application deploy: its functions, each naming the multipart part that holds
-/// its module (parts may be shared).
+/// The `app` part of an application deploy: its functions, each naming the multipart parts that hold
+/// its module and its files (parts may be shared).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppDeploy {
@@ -25,6 +25,9 @@ pub struct AppFunctionSpec {
     pub name: String,
     /// The multipart part holding its module.
     pub module: String,
+    /// The multipart part holding its read-only files (a tar its instances see as `/`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<String>,
     /// Its configuration, as a single deploy's `config` part.
     #[serde(default)]
     pub config: FunctionConfig,

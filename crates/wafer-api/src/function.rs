@@ -372,6 +372,10 @@ pub struct VersionInfo {
     pub size: u64,
     /// When the version was deployed (RFC 3339, UTC).
     pub created_at: String,
+    /// The SHA-256 digest of the read-only files it was deployed with (a tar its instances see as
+    /// `/`), when it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<String>,
     /// Whether this version is the `live` alias's version.
     pub live: bool,
 }

@@ -43,6 +43,9 @@ pub struct Settings {
     pub variables: Variables,
     /// The server's services behind the grants (none inside a container).
     pub platform: PlatformHandle,
+    /// The directory of its read-only files, which its instances see as `/`; none unless it was
+    /// deployed with files.
+    pub files: Option<std::path::PathBuf>,
 }
 
 /// The limits a function gets for what its config leaves unset: the server's flags (`wafer serve
@@ -137,6 +140,7 @@ impl FunctionDefaults {
             },
             variables: Variables::default(),
             platform: PlatformHandle::default(),
+            files: None,
         })
     }
 }

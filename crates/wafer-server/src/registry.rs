@@ -20,6 +20,8 @@ pub struct Entry {
     pub kind: Kind,
     /// The digest of the version's module.
     pub digest: String,
+    /// The digest of its read-only files' bundle, when it has files.
+    pub files: Option<String>,
     /// The configuration the version was deployed with.
     pub config: wafer_api::FunctionConfig,
     /// What each invocation gets: name, env, limits.

@@ -29,6 +29,7 @@ mod cluster;
 pub mod conformance;
 mod error;
 mod executions;
+pub mod files;
 mod meta;
 mod postgres;
 mod sql;
@@ -43,7 +44,7 @@ pub use executions::{
     Admit, Attempt, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore, NewExecution,
     NewLog, Page, QueueStats, Retention, Retried, StoredRequest, Write, ROLLUP_RETENTION,
 };
-pub use meta::{MetaStore, NewVersion, StoredFunction, StoredVersion};
+pub use meta::{FilesBundle, MetaStore, NewVersion, StoredFunction, StoredVersion};
 pub use postgres::{redact_url, PgOptions, PgStore};
 pub use sqlite::{rfc3339, SqliteStore};
 pub use state::{FunctionVariables, KeyPage, StateStore};

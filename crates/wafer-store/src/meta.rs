@@ -22,6 +22,17 @@ pub struct NewVersion {
     pub size: u64,
     /// Configuration variables and secrets merged into the function's, in the same transaction.
     pub variables: crate::FunctionVariables,
+    /// Its read-only files, as a checked bundle ([`crate::files`]); none for most functions.
+    pub files: Option<FilesBundle>,
+}
+
+/// A bundle of read-only files a version is deployed with: a tar, stored by its digest like a module.
+#[derive(Debug, Clone)]
+pub struct FilesBundle {
+    /// The bundle's SHA-256, hex.
+    pub digest: String,
+    /// The tar's bytes.
+    pub bytes: Bytes,
 }
 
 /// A stored, immutable version.
@@ -41,6 +52,8 @@ pub struct StoredVersion {
     pub size: u64,
     /// When it was stored (RFC 3339, UTC).
     pub created_at: String,
+    /// The digest of its read-only files' bundle, when it has files.
+    pub files: Option<String>,
 }
 
 /// A stored function with its live version and its aliases.
@@ -69,6 +82,7 @@ impl StoredVersion {
             digest: self.digest.clone(),
             size: self.size,
             created_at: self.created_at.clone(),
+            files: self.files.clone(),
             live,
         }
     }
@@ -134,7 +148,8 @@ pub trait MetaStore: Send + Sync {
         promote: bool,
     ) -> Result<Vec<StoredFunction>, StoreError>;
 
-    /// The module bytes of digest `digest`; [`StoreError::NotFound`] when no version has them.
+    /// The module bytes of digest `digest` (or the files bundle of that digest);
+    /// [`StoreError::NotFound`] when no version has them.
     async fn module(&self, digest: &str) -> Result<Vec<u8>, StoreError>;
 
     /// All functions, by name.
@@ -158,7 +173,8 @@ pub trait MetaStore: Send + Sync {
     /// Removes alias `alias` of `name` (never `live`); [`StoreError::NotFound`] when there is none.
     async fn delete_alias(&self, name: &str, alias: &str) -> Result<StoredFunction, StoreError>;
 
-    /// Deletes a function with all its versions and routes, and the module bytes no other version uses.
+    /// Deletes a function with all its versions and routes, and the module bytes (and files bundles) no
+    /// other version uses.
     /// Returns the digests of those modules, so what was derived from them (compiled artifacts) can go
     /// too.
     async fn delete_function(&self, name: &str) -> Result<Vec<String>, StoreError>;

@@ -96,7 +96,8 @@ pub(crate) fn delivery_state(outcome: &crate::Delivered) -> &'static str {
 }
 
 /// The columns of a stored version, in the order both stores read them.
-pub(crate) const VERSION_COLUMNS: &str = "name, version, kind, config, digest, size, created_at";
+pub(crate) const VERSION_COLUMNS: &str =
+    "name, version, kind, config, digest, size, created_at, files";
 
 /// `SELECT` of functions joined with their live version: `created_at, updated_at, latest, <version
 /// columns>, aliases`; `tail` adds `WHERE`/`ORDER BY`.
@@ -114,7 +115,7 @@ pub(crate) fn function_query(tail: &str) -> String {
 }
 
 /// The column [`function_query`] reads the aliases from.
-pub(crate) const ALIASES_COLUMN: usize = 10;
+pub(crate) const ALIASES_COLUMN: usize = 11;
 
 /// A function's aliases as stored (JSON), `live` among them with the live version.
 pub(crate) fn aliases_from(

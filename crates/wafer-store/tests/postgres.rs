@@ -40,6 +40,7 @@ fn version(name: &str, module: &[u8]) -> wafer_store::NewVersion {
         digest: wafer_api::oci::sha256_hex(module),
         size: module.len() as u64,
         variables: Default::default(),
+        files: None,
     }
 }
 

@@ -395,6 +395,10 @@ pub struct DeployArgs {
     pub no_promote: bool,
     #[command(flatten)]
     pub function: FunctionFlags,
+    /// A directory whose files the function reads, read-only, as `/` (sent as a tar; a wasm
+    /// function's only). A Spin application lists its files in the manifest instead.
+    #[arg(long)]
+    pub files: Option<PathBuf>,
     /// Speak plain HTTP to the registry of an oci:// image (always so for localhost and 127.0.0.1).
     #[arg(long)]
     pub plain_http: bool,

@@ -69,12 +69,15 @@ impl Client {
         Ok(())
     }
 
-    /// Deploys `module` as a new version of `name`, its upload and the server's compile shown as `step`;
-    /// without `promote`, the live version stays and the new one is a candidate.
+    /// Deploys `module` (with its read-only `files`, a tar) as a new version of `name`, its upload and
+    /// the server's compile shown as `step`; without `promote`, the live version stays and the new one
+    /// is a candidate.
+    #[allow(clippy::too_many_arguments)]
     pub async fn deploy(
         &self,
         name: &str,
         module: Vec<u8>,
+        files: Option<Vec<u8>>,
         config: &FunctionConfig,
         variables: &ConfigUpdate,
         promote: bool,
@@ -101,6 +104,9 @@ impl Client {
                     .mime_str("application/x-tar")?,
             );
         }
+        if let Some(files) = files {
+            form = form.part("files", tar_part(files)?);
+        }
         form = form.part(
             "config",
             reqwest::multipart::Part::text(serde_json::to_string(config)?)
@@ -126,12 +132,13 @@ impl Client {
         .await
     }
 
-    /// Deploys an application's functions as one (`POST /v1/apps`); `modules` are the parts `app`
-    /// names.
+    /// Deploys an application's functions as one (`POST /v1/apps`); `modules` and `files` (tars) are
+    /// the parts `app` names.
     pub async fn deploy_app(
         &self,
         app: &wafer_api::AppDeploy,
         modules: Vec<(String, Vec<u8>)>,
+        files: Vec<(String, Vec<u8>)>,
         step: &Step,
     ) -> Result<wafer_api::AppDeployed> {
         let mut form = reqwest::multipart::Form::new().part(
@@ -148,6 +155,9 @@ impl Client {
                     .file_name("module.wasm")
                     .mime_str("application/wasm")?,
             );
+        }
+        for (name, files) in files {
+            form = form.part(name, tar_part(files)?);
         }
         decode(
             self.send(self.request(Method::POST, "/v1/apps").multipart(form))
@@ -269,4 +279,11 @@ async fn decode<T: DeserializeOwned>(response: Response) -> Result<T> {
         .json()
         .await
         .context("the server's answer is not the JSON expected")
+}
+
+/// A files bundle as a multipart part.
+fn tar_part(files: Vec<u8>) -> Result<reqwest::multipart::Part> {
+    Ok(reqwest::multipart::Part::bytes(files)
+        .file_name("files.tar")
+        .mime_str("application/x-tar")?)
 }

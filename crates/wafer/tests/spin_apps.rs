@@ -81,6 +81,21 @@ async fn a_version_2_application_deploys_every_component_with_its_routes_and_var
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(server.get_text("/healthz").await.0, StatusCode::OK);
 
+    // Both components read the application's static/ files, read-only, where their `files` put them:
+    // the api's pattern keeps the path, the site's directory mount puts them at its root.
+    let (status, text) = get(&server, "/demo/files?path=/static/hello.txt").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.starts_with("hello from a file write="), "{text}");
+    assert!(!text.ends_with("write=wrote"), "{text}");
+    assert_eq!(
+        get(&server, "/files/hello.txt").await,
+        (200, "hello from a file\n".into())
+    );
+    let (_, versions) = server
+        .get_json("/v1/functions/spin-demo-site/versions")
+        .await;
+    assert!(versions["versions"][0]["files"].is_string(), "{versions}");
+
     // Deploying again adds a version to each.
     let again = server.cli(&[
         "deploy",

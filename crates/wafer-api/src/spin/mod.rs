@@ -5,7 +5,8 @@
 //! characters). Its HTTP routes become wafer routes under the trigger's base: `/path/...` and `/path`
 //! mount `/path` (wafer routes cover what is below them), `/...` is the root catch-all `/`, and a
 //! private component gets no route. `allowed_outbound_hosts` (version 1's `allowed_http_hosts`),
-//! `key_value_stores`, `sqlite_databases` and `environment` carry over; component `variables`
+//! `key_value_stores`, `sqlite_databases`, `environment` and `files` (read-only, gathered by the CLI into
+//! a bundle: [`FileMount`]) carry over; component `variables`
 //! (version 1's `[component.config]`) become the function's variables, their `{{ name }}` templates
 //! filled from the application's `[variables]` — given values (`--var`, `SPIN_VARIABLE_*`), else
 //! defaults — and secret when any variable they use is. Whatever wafer cannot honour is listed in
@@ -43,6 +44,25 @@ pub struct SpinComponent {
     pub variables: BTreeMap<String, String>,
     /// Its variables that use a secret application variable.
     pub secrets: BTreeMap<String, String>,
+    /// The files it reads, as the manifest lists them (none when it lists none).
+    pub files: Vec<FileMount>,
+    /// Glob patterns, relative to the manifest's directory, of files left out of `files`.
+    pub exclude_files: Vec<String>,
+}
+
+/// One entry of a component's `files`: what the guest sees, read-only, under `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileMount {
+    /// A glob pattern relative to the manifest's directory (`static/**/*`): each file it matches, at
+    /// its path relative to that directory.
+    Pattern(String),
+    /// A directory (relative to the manifest's) and everything in it, at an absolute guest path.
+    Directory {
+        /// The directory, relative to the manifest's.
+        source: String,
+        /// Where the guest sees it: an absolute path without `..`.
+        destination: String,
+    },
 }
 
 /// The longest function name.
@@ -264,9 +284,7 @@ fn component(
             "build" => {
                 "its build section is ignored: build the component before deploying".to_string()
             }
-            "files" | "exclude_files" => {
-                format!("`{key}` is not supported yet: no files are mounted")
-            }
+            "files" | "exclude_files" => continue,
             "ai_models" => "ai_models are not granted: wafer provides no LLM".to_string(),
             "dependencies" | "dependencies_inherit_configuration" => {
                 format!("`{key}` is not supported: wafer does not compose components")
@@ -275,6 +293,15 @@ fn component(
         };
         notes.push(in_component(note));
     }
+    let files = match table.get("files") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(file_mount)
+            .collect::<Result<_, _>>()
+            .map_err(in_component)?,
+        Some(_) => return Err(in_component("files must be a list".into())),
+    };
     Ok(SpinComponent {
         id: id.to_string(),
         function,
@@ -282,7 +309,39 @@ fn component(
         config,
         variables,
         secrets,
+        files,
+        exclude_files: strings("exclude_files")?,
     })
+}
+
+/// One entry of `files`: a pattern, or `{ source = "dir", destination = "/path" }`.
+fn file_mount(item: &Value) -> Result<FileMount, String> {
+    match item {
+        Value::String(pattern) => Ok(FileMount::Pattern(pattern.clone())),
+        Value::Table(t) => {
+            let field = |key: &str| {
+                match t.get(key) {
+                Some(Value::String(s)) => Ok(s.clone()),
+                _ => Err(format!(
+                    "a files entry that is a table needs `source` and `destination` strings, not {t}"
+                )),
+            }
+            };
+            let (source, destination) = (field("source")?, field("destination")?);
+            if !destination.starts_with('/') || destination.split('/').any(|part| part == "..") {
+                return Err(format!(
+                    "files destination {destination:?} must be an absolute path without `..`"
+                ));
+            }
+            Ok(FileMount::Directory {
+                source,
+                destination,
+            })
+        }
+        other => Err(format!(
+            "a files entry is a pattern or {{ source, destination }}, not {other}"
+        )),
+    }
 }
 
 /// A Spin outbound entry as wafer's allowlist takes it, or why not.

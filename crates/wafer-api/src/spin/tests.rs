@@ -39,7 +39,8 @@ component = "orders"
 source = "web/app.wasm"
 allowed_outbound_hosts = ["https://{{ api_host }}", "redis://cache:6379", "mysql://db:3306", "http://self"]
 key_value_stores = ["default"]
-files = ["static/**/*"]
+files = ["static/**/*", { source = "assets", destination = "/srv/assets" }]
+exclude_files = ["static/secret.txt"]
 [component.web.build]
 command = "make"
 
@@ -83,6 +84,17 @@ fn a_version_2_manifest_maps_components_routes_grants_and_variables() {
         ]
     );
     assert_eq!(web.config.key_value_stores, ["default"]);
+    assert_eq!(
+        web.files,
+        [
+            FileMount::Pattern("static/**/*".into()),
+            FileMount::Directory {
+                source: "assets".into(),
+                destination: "/srv/assets".into()
+            }
+        ]
+    );
+    assert_eq!(web.exclude_files, ["static/secret.txt"]);
     assert_eq!(cart.config.routes, ["/shop/cart", "/shop/items"]);
     assert_eq!(cart.config.kind, Some(Kind::Wagi));
     assert_eq!(cart.config.sqlite_databases, ["default"]);
@@ -99,7 +111,6 @@ fn a_version_2_manifest_maps_components_routes_grants_and_variables() {
         "component `orders` is not deployed: no HTTP trigger runs it",
         "outbound host \"mysql://db:3306\" is not granted: wafer has no mysql client",
         "its build section is ignored",
-        "`files` is not supported yet",
         "the WAGI executor's `argv` is ignored",
         "route \"/items/:id\" has parameters",
     ] {
@@ -209,4 +220,24 @@ fn long_names_are_shortened_and_stay_distinct() {
     assert!(one.len() <= MAX_NAME && two.len() <= MAX_NAME);
     assert_ne!(one, two);
     assert_eq!(function_name("app", "My_Comp"), "app-my-comp");
+}
+
+#[test]
+fn a_files_entry_must_be_a_pattern_or_a_directory_at_an_absolute_path() {
+    for (entry, why) in [
+        (r#"{ source = "a", destination = "rel" }"#, "absolute path"),
+        (
+            r#"{ source = "a", destination = "/x/../etc" }"#,
+            "absolute path",
+        ),
+        (r#"{ source = "a" }"#, "needs `source` and `destination`"),
+        ("3", "a pattern or"),
+    ] {
+        let text = format!(
+            "spin_manifest_version = 2\n[application]\nname = \"a\"\n[[trigger.http]]\nroute = \"/x\"\n\
+             component = \"c\"\n[component.c]\nsource = \"c.wasm\"\nfiles = [{entry}]\n"
+        );
+        let error = read(&text, None, &BTreeMap::new()).unwrap_err();
+        assert!(error.contains(why), "{entry}: {error}");
+    }
 }

@@ -45,7 +45,7 @@ pub(crate) async fn run_component(
 ) -> Result<CommandOutput, InvokeError> {
     let limits = &settings.limits;
     let (mut builder, stdio) =
-        host::wasi_builder(&argv(settings, args), &settings.env, stdin, limits);
+        host::wasi_builder(&argv(settings, args), &settings.env, stdin, settings);
     let mut store = Store::new(
         pre.engine(),
         ComponentState::new(builder.build(), settings, CallDepth::default(), &stdio),

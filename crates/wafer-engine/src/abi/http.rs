@@ -96,7 +96,7 @@ pub(crate) async fn serve(
                 std::slice::from_ref(&settings.name),
                 &settings.env,
                 Bytes::new(),
-                &limits,
+                settings,
             );
             let state = ComponentState::new(builder.build(), settings, depth, &stdio);
             (Store::new(pre.engine(), state), None, stdio, 0)

@@ -38,7 +38,7 @@ pub(crate) async fn run_start(
     settings: &Settings,
 ) -> Run {
     let limits = &settings.limits;
-    let (mut builder, stdio) = host::wasi_builder(args, env, stdin, limits);
+    let (mut builder, stdio) = host::wasi_builder(args, env, stdin, settings);
     let state = ModuleState::new(builder.build_p1(), limits);
     let mut store = Store::new(pre.module().engine(), state);
     let run = bounded(

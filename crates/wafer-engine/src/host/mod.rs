@@ -1,7 +1,8 @@
 //! Per-invocation host state, deny-by-default.
 //!
 //! Components get a preview2 WASI context and a wasi:http context; core modules get a preview1 context.
-//! Neither has preopened directories, sockets, or the host's environment. Outbound HTTP reaches only the
+//! Neither has sockets or the host's environment, nor any directory but the function's own read-only
+//! files (`Settings::files`), when it was deployed with some. Outbound HTTP reaches only the
 //! hosts a function is granted (`outbound.rs`).
 
 pub(crate) mod capabilities;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
@@ -51,14 +52,15 @@ impl Stdio {
     }
 }
 
-/// A WASI context builder with nothing granted but the given args, env and stdin, and captured stdio.
+/// A WASI context builder with nothing granted but the given args, env and stdin, captured stdio, and
+/// the function's read-only files (`settings.files`) as `/` when it has them.
 pub(crate) fn wasi_builder(
     args: &[String],
     env: &[(String, String)],
     stdin: Bytes,
-    limits: &Limits,
+    settings: &Settings,
 ) -> (WasiCtxBuilder, Stdio) {
-    let stdio = Stdio::new(limits);
+    let stdio = Stdio::new(&settings.limits);
     let mut builder = WasiCtx::builder();
     builder
         .args(args)
@@ -69,6 +71,11 @@ pub(crate) fn wasi_builder(
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
+    if let Some(files) = &settings.files {
+        if let Err(e) = builder.preopened_dir(files, "/", FsPerms::ReadOnly) {
+            tracing::error!(function = %settings.name, files = %files.display(), "files not mounted: {e}");
+        }
+    }
     (builder, stdio)
 }
 

@@ -28,10 +28,13 @@ struct Prepared {
     current: FunctionVariables,
 }
 
-/// One function of an application deployed as a whole.
-pub struct AppFunction {
+/// What a deploy brings for one function: its module (or image), its read-only files, its config and
+/// the variables merged into its configuration.
+pub struct Upload {
     pub name: String,
     pub module: Bytes,
+    /// A tar of read-only files its instances see as `/` ([`wafer_store::files`]).
+    pub files: Option<Bytes>,
     pub config: FunctionConfig,
     pub variables: FunctionVariables,
 }
@@ -45,13 +48,10 @@ impl App {
     /// name) are not compiled again. Returns the function and the new version's number.
     pub async fn deploy(
         &self,
-        name: &str,
-        module: Bytes,
-        config: FunctionConfig,
-        variables: FunctionVariables,
+        upload: Upload,
         promote: bool,
     ) -> Result<(StoredFunction, u32), Error> {
-        let prepared = self.check_version(name, module, config, variables).await?;
+        let prepared = self.check_version(upload).await?;
         self.commit(vec![prepared], promote)
             .await?
             .pop()
@@ -63,7 +63,7 @@ impl App {
     /// does not compile refuses them all).
     pub async fn deploy_app(
         &self,
-        functions: Vec<AppFunction>,
+        functions: Vec<Upload>,
     ) -> Result<Vec<(StoredFunction, u32)>, Error> {
         let mut names = std::collections::BTreeSet::new();
         if let Some(twice) = functions.iter().find(|f| !names.insert(f.name.as_str())) {
@@ -75,23 +75,22 @@ impl App {
         let mut prepared = Vec::with_capacity(functions.len());
         for f in functions {
             let name = f.name.clone();
-            let version = self
-                .check_version(&f.name, f.module, f.config, f.variables)
-                .await
-                .map_err(|e| e.within(&name))?;
+            let version = self.check_version(f).await.map_err(|e| e.within(&name))?;
             prepared.push(version);
         }
         self.commit(prepared, true).await
     }
 
-    /// Checks and compiles a version of `name`.
-    async fn check_version(
-        &self,
-        name: &str,
-        module: Bytes,
-        config: FunctionConfig,
-        variables: FunctionVariables,
-    ) -> Result<Prepared, Error> {
+    /// Checks and compiles a version of `upload.name`, and unpacks its files.
+    async fn check_version(&self, upload: Upload) -> Result<Prepared, Error> {
+        let Upload {
+            name,
+            module,
+            files,
+            config,
+            variables,
+        } = upload;
+        let name = name.as_str();
         validate::name(name)?;
         let mut config = validate::config(config, self.config.defaults.function.fuel)?;
         validate::variables(&variables)?;
@@ -101,6 +100,15 @@ impl App {
         current.secrets.extend(variables.secrets.clone());
         let container = config.kind == Some(Kind::Container)
             || (config.kind.is_none() && containers::is_tarball(&module));
+        let files = match files {
+            Some(_) if container => {
+                return Err(Error::InvalidRequest(
+                    "files are for wasm functions: a container brings its own in its image".into(),
+                ))
+            }
+            Some(bundle) => Some(self.check_files(bundle).await?),
+            None => None,
+        };
         let (runner, artifact, proxy_id, module, digest) = if container {
             config.kind = Some(Kind::Container);
             validate::fits(&config, Kind::Container)?;
@@ -154,6 +162,7 @@ impl App {
             digest,
             size: module.len() as u64,
             variables,
+            files,
         };
         Ok(Prepared {
             new,
@@ -270,6 +279,9 @@ impl App {
             if let Err(e) = self.artifacts.remove(&digest) {
                 tracing::warn!(%digest, "cannot remove the artifacts of a deleted function: {e}");
             }
+            if let Err(e) = self.files.remove(&digest) {
+                tracing::warn!(%digest, "cannot remove the files of a deleted function: {e}");
+            }
         }
         tracing::info!(function = name, "deleted");
         Ok(())
@@ -277,6 +289,23 @@ impl App {
 }
 
 impl App {
+    /// A deploy's files bundle, checked (a tar of regular files and directories under relative paths)
+    /// and unpacked on this node, so the version answers from its first call.
+    async fn check_files(&self, bundle: Bytes) -> Result<wafer_store::FilesBundle, Error> {
+        let checked = bundle.clone();
+        let digest = tokio::task::spawn_blocking(move || {
+            wafer_store::files::check(&checked).map(|_| sha256_hex(&checked))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("checking the files failed: {e}")))?
+        .map_err(Error::InvalidRequest)?;
+        self.unpack_files(&digest, bundle.clone()).await?;
+        Ok(wafer_store::FilesBundle {
+            digest,
+            bytes: bundle,
+        })
+    }
+
     /// Refuses a destination URL whose host neither the server's callback hosts nor the function's
     /// own `allowed_outbound_hosts` allow.
     async fn check_destinations(&self, config: &FunctionConfig) -> Result<(), Error> {

@@ -234,9 +234,15 @@ impl App {
             locked(&self.applied.lagging).insert(name.to_string(), serving);
             let live = &stored.live;
             let variables = self.state.variables(name).await?;
-            let settings = self.settings(name, live.kind, &live.config, variables);
+            let settings = self.version_settings(live, variables);
             let prepared = self
-                .prepare(&live.digest, live.kind, &live.config, &settings)
+                .prepare(
+                    &live.digest,
+                    live.files.as_deref(),
+                    live.kind,
+                    &live.config,
+                    &settings,
+                )
                 .await;
             let prepared = prepared.inspect_err(|_| {
                 locked(&self.applied.lagging).remove(name);

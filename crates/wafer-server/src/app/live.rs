@@ -43,7 +43,13 @@ impl App {
         let runner = entry
             .function
             .get_or_try_init(|| {
-                self.prepare(&entry.digest, entry.kind, &entry.config, &entry.settings)
+                self.prepare(
+                    &entry.digest,
+                    entry.files.as_deref(),
+                    entry.kind,
+                    &entry.config,
+                    &entry.settings,
+                )
             })
             .await
             .inspect_err(|e| {
@@ -166,6 +172,20 @@ impl App {
         settings
     }
 
+    /// [`App::settings`] of a stored version, with its read-only files where this node unpacks them.
+    pub(super) fn version_settings(
+        &self,
+        stored: &StoredVersion,
+        variables: FunctionVariables,
+    ) -> Settings {
+        let mut settings = self.settings(&stored.name, stored.kind, &stored.config, variables);
+        settings.files = stored
+            .files
+            .as_deref()
+            .and_then(|digest| self.files.path(digest).ok());
+        settings
+    }
+
     /// The API view of a stored function, with the limits it runs under.
     pub fn info(&self, function: &StoredFunction) -> FunctionInfo {
         FunctionInfo {
@@ -235,8 +255,9 @@ impl App {
             proxy_id: tokio::sync::OnceCell::new_with(proxy_id),
             kind: stored.kind,
             digest: stored.digest.clone(),
+            files: stored.files.clone(),
             config: stored.config.clone(),
-            settings: self.settings(&stored.name, stored.kind, &stored.config, variables.clone()),
+            settings: self.version_settings(stored, variables.clone()),
             variables,
             private: stored.config.private,
             max_request_bytes: usize::try_from(
@@ -275,14 +296,22 @@ impl App {
 
     /// A stored version, runnable: a wasm function from its compiled artifact when there is one for
     /// this engine, otherwise compiled again from its stored module (and the artifact written for next
-    /// time); a container function with its image imported into containerd from the stored tarball.
+    /// time), with its files bundle unpacked on this node; a container function with its image imported
+    /// into containerd from the stored tarball.
     pub(super) async fn prepare(
         &self,
         digest: &str,
+        files: Option<&str>,
         kind: Kind,
         config: &FunctionConfig,
         settings: &Settings,
     ) -> Result<Runner, Error> {
+        if let Some(files) = files {
+            if !self.files.contains(files) {
+                let bundle = Bytes::from(self.meta.module(files).await?);
+                self.unpack_files(files, bundle).await?;
+            }
+        }
         if kind == Kind::Container {
             let module = Bytes::from(self.meta.module(digest).await?);
             let function =
@@ -294,6 +323,15 @@ impl App {
             self.keep_artifact(digest, artifact).await?;
         }
         Ok(Runner::Wasm(function))
+    }
+
+    /// Unpacks files bundle `digest` on this node's disk (a no-op when it is there already).
+    pub(super) async fn unpack_files(&self, digest: &str, bundle: Bytes) -> Result<(), Error> {
+        let (files, digest) = (self.files.clone(), digest.to_string());
+        tokio::task::spawn_blocking(move || files.unpack(&digest, &bundle))
+            .await
+            .map_err(|e| Error::Internal(format!("unpack task failed: {e}")))??;
+        Ok(())
     }
 
     /// Writes a freshly compiled artifact of module `digest` to this node's disk.

@@ -14,7 +14,7 @@ mod cluster;
 mod live;
 mod release;
 
-pub use changes::AppFunction;
+pub use changes::Upload;
 pub use release::Target;
 
 use crate::admission::Admission;
@@ -75,6 +75,8 @@ pub struct App {
     pub(crate) engine: Arc<Engine>,
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) artifacts: Artifacts,
+    /// The versions' read-only files, unpacked on this node.
+    pub(crate) files: wafer_store::files::Unpacked,
     pub(crate) registry: Registry,
     pub(crate) admission: Admission,
     pub(crate) metrics: Metrics,
@@ -171,6 +173,7 @@ impl App {
             cluster,
             applied: cluster::Applied::new(feed),
             artifacts: Artifacts::open(&config.data_dir)?,
+            files: wafer_store::files::Unpacked::open(&config.data_dir)?,
             journal: Journal::start(executions.clone()),
             rollups: Arc::default(),
             executions,

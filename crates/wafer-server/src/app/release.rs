@@ -138,10 +138,16 @@ impl App {
                 .into_iter()
                 .find(|v| v.version == target.version)
                 .ok_or_else(|| unknown_version(name, &target.version.to_string()))?;
-            let settings = self.settings(name, stored.kind, &stored.config, variables.clone());
+            let settings = self.version_settings(&stored, variables.clone());
             Some(
-                self.prepare(&stored.digest, stored.kind, &stored.config, &settings)
-                    .await?,
+                self.prepare(
+                    &stored.digest,
+                    stored.files.as_deref(),
+                    stored.kind,
+                    &stored.config,
+                    &settings,
+                )
+                .await?,
             )
         } else {
             self.registry

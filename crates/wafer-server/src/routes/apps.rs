@@ -1,7 +1,7 @@
 //! `POST /v1/apps`: several functions deployed as one, all or none (a Spin application's components).
 
 use super::functions::{part_error, read_part, CONFIG_CAP};
-use crate::app::{App, AppFunction};
+use crate::app::{App, Upload};
 use crate::error::Error;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -16,8 +16,9 @@ use wafer_store::FunctionVariables;
 /// `POST /v1/apps`: multipart, an `app` part (AppDeploy as JSON) first, then the module parts it names.
 #[utoipa::path(post, path = "/v1/apps", tag = "functions",
     request_body(description = "multipart/form-data: an `app` part first (AppDeploy as JSON: each \
-        function's name, config, variables and the name of the part holding its module), then one part \
-        per module, each up to the server's --max-module. Every function is checked and compiled, then \
+        function's name, config, variables and the names of the parts holding its module and its \
+        read-only files), then one part per module or files bundle (a tar), each up to the server's \
+        --max-module. Every function is checked and compiled, then \
         all are stored in one transaction and made live, or none is.",
         content((Vec<u8> = "multipart/form-data"))),
     responses((status = 201, body = AppDeployed), (status = 400, body = ErrorBody),
@@ -46,28 +47,41 @@ pub async fn deploy(State(app): State<Arc<App>>, request: Request) -> Result<Res
             spec.functions.len()
         )));
     }
-    let mut modules: HashMap<String, Bytes> = HashMap::new();
+    let named = |part: &str| {
+        spec.functions
+            .iter()
+            .any(|f| f.module == part || f.files.as_deref() == Some(part))
+    };
+    let mut parts: HashMap<String, Bytes> = HashMap::new();
     while let Some(field) = multipart.next_field().await.map_err(part_error)? {
         let name = field.name().unwrap_or_default().to_string();
-        if !spec.functions.iter().any(|f| f.module == name) || modules.contains_key(&name) {
+        if !named(&name) || parts.contains_key(&name) {
             return Err(Error::InvalidRequest(format!(
-                "unexpected or repeated multipart part {name:?}: send each module the app part names, once"
+                "unexpected or repeated multipart part {name:?}: send each module and files bundle \
+                 the app part names, once"
             )));
         }
-        let module = read_part(field, module_cap, &format!("module {name:?}")).await?;
-        modules.insert(name, module);
+        let bytes = read_part(field, module_cap, &format!("part {name:?}")).await?;
+        parts.insert(name, bytes);
     }
+    let part = |function: &str, what: &str, name: &str| {
+        parts.get(name).cloned().ok_or_else(|| {
+            Error::InvalidRequest(format!(
+                "function `{function}` names {what} part {name:?}, which the body does not have"
+            ))
+        })
+    };
     let mut functions = Vec::with_capacity(spec.functions.len());
     for f in spec.functions {
-        let module = modules.get(&f.module).cloned().ok_or_else(|| {
-            Error::InvalidRequest(format!(
-                "function `{}` names module part {:?}, which the body does not have",
-                f.name, f.module
-            ))
-        })?;
-        functions.push(AppFunction {
+        let module = part(&f.name, "module", &f.module)?;
+        let files = match &f.files {
+            Some(files) => Some(part(&f.name, "files", files)?),
+            None => None,
+        };
+        functions.push(Upload {
             name: f.name,
             module,
+            files,
             config: f.config,
             variables: FunctionVariables {
                 variables: f.variables.variables,

@@ -2,7 +2,7 @@
 //! alias; the others are in `aliases.rs`).
 
 use super::read_body;
-use crate::app::App;
+use crate::app::{App, Upload};
 use crate::error::Error;
 use axum::extract::multipart::MultipartError;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
@@ -39,7 +39,8 @@ fn promote_by_default() -> bool {
 #[utoipa::path(post, path = "/v1/functions/{name}/versions", tag = "functions",
     params(("name" = String, Path, description = "The function's name"), DeployQuery),
     request_body(description = "multipart/form-data with a `module` part (the wasm binary, up to the \
-        server's --max-module) or an `image` part (a container image as an OCI-layout or docker-archive \
+        server's --max-module), an optional `files` part (a tar of regular files and directories, up to \
+        --max-module, that the function's instances see read-only as `/`), or an `image` part (a container image as an OCI-layout or docker-archive \
         tarball, up to --max-image), an optional `config` part (FunctionConfig as JSON; a container \
         function whose config names an `oci://` image needs no `image` part) and an optional `variables` \
         part (ConfigUpdate as JSON, added to the function's configuration); or the raw module as \
@@ -65,20 +66,25 @@ pub async fn deploy(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let (module, config, variables) = if content_type.starts_with("multipart/form-data") {
+    let (module, files, config, variables) = if content_type.starts_with("multipart/form-data") {
         read_multipart(request, caps).await?
     } else if content_type.starts_with("application/wasm")
         || content_type.starts_with("application/octet-stream")
     {
         let module = read_body(request.into_body(), caps.module, "the module").await?;
-        (module, FunctionConfig::default(), ConfigUpdate::default())
+        (
+            module,
+            None,
+            FunctionConfig::default(),
+            ConfigUpdate::default(),
+        )
     } else if content_type.starts_with("application/x-tar") {
         let image = read_body(request.into_body(), caps.image, "the image").await?;
         let config = FunctionConfig {
             kind: Some(Kind::Container),
             ..FunctionConfig::default()
         };
-        (image, config, ConfigUpdate::default())
+        (image, None, config, ConfigUpdate::default())
     } else {
         return Err(Error::UnsupportedMediaType(format!(
             "deploy takes multipart/form-data (parts `module` or `image`, and optional `config`), an \
@@ -98,9 +104,14 @@ pub async fn deploy(
             .filter_map(|(k, v)| Some((k, v?)))
             .collect(),
     };
-    let (function, version) = app
-        .deploy(&name, module, config, variables, query.promote)
-        .await?;
+    let upload = Upload {
+        name: name.clone(),
+        module,
+        files,
+        config,
+        variables,
+    };
+    let (function, version) = app.deploy(upload, query.promote).await?;
     let info = if function.live.version == version {
         function.live.to_info(true)
     } else {
@@ -146,16 +157,17 @@ pub(super) fn part_error(e: MultipartError) -> Error {
     }
 }
 
-/// Reads the `module` (or `image`), `config` and `variables` parts of a multipart deploy. An `image`
-/// part makes the function a container unless the config says otherwise.
-async fn read_multipart(
-    request: Request,
-    caps: Caps,
-) -> Result<(Bytes, FunctionConfig, ConfigUpdate), Error> {
+/// A deploy's parts: the module (or image), the files bundle, the config and the variables.
+type Parts = (Bytes, Option<Bytes>, FunctionConfig, ConfigUpdate);
+
+/// Reads the `module` (or `image`), `files`, `config` and `variables` parts of a multipart deploy. An
+/// `image` part makes the function a container unless the config says otherwise.
+async fn read_multipart(request: Request, caps: Caps) -> Result<Parts, Error> {
     let mut multipart = Multipart::from_request(request, &())
         .await
         .map_err(|e| Error::InvalidRequest(e.body_text()))?;
     let (mut module, mut image, mut config, mut variables) = (None, None, None, None);
+    let mut files = None;
     while let Some(field) = multipart.next_field().await.map_err(part_error)? {
         match field.name().unwrap_or_default() {
             "module" if module.is_none() && image.is_none() => {
@@ -163,6 +175,9 @@ async fn read_multipart(
             }
             "image" if module.is_none() && image.is_none() => {
                 image = Some(read_part(field, caps.image, "the image").await?)
+            }
+            "files" if files.is_none() => {
+                files = Some(read_part(field, caps.module, "the files bundle").await?)
             }
             "config" if config.is_none() => {
                 let bytes = read_part(field, CONFIG_CAP, "the config part").await?;
@@ -179,7 +194,7 @@ async fn read_multipart(
             other => {
                 return Err(Error::InvalidRequest(format!(
                     "unexpected or repeated multipart part {other:?}: send one `module` or `image` and \
-                     at most one `config` and one `variables`"
+                     at most one `files`, one `config` and one `variables`"
                 )))
             }
         }
@@ -201,7 +216,7 @@ async fn read_multipart(
                     .into(),
             )),
         };
-    Ok((body, config, variables.unwrap_or_default()))
+    Ok((body, files, config, variables.unwrap_or_default()))
 }
 
 /// The largest `config` or `variables` part.

@@ -16,6 +16,7 @@ async fn deploy(stores: &Stores, name: &str) {
         digest: sha256_hex(name.as_bytes()),
         size: name.len() as u64,
         variables: Default::default(),
+        files: None,
     };
     let module = Bytes::copy_from_slice(name.as_bytes());
     stores.meta.insert_version(new, module, true).await.unwrap();

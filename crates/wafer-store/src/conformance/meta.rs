@@ -18,6 +18,7 @@ fn version(name: &str, module: &'static [u8], routes: &[&str]) -> (NewVersion, B
         digest: sha256_hex(module),
         size: module.len() as u64,
         variables: Default::default(),
+        files: None,
     };
     (new, Bytes::from_static(module))
 }
@@ -204,6 +205,55 @@ pub async fn delete_removes_only_unshared_modules(stores: &Stores) {
     deploy(stores, "c", b"c", &["/a"]).await.unwrap();
     assert!(matches!(
         stores.meta.delete_function("a").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn a_files_bundle_is_stored_with_its_version_and_goes_with_its_last_user(
+    stores: &Stores,
+) {
+    let with_files = |name: &str, module: &'static [u8], files: &'static [u8]| {
+        let (mut new, bytes) = version(name, module, &[]);
+        new.files = Some(crate::FilesBundle {
+            digest: sha256_hex(files),
+            bytes: Bytes::from_static(files),
+        });
+        (new, bytes)
+    };
+    let (new, bytes) = with_files("a", b"a", b"bundle");
+    let stored = stores.meta.insert_version(new, bytes, true).await.unwrap();
+    assert_eq!(
+        stored.live.files.as_deref(),
+        Some(sha256_hex(b"bundle").as_str())
+    );
+    assert_eq!(
+        stores.meta.module(&sha256_hex(b"bundle")).await.unwrap(),
+        b"bundle"
+    );
+    let (new, bytes) = with_files("b", b"b", b"bundle");
+    stores.meta.insert_version(new, bytes, true).await.unwrap();
+    deploy(stores, "b", b"b2", &[]).await.unwrap();
+    let versions = stores.meta.list_versions("b").await.unwrap();
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| v.files.is_some())
+            .collect::<Vec<_>>(),
+        [true, false]
+    );
+    // Shared with `b`, the bundle outlives `a`; it goes with `b`, its last user.
+    assert_eq!(
+        stores.meta.delete_function("a").await.unwrap(),
+        vec![sha256_hex(b"a")]
+    );
+    assert!(stores.meta.module(&sha256_hex(b"bundle")).await.is_ok());
+    let mut orphaned = stores.meta.delete_function("b").await.unwrap();
+    orphaned.sort();
+    let mut expected = vec![sha256_hex(b"b"), sha256_hex(b"b2"), sha256_hex(b"bundle")];
+    expected.sort();
+    assert_eq!(orphaned, expected);
+    assert!(matches!(
+        stores.meta.module(&sha256_hex(b"bundle")).await,
         Err(StoreError::NotFound(_))
     ));
 }

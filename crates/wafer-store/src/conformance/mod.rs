@@ -49,6 +49,7 @@ macro_rules! conformance {
             meta::several_functions_deploy_together_or_not_at_all,
             meta::rollback_to_an_unknown_version_is_not_found,
             meta::delete_removes_only_unshared_modules,
+            meta::a_files_bundle_is_stored_with_its_version_and_goes_with_its_last_user,
             meta::aliases_name_versions_and_live_moves_with_deploys_and_its_routes,
             executions::a_claimed_execution_is_claimed_once_and_finishes_once,
             executions::only_the_claiming_node_records_an_attempt,

@@ -32,6 +32,7 @@ fn version_at(row: &Row, base: usize) -> Result<StoredVersion, StoreError> {
         digest: row.try_get(base + 4)?,
         size: unsigned(row.try_get(base + 5)?),
         created_at: row.try_get(base + 6)?,
+        files: row.try_get(base + 7)?,
     })
 }
 
@@ -201,8 +202,11 @@ impl MetaStore for PgStore {
         tx.commit().await?;
         // The deploying node has the bytes at hand: keep them, so it never reads them back.
         for (new, module) in versions.drain(..) {
-            if let Err(e) = self.cache.put(&new.digest, module).await {
-                tracing::warn!(digest = %new.digest, "cannot cache a deployed module: {e}");
+            let files = new.files.map(|f| (f.digest, f.bytes));
+            for (digest, bytes) in std::iter::once((new.digest, module)).chain(files) {
+                if let Err(e) = self.cache.put(&digest, bytes).await {
+                    tracing::warn!(%digest, "cannot cache deployed bytes: {e}");
+                }
             }
         }
         stored
@@ -289,7 +293,8 @@ impl MetaStore for PgStore {
         }
         let digests: Vec<String> = tx
             .query(
-                "SELECT DISTINCT digest FROM versions WHERE name = $1",
+                "SELECT digest FROM versions WHERE name = $1
+                 UNION SELECT files FROM versions WHERE name = $1 AND files IS NOT NULL",
                 &[&name],
             )
             .await?
@@ -311,6 +316,7 @@ impl MetaStore for PgStore {
             .query(
                 "DELETE FROM modules m WHERE m.digest = ANY($1)
                    AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.digest = m.digest)
+                   AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.files = m.digest)
                  RETURNING m.digest",
                 &[&digests],
             )
@@ -354,15 +360,23 @@ async fn insert_row(
         )
         .await?
         .try_get(0)?;
+    // The module and the files bundle, in digest order (as a delete locks them).
+    let mut blobs = vec![(&new.digest, module)];
+    blobs.extend(new.files.as_ref().map(|f| (&f.digest, &f.bytes)));
+    blobs.sort_by_key(|(digest, _)| *digest);
+    for (digest, bytes) in blobs {
+        tx.execute(
+            // Updating the row when it exists locks it, so a delete of its last user waits for this.
+            "INSERT INTO modules (digest, bytes) VALUES ($1, $2)
+             ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest",
+            &[digest, &bytes.as_ref()],
+        )
+        .await?;
+    }
     tx.execute(
-        // Updating the row when it exists locks it, so a delete of its last user waits for this.
-        "INSERT INTO modules (digest, bytes) VALUES ($1, $2)
-         ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest",
-        &[&new.digest, &module.as_ref()],
-    )
-    .await?;
-    tx.execute(
-        &format!("INSERT INTO versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, {NOW})"),
+        &format!(
+            "INSERT INTO versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, {NOW}, $7)"
+        ),
         &[
             &new.name,
             &version,
@@ -370,6 +384,7 @@ async fn insert_row(
             &config,
             &new.digest,
             &big(new.size),
+            &new.files.as_ref().map(|f| &f.digest),
         ],
     )
     .await?;

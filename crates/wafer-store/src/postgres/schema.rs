@@ -7,7 +7,7 @@
 use crate::StoreError;
 
 /// The current schema; bumped with a step in [`STEPS`].
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// The advisory lock migrations hold (any number the database's other users do not take).
 const MIGRATION_LOCK: i64 = 0x7761_6665_7200_0001;
@@ -165,6 +165,11 @@ const STEPS: &[&str] = &[
         WHERE destination_state = 'pending';
     CREATE INDEX executions_by_status ON executions(function, status, id);
     UPDATE executions SET replayable = TRUE WHERE status IN ('queued', 'running');
+"#,
+    // A version's read-only files: the digest of their bundle (a tar kept in `modules`), or none.
+    r#"
+    ALTER TABLE versions ADD COLUMN files TEXT;
+    CREATE INDEX versions_by_files ON versions(files) WHERE files IS NOT NULL;
 "#,
 ];
 

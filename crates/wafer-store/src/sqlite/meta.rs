@@ -24,17 +24,18 @@ impl SqliteStore {
         run_on(&self.meta, f).await
     }
 
-    /// Whether any version references module `digest`.
+    /// Whether any version references module (or files bundle) `digest`.
     async fn digest_in_use(&self, digest: &str) -> Result<bool, StoreError> {
         let digest = digest.to_owned();
         self.with_meta(move |conn| uses(conn, &digest)).await
     }
 }
 
-/// Whether any version references module `digest`.
+/// Whether any version references module (or files bundle) `digest`.
 fn uses(conn: &Connection, digest: &str) -> Result<bool, StoreError> {
     Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM versions WHERE digest = ?1)",
+        "SELECT EXISTS (SELECT 1 FROM versions WHERE digest = ?1)
+             OR EXISTS (SELECT 1 FROM versions WHERE files = ?1)",
         [digest],
         |r| r.get(0),
     )?)
@@ -64,6 +65,7 @@ fn version_at(row: &rusqlite::Row<'_>, base: usize) -> rusqlite::Result<StoredVe
         digest: row.get(base + 4)?,
         size: u64::try_from(size).unwrap_or_default(),
         created_at: row.get(base + 6)?,
+        files: row.get(base + 7)?,
     })
 }
 
@@ -215,14 +217,17 @@ fn insert_row(
         |r| r.get(0),
     )?;
     tx.execute(
-        &format!("INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, {NOW})"),
+        &format!(
+            "INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, {NOW}, ?7)"
+        ),
         params![
             new.name,
             version,
             new.kind.as_str(),
             config,
             new.digest,
-            i64::try_from(new.size).unwrap_or(i64::MAX)
+            i64::try_from(new.size).unwrap_or(i64::MAX),
+            new.files.as_ref().map(|files| &files.digest),
         ],
     )?;
     if promote || version == 1 {
@@ -271,10 +276,16 @@ impl MetaStore for SqliteStore {
         for (new, module) in versions {
             let config = serde_json::to_string(&new.config)
                 .map_err(|e| StoreError::Corrupt(format!("config does not serialise: {e}")))?;
-            if !self.blobs.contains(&new.digest).await? {
-                added.push(new.digest.clone());
+            let files = new
+                .files
+                .as_ref()
+                .map(|f| (f.digest.clone(), f.bytes.clone()));
+            for (digest, bytes) in std::iter::once((new.digest.clone(), module)).chain(files) {
+                if !self.blobs.contains(&digest).await? {
+                    added.push(digest.clone());
+                }
+                self.blobs.put(&digest, bytes).await?;
             }
-            self.blobs.put(&new.digest, module).await?;
             rows.push((new, config));
         }
         let stored = self.insert_rows(rows, promote).await;
@@ -341,8 +352,10 @@ impl MetaStore for SqliteStore {
             .with_meta(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let digests: Vec<String> = {
-                    let mut stmt =
-                        tx.prepare("SELECT DISTINCT digest FROM versions WHERE name = ?1")?;
+                    let mut stmt = tx.prepare(
+                        "SELECT digest FROM versions WHERE name = ?1
+                         UNION SELECT files FROM versions WHERE name = ?1 AND files IS NOT NULL",
+                    )?;
                     let rows = stmt.query_map([&name], |r| r.get(0))?;
                     rows.collect::<Result<_, _>>()?
                 };

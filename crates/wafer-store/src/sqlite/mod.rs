@@ -125,6 +125,7 @@ mod tests {
                     digest: digest.clone(),
                     size: 4,
                     variables: Default::default(),
+                    files: None,
                 },
                 module,
                 true,

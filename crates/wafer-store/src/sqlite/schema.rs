@@ -6,7 +6,7 @@ use crate::StoreError;
 use rusqlite::Connection;
 
 /// The current schema; bumped with a migration step in [`migrate`].
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 /// Creates or upgrades the schema.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -185,8 +185,18 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if version < 8 {
         conn.execute_batch(&format!("BEGIN; {STEP_8} PRAGMA user_version = 8; COMMIT;"))?;
     }
+    if version < 9 {
+        conn.execute_batch(&format!("BEGIN; {STEP_9} PRAGMA user_version = 9; COMMIT;"))?;
+    }
     Ok(())
 }
+
+/// A version's read-only files: the digest of their bundle (a tar stored beside the modules), or none.
+/// PostgreSQL's fourth step is the same.
+const STEP_9: &str = "
+    ALTER TABLE versions ADD COLUMN files TEXT;
+    CREATE INDEX versions_by_files ON versions(files) WHERE files IS NOT NULL;
+";
 
 /// Aliases (JSON, `live` among them); an execution's qualifier, idempotency key and the digest of its
 /// request, whether its request is kept for a retry after it ends `dead` or `expired` (rows from

@@ -45,10 +45,31 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
             .map(|(k, v)| (k, Some(v)))
             .collect(),
     };
+    let files = match &args.files {
+        Some(dir) => {
+            let mut bundle = super::files::Bundle::new(dir, &[])?;
+            bundle.add_dir(dir, std::path::Path::new(""))?;
+            let files = bundle.finish()?;
+            if files.is_none() {
+                eprintln!("note: {} holds no files", dir.display());
+            }
+            files
+        }
+        None => None,
+    };
     let client = Client::new(&args.client);
-    let step = Step::upload(&format!("uploading {}", args.file), module.len() as u64);
+    let size = module.len() + files.as_ref().map_or(0, Vec::len);
+    let step = Step::upload(&format!("uploading {}", args.file), size as u64);
     let version = client
-        .deploy(&name, module, &config, &variables, !args.no_promote, &step)
+        .deploy(
+            &name,
+            module,
+            files,
+            &config,
+            &variables,
+            !args.no_promote,
+            &step,
+        )
         .await?;
     drop(step);
     let mut text = match version.live {

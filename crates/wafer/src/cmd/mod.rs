@@ -3,6 +3,7 @@
 pub mod alias;
 pub mod deploy;
 mod executions;
+mod files;
 mod invoke;
 mod list;
 mod node;

@@ -1,9 +1,10 @@
 //! `wafer deploy spin.toml` (or a directory holding one): a Spin application, every component a
 //! function, deployed in one transaction. The manifest is read by `wafer_api::spin`; this side finds
-//! it, gathers the application's variables (`--var`, `SPIN_VARIABLE_*`), reads the modules, and says
-//! what wafer does not honour.
+//! it, gathers the application's variables (`--var`, `SPIN_VARIABLE_*`), reads the modules, bundles
+//! each component's files, and says what wafer does not honour.
 
 use super::deploy::overlay;
+use super::files::Bundle;
 use crate::cli::DeployArgs;
 use crate::client::Client;
 use crate::output;
@@ -12,6 +13,7 @@ use anyhow::Context;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use wafer_api::spin::{FileMount, SpinComponent};
 use wafer_api::{AppDeploy, AppFunctionSpec, ConfigUpdate};
 
 /// The manifest `file` names: itself when it is a `.toml` file, or the `spin.toml` of a directory.
@@ -41,10 +43,10 @@ pub async fn deploy(args: DeployArgs, manifest: PathBuf) -> anyhow::Result<ExitC
             "a Spin application names its functions APP-COMPONENT: give --app, not --name"
         );
     }
-    if !args.secrets.is_empty() || args.no_promote {
+    if !args.secrets.is_empty() || args.no_promote || args.files.is_some() {
         anyhow::bail!(
-            "--secret and --no-promote apply to one function: declare secrets as secret [variables] \
-             in the manifest"
+            "--secret, --no-promote and --files apply to one function: declare secrets as secret \
+             [variables] and each component's files in the manifest"
         );
     }
     let text = tokio::fs::read_to_string(&manifest)
@@ -58,6 +60,7 @@ pub async fn deploy(args: DeployArgs, manifest: PathBuf) -> anyhow::Result<ExitC
     let dir = manifest.parent().unwrap_or(Path::new("."));
     let flags = args.function.config();
     let (mut parts, mut modules, mut functions) = (BTreeMap::new(), Vec::new(), Vec::new());
+    let mut bundles: Vec<(String, Vec<u8>)> = Vec::new();
     for component in &app.components {
         let part = match parts.get(&component.source) {
             Some(part) => String::clone(part),
@@ -76,9 +79,20 @@ pub async fn deploy(args: DeployArgs, manifest: PathBuf) -> anyhow::Result<ExitC
                 part
             }
         };
+        // Components with the same files share one part.
+        let files =
+            files_of(component, dir)?.map(|tar| match bundles.iter().find(|(_, t)| *t == tar) {
+                Some((part, _)) => part.clone(),
+                None => {
+                    let part = format!("files-{}", bundles.len() + 1);
+                    bundles.push((part.clone(), tar));
+                    part
+                }
+            });
         functions.push(AppFunctionSpec {
             name: component.function.clone(),
             module: part,
+            files,
             config: overlay(component.config.clone(), flags.clone()),
             variables: ConfigUpdate {
                 variables: component.variables.clone(),
@@ -91,10 +105,14 @@ pub async fn deploy(args: DeployArgs, manifest: PathBuf) -> anyhow::Result<ExitC
         });
     }
     let client = Client::new(&args.client);
-    let size = modules.iter().map(|(_, m)| m.len() as u64).sum();
+    let size = modules
+        .iter()
+        .chain(&bundles)
+        .map(|(_, m)| m.len() as u64)
+        .sum();
     let step = Step::upload(&format!("uploading {}", manifest.display()), size);
     let deployed = client
-        .deploy_app(&AppDeploy { functions }, modules, &step)
+        .deploy_app(&AppDeploy { functions }, modules, bundles, &step)
         .await?;
     drop(step);
     let mut text = format!("deployed application {}", app.name);
@@ -109,4 +127,35 @@ pub async fn deploy(args: DeployArgs, manifest: PathBuf) -> anyhow::Result<ExitC
     }
     output::message(args.client.output, &deployed, &text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A component's `files`, less its `exclude_files`, as one tar (none when it lists none). Patterns
+/// and sources are relative to the manifest's directory `dir`.
+fn files_of(component: &SpinComponent, dir: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    if component.files.is_empty() {
+        return Ok(None);
+    }
+    let in_component =
+        |e: anyhow::Error| e.context(format!("component `{}`'s files", component.id));
+    let mut bundle = Bundle::new(dir, &component.exclude_files).map_err(in_component)?;
+    for mount in &component.files {
+        let added = match mount {
+            FileMount::Pattern(pattern) => bundle.add_pattern(pattern),
+            FileMount::Directory {
+                source,
+                destination,
+            } => bundle.add_dir(
+                &dir.join(source),
+                Path::new(destination.trim_start_matches('/')),
+            ),
+        }
+        .map_err(in_component)?;
+        if added == 0 {
+            eprintln!(
+                "note: component `{}`: files entry {mount:?} adds no file",
+                component.id
+            );
+        }
+    }
+    bundle.finish()
 }

@@ -224,7 +224,7 @@ async fn run(
 ) -> (Result<bool, InvokeError>, host::Stdio, Usage, ProxyCtx) {
     let limits = &settings.limits;
     let args = std::slice::from_ref(&settings.name);
-    let (mut builder, stdio) = host::wasi_builder(args, &settings.env, Bytes::new(), limits);
+    let (mut builder, stdio) = host::wasi_builder(args, &settings.env, Bytes::new(), settings);
     let state = ProxyState::new(builder.build_p1(), ctx, limits);
     let mut store = Store::new(pre.module().engine(), state);
     let run = bounded(

@@ -155,7 +155,7 @@ pub(crate) async fn serve(
         .unwrap_or_default();
     let limits = &settings.limits;
     let args = crate::abi::argv(settings, &[]);
-    let (mut builder, stdio) = host::wasi_builder(&args, &settings.env, Bytes::new(), limits);
+    let (mut builder, stdio) = host::wasi_builder(&args, &settings.env, Bytes::new(), settings);
     let state = Spin1State {
         wasi: builder.build_p1(),
         limiter: MemoryLimiter::new(limits.memory_bytes),
