@@ -19,6 +19,10 @@ const BACKLOG: usize = 16 * 1024;
 /// Writes committed in one transaction at most.
 const BATCH: usize = 1024;
 
+/// How long a batch of records nobody waits for waits for more before it is written: a commit's cost is
+/// mostly the pages it writes (and its fsync), which a bigger batch shares.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// How long a batch is tried again while the database is unavailable, before its writers get the error.
 const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -48,6 +52,7 @@ impl Journal {
         tokio::spawn(async move {
             let mut ops = Vec::with_capacity(BATCH);
             while receiver.recv_many(&mut ops, BATCH).await > 0 {
+                linger(&mut receiver, &mut ops).await;
                 let (writes, acks): (Vec<_>, Vec<_>) =
                     ops.drain(..).map(|op| (op.write, op.ack)).unzip();
                 let result = write_batch(store.as_ref(), writes.into()).await;
@@ -73,7 +78,8 @@ impl Journal {
         }
     }
 
-    /// Queues a write without waiting for it; under a backlog it is dropped and counted.
+    /// Queues a write without waiting for it (committed within [`LINGER`] of the last commit at the
+    /// latest, unless the store is slow); under a backlog it is dropped and counted.
     pub fn record(&self, write: Write) {
         if self.sender.try_send(Op { write, ack: None }).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -108,6 +114,25 @@ impl Journal {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+}
+
+/// Lets a batch of records that no writer waits for grow for up to [`LINGER`], or until it is full or
+/// one that a writer waits for arrives: under load one commit then carries many records instead of a
+/// few, and an acknowledged write is never held back.
+async fn linger(receiver: &mut mpsc::Receiver<Op>, ops: &mut Vec<Op>) {
+    let waited_for = |ops: &[Op]| ops.iter().any(|op| op.ack.is_some());
+    if waited_for(ops) {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER, async {
+        while ops.len() < BATCH {
+            let seen = ops.len();
+            if receiver.recv_many(ops, BATCH - seen).await == 0 || waited_for(&ops[seen..]) {
+                return;
+            }
+        }
+    })
+    .await;
 }
 
 /// Writes a batch, trying it again while the store is unavailable (a database restarting, a connection
