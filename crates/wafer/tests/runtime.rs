@@ -380,11 +380,17 @@ async fn an_http_component_calls_a_granted_function_through_fn_internal() {
         (status, body.as_str()),
         (StatusCode::OK, "200 hi from inside")
     );
-    let (_, executions) = server.get_json("/v1/functions/inner/executions").await;
-    assert_eq!(
-        executions["executions"][0]["trigger"], "call",
-        "{executions}"
-    );
+    // The journal writes a call's record a moment after its answer.
+    let record = wait_for(
+        "the callee's record",
+        std::time::Duration::from_secs(10),
+        || async {
+            let (_, executions) = server.get_json("/v1/functions/inner/executions").await;
+            executions["executions"].get(0).cloned()
+        },
+    )
+    .await;
+    assert_eq!(record["trigger"], "call", "{record}");
 
     let (_, body) = server
         .get_text("/fn/refused?url=http://inner.fn.internal/")

@@ -31,11 +31,15 @@ struct Prepared {
 /// What a deploy brings for one function: its module (or image), its read-only files, its config and
 /// the variables merged into its configuration.
 pub struct Upload {
+    /// The function's name.
     pub name: String,
+    /// Its wasm module, or a container's image tarball (empty when its config names an image).
     pub module: Bytes,
     /// A tar of read-only files its instances see as `/` ([`wafer_store::files`]).
     pub files: Option<Bytes>,
+    /// The configuration the version is deployed with.
     pub config: FunctionConfig,
+    /// Variables and secrets merged into the function's, in the version's transaction.
     pub variables: FunctionVariables,
 }
 
