@@ -412,10 +412,12 @@ impl ExecutionStore for SqliteStore {
         self.with_executions(|conn| {
             Ok(conn.query_row(
                 &format!(
-                    "SELECT COUNT(*) FILTER (WHERE status = 'queued'),
-                            COUNT(*) FILTER (WHERE status = 'running'),
-                            MAX(0, {NOW_MS} - MIN(queued_at) FILTER (WHERE status = 'queued'))
-                     FROM executions WHERE status IN ('queued', 'running')"
+                    "SELECT (SELECT COUNT(*) FROM executions INDEXED BY executions_due
+                             WHERE status = 'queued'),
+                            (SELECT COUNT(*) FROM executions INDEXED BY executions_running
+                             WHERE status = 'running'),
+                            (SELECT MAX(0, {NOW_MS} - MIN(queued_at))
+                             FROM executions INDEXED BY executions_due WHERE status = 'queued')"
                 ),
                 [],
                 |r| {
