@@ -43,6 +43,11 @@ pub struct Setup {
 /// request returns without a response, so the JavaScript component runs without `reuse` only.
 const COMPONENTS: &[(&str, &str, bool)] = &[
     ("C (minimal)", "bench/guests/hello-c/hello.wasm", true),
+    (
+        "C (streamed writes)",
+        "bench/guests/stream-c/stream.wasm",
+        true,
+    ),
     ("Python", "examples/http-python/hello.wasm", true),
     ("JavaScript", "examples/http-js/hello.wasm", false),
 ];

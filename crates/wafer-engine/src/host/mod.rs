@@ -185,7 +185,24 @@ pub(crate) struct OutboundHooks {
     pub(crate) guest: Guest,
 }
 
+/// How many writes to an outgoing body (a response's or a request's) wait in its channel before the
+/// writer must let the other end catch up, and the most one write may carry. wasmtime's defaults (one
+/// write of up to 1 MiB) make a guest that writes its body in pieces, as SDKs do, stop after each
+/// second piece until hyper has taken the first: a task switch and a socket write per piece. 32 pieces
+/// of up to 64 KiB hold about as many bytes (33 × 64 KiB, against 2 × 1 MiB) and let a small body
+/// go out whole.
+const BODY_BUFFER_CHUNKS: usize = 32;
+const BODY_CHUNK_SIZE: usize = 64 * 1024;
+
 impl WasiHttpHooks for OutboundHooks {
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        BODY_BUFFER_CHUNKS
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK_SIZE
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
