@@ -303,8 +303,34 @@ fn wasi_module_linker<T: Send + 'static>(
     Ok(linker)
 }
 
-/// How much of each freed memory, table and stack slot stays resident for the next instance.
+/// How much of each freed table and stack slot stays resident for the next instance.
 const KEEP_RESIDENT: usize = 128 * 1024;
+
+/// How much of each freed linear memory may be reset in place (zeroed, or copied back from the
+/// module's initial image) rather than handed back to the kernel. Linux's `PAGEMAP_SCAN` (6.7 and
+/// later; without it, the first 128 KiB are, as before) tells which pages the instance wrote, so
+/// only those are reset and the rest of a large memory costs nothing. Handed back, every page an
+/// interpreter writes while it starts faults again in the slot's next instance: that was half of a
+/// Python request's CPU. Measured at 16 connections: the JavaScript hello-world 1,428 to 2,628
+/// req/s, Python 462 to 548 (its scattered writes outrun the 32 regions one scan reports, and the
+/// pages past them are still handed back), the C components 5 to 15% faster. Resetting the first
+/// 16 MiB of every memory without the scan made Python 802 but halved a small guest with an 8 MiB
+/// memory (9,300 to 5,131), so the scan it is.
+const MEMORY_KEEP_RESIDENT: usize = 16 << 20;
+
+/// [`MEMORY_KEEP_RESIDENT`] where the kernel reports written pages; elsewhere the first bytes kept are
+/// reset whether written or not, which for a large memory costs more than the faults it saves.
+fn memory_keep_resident() -> usize {
+    if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
+        MEMORY_KEEP_RESIDENT
+    } else {
+        KEEP_RESIDENT
+    }
+}
+
+/// Freed slots that keep their memory (up to [`MEMORY_KEEP_RESIDENT`] each) for the module that last
+/// used them, beyond those in use; wasmtime's default is 100. This bounds what idle slots hold.
+const WARM_SLOTS: u32 = 32;
 
 /// The pooling allocator's layout for `slots` instances. Components are made of several core instances
 /// (an interpreter's component, a dozen or more), so those pools are deeper; everything is address space
@@ -321,9 +347,12 @@ fn pool(slots: u32) -> wasmtime::InstanceAllocationStrategy {
         .max_memories_per_module(2)
         .max_tables_per_module(4)
         .table_elements(MAX_TABLE_ELEMENTS)
-        // A freed slot's first pages are zeroed in place rather than returned to the kernel: a small
-        // guest then costs no madvise and no TLB shootdown on the other cores.
-        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .max_unused_warm_slots(WARM_SLOTS)
+        // A freed memory's written pages are reset in place up to MEMORY_KEEP_RESIDENT; tables and
+        // stacks keep their first pages too, zeroed rather than returned to the kernel: no madvise
+        // and no TLB shootdown on the other cores.
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        .linear_memory_keep_resident(memory_keep_resident())
         .table_keep_resident(KEEP_RESIDENT)
         .async_stack_keep_resident(KEEP_RESIDENT);
     wasmtime::InstanceAllocationStrategy::Pooling(pool)
