@@ -45,16 +45,51 @@ pub(crate) fn requeue(now: &str, budget: &str) -> String {
 /// a destination when its function has one; and its request and body, dropped once nothing will run it
 /// again — kept for a dead letter, so it can be retried.
 pub(crate) fn owed(now: &str, status: &str, destination: &str) -> String {
-    format!(
-        "callback_state = CASE WHEN callback_url IS NOT NULL AND {status} IN {FINAL}
-                          THEN 'pending' ELSE callback_state END,
-         callback_at = {now},
-         destination_state = CASE WHEN {destination} AND {status} IN {FINAL}
-                             THEN 'pending' ELSE destination_state END,
-         destination_at = {now},
-         request = CASE WHEN {status} IN ('succeeded', 'failed') THEN NULL ELSE request END,
-         body = CASE WHEN {status} IN ('succeeded', 'failed') THEN NULL ELSE body END"
-    )
+    owed_values(now, status, destination, "callback_url", |column| {
+        column.to_string()
+    })
+    .map(|(column, value)| format!("{column} = {value}"))
+    .join(", ")
+}
+
+/// What [`owed`] writes, as columns and their values, for a row whose callback URL is `callback_url`
+/// and whose columns held `before(column)` until now: the columns themselves for an update, the new
+/// row's values (or `NULL`) for an insert.
+pub(crate) fn owed_values(
+    now: &str,
+    status: &str,
+    destination: &str,
+    callback_url: &str,
+    before: impl Fn(&str) -> String,
+) -> [(&'static str, String); 6] {
+    let done = format!("{status} IN ('succeeded', 'failed')");
+    [
+        (
+            "callback_state",
+            format!(
+                "CASE WHEN {callback_url} IS NOT NULL AND {status} IN {FINAL} THEN 'pending' \
+                 ELSE {} END",
+                before("callback_state")
+            ),
+        ),
+        ("callback_at", now.to_string()),
+        (
+            "destination_state",
+            format!(
+                "CASE WHEN {destination} AND {status} IN {FINAL} THEN 'pending' ELSE {} END",
+                before("destination_state")
+            ),
+        ),
+        ("destination_at", now.to_string()),
+        (
+            "request",
+            format!("CASE WHEN {done} THEN NULL ELSE {} END", before("request")),
+        ),
+        (
+            "body",
+            format!("CASE WHEN {done} THEN NULL ELSE {} END", before("body")),
+        ),
+    ]
 }
 
 /// The condition under which a finished execution is pruned, given the parameters of [`crate::Retention`]

@@ -245,6 +245,55 @@ pub async fn a_start_requeues_only_the_nodes_own_claims(stores: &Stores) {
     );
 }
 
+/// A sync call's record, stored in one write, reads back as an execution that ran that attempt: every
+/// field of the attempt, what it owes (a callback, its destination) pending, and its logs.
+pub async fn a_sync_execution_is_stored_with_its_attempt_and_what_it_owes(stores: &Stores) {
+    let attempt = Attempt {
+        http_status: Some(502),
+        error: Some("the handler trapped".into()),
+        output: Some(b"partial".to_vec()),
+        output_truncated: true,
+        destination: true,
+        ..ended(ExecutionStatus::Failed, 1_000)
+    };
+    let sync = NewExecution {
+        version: 3,
+        callback_url: Some("http://127.0.0.1:9/hook".into()),
+        qualifier: Some("beta".into()),
+        body: b"request body".to_vec(),
+        attempt: Some(Attempt {
+            version: 2,
+            ..attempt
+        }),
+        ..finished("sync", "f", ExecutionStatus::Failed, 1_000)
+    };
+    insert(stores, vec![sync.clone()]).await;
+    let stored = execution(stores, "sync", true).await;
+    assert_eq!(stored.status, ExecutionStatus::Failed);
+    assert_eq!(
+        (stored.version, stored.attempts, stored.max_attempts),
+        (2, 1, 1)
+    );
+    assert!(stored.started_at.is_some() && stored.finished_at.is_some());
+    assert_eq!(stored.next_attempt_at, None);
+    assert_eq!(stored.duration_ms, Some(5.0));
+    assert_eq!(stored.http_status, Some(502));
+    assert_eq!(stored.exit_code, Some(0));
+    assert_eq!(stored.error.as_deref(), Some("the handler trapped"));
+    assert_eq!(stored.output.as_deref(), Some("partial"));
+    assert!(stored.output_truncated);
+    let usage = stored.usage.expect("usage is stored");
+    assert_eq!((usage.instantiate_us, usage.cpu_us), (10, 2000));
+    assert_eq!(usage.peak_memory_bytes, 65536);
+    assert_eq!(stored.callback_state.as_deref(), Some("pending"));
+    assert_eq!(stored.destination_state.as_deref(), Some("pending"));
+    assert_eq!(stored.logs.len(), 1);
+    assert_eq!(stored.logs[0].line, "failed at 1000");
+    // The same id again changes nothing.
+    write(stores, vec![Write::Insert(sync)]).await;
+    assert_eq!(execution(stores, "sync", true).await.logs.len(), 1);
+}
+
 pub async fn listing_pages_newest_first_and_filters_by_status(stores: &Stores) {
     let runs = (0..5)
         .map(|i| {

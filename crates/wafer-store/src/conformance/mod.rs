@@ -58,6 +58,7 @@ macro_rules! conformance {
             executions::a_renewed_lease_is_kept,
             executions::a_start_requeues_only_the_nodes_own_claims,
             executions::listing_pages_newest_first_and_filters_by_status,
+            executions::a_sync_execution_is_stored_with_its_attempt_and_what_it_owes,
             executions::retention_keeps_the_newest_and_owed_callbacks,
             executions::log_cursors_see_every_line_of_concurrent_writers,
             executions::a_schedule_tick_fires_once,
