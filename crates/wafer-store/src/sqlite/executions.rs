@@ -41,6 +41,7 @@ pub(super) fn insert(
     Ok(inserted)
 }
 
+/// Stores an execution that has not run yet (async, cron), queued and due now.
 fn insert_queued(
     tx: &rusqlite::Transaction<'_>,
     new: &NewExecution,
@@ -131,7 +132,8 @@ fn insert_ended(
     key: Option<&(String, String)>,
 ) -> Result<bool, StoreError> {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        // ?1–?10 the execution, ?11–?25 the attempt, ?26 whether it owes its destination.
+        // ?1–?10 the execution, ?11–?25 the attempt, ?26 whether it owes its destination, ?27 and
+        // ?28 its idempotency key and the digest of its request.
         let (columns, values): (Vec<_>, Vec<_>) =
             owed_values(NOW_MS, "?11", "?26", "?7", |column| match column {
                 "request" => "?5".into(),
