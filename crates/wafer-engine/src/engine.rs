@@ -311,11 +311,11 @@ const KEEP_RESIDENT: usize = 128 * 1024;
 /// later; without it, the first 128 KiB are, as before) tells which pages the instance wrote, so
 /// only those are reset and the rest of a large memory costs nothing. Handed back, every page an
 /// interpreter writes while it starts faults again in the slot's next instance: that was half of a
-/// Python request's CPU. Measured at 16 connections: the JavaScript hello-world 1,428 to 2,628
-/// req/s, Python 462 to 548 (its scattered writes outrun the 32 regions one scan reports, and the
-/// pages past them are still handed back), the C components 5 to 15% faster. Resetting the first
-/// 16 MiB of every memory without the scan made Python 802 but halved a small guest with an 8 MiB
-/// memory (9,300 to 5,131), so the scan it is.
+/// Python request's CPU. Measured at 16 connections: the JavaScript hello-world 1,236 to 2,359
+/// req/s, Python 382 to 510 (its scattered writes outrun the 32 regions one scan reports, and the
+/// pages past them are still handed back), a C component with an 8 MiB memory 8,639 to 10,826, the
+/// small C ones 6 to 8% faster. Resetting the first 16 MiB of every memory without the scan made
+/// Python 802 but halved that C component (9,300 to 5,131), so the scan it is.
 const MEMORY_KEEP_RESIDENT: usize = 16 << 20;
 
 /// [`MEMORY_KEEP_RESIDENT`] where the kernel reports written pages; elsewhere the first bytes kept are
