@@ -4,246 +4,25 @@
 //! `running`, counts the attempt and leases it to the claiming node (`claimed_by`, `lease_until`) in the
 //! same statement, so no two workers ever claim one execution; an attempt's result is recorded only while
 //! the row is still running that attempt under that node's claim. Every time compared is [`NOW_MS`], the
-//! database's clock.
+//! database's clock. Rows are written in `records.rs`.
 
+use super::records::{insert, record};
 use super::rows::{
     corrupt, execution_from_row, i64_of, log_from_row, summary, u64_of, COLUMNS, LOG_COLUMNS,
 };
 use super::{millis, queue, rollups, run_on, SqliteStore, NOW_MS};
 use crate::executions::{
-    Admit, Attempt, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore, NewExecution,
-    Page, QueueStats, Retention, Retried, StoredRequest, Write,
+    Admit, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore, NewExecution, Page,
+    QueueStats, Retention, Retried, StoredRequest, Write,
 };
-use crate::sql::{new_row, owed, owed_values, prunable, ranked_finished, release};
+use crate::sql::{prunable, ranked_finished, release};
 use crate::StoreError;
 use async_trait::async_trait;
-use rusqlite::types::{ToSqlOutput, Value, ValueRef};
-use rusqlite::{params, Connection, OptionalExtension, ToSql, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use wafer_api::{Execution, ExecutionStats, ExecutionStatus, LogEntry, LogLevel, MinuteRollup};
-
-/// Stores `new` (with its attempt, for a sync execution) under idempotency `key` (with its request's
-/// digest), if any; `false` when its id (or its key) is stored already.
-pub(super) fn insert(
-    tx: &rusqlite::Transaction<'_>,
-    new: &NewExecution,
-    key: Option<&(String, String)>,
-) -> Result<bool, StoreError> {
-    let Some(attempt) = &new.attempt else {
-        return insert_queued(tx, new, key);
-    };
-    let inserted = insert_ended(tx, new, attempt, key)?;
-    if inserted {
-        write_logs(tx, &new.id, attempt)?;
-    }
-    Ok(inserted)
-}
-
-/// Stores an execution that has not run yet (async, cron), queued and due now.
-fn insert_queued(
-    tx: &rusqlite::Transaction<'_>,
-    new: &NewExecution,
-    key: Option<&(String, String)>,
-) -> Result<bool, StoreError> {
-    let (request, status, attempts, queued) = new_row(new)?;
-    let inserted =
-        tx.prepare_cached(&format!(
-            "INSERT INTO executions (id, function, version, trigger, status, attempts, max_attempts,
-                 queued_at, next_at, request, body, callback_url, qualifier, hops, replayable,
-                 idempotency_key, request_digest)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?9 THEN {NOW_MS} END, ?10, ?11, ?12,
-                 ?13, ?14, ?9, ?15, ?16)
-             ON CONFLICT DO NOTHING"
-        ))?
-        .execute(params![
-            new.id,
-            new.function,
-            new.version,
-            new.trigger.as_str(),
-            status.as_str(),
-            attempts,
-            new.max_attempts,
-            new.queued_at,
-            queued,
-            request,
-            new.body,
-            new.callback_url,
-            new.qualifier,
-            new.hops,
-            key.map(|(key, _)| key),
-            key.map(|(_, digest)| digest),
-        ])? > 0;
-    Ok(inserted)
-}
-
-/// The columns of an attempt's result that [`attempt_values`] gives, in its order.
-const ATTEMPT_COLUMNS: &str = "status, version, started_at, finished_at, duration_us, http_status, \
-     exit_code, error, output, output_truncated, instantiate_us, cpu_us, peak_memory, fuel, next_at";
-
-/// The values of [`ATTEMPT_COLUMNS`] for `attempt`, `next_at` as the milliseconds from now it is due
-/// (the statement adds the database's now).
-fn attempt_values(attempt: &Attempt) -> [ToSqlOutput<'_>; 15] {
-    let status = attempt.status.unwrap_or(ExecutionStatus::Failed);
-    let usage = attempt.usage;
-    let int = |value: Option<i64>| ToSqlOutput::Owned(value.map_or(Value::Null, Value::Integer));
-    [
-        ToSqlOutput::Borrowed(ValueRef::Text(status.as_str().as_bytes())),
-        int(Some(i64::from(attempt.version))),
-        int(Some(attempt.started_at)),
-        int(Some(attempt.finished_at)),
-        int(Some(i64_of(attempt.duration_us))),
-        int(attempt.http_status.map(i64::from)),
-        int(attempt.exit_code.map(i64::from)),
-        match &attempt.error {
-            Some(error) => ToSqlOutput::Borrowed(ValueRef::Text(error.as_bytes())),
-            None => ToSqlOutput::Owned(Value::Null),
-        },
-        match &attempt.output {
-            Some(output) => ToSqlOutput::Borrowed(ValueRef::Blob(output)),
-            None => ToSqlOutput::Owned(Value::Null),
-        },
-        int(Some(i64::from(attempt.output_truncated))),
-        int(usage.map(|u| i64_of(u.instantiate_us))),
-        int(usage.map(|u| i64_of(u.cpu_us))),
-        int(usage.map(|u| i64_of(u.peak_memory_bytes))),
-        int(usage.and_then(|u| u.fuel_consumed).map(i64_of)),
-        int(attempt.retry_in.map(millis)),
-    ]
-}
-
-/// `?first, ?first+1, …` for the values of [`ATTEMPT_COLUMNS`], `next_at` made a time.
-fn attempt_placeholders(first: usize) -> String {
-    let count = ATTEMPT_COLUMNS.split(',').count();
-    let mut placeholders: Vec<String> = (first..first + count).map(|n| format!("?{n}")).collect();
-    if let Some(next_at) = placeholders.last_mut() {
-        *next_at = format!("CASE WHEN {next_at} IS NOT NULL THEN {NOW_MS} + {next_at} END");
-    }
-    placeholders.join(", ")
-}
-
-/// Stores an execution that has already run (a sync call) in one statement, as [`insert_queued`] and
-/// then [`record`] would leave it: one write of the row and its indexes rather than two.
-fn insert_ended(
-    tx: &rusqlite::Transaction<'_>,
-    new: &NewExecution,
-    attempt: &Attempt,
-    key: Option<&(String, String)>,
-) -> Result<bool, StoreError> {
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        // ?1–?10 the execution, ?11–?25 the attempt, ?26 whether it owes its destination, ?27 and
-        // ?28 its idempotency key and the digest of its request.
-        let (columns, values): (Vec<_>, Vec<_>) =
-            owed_values(NOW_MS, "?11", "?26", "?7", |column| match column {
-                "request" => "?5".into(),
-                "body" => "?6".into(),
-                _ => "NULL".into(),
-            })
-            .into_iter()
-            .unzip();
-        format!(
-            "INSERT INTO executions (id, function, trigger, attempts, max_attempts, callback_url,
-                 qualifier, hops, queued_at, idempotency_key, request_digest, {ATTEMPT_COLUMNS},
-                 {owed_columns})
-             VALUES (?1, ?2, ?3, 1, ?4, ?7, ?8, ?9, ?10, ?27, ?28, {attempt}, {owed_values})
-             ON CONFLICT DO NOTHING",
-            attempt = attempt_placeholders(11),
-            owed_columns = columns.join(", "),
-            owed_values = values.join(", "),
-        )
-    });
-    let (request, _, _, _) = new_row(new)?;
-    let execution: [&dyn ToSql; 10] = [
-        &new.id,
-        &new.function,
-        &new.trigger.as_str(),
-        &new.max_attempts,
-        &request,
-        &new.body,
-        &new.callback_url,
-        &new.qualifier,
-        &new.hops,
-        &new.queued_at,
-    ];
-    let values = attempt_values(attempt);
-    let owes: [&dyn ToSql; 3] = [
-        &attempt.destination,
-        &key.map(|(key, _)| key),
-        &key.map(|(_, digest)| digest),
-    ];
-    let params = execution
-        .into_iter()
-        .chain(values.iter().map(|v| v as &dyn ToSql))
-        .chain(owes);
-    Ok(tx
-        .prepare_cached(&SQL)?
-        .execute(rusqlite::params_from_iter(params))?
-        > 0)
-}
-
-/// Writes an attempt's result and logs onto its row. With `claim` (node, attempt number), only while the
-/// row is still running that attempt under that node's claim; returns whether the row was written.
-fn record(
-    tx: &rusqlite::Transaction<'_>,
-    id: &str,
-    attempt: &Attempt,
-    claim: Option<(&str, u32)>,
-) -> Result<bool, StoreError> {
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        // ?1 the id, ?2–?16 the attempt, ?17 and ?18 the claim, ?19 whether it owes its destination.
-        format!(
-            "UPDATE executions SET ({ATTEMPT_COLUMNS}) = ({attempt}), lease_until = NULL, {owed}
-             WHERE id = ?1
-               AND (?17 IS NULL OR (status = 'running' AND attempts = ?17 AND claimed_by = ?18))",
-            attempt = attempt_placeholders(2),
-            owed = owed(NOW_MS, "?2", "?19"),
-        )
-    });
-    let values = attempt_values(attempt);
-    let claim_attempt = claim.map(|(_, attempt)| attempt);
-    let claim_node = claim.map(|(node, _)| node);
-    let params = std::iter::once(&id as &dyn ToSql)
-        .chain(values.iter().map(|v| v as &dyn ToSql))
-        .chain([
-            &claim_attempt as &dyn ToSql,
-            &claim_node,
-            &attempt.destination,
-        ]);
-    let written = tx
-        .prepare_cached(&SQL)?
-        .execute(rusqlite::params_from_iter(params))?;
-    if written == 0 {
-        return Ok(false);
-    }
-    write_logs(tx, id, attempt)?;
-    Ok(true)
-}
-
-/// Writes an attempt's log lines for execution `id`.
-fn write_logs(
-    tx: &rusqlite::Transaction<'_>,
-    id: &str,
-    attempt: &Attempt,
-) -> Result<(), StoreError> {
-    if attempt.logs.is_empty() {
-        return Ok(());
-    }
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO logs (execution_id, function, at, stream, line, level)
-         SELECT id, function, ?2, ?3, ?4, ?5 FROM executions WHERE id = ?1",
-    )?;
-    for log in &attempt.logs {
-        stmt.execute(params![
-            id,
-            attempt.finished_at,
-            log.stream,
-            log.line,
-            log.level.rank()
-        ])?;
-    }
-    Ok(())
-}
+use wafer_api::{Execution, ExecutionStats, LogEntry, LogLevel, MinuteRollup};
 
 impl SqliteStore {
     async fn with_executions<T, F>(&self, f: F) -> Result<T, StoreError>

@@ -17,6 +17,7 @@ mod cluster;
 mod executions;
 mod meta;
 mod queue;
+mod records;
 mod rollups;
 mod rows;
 mod schema;

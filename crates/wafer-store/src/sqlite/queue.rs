@@ -2,7 +2,7 @@
 //! bounded and idempotent submission, the retry and redrive of dead letters, and the deliveries a
 //! finished execution owes (callbacks and destinations), claimed like queued work.
 
-use super::executions::insert;
+use super::records::insert;
 use super::rows::{execution_from_row, COLUMNS};
 use super::{millis, NOW_MS};
 use crate::executions::{Admit, Delivered, Delivery, Due, Enqueued, NewExecution, Retried};
