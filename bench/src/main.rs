@@ -2,11 +2,13 @@
 //! this machine, and writes `bench/results/latest.md`.
 //!
 //! `cargo run -p bench --release` (or `bench/run.sh`); `--quick` for shorter load runs; `--cluster` for
-//! cluster mode's figures alone (`cluster.rs`). See bench/README.md for what each figure means.
+//! cluster mode's figures alone (`cluster.rs`); `--scale` for the many-functions figures alone
+//! (`scale.rs`), printed rather than written. See bench/README.md for what each figure means.
 
 mod cluster;
 mod load;
 mod report;
+mod scale;
 mod servers;
 
 use anyhow::{bail, Context};
@@ -74,10 +76,16 @@ fn main() -> anyhow::Result<()> {
         target,
     };
     let mut report = Report::new(&setup);
+    if std::env::args().any(|a| a == "--scale") {
+        scale::run(&setup, &mut report, quick)?;
+        println!("\n{}", report.markdown());
+        return Ok(());
+    }
     throughput(&setup, &mut report)?;
     wagi(&setup, &mut report)?;
     cold_paths(&setup, &mut report)?;
     density(&setup, &mut report)?;
+    scale::run(&setup, &mut report, quick)?;
     instantiate(&setup, &mut report)?;
     let out = setup.root.join("bench/results/latest.md");
     std::fs::create_dir_all(out.parent().context("results dir")?)?;
@@ -237,7 +245,7 @@ fn density(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// 5. The per-invocation cost inside the engine, from the criterion benchmark in wafer-engine.
+/// 6. The per-invocation cost inside the engine, from the criterion benchmark in wafer-engine.
 fn instantiate(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
     let status = std::process::Command::new("cargo")
         .current_dir(&setup.root)
@@ -277,13 +285,22 @@ fn instantiate(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
 
 /// Deploys `n` small distinct WAGI functions, 16 at a time; returns how long it took.
 fn deploy_many(wafer: &Wafer, n: usize) -> anyhow::Result<Duration> {
+    let modules = (0..n)
+        .map(small_function)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    deploy_sharing(wafer, n, &modules)
+}
+
+/// Deploys `n` functions `f0`, `f1`, …, 16 at a time, function `i` from `modules[i % modules.len()]`;
+/// returns how long it took.
+pub fn deploy_sharing(wafer: &Wafer, n: usize, modules: &[Vec<u8>]) -> anyhow::Result<Duration> {
     let started = Instant::now();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..16)
             .map(|worker| {
                 scope.spawn(move || -> anyhow::Result<()> {
                     for i in (worker..n).step_by(16) {
-                        wafer.deploy(&format!("f{i}"), &small_function(i)?, "{}")?;
+                        wafer.deploy(&format!("f{i}"), &modules[i % modules.len()], "{}")?;
                     }
                     Ok(())
                 })
@@ -300,7 +317,7 @@ fn deploy_many(wafer: &Wafer, n: usize) -> anyhow::Result<Duration> {
 }
 
 /// A small WAGI module of its own (its number is in its data), so each is compiled and loaded on its own.
-fn small_function(i: usize) -> anyhow::Result<Vec<u8>> {
+pub fn small_function(i: usize) -> anyhow::Result<Vec<u8>> {
     let response = format!("Content-Type: text/plain\n\nfunction {i}\n");
     let escaped: String = response.bytes().map(|b| format!("\\{b:02x}")).collect();
     Ok(wat::parse_str(format!(

@@ -16,6 +16,7 @@ pub struct Report {
     servers: Vec<String>,
     cold: Vec<(String, Duration, String)>,
     density: Vec<(String, u64, String)>,
+    scale: Vec<(String, String, String)>,
     instantiate: Vec<(String, f64)>,
 }
 
@@ -96,6 +97,7 @@ impl Report {
             servers: Vec::new(),
             cold: Vec::new(),
             density: Vec::new(),
+            scale: Vec::new(),
             instantiate: Vec::new(),
         }
     }
@@ -118,6 +120,11 @@ impl Report {
     pub fn density(&mut self, what: &str, rss: u64, note: &str) {
         println!("{what}: {} {note}", mib(rss));
         self.density.push((what.into(), rss, note.into()));
+    }
+
+    pub fn scale(&mut self, what: &str, value: String, note: &str) {
+        println!("{what}: {value} {note}");
+        self.scale.push((what.into(), value, note.into()));
     }
 
     pub fn instantiate(&mut self, what: &str, micros: f64) {
@@ -199,7 +206,13 @@ impl Report {
             let _ = writeln!(out, "| {what} | {} | {note} |", mib(*rss));
         }
         out.push_str(
-            "\n## 5. Per-invocation cost inside the engine (criterion, median)\n\n\
+            "\n## 5. Many functions on one node\n\n| what | value | note |\n|---|---:|---|\n",
+        );
+        for (what, value, note) in &self.scale {
+            let _ = writeln!(out, "| {what} | {value} | {note} |");
+        }
+        out.push_str(
+            "\n## 6. Per-invocation cost inside the engine (criterion, median)\n\n\
              `instantiate` is the time to create the instance from its pre-instantiated form; `invoke` \
              is the whole invocation: new store and host state, instantiate, run, drop.\n\n\
              | what | µs |\n|---|---:|\n",

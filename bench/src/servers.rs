@@ -130,21 +130,35 @@ impl Wafer {
 
     /// Waits until `n` compiled artifacts have been loaded (the background loader after a restart).
     pub fn wait_loaded(&self, n: u64, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_metric("wafer_artifact_loads_total", n, timeout)
+    }
+
+    /// Waits until metric `name` is at least `n`.
+    pub fn wait_metric(&self, name: &str, n: u64, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            let text = self.http.get(self.url("/metrics")).send()?.text()?;
-            let loaded = text.lines().find_map(|l| {
-                l.strip_prefix("wafer_artifact_loads_total ")?
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            });
-            if loaded.is_some_and(|l| l >= n) {
+            if self.metric(name)? >= n {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("{n} functions were not loaded within {timeout:?}")
+        bail!("{name} did not reach {n} within {timeout:?}")
+    }
+
+    /// The value of an unlabelled metric from `/metrics`.
+    pub fn metric(&self, name: &str) -> anyhow::Result<u64> {
+        let text = self.http.get(self.url("/metrics")).send()?.text()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .with_context(|| format!("no metric {name}"))
+    }
+
+    /// The server's memory maps (the kernel caps them at `vm.max_map_count`).
+    pub fn maps(&self) -> anyhow::Result<usize> {
+        let pid = self.child.id();
+        Ok(std::fs::read_to_string(format!("/proc/{pid}/maps"))?
+            .lines()
+            .count())
     }
 
     /// The server's resident set size, in bytes.

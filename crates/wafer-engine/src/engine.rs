@@ -6,7 +6,7 @@ mod prepare;
 use crate::abi::proxy::ProxyState;
 use crate::abi::spin1::Spin1State;
 use crate::error::{describe, CompileError};
-use crate::function::{Compiled, Function};
+use crate::function::{Compiled, Function, Instances};
 use crate::host::{ComponentState, ModuleState};
 use crate::limits::MAX_TABLE_ELEMENTS;
 use crate::reuse::{IdleInstances, IDLE_TIMEOUT};
@@ -159,6 +159,12 @@ impl Engine {
     /// many are still kept. Call it now and then from the async runtime (stores drop their host state).
     pub fn evict_idle(&self) -> usize {
         self.idle.evict(IDLE_TIMEOUT)
+    }
+
+    /// A new, empty set of instances kept for `reuse`, for one function version (see
+    /// [`Function::with_instances`]).
+    pub fn instances(&self) -> Instances {
+        Instances::new(&self.idle)
     }
 
     /// Compile and load counters since start.

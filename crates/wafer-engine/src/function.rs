@@ -33,6 +33,17 @@ pub struct Function {
     warm: Arc<IdlePool<abi::http::Warm>>,
 }
 
+/// The instances one function version keeps for `reuse`. A version's compiled code may be shared with
+/// others of the same module (see [`Function::with_instances`]); its kept instances never are.
+#[derive(Clone)]
+pub struct Instances(Arc<IdlePool<abi::http::Warm>>);
+
+impl Instances {
+    pub(crate) fn new(idle: &Arc<IdleInstances>) -> Self {
+        Self(idle.pool())
+    }
+}
+
 /// The result of compiling a binary at deploy: the runnable function and the artifact to store on disk.
 pub struct Compiled {
     /// The function, ready to call.
@@ -55,6 +66,15 @@ impl Function {
         Self {
             prepared: self.prepared.clone(),
             warm: self.warm.sibling(),
+        }
+    }
+
+    /// This function's compiled code with `instances` as the ones kept for `reuse`: how versions sharing
+    /// one module's code each keep their own instances.
+    pub fn with_instances(&self, instances: &Instances) -> Self {
+        Self {
+            prepared: self.prepared.clone(),
+            warm: instances.0.clone(),
         }
     }
 

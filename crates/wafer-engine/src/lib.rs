@@ -38,7 +38,7 @@ pub use abi::wagi::{cgi_answer, cgi_env};
 pub use engine::SetupError;
 pub use engine::{is_component, Engine, EngineOptions, EngineStats};
 pub use error::{CompileError, InvokeError};
-pub use function::{Compiled, Function};
+pub use function::{Compiled, Function, Instances};
 pub use host::outbound::{OutboundLimits, OutboundPolicy};
 pub use host::platform::{
     CallDepth, Grants, Platform, PlatformError, PlatformHandle, Variables, INTERNAL_SUFFIX,

@@ -50,7 +50,10 @@ impl IdleInstances {
         });
         let weak: Weak<dyn Evict> = Arc::downgrade(&(pool.clone() as Arc<dyn Evict>));
         let mut pools = self.pools();
-        pools.retain(|p| p.strong_count() > 0);
+        // Pruned only when the list would grow, so making many pools stays linear overall.
+        if pools.len() == pools.capacity() {
+            pools.retain(|p| p.strong_count() > 0);
+        }
         pools.push(weak);
         pool
     }

@@ -140,6 +140,9 @@ pub struct Defaults {
     pub max_idle: usize,
     /// The most a key-value store may hold (keys plus values), in bytes.
     pub kv_store_bytes: u64,
+    /// The most compiled code kept loaded; past it, the modules called least recently are dropped
+    /// and loaded from disk again on their next call.
+    pub code: crate::code::CodeBudget,
 }
 
 impl Default for Defaults {
@@ -152,6 +155,7 @@ impl Default for Defaults {
             pooling: true,
             max_idle: 64,
             kv_store_bytes: 64 * 1024 * 1024,
+            code: crate::code::CodeBudget::default(),
         }
     }
 }

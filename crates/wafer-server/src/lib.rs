@@ -24,6 +24,7 @@
 mod admission;
 mod app;
 mod auth;
+mod code;
 mod config;
 mod containers;
 mod error;
@@ -40,6 +41,7 @@ mod schedule;
 mod validate;
 
 pub use app::{App, StartError};
+pub use code::CodeBudget;
 pub use config::{ConsoleListen, Database, Defaults, ExecutionSettings, ServerConfig};
 pub use containers::{ContainerSettings, DEFAULT_SOCKET as DEFAULT_CONTAINERD_SOCKET};
 pub use error::Error;

@@ -13,9 +13,13 @@ use wafer_engine::{Function, Settings};
 
 /// A live function version.
 pub struct Entry {
-    /// The compiled, pre-instantiated function: set at deploy and rollback; after a restart, on the first
-    /// call or by the background loader, whichever comes first (see [`crate::app::App::function`]).
-    pub function: tokio::sync::OnceCell<Runner>,
+    /// A container version's function, once its image is in containerd (a wasm version's code is in
+    /// the node's [`crate::code::CodeCache`], by module).
+    pub container: tokio::sync::OnceCell<Arc<ContainerFunction>>,
+    /// The instances a wasm version that sets `reuse` keeps, made on its first call.
+    pub instances: std::sync::OnceLock<wafer_engine::Instances>,
+    /// Set once the version's read-only files are known to be unpacked on this node.
+    pub files_ready: tokio::sync::OnceCell<()>,
     /// The kind of the version.
     pub kind: Kind,
     /// The digest of the version's module.
@@ -135,10 +139,30 @@ impl Release {
 struct Inner {
     functions: HashMap<String, Arc<Entry>>,
     releases: HashMap<String, Arc<Release>>,
-    /// `(prefix, function)`, longest prefix first.
-    routes: Vec<(String, String)>,
+    /// Route prefixes to the functions mounted there.
+    routes: HashMap<String, String>,
+    /// Each function's routes.
+    routes_of: HashMap<String, Vec<String>>,
     /// Proxy-wasm ids to the functions that gave them.
     ids: HashMap<String, String>,
+    /// Each function's proxy-wasm id.
+    id_of: HashMap<String, String>,
+}
+
+impl Inner {
+    fn unmount(&mut self, name: &str) {
+        for route in self.routes_of.remove(name).unwrap_or_default() {
+            if self.routes.get(&route).is_some_and(|owner| owner == name) {
+                self.routes.remove(&route);
+            }
+        }
+    }
+
+    fn forget_id(&mut self, name: &str) {
+        if let Some(id) = self.id_of.remove(name) {
+            self.ids.remove(&id);
+        }
+    }
 }
 
 /// Live functions by name and by route.
@@ -166,19 +190,18 @@ impl Registry {
     }
 
     /// The function mounted at the longest route that covers `path` (the route itself or below it), with
-    /// that route.
+    /// that route. Routes are normalised at deploy (no trailing `/` but the root's), so the candidates
+    /// are the path and each of its prefixes that ends before a `/`, longest first.
     pub fn route(&self, path: &str) -> Option<(String, Arc<Entry>)> {
         let inner = self.read();
-        inner
-            .routes
-            .iter()
-            .find(|(prefix, _)| covers(prefix, path))
-            .and_then(|(prefix, name)| {
-                inner
-                    .functions
-                    .get(name)
-                    .map(|entry| (prefix.clone(), entry.clone()))
-            })
+        if inner.routes.is_empty() {
+            return None;
+        }
+        candidates(path).find_map(|prefix| {
+            let name = inner.routes.get(prefix)?;
+            let entry = inner.functions.get(name)?;
+            Some((prefix.to_string(), entry.clone()))
+        })
     }
 
     /// The live function that gave itself proxy-wasm id `id`.
@@ -206,8 +229,9 @@ impl Registry {
         if let Some(owner) = inner.ids.get(id).filter(|owner| *owner != name) {
             return Err(owner.clone());
         }
-        inner.ids.retain(|_, owner| owner != name);
+        inner.forget_id(name);
         inner.ids.insert(id.to_string(), name.to_string());
+        inner.id_of.insert(name.to_string(), id.to_string());
         Ok(())
     }
 
@@ -216,22 +240,29 @@ impl Registry {
         self.read().releases.get(name).cloned()
     }
 
+    /// Makes room for `n` more functions (before registering many at once).
+    pub fn reserve(&self, n: usize) {
+        let mut inner = self.write();
+        inner.functions.reserve(n);
+        inner.releases.reserve(n);
+    }
+
     /// Makes `entry` the live version of `name`, mounted at `routes`, with `release`'s aliases.
     pub fn install(&self, name: &str, entry: Entry, routes: &[String], release: Release) {
         let mut inner = self.write();
         inner.releases.insert(name.to_string(), Arc::new(release));
         let keeps_id = entry.proxy_id.get().cloned().flatten();
-        inner
-            .ids
-            .retain(|id, owner| owner != name || Some(id) == keeps_id.as_ref());
+        if inner.id_of.get(name) != keeps_id.as_ref() {
+            inner.forget_id(name);
+        }
         inner.functions.insert(name.to_string(), Arc::new(entry));
-        inner.routes.retain(|(_, owner)| owner != name);
-        inner
-            .routes
-            .extend(routes.iter().map(|r| (r.clone(), name.to_string())));
-        inner
-            .routes
-            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        inner.unmount(name);
+        for route in routes {
+            inner.routes.insert(route.clone(), name.to_string());
+        }
+        if !routes.is_empty() {
+            inner.routes_of.insert(name.to_string(), routes.to_vec());
+        }
     }
 
     /// Forgets `name` and its routes; whether it was there.
@@ -239,8 +270,8 @@ impl Registry {
         let mut inner = self.write();
         let removed = inner.functions.remove(name).is_some();
         inner.releases.remove(name);
-        inner.routes.retain(|(_, owner)| owner != name);
-        inner.ids.retain(|_, owner| owner != name);
+        inner.unmount(name);
+        inner.forget_id(name);
         removed
     }
 
@@ -270,7 +301,17 @@ impl Registry {
     }
 }
 
+/// The routes that would cover `path`, longest first: the path itself, each of its prefixes that ends
+/// before a `/`, and the root.
+fn candidates(path: &str) -> impl Iterator<Item = &str> {
+    let cuts = path.rmatch_indices('/').map(|(i, _)| i).filter(|i| *i > 0);
+    std::iter::once(path)
+        .chain(cuts.map(|i| &path[..i]))
+        .chain(std::iter::once("/"))
+}
+
 /// Whether a route prefix covers a request path: the path is the prefix or lies below it.
+#[cfg(test)]
 fn covers(prefix: &str, path: &str) -> bool {
     if prefix == "/" {
         return true;
@@ -283,7 +324,7 @@ fn covers(prefix: &str, path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::covers;
+    use super::{candidates, covers};
 
     #[test]
     fn a_route_covers_itself_and_its_subpaths_only() {
@@ -292,5 +333,32 @@ mod tests {
         assert!(!covers("/api", "/apix"));
         assert!(!covers("/api", "/"));
         assert!(covers("/", "/") && covers("/", "/anything/below"));
+    }
+
+    #[test]
+    fn the_first_candidate_mounted_is_the_longest_route_that_covers_the_path() {
+        let mounted = ["/", "/api", "/api/v2", "/apix", "/a/b/c"];
+        for path in [
+            "/",
+            "/api",
+            "/api/",
+            "/api/v2",
+            "/api/v2/x",
+            "/api/v3",
+            "/apix/1",
+            "/apixy",
+            "/a/b",
+            "/a/b/c/d",
+            "/x//y",
+            "//",
+        ] {
+            let walked = candidates(path).find(|c| mounted.contains(c));
+            let longest = mounted
+                .iter()
+                .filter(|prefix| covers(prefix, path))
+                .max_by_key(|prefix| prefix.len())
+                .copied();
+            assert_eq!(walked, longest, "{path}");
+        }
     }
 }

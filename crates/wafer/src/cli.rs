@@ -253,6 +253,14 @@ pub struct ServeArgs {
     /// The most a key-value store may hold (keys plus values), e.g. 64MiB.
     #[arg(long, env = "WAFER_KV_STORE_SIZE", value_parser = crate::cmd::deploy::parse_bytes)]
     pub kv_store_size: Option<u64>,
+    /// The most compiled code kept in memory, e.g. 512MiB (default 1GiB); past it, the modules called
+    /// least recently are dropped and loaded from disk again on their next call.
+    #[arg(long, env = "WAFER_CODE_CACHE_SIZE", value_parser = crate::cmd::deploy::parse_bytes)]
+    pub code_cache_size: Option<u64>,
+    /// The most modules whose compiled code is kept in memory (default 10000); each takes a few of the
+    /// process's memory maps, which the kernel caps (`vm.max_map_count`).
+    #[arg(long, env = "WAFER_CODE_CACHE_MODULES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub code_cache_modules: Option<u32>,
     /// Require `Authorization: Bearer TOKEN` on the management API and on private functions. Without it,
     /// wafer only listens on loopback addresses.
     #[arg(long, env = "WAFER_TOKEN", hide_env_values = true)]

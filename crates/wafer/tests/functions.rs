@@ -466,3 +466,40 @@ async fn instances_can_be_allocated_on_demand_instead_of_from_the_pool() {
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("Hello, pool!"), "{body}");
 }
+
+#[tokio::test]
+async fn compiled_code_stays_within_the_code_cache_and_evicted_code_loads_again() {
+    let server = Server::start_with(&["--code-cache-modules", "2"]);
+    let module = |i: usize| wagi_wat(&format!("Content-Type: text/plain\n\nmodule {i}\n"));
+    for i in 0..4 {
+        server
+            .deploy_ok(&format!("f{i}"), module(i), json!({}))
+            .await;
+    }
+    // Functions deployed from one module share its code.
+    server.deploy_ok("also-f3", module(3), json!({})).await;
+    assert_eq!(server.metric("wafer_code_cache_modules").await, 2);
+    assert_eq!(server.metric("wafer_code_cache_evictions_total").await, 2);
+    for (name, i) in [("f0", 0), ("f1", 1), ("f2", 2), ("f3", 3), ("also-f3", 3)] {
+        let (status, body) = server.get_text(&format!("/fn/{name}")).await;
+        assert_eq!((status.as_u16(), body), (200, format!("module {i}\n")));
+    }
+    assert_eq!(server.metric("wafer_code_cache_modules").await, 2);
+    // Evicted code comes back from its artifact, never compiled again.
+    assert_eq!(server.metric("wafer_compilations_total").await, 4);
+    assert!(server.metric("wafer_artifact_loads_total").await >= 4);
+
+    // After a restart the background loader stops at the budget; the rest load on their first call.
+    let server = server.restart_with(&["--code-cache-modules", "2"]);
+    wait_for("the background load", Duration::from_secs(60), || async {
+        server.logs().contains("functions loaded").then_some(())
+    })
+    .await;
+    assert_eq!(server.metric("wafer_artifact_loads_total").await, 2);
+    for i in 0..4 {
+        let (status, body) = server.get_text(&format!("/fn/f{i}")).await;
+        assert_eq!((status.as_u16(), body), (200, format!("module {i}\n")));
+    }
+    assert_eq!(server.metric("wafer_code_cache_modules").await, 2);
+    assert_eq!(server.metric("wafer_compilations_total").await, 0);
+}

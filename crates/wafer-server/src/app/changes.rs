@@ -8,19 +8,23 @@
 use super::App;
 use crate::containers::{self, ContainerFunction};
 use crate::error::Error;
-use crate::registry::Runner;
 use crate::validate;
 use bytes::Bytes;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use wafer_api::oci::sha256_hex;
 use wafer_api::{FunctionConfig, Kind};
+use wafer_engine::Function;
 use wafer_store::{FunctionVariables, NewVersion, StoredFunction};
 
 /// A version checked and compiled, not yet stored.
 struct Prepared {
     new: NewVersion,
     module: Bytes,
-    runner: Runner,
+    /// A wasm version's code and its size, for the code cache once the version is stored.
+    code: Option<(Function, u64)>,
+    /// A container version's function.
+    container: Option<Arc<ContainerFunction>>,
     /// The compiled artifact, to keep once the version is stored.
     artifact: Option<Vec<u8>>,
     proxy_id: Option<Option<String>>,
@@ -113,7 +117,7 @@ impl App {
             Some(bundle) => Some(self.check_files(bundle).await?),
             None => None,
         };
-        let (runner, artifact, proxy_id, module, digest) = if container {
+        let (kind, code, container, artifact, proxy_id, module, digest) = if container {
             config.kind = Some(Kind::Container);
             validate::fits(&config, Kind::Container)?;
             let module = self.image_tarball(module, &config).await?;
@@ -130,10 +134,18 @@ impl App {
             let digest = tokio::task::spawn_blocking(move || sha256_hex(&bytes))
                 .await
                 .map_err(|e| Error::Internal(format!("hashing the image failed: {e}")))?;
-            (Runner::Container(function), None, None, module, digest)
+            (
+                Kind::Container,
+                None,
+                Some(function),
+                None,
+                None,
+                module,
+                digest,
+            )
         } else {
             let digest = sha256_hex(&module);
-            let (function, artifact) = self
+            let (function, bytes, artifact) = self
                 .load_or_compile(&digest, Some(module.clone()), config.kind)
                 .await?;
             validate::fits(&config, function.kind())?;
@@ -152,7 +164,9 @@ impl App {
                 )));
             }
             (
-                Runner::Wasm(function),
+                function.kind(),
+                Some((function, bytes)),
+                None,
                 artifact,
                 Some(proxy_id),
                 module,
@@ -161,7 +175,7 @@ impl App {
         };
         let new = NewVersion {
             name: name.to_string(),
-            kind: runner.kind(),
+            kind,
             config,
             digest,
             size: module.len() as u64,
@@ -171,7 +185,8 @@ impl App {
         Ok(Prepared {
             new,
             module,
-            runner,
+            code,
+            container,
             artifact,
             proxy_id,
             current,
@@ -200,20 +215,21 @@ impl App {
                     tracing::warn!(%digest, "cannot keep the compiled artifact: {e}");
                 }
             }
+            if let Some((code, bytes)) = p.code {
+                self.code.insert(digest, code, bytes);
+            }
             let version = stored.latest_version;
             if stored.live.version == version {
-                self.install_with(&stored, Some(p.runner), p.current, p.proxy_id);
+                self.install_with(&stored, p.container, p.current, p.proxy_id);
             } else {
                 // A candidate: the live version and everything else about the function stay; its new
-                // configuration variables reach the live version too.
-                let (runner, proxy_id) = match self.registry.get(name) {
-                    Some(entry) => (
-                        entry.function.get().cloned().filter(|r| r.wasm().is_some()),
-                        entry.proxy_id.get().cloned(),
-                    ),
-                    None => (None, None),
-                };
-                self.install_with(&stored, runner, p.current, proxy_id);
+                // configuration variables reach the live version too (a container's settings are in
+                // its template: it is made again with them).
+                let proxy_id = self
+                    .registry
+                    .get(name)
+                    .and_then(|entry| entry.proxy_id.get().cloned());
+                self.install_with(&stored, None, p.current, proxy_id);
             }
             tracing::info!(
                 function = name,
@@ -251,15 +267,12 @@ impl App {
             .ok_or_else(|| Error::unknown_function(name))?;
         self.state.set_variables(name, variables, secrets).await?;
         let current = self.state.variables(name).await?;
-        let (prepared, proxy_id) = match self.registry.get(name) {
-            // A container's settings are in its template: it is made again with the new ones.
-            Some(entry) => (
-                entry.function.get().cloned().filter(|r| r.wasm().is_some()),
-                entry.proxy_id.get().cloned(),
-            ),
-            None => (None, None),
-        };
-        self.install_with(&function, prepared, current.clone(), proxy_id);
+        // A container's settings are in its template: it is made again with the new ones.
+        let proxy_id = self
+            .registry
+            .get(name)
+            .and_then(|entry| entry.proxy_id.get().cloned());
+        self.install_with(&function, None, current.clone(), proxy_id);
         tracing::info!(function = name, "configuration changed");
         Ok(current)
     }
@@ -280,6 +293,7 @@ impl App {
             );
         }
         for digest in orphaned {
+            self.code.remove(&digest);
             if let Err(e) = self.artifacts.remove(&digest) {
                 tracing::warn!(%digest, "cannot remove the artifacts of a deleted function: {e}");
             }

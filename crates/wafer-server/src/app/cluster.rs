@@ -219,11 +219,7 @@ impl App {
                 {
                     // Same module, new settings: nothing to compile (a container's settings are in
                     // its template, so it is made again).
-                    let prepared = current
-                        .as_ref()
-                        .and_then(|e| e.function.get().cloned())
-                        .filter(|runner| runner.wasm().is_some());
-                    self.install(&stored, prepared, variables);
+                    self.install(&stored, None, variables);
                     return Ok(());
                 }
                 (stored, current)
@@ -256,7 +252,7 @@ impl App {
                 continue;
             };
             let variables = self.state.variables(name).await?;
-            self.install(&now, Some(prepared), variables);
+            self.install(&now, prepared, variables);
             locked(&self.applied.lagging).remove(name);
             tracing::info!(function = name, version = now.live.version, "now serving");
             return Ok(());

@@ -1,7 +1,8 @@
 //! The live registry's build-up: how a stored version becomes a callable [`Entry`] — its settings (by
 //! the engine's one rule from its config), its limits and schedule, its routes (never one wafer
-//! reserves) — and how its runnable form is loaded from its compiled artifact, or compiled again from
-//! its module bytes, the first time it is needed.
+//! reserves) — and how its runnable form is had: a wasm module's code from the node's code cache
+//! (`code.rs`), loaded from its compiled artifact or compiled again from its module bytes when it is not
+//! there; a container's function once its image is in containerd.
 
 use super::App;
 use crate::containers::ContainerFunction;
@@ -25,7 +26,9 @@ impl App {
     /// first call or by the background loader, so the server answers at once however many there are.
     pub(super) async fn load_all(&self) -> Result<(), super::StartError> {
         let mut variables = self.state.all_variables().await?;
-        for function in self.meta.list_functions().await? {
+        let functions = self.meta.list_functions().await?;
+        self.registry.reserve(functions.len());
+        for function in functions {
             let own = variables.remove(&function.live.name).unwrap_or_default();
             self.install(&function, None, own);
         }
@@ -37,24 +40,14 @@ impl App {
         Ok(())
     }
 
-    /// The runnable function of a live entry, loading it from its compiled artifact (compiling it again
-    /// when the artifact is missing or from another engine build) the first time it is needed.
-    pub async fn function<'e>(&self, entry: &'e Entry) -> Result<&'e Runner, Error> {
-        let runner = entry
-            .function
-            .get_or_try_init(|| {
-                self.prepare(
-                    &entry.digest,
-                    entry.files.as_deref(),
-                    entry.kind,
-                    &entry.config,
-                    &entry.settings,
-                )
-            })
-            .await
-            .inspect_err(|e| {
-                tracing::error!(function = %entry.settings.name, "cannot load the live version: {e:?}")
-            })?;
+    /// The runnable function of a version: a wasm version's code from the node's code cache (loaded
+    /// from its compiled artifact, or compiled again when that is missing or from another engine build,
+    /// the first time it is needed or after it was evicted), a container version's function once its
+    /// image is in containerd.
+    pub async fn function(&self, entry: &Entry) -> Result<Runner, Error> {
+        let runner = self.runner(entry).await.inspect_err(
+            |e| tracing::error!(function = %entry.settings.name, "cannot load the version: {e:?}"),
+        )?;
         let live = || {
             self.registry
                 .get(&entry.settings.name)
@@ -63,11 +56,42 @@ impl App {
         // Only the live version answers to its proxy-wasm id.
         if let Some(function) = runner
             .wasm()
-            .filter(|_| entry.kind == Kind::ProxyWasm && live())
+            .filter(|_| entry.kind == Kind::ProxyWasm && entry.proxy_id.get().is_none() && live())
         {
             self.proxy_id(entry, function).await;
         }
         Ok(runner)
+    }
+
+    /// [`App::function`] without its logging and proxy-wasm id.
+    async fn runner(&self, entry: &Entry) -> Result<Runner, Error> {
+        if entry.kind == Kind::Container {
+            let container = entry
+                .container
+                .get_or_try_init(|| async {
+                    self.files_of(entry.files.as_deref()).await?;
+                    let module = Bytes::from(self.meta.module(&entry.digest).await?);
+                    ContainerFunction::load(
+                        &self.containers,
+                        module,
+                        &entry.config,
+                        &entry.settings,
+                    )
+                    .await
+                })
+                .await?;
+            return Ok(Runner::Container(container.clone()));
+        }
+        entry
+            .files_ready
+            .get_or_try_init(|| self.files_of(entry.files.as_deref()))
+            .await?;
+        let code = self.code_of(&entry.digest, entry.kind).await?;
+        Ok(Runner::Wasm(if entry.settings.reuse > 1 {
+            code.with_instances(entry.instances.get_or_init(|| self.engine.instances()))
+        } else {
+            code
+        }))
     }
 
     /// Reads a proxy-wasm version's id (once) and makes the function reachable by it.
@@ -194,14 +218,14 @@ impl App {
         }
     }
 
-    /// Makes the live version of `function` callable, with its runnable form when it is at hand.
+    /// Makes the live version of `function` callable, with its container function when it is at hand.
     pub(super) fn install(
         &self,
         function: &StoredFunction,
-        prepared: Option<Runner>,
+        container: Option<Arc<ContainerFunction>>,
         variables: FunctionVariables,
     ) {
-        self.install_with(function, prepared, variables, None);
+        self.install_with(function, container, variables, None);
     }
 
     /// [`App::install`], with the proxy-wasm id when it is known already. A route wafer reserves (one a
@@ -210,7 +234,7 @@ impl App {
     pub(super) fn install_with(
         &self,
         function: &StoredFunction,
-        prepared: Option<Runner>,
+        container: Option<Arc<ContainerFunction>>,
         variables: FunctionVariables,
         proxy_id: Option<Option<String>>,
     ) {
@@ -228,7 +252,7 @@ impl App {
             })
             .cloned()
             .collect();
-        let entry = self.entry(live, &function.updated_at, prepared, variables, proxy_id);
+        let entry = self.entry(live, &function.updated_at, container, variables, proxy_id);
         let id = entry.proxy_id.get().cloned().flatten();
         let release = Release::new(function.aliases.clone(), function.latest_version);
         self.registry.install(&live.name, entry, &routes, release);
@@ -239,19 +263,21 @@ impl App {
         }
     }
 
-    /// The callable form of `stored` (the live version, or one a call named), with its
-    /// runnable form when it is at hand; its schedule counts from `updated_at`, when the live version
-    /// last changed.
+    /// The callable form of `stored` (the live version, or one a call named), with its container
+    /// function when it is at hand; its schedule counts from `updated_at`, when the live version last
+    /// changed.
     pub(super) fn entry(
         &self,
         stored: &StoredVersion,
         updated_at: &str,
-        prepared: Option<Runner>,
+        container: Option<Arc<ContainerFunction>>,
         variables: FunctionVariables,
         proxy_id: Option<Option<String>>,
     ) -> Entry {
         Entry {
-            function: tokio::sync::OnceCell::new_with(prepared),
+            container: tokio::sync::OnceCell::new_with(container),
+            instances: std::sync::OnceLock::new(),
+            files_ready: tokio::sync::OnceCell::new(),
             proxy_id: tokio::sync::OnceCell::new_with(proxy_id),
             kind: stored.kind,
             digest: stored.digest.clone(),
@@ -294,10 +320,10 @@ impl App {
         }
     }
 
-    /// A stored version, runnable: a wasm function from its compiled artifact when there is one for
-    /// this engine, otherwise compiled again from its stored module (and the artifact written for next
-    /// time), with its files bundle unpacked on this node; a container function with its image imported
-    /// into containerd from the stored tarball.
+    /// Readies a stored version to run, so its first call does not wait: its files bundle unpacked on
+    /// this node and, for a wasm version, its module's code in the code cache (see [`App::code_of`]).
+    /// A container version's function, with its image imported into containerd from the stored tarball,
+    /// is returned for its entry.
     pub(super) async fn prepare(
         &self,
         digest: &str,
@@ -305,24 +331,41 @@ impl App {
         kind: Kind,
         config: &FunctionConfig,
         settings: &Settings,
-    ) -> Result<Runner, Error> {
-        if let Some(files) = files {
-            if !self.files.contains(files) {
-                let bundle = Bytes::from(self.meta.module(files).await?);
-                self.unpack_files(files, bundle).await?;
-            }
-        }
+    ) -> Result<Option<Arc<ContainerFunction>>, Error> {
+        self.files_of(files).await?;
         if kind == Kind::Container {
             let module = Bytes::from(self.meta.module(digest).await?);
             let function =
                 ContainerFunction::load(&self.containers, module, config, settings).await?;
-            return Ok(Runner::Container(function));
+            return Ok(Some(function));
         }
-        let (function, artifact) = self.load_or_compile(digest, None, Some(kind)).await?;
-        if let Some(artifact) = artifact {
-            self.keep_artifact(digest, artifact).await?;
+        self.code_of(digest, kind).await?;
+        Ok(None)
+    }
+
+    /// Module `digest`'s code as `kind`, from the code cache, loaded into it when it is not there.
+    async fn code_of(&self, digest: &str, kind: Kind) -> Result<Function, Error> {
+        self.code
+            .get_or_load(digest, kind, || async {
+                let (function, bytes, artifact) =
+                    self.load_or_compile(digest, None, Some(kind)).await?;
+                if let Some(artifact) = artifact {
+                    self.keep_artifact(digest, artifact).await?;
+                }
+                Ok((function, bytes))
+            })
+            .await
+    }
+
+    /// Unpacks files bundle `digest`, when there is one and this node does not have it yet.
+    async fn files_of(&self, digest: Option<&str>) -> Result<(), Error> {
+        if let Some(digest) = digest {
+            if !self.files.contains(digest) {
+                let bundle = Bytes::from(self.meta.module(digest).await?);
+                self.unpack_files(digest, bundle).await?;
+            }
         }
-        Ok(Runner::Wasm(function))
+        Ok(())
     }
 
     /// Unpacks files bundle `digest` on this node's disk (a no-op when it is there already).
@@ -344,23 +387,24 @@ impl App {
         Ok(())
     }
 
-    /// The function of module `digest`: its stored artifact for this engine when there is one (the same
-    /// bytes deployed before, under any name), otherwise compiled from `module` (or, when `None`, the stored
-    /// module), with the new artifact returned for storing. Either way `kind`, when given, is checked.
+    /// The function of module `digest` with the size of its code: its stored artifact for this engine
+    /// when there is one (the same bytes deployed before, under any name), otherwise compiled from
+    /// `module` (or, when `None`, the stored module), with the new artifact returned for storing. Either
+    /// way `kind`, when given, is checked.
     pub(super) async fn load_or_compile(
         &self,
         digest: &str,
         module: Option<Bytes>,
         kind: Option<Kind>,
-    ) -> Result<(Function, Option<Vec<u8>>), Error> {
+    ) -> Result<(Function, u64, Option<Vec<u8>>), Error> {
         let artifact = self.artifacts.path(digest, self.engine.fingerprint());
         let engine = self.engine.clone();
         let loaded = tokio::task::spawn_blocking(move || {
-            if !artifact.exists() {
+            let Ok(metadata) = std::fs::metadata(&artifact) else {
                 return Ok(None);
-            }
+            };
             match engine.load(&artifact, kind) {
-                Ok(function) => Ok(Some(function)),
+                Ok(function) => Ok(Some((function, metadata.len()))),
                 Err(CompileError::Unsupported(reason)) => Err(CompileError::Unsupported(reason)),
                 Err(e) => {
                     tracing::warn!(artifact = %artifact.display(), "stored artifact unusable, compiling: {e}");
@@ -370,8 +414,8 @@ impl App {
         })
         .await
         .map_err(|e| Error::Internal(format!("load task failed: {e}")))??;
-        if let Some(function) = loaded {
-            return Ok((function, None));
+        if let Some((function, bytes)) = loaded {
+            return Ok((function, bytes, None));
         }
         let module = match module {
             Some(module) => module,
@@ -383,6 +427,7 @@ impl App {
             .await
             .map_err(|e| Error::Internal(format!("compile task failed: {e}")))??;
         self.metrics.compile(started.elapsed());
-        Ok((compiled.function, Some(compiled.artifact)))
+        let bytes = compiled.artifact.len() as u64;
+        Ok((compiled.function, bytes, Some(compiled.artifact)))
     }
 }

@@ -18,6 +18,7 @@ pub use changes::Upload;
 pub use release::Target;
 
 use crate::admission::Admission;
+use crate::code::CodeCache;
 use crate::config::ServerConfig;
 use crate::containers::Containers;
 use crate::journal::{self, Journal};
@@ -78,6 +79,8 @@ pub struct App {
     /// The versions' read-only files, unpacked on this node.
     pub(crate) files: wafer_store::files::Unpacked,
     pub(crate) registry: Registry,
+    /// The compiled code of the modules this node serves, under its budget.
+    pub(crate) code: CodeCache,
     pub(crate) admission: Admission,
     pub(crate) metrics: Metrics,
     pub(crate) config: ServerConfig,
@@ -179,6 +182,7 @@ impl App {
             executions,
             queue: Queue::default(),
             registry: Registry::default(),
+            code: CodeCache::new(config.defaults.code),
             admission: Admission::new(
                 config.defaults.max_instances,
                 std::time::Duration::from_millis(config.defaults.queue_wait_ms),
@@ -284,12 +288,15 @@ fn valid_node_id(id: &str) -> Result<String, StartError> {
 }
 
 /// Loads, one after another, every live function nobody has called yet, so first calls after a restart
-/// find them ready.
+/// find them ready — until the code cache is full: the rest load on their first call.
 fn start_background_load(app: &Arc<App>) {
     let app = app.clone();
     tokio::spawn(async move {
         let started = std::time::Instant::now();
         for entry in app.registry.all() {
+            if app.code.is_full() {
+                break;
+            }
             // A failure is logged by `function` and tried again on the next call.
             let _ = app.function(&entry).await;
         }

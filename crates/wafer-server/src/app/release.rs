@@ -139,20 +139,18 @@ impl App {
                 .find(|v| v.version == target.version)
                 .ok_or_else(|| unknown_version(name, &target.version.to_string()))?;
             let settings = self.version_settings(&stored, variables.clone());
-            Some(
-                self.prepare(
-                    &stored.digest,
-                    stored.files.as_deref(),
-                    stored.kind,
-                    &stored.config,
-                    &settings,
-                )
-                .await?,
+            self.prepare(
+                &stored.digest,
+                stored.files.as_deref(),
+                stored.kind,
+                &stored.config,
+                &settings,
             )
+            .await?
         } else {
             self.registry
                 .get(name)
-                .and_then(|entry| entry.function.get().cloned())
+                .and_then(|entry| entry.container.get().cloned())
         };
         let proxy_id = match moves_live {
             true => None,
@@ -184,7 +182,10 @@ impl App {
         let _changes = self.changes.lock().await;
         let variables = self.state.variables(name).await?;
         let (prepared, proxy_id) = match self.registry.get(name) {
-            Some(entry) => (entry.function.get().cloned(), entry.proxy_id.get().cloned()),
+            Some(entry) => (
+                entry.container.get().cloned(),
+                entry.proxy_id.get().cloned(),
+            ),
             None => (None, None),
         };
         let function = match self.meta.delete_alias(name, alias).await {

@@ -84,6 +84,25 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "Compiled artifacts loaded from disk without compiling.",
         &stats.loaded,
     );
+    let code = app.code.stats();
+    metric(
+        "wafer_code_cache_modules",
+        "gauge",
+        "Modules whose compiled code is loaded (see --code-cache-modules).",
+        &code.modules,
+    );
+    metric(
+        "wafer_code_cache_bytes",
+        "gauge",
+        "Bytes of compiled code loaded (see --code-cache-size).",
+        &code.bytes,
+    );
+    metric(
+        "wafer_code_cache_evictions_total",
+        "counter",
+        "Modules whose code was dropped to stay within the code cache's budget.",
+        &code.evicted,
+    );
     metric(
         "wafer_idle_instances",
         "gauge",

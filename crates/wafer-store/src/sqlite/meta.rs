@@ -308,9 +308,13 @@ impl MetaStore for SqliteStore {
 
     async fn list_functions(&self) -> Result<Vec<StoredFunction>, StoreError> {
         self.with_meta(|conn| {
-            let mut stmt = conn.prepare(&function_query("ORDER BY f.name"))?;
+            // Read in table order and sorted here: ordered by name, SQLite walks the functions' name
+            // index and looks each row up in the table, which doubles the time at 100,000 functions.
+            let mut stmt = conn.prepare(&function_query(""))?;
             let rows = stmt.query_map([], function_from_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut functions = rows.collect::<Result<Vec<_>, _>>()?;
+            functions.sort_unstable_by(|a, b| a.live.name.cmp(&b.live.name));
+            Ok(functions)
         })
         .await
     }

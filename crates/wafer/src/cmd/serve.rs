@@ -15,8 +15,8 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 use wafer_engine::FunctionDefaults;
 use wafer_server::{
-    ConsoleListen, ContainerSettings, Database, Defaults, ExecutionSettings, Registries,
-    ServerConfig,
+    CodeBudget, ConsoleListen, ContainerSettings, Database, Defaults, ExecutionSettings,
+    Registries, ServerConfig,
 };
 
 /// The config file read when `--config` is not given, if it exists.
@@ -69,6 +69,8 @@ struct FileConfig {
     pooling: Option<bool>,
     max_idle: Option<u32>,
     kv_store_size: Option<String>,
+    code_cache_size: Option<String>,
+    code_cache_modules: Option<u32>,
     workers: Option<u32>,
     retain: Option<u64>,
     retain_for: Option<String>,
@@ -108,6 +110,11 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
     let max_instances = args.max_instances.or(file.max_instances);
     if max_instances == Some(0) {
         return Err(anyhow!("config file: max_instances must be at least 1"));
+    }
+    if file.code_cache_modules == Some(0) {
+        return Err(anyhow!(
+            "config file: code_cache_modules must be at least 1"
+        ));
     }
     let function = FunctionDefaults {
         memory_mb: args
@@ -150,6 +157,20 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
             .kv_store_size
             .or(from_file("kv_store_size", file.kv_store_size, parse_bytes)?)
             .unwrap_or(fallback.kv_store_bytes),
+        code: CodeBudget {
+            bytes: args
+                .code_cache_size
+                .or(from_file(
+                    "code_cache_size",
+                    file.code_cache_size,
+                    parse_bytes,
+                )?)
+                .unwrap_or(fallback.code.bytes),
+            modules: args
+                .code_cache_modules
+                .or(file.code_cache_modules)
+                .map_or(fallback.code.modules, |n| n as usize),
+        },
     };
     let listen = args
         .listen
