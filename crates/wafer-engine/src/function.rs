@@ -63,10 +63,7 @@ impl Function {
     /// Another function running the same compiled code, with instances kept for `reuse` of its own: what
     /// a second container of one module gets, so it compiles nothing and shares no instance.
     pub fn with_own_instances(&self) -> Self {
-        Self {
-            prepared: self.prepared.clone(),
-            warm: self.warm.sibling(),
-        }
+        self.with_instances(&Instances(self.warm.sibling()))
     }
 
     /// This function's compiled code with `instances` as the ones kept for `reuse`: how versions sharing

@@ -43,9 +43,6 @@ impl Default for CodeBudget {
     }
 }
 
-/// A module's code as one kind: its digest and the kind it runs as.
-type Key = (String, Kind);
-
 /// One module's place in the cache: its code once loaded, and when it was last used.
 #[derive(Default)]
 struct Slot {
@@ -55,10 +52,13 @@ struct Slot {
     used: AtomicU64,
 }
 
+/// Each module's slots by digest, one per kind it runs as (almost always one).
+type Slots = HashMap<String, Vec<(Kind, Arc<Slot>)>>;
+
 /// The loaded code of this node's modules (see the module docs).
 pub struct CodeCache {
     budget: CodeBudget,
-    slots: RwLock<HashMap<Key, Arc<Slot>>>,
+    slots: RwLock<Slots>,
     /// Counts uses: a slot's `used` is the count at its last use, so the smallest is the least recent.
     clock: AtomicU64,
     bytes: AtomicU64,
@@ -102,8 +102,7 @@ impl CodeCache {
         L: FnOnce() -> F,
         F: Future<Output = Result<(Function, u64), Error>>,
     {
-        let key = (digest.to_string(), kind);
-        let slot = self.slot(&key);
+        let slot = self.slot(digest, kind);
         if let Some(code) = slot.code.get() {
             slot.used.store(self.tick(), Ordering::Relaxed);
             return Ok(code.clone());
@@ -120,7 +119,7 @@ impl CodeCache {
             .clone();
         slot.used.store(self.tick(), Ordering::Relaxed);
         if let Some(bytes) = loaded {
-            self.admit(&key, &slot, bytes);
+            self.admit(digest, kind, &slot, bytes);
         }
         Ok(code)
     }
@@ -128,22 +127,18 @@ impl CodeCache {
     /// Keeps `code` (of `bytes` bytes), just compiled or loaded at a deploy, as module `digest`'s code as
     /// its kind, unless that is in memory already.
     pub fn insert(&self, digest: &str, code: Function, bytes: u64) {
-        let key = (digest.to_string(), code.kind());
-        let slot = self.slot(&key);
+        let kind = code.kind();
+        let slot = self.slot(digest, kind);
         if slot.code.set(code).is_ok() {
             slot.used.store(self.tick(), Ordering::Relaxed);
-            self.admit(&key, &slot, bytes);
+            self.admit(digest, kind, &slot, bytes);
         }
     }
 
     /// Drops module `digest`'s code as every kind (its artifact is being deleted).
     pub fn remove(&self, digest: &str) {
-        let mut slots = self.slots_mut();
-        let keys: Vec<Key> = slots.keys().filter(|k| k.0 == digest).cloned().collect();
-        for key in keys {
-            if let Some(slot) = slots.remove(&key) {
-                self.forget(&slot);
-            }
+        for (_, slot) in self.slots_mut().remove(digest).unwrap_or_default() {
+            self.forget(&slot);
         }
     }
 
@@ -166,17 +161,28 @@ impl CodeCache {
         self.clock.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn slot(&self, key: &Key) -> Arc<Slot> {
+    /// Module `digest`'s slot as `kind`, made empty when there is none.
+    fn slot(&self, digest: &str, kind: Kind) -> Arc<Slot> {
         let found = self
             .slots
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(key)
+            .get(digest)
+            .and_then(|kinds| find(kinds, kind))
             .cloned();
-        found.unwrap_or_else(|| self.slots_mut().entry(key.clone()).or_default().clone())
+        found.unwrap_or_else(|| {
+            let mut slots = self.slots_mut();
+            let kinds = slots.entry(digest.to_string()).or_default();
+            if let Some(slot) = find(kinds, kind) {
+                return slot.clone();
+            }
+            let slot = Arc::new(Slot::default());
+            kinds.push((kind, slot.clone()));
+            slot
+        })
     }
 
-    fn slots_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Arc<Slot>>> {
+    fn slots_mut(&self) -> std::sync::RwLockWriteGuard<'_, Slots> {
         self.slots
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -184,9 +190,10 @@ impl CodeCache {
 
     /// Counts a newly loaded module (unless it was removed meanwhile), then drops the least recently
     /// used others while over budget.
-    fn admit(&self, key: &Key, slot: &Arc<Slot>, bytes: u64) {
+    fn admit(&self, digest: &str, kind: Kind, slot: &Arc<Slot>, bytes: u64) {
         let mut slots = self.slots_mut();
-        if !slots.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)) || slot.bytes.set(bytes).is_err() {
+        let current = slots.get(digest).and_then(|kinds| find(kinds, kind));
+        if !current.is_some_and(|s| Arc::ptr_eq(s, slot)) || slot.bytes.set(bytes).is_err() {
             return;
         }
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -196,13 +203,22 @@ impl CodeCache {
         {
             let oldest = slots
                 .iter()
-                .filter(|(k, s)| *k != key && s.bytes.get().is_some())
-                .min_by_key(|(_, s)| s.used.load(Ordering::Relaxed))
-                .map(|(k, _)| k.clone());
-            let Some(oldest) = oldest else { break };
-            if let Some(evicted) = slots.remove(&oldest) {
-                self.forget(&evicted);
-                self.evicted.fetch_add(1, Ordering::Relaxed);
+                .flat_map(|(d, kinds)| kinds.iter().map(move |(k, s)| (d, *k, s)))
+                .filter(|(_, _, s)| !Arc::ptr_eq(s, slot) && s.bytes.get().is_some())
+                .min_by_key(|(_, _, s)| s.used.load(Ordering::Relaxed))
+                .map(|(d, k, _)| (d.clone(), k));
+            let Some((oldest, oldest_kind)) = oldest else {
+                break;
+            };
+            if let Some(kinds) = slots.get_mut(&oldest) {
+                if let Some(i) = kinds.iter().position(|(k, _)| *k == oldest_kind) {
+                    let (_, evicted) = kinds.swap_remove(i);
+                    self.forget(&evicted);
+                    self.evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                if kinds.is_empty() {
+                    slots.remove(&oldest);
+                }
             }
         }
     }
@@ -215,6 +231,11 @@ impl CodeCache {
             self.modules.fetch_sub(1, Ordering::Relaxed);
         }
     }
+}
+
+/// The slot of `kind` among a module's.
+fn find(kinds: &[(Kind, Arc<Slot>)], kind: Kind) -> Option<&Arc<Slot>> {
+    kinds.iter().find(|(k, _)| *k == kind).map(|(_, slot)| slot)
 }
 
 #[cfg(test)]

@@ -214,6 +214,13 @@ impl Registry {
             .cloned()
     }
 
+    /// What the live version of `name` knows of its proxy-wasm id, for the entry that replaces it with
+    /// the same module: `Some(id)` once it has been read, `None` when it has not (or there is none).
+    pub fn known_proxy_id(&self, name: &str) -> Option<Option<String>> {
+        self.get(name)
+            .and_then(|entry| entry.proxy_id.get().cloned())
+    }
+
     /// The function that holds proxy-wasm id `id`, if another than `name` does.
     pub fn id_owner(&self, id: &str, name: &str) -> Option<String> {
         self.read()

@@ -117,7 +117,7 @@ impl App {
             Some(bundle) => Some(self.check_files(bundle).await?),
             None => None,
         };
-        let (kind, code, container, artifact, proxy_id, module, digest) = if container {
+        let (code, container, artifact, proxy_id, module, digest) = if container {
             config.kind = Some(Kind::Container);
             validate::fits(&config, Kind::Container)?;
             let module = self.image_tarball(module, &config).await?;
@@ -134,15 +134,7 @@ impl App {
             let digest = tokio::task::spawn_blocking(move || sha256_hex(&bytes))
                 .await
                 .map_err(|e| Error::Internal(format!("hashing the image failed: {e}")))?;
-            (
-                Kind::Container,
-                None,
-                Some(function),
-                None,
-                None,
-                module,
-                digest,
-            )
+            (None, Some(function), None, None, module, digest)
         } else {
             let digest = sha256_hex(&module);
             let (function, bytes, artifact) = self
@@ -164,7 +156,6 @@ impl App {
                 )));
             }
             (
-                function.kind(),
                 Some((function, bytes)),
                 None,
                 artifact,
@@ -175,7 +166,9 @@ impl App {
         };
         let new = NewVersion {
             name: name.to_string(),
-            kind,
+            kind: code
+                .as_ref()
+                .map_or(Kind::Container, |(function, _)| function.kind()),
             config,
             digest,
             size: module.len() as u64,
@@ -225,10 +218,7 @@ impl App {
                 // A candidate: the live version and everything else about the function stay; its new
                 // configuration variables reach the live version too (a container's settings are in
                 // its template: it is made again with them).
-                let proxy_id = self
-                    .registry
-                    .get(name)
-                    .and_then(|entry| entry.proxy_id.get().cloned());
+                let proxy_id = self.registry.known_proxy_id(name);
                 self.install_with(&stored, None, p.current, proxy_id);
             }
             tracing::info!(
@@ -268,10 +258,7 @@ impl App {
         self.state.set_variables(name, variables, secrets).await?;
         let current = self.state.variables(name).await?;
         // A container's settings are in its template: it is made again with the new ones.
-        let proxy_id = self
-            .registry
-            .get(name)
-            .and_then(|entry| entry.proxy_id.get().cloned());
+        let proxy_id = self.registry.known_proxy_id(name);
         self.install_with(&function, None, current.clone(), proxy_id);
         tracing::info!(function = name, "configuration changed");
         Ok(current)

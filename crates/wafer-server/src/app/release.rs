@@ -154,10 +154,7 @@ impl App {
         };
         let proxy_id = match moves_live {
             true => None,
-            false => self
-                .registry
-                .get(name)
-                .and_then(|entry| entry.proxy_id.get().cloned()),
+            false => self.registry.known_proxy_id(name),
         };
         let function = self.meta.set_alias(name, alias, target).await?;
         self.install_with(&function, prepared, variables, proxy_id);
