@@ -3,15 +3,18 @@
 //!
 //! Sync invocations hand their record over and move on ([`Journal::record`]); an async submission or an
 //! attempt's result waits for its commit ([`Journal::commit`]) because it is acknowledged, or acted on,
-//! afterwards. Followers of a function's log watch [`Journal::committed`] to know when to read again.
-//! A background task deletes finished records outside the retention settings.
+//! afterwards. The queue's claims of work ride in the same transactions ([`Journal::claim`]): under
+//! load one commit stores the submissions that arrived, records the attempts that ended and claims the
+//! next executions. Followers of a function's log watch [`Journal::committed`] to know when to read
+//! again. A background task deletes finished records outside the retention settings.
 
 use crate::config::ExecutionSettings;
 use crate::error::Error;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
-use wafer_store::{ExecutionStore, Retention, StoreError, Write};
+use wafer_store::{Claim, Claimed, ExecutionStore, Retention, StoreError, Write, Written};
 
 /// Writes waiting for the journal task beyond this are refused (records) or wait (commits).
 const BACKLOG: usize = 16 * 1024;
@@ -32,9 +35,25 @@ const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 /// Why a write failed: the store's message, and whether the store was unavailable (worth retrying).
 type Failure = (String, bool);
 
-struct Op {
-    write: Write,
-    ack: Option<oneshot::Sender<Result<bool, Failure>>>,
+/// What the journal task takes: a write, or a claim of queued work to make in the next commit.
+// Claims are rare and small; boxing every write to match them would cost an allocation per record.
+#[allow(clippy::large_enum_variant)]
+enum Op {
+    Write {
+        write: Write,
+        ack: Option<oneshot::Sender<Result<bool, Failure>>>,
+    },
+    Claim {
+        claim: Claim,
+        ack: oneshot::Sender<Result<Vec<Claimed>, Failure>>,
+    },
+}
+
+impl Op {
+    /// Whether someone waits for this op's commit.
+    fn waited_for(&self) -> bool {
+        !matches!(self, Op::Write { ack: None, .. })
+    }
 }
 
 /// The handle to the journal task.
@@ -51,22 +70,54 @@ impl Journal {
         let (generation, committed) = watch::channel(0u64);
         tokio::spawn(async move {
             let mut ops = Vec::with_capacity(BATCH);
-            while receiver.recv_many(&mut ops, BATCH).await > 0 {
-                linger(&mut receiver, &mut ops).await;
-                let (writes, acks): (Vec<_>, Vec<_>) =
-                    ops.drain(..).map(|op| (op.write, op.ack)).unzip();
-                let result = write_batch(store.as_ref(), writes.into()).await;
+            // Claims beyond one per batch wait for the next.
+            let mut claims = VecDeque::new();
+            loop {
+                if claims.is_empty() {
+                    if receiver.recv_many(&mut ops, BATCH).await == 0 {
+                        return;
+                    }
+                    linger(&mut receiver, &mut ops).await;
+                } else {
+                    while ops.len() < BATCH {
+                        let Ok(op) = receiver.try_recv() else { break };
+                        ops.push(op);
+                    }
+                }
+                let mut writes = Vec::with_capacity(ops.len());
+                let mut acks = Vec::with_capacity(ops.len());
+                for op in ops.drain(..) {
+                    match op {
+                        Op::Write { write, ack } => {
+                            writes.push(write);
+                            acks.push(ack);
+                        }
+                        Op::Claim { claim, ack } => claims.push_back((claim, ack)),
+                    }
+                }
+                let (claim, claim_ack) = claims.pop_front().unzip();
+                let result = write_batch(store.as_ref(), writes.into(), claim).await;
                 if let Err(e) = &result {
                     tracing::error!("cannot store execution records: {e}");
                 }
+                let (applied, claimed) = match result {
+                    Ok(Written { applied, claimed }) => (Ok(applied), claimed.map_err(failure)),
+                    Err(e) => {
+                        let failed = failure(e);
+                        (Err(failed.clone()), Err(failed))
+                    }
+                };
                 for (i, ack) in acks.into_iter().enumerate() {
                     if let Some(ack) = ack {
-                        let outcome = match &result {
+                        let outcome = match &applied {
                             Ok(applied) => Ok(applied.get(i).copied().unwrap_or(false)),
-                            Err(e) => Err((e.to_string(), matches!(e, StoreError::Unavailable(_)))),
+                            Err(failure) => Err(failure.clone()),
                         };
                         let _ = ack.send(outcome);
                     }
+                }
+                if let Some(ack) = claim_ack {
+                    let _ = ack.send(claimed);
                 }
                 generation.send_modify(|g| *g += 1);
             }
@@ -81,7 +132,11 @@ impl Journal {
     /// Queues a write without waiting for it (committed within [`LINGER`] of the last commit at the
     /// latest, unless the store is slow); under a backlog it is dropped and counted.
     pub fn record(&self, write: Write) {
-        if self.sender.try_send(Op { write, ack: None }).is_err() {
+        if self
+            .sender
+            .try_send(Op::Write { write, ack: None })
+            .is_err()
+        {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -89,20 +144,23 @@ impl Journal {
     /// Writes durably; returns whether the write took effect (see [`Write::Finish`]).
     pub async fn commit(&self, write: Write) -> Result<bool, Error> {
         let (ack, done) = oneshot::channel();
-        let unavailable = || Error::Unavailable("the execution journal has stopped".into());
-        self.sender
-            .send(Op {
-                write,
-                ack: Some(ack),
-            })
-            .await
-            .map_err(|_| unavailable())?;
-        done.await
-            .map_err(|_| unavailable())?
-            .map_err(|(message, unavailable)| match unavailable {
-                true => Error::Unavailable(message),
-                false => Error::Internal(message),
-            })
+        self.send(Op::Write {
+            write,
+            ack: Some(ack),
+        })
+        .await?;
+        answer(done).await
+    }
+
+    /// Claims due queued work in the next commit (see [`wafer_store::ExecutionStore::claim`]).
+    pub async fn claim(&self, claim: Claim) -> Result<Vec<Claimed>, Error> {
+        let (ack, done) = oneshot::channel();
+        self.send(Op::Claim { claim, ack }).await?;
+        answer(done).await
+    }
+
+    async fn send(&self, op: Op) -> Result<(), Error> {
+        self.sender.send(op).await.map_err(|_| stopped())
     }
 
     /// A receiver that changes after every commit.
@@ -116,11 +174,32 @@ impl Journal {
     }
 }
 
+/// The error for a write the journal can no longer take.
+fn stopped() -> Error {
+    Error::Unavailable("the execution journal has stopped".into())
+}
+
+/// The answer the journal sends to a waiting writer.
+async fn answer<T>(done: oneshot::Receiver<Result<T, Failure>>) -> Result<T, Error> {
+    done.await
+        .map_err(|_| stopped())?
+        .map_err(|(message, unavailable)| match unavailable {
+            true => Error::Unavailable(message),
+            false => Error::Internal(message),
+        })
+}
+
+/// A store error as the journal hands it to waiting writers.
+fn failure(e: StoreError) -> Failure {
+    let unavailable = matches!(e, StoreError::Unavailable(_));
+    (e.to_string(), unavailable)
+}
+
 /// Lets a batch of records that no writer waits for grow for up to [`LINGER`], or until it is full or
 /// one that a writer waits for arrives: under load one commit then carries many records instead of a
 /// few, and an acknowledged write is never held back.
 async fn linger(receiver: &mut mpsc::Receiver<Op>, ops: &mut Vec<Op>) {
-    let waited_for = |ops: &[Op]| ops.iter().any(|op| op.ack.is_some());
+    let waited_for = |ops: &[Op]| ops.iter().any(Op::waited_for);
     if waited_for(ops) {
         return;
     }
@@ -138,15 +217,17 @@ async fn linger(receiver: &mut mpsc::Receiver<Op>, ops: &mut Vec<Op>) {
 /// Writes a batch, trying it again while the store is unavailable (a database restarting, a connection
 /// lost) for up to [`RETRY_FOR`]. A batch whose commit was lost on the way may have been applied: the
 /// store takes it again without storing anything twice, and a finish it recorded then counts as not
-/// applied, which the queue takes for "the execution moved on" and leaves alone.
+/// applied, which the queue takes for "the execution moved on" and leaves alone; what a lost claim took
+/// is nobody's, and goes back to the queue when its lease ends.
 async fn write_batch(
     store: &dyn ExecutionStore,
     writes: Arc<[Write]>,
-) -> Result<Vec<bool>, StoreError> {
+    claim: Option<Claim>,
+) -> Result<Written, StoreError> {
     let deadline = tokio::time::Instant::now() + RETRY_FOR;
     let mut wait = FIRST_RETRY;
     loop {
-        match store.write(writes.clone()).await {
+        match store.write(writes.clone(), claim.clone()).await {
             Err(StoreError::Unavailable(e)) if tokio::time::Instant::now() + wait < deadline => {
                 tracing::warn!(
                     writes = writes.len(),

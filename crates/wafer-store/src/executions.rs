@@ -160,6 +160,26 @@ pub enum Write {
     },
 }
 
+/// A claim of up to `limit` due executions for `node`, leased for `lease` (see [`ExecutionStore::claim`]).
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The node claiming.
+    pub node: String,
+    /// How long its claims hold without renewal.
+    pub lease: Duration,
+    /// The most executions it takes.
+    pub limit: u32,
+}
+
+/// What a batch ([`ExecutionStore::write`]) did.
+#[derive(Debug)]
+pub struct Written {
+    /// For each write, whether it took effect.
+    pub applied: Vec<bool>,
+    /// What the batch's claim took (nothing without one), or why it failed.
+    pub claimed: Result<Vec<Claimed>, StoreError>,
+}
+
 /// A queued execution a worker has claimed: it is `running` with `attempt` counted.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -183,6 +203,8 @@ pub struct Claimed {
     pub qualifier: Option<String>,
     /// How many destinations led to it.
     pub hops: u32,
+    /// Whether it has a callback URL (its final end owes a callback).
+    pub callback: bool,
 }
 
 /// Which executions of a function to list.
@@ -311,19 +333,33 @@ pub enum Delivered {
 /// Execution storage. Every method is atomic.
 #[async_trait]
 pub trait ExecutionStore: Send + Sync {
-    /// Applies a batch of writes in one transaction; durable when it returns. For each write, whether it
-    /// took effect (see [`Write::Finish`]). Applying a batch again after it failed, or after a connection
-    /// was lost before its commit was confirmed, is safe: an insert already stored is not stored twice.
-    async fn write(&self, writes: Arc<[Write]>) -> Result<Vec<bool>, StoreError>;
+    /// Applies a batch of writes in one transaction and, with `claim`, claims queued work in the same
+    /// transaction after them, so one commit serves both; durable when it returns. For each write,
+    /// whether it took effect (see [`Write::Finish`]). A claim that fails is undone alone: the writes
+    /// stand and [`Written::claimed`] has the error. Applying a batch again after it failed, or after a
+    /// connection was lost before its commit was confirmed, is safe: an insert already stored is not
+    /// stored twice (and what a lost claim took goes back to the queue when its lease ends).
+    async fn write(
+        &self,
+        writes: Arc<[Write]>,
+        claim: Option<Claim>,
+    ) -> Result<Written, StoreError>;
 
     /// Claims up to `limit` queued executions that are due, oldest due first, for `node`: marks them
-    /// running, counts the attempt, and leases them to `node` for `lease`.
+    /// running, counts the attempt, and leases them to `node` for `lease`. A batch of no writes.
     async fn claim(
         &self,
         node: &str,
         lease: Duration,
         limit: u32,
-    ) -> Result<Vec<Claimed>, StoreError>;
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let claim = Claim {
+            node: node.to_owned(),
+            lease,
+            limit,
+        };
+        self.write(Arc::from([]), Some(claim)).await?.claimed
+    }
 
     /// Extends to `lease` from now the leases `node` holds on the running executions `ids`. Returns how
     /// many of them it still holds.

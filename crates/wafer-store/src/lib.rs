@@ -41,8 +41,9 @@ pub use blobs::{DirBlobs, ModuleBlobs};
 pub use cluster::{Changes, ClusterStore, Events, NodeBeat, NodeRecord};
 pub use error::StoreError;
 pub use executions::{
-    Admit, Attempt, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore, NewExecution,
-    NewLog, Page, QueueStats, Retention, Retried, StoredRequest, Write, ROLLUP_RETENTION,
+    Admit, Attempt, Claim, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore,
+    NewExecution, NewLog, Page, QueueStats, Retention, Retried, StoredRequest, Write, Written,
+    ROLLUP_RETENTION,
 };
 pub use meta::{FilesBundle, MetaStore, NewVersion, StoredFunction, StoredVersion};
 pub use postgres::{redact_url, PgOptions, PgStore};

@@ -90,7 +90,7 @@ async fn a_node_hears_another_nodes_changes_and_queued_work() {
         1,
         0,
     );
-    one.write(vec![wafer_store::Write::Insert(new)].into())
+    one.write(vec![wafer_store::Write::Insert(new)].into(), None)
         .await
         .unwrap();
     tokio::time::timeout(Duration::from_secs(5), events.wait_queue())

@@ -1,6 +1,7 @@
 //! Crash safety of the async queue: the server is killed with SIGKILL while it works through 1,000
 //! acknowledged invocations, restarted, and every one of them must complete exactly once as far as the
-//! records go; re-runs are limited to the attempts that were running at the kill (at least once delivery).
+//! records go; re-runs are limited to the attempts that were running at the kill, or had run and waited
+//! for their record's commit (at least once delivery).
 
 mod common;
 
@@ -80,9 +81,11 @@ async fn a_kill_mid_queue_loses_no_acknowledged_invocation() {
         listed, submitted,
         "the records are exactly the acknowledged invocations"
     );
+    // A worker takes its next execution while the last one's record waits for the journal's commit:
+    // at the kill each worker holds at most one of each.
     assert!(
-        reruns <= WORKERS,
-        "only attempts running at the kill run again: {reruns}"
+        reruns <= 2 * WORKERS,
+        "only attempts running or unrecorded at the kill run again: {reruns}"
     );
 
     // Every execution's callback arrives, marked succeeded; duplicates only from deliveries cut off by

@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use wafer_api::ExecutionStatus;
 use wafer_engine::Mount;
-use wafer_store::{Attempt, Claimed, Write};
+use wafer_store::{Attempt, Claim, Claimed, Write};
 
 mod deliver;
 mod submit;
@@ -100,21 +100,30 @@ async fn keep_leases(app: Arc<App>) {
 }
 
 /// Claims due executions while workers are free, and runs each on its own task.
+///
+/// Claims ride in the journal's commits: under load one commit stores the submissions that arrived,
+/// records the attempts that ended and hands over work for every worker that came free. A worker is
+/// free again as soon as its attempt has run; the attempt's record commits with the next batch. It
+/// never claims more than its free workers: a claimed execution counts an attempt, and one claimed
+/// but not yet started when the node died would lose that attempt without having run.
 async fn dispatch(app: Arc<App>) {
-    let workers = Arc::new(Semaphore::new(app.config.executions.workers.max(1)));
+    let free = Arc::new(Semaphore::new(app.config.executions.workers.max(1)));
     // Other nodes sharing the store say when they queue work.
     let events = app.cluster.events();
     loop {
-        let free = workers.available_permits();
-        if free == 0 {
+        if free.available_permits() == 0 {
             // Wait for a worker to come free.
-            if let Ok(permit) = workers.clone().acquire_owned().await {
+            if let Ok(permit) = free.clone().acquire_owned().await {
                 drop(permit);
             }
             continue;
         }
-        let lease = app.config.executions.lease;
-        let claimed = match app.executions.claim(&app.node, lease, free as u32).await {
+        let claim = Claim {
+            node: app.node.clone(),
+            lease: app.config.executions.lease,
+            limit: u32::try_from(free.available_permits()).unwrap_or(u32::MAX),
+        };
+        let claimed = match app.journal.claim(claim).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::error!("cannot claim queued executions: {e}");
@@ -134,28 +143,31 @@ async fn dispatch(app: Arc<App>) {
             }
             continue;
         }
+        app.queue
+            .running()
+            .extend(claimed.iter().map(|execution| execution.id.clone()));
         for execution in claimed {
-            let Ok(permit) = workers.clone().acquire_owned().await else {
+            let Ok(permit) = free.clone().acquire_owned().await else {
                 return;
             };
             let app = app.clone();
-            app.queue.running().insert(execution.id.clone());
             tokio::spawn(async move {
-                let id = execution.id.clone();
-                run_attempt(&app, execution).await;
-                app.queue.running().remove(&id);
+                let outcome = run_attempt(&app, &execution).await;
+                // The worker is free once the attempt has run; its record is committed with others.
                 drop(permit);
+                finish(&app, &execution, outcome).await;
+                app.queue.running().remove(&execution.id);
             });
         }
     }
 }
 
-/// Runs one claimed attempt and records how it ended: the version its qualifier draws, unless it
+/// Runs one claimed attempt and says how it ended: the version its qualifier draws, unless it
 /// waited past its function's `max_event_age_ms`, when it ends `expired` without running.
-async fn run_attempt(app: &Arc<App>, claimed: Claimed) {
+async fn run_attempt(app: &Arc<App>, claimed: &Claimed) -> Attempt {
     let Some(live) = app.named(&claimed.function).await else {
         let gone = Error::NotFound(format!("function `{}` does not exist", claimed.function));
-        return give_up(app, &claimed, &gone, ExecutionStatus::Dead, None).await;
+        return give_up(claimed, &gone, ExecutionStatus::Dead, None);
     };
     if let Some(max_age) = live.config.max_event_age_ms {
         let waited = now_ms().saturating_sub(claimed.queued_at);
@@ -164,14 +176,7 @@ async fn run_attempt(app: &Arc<App>, claimed: Claimed) {
             let expired = Error::Expired(format!(
                 "it waited {waited} ms in the queue, past its function's max_event_age_ms of {max_age}"
             ));
-            return give_up(
-                app,
-                &claimed,
-                &expired,
-                ExecutionStatus::Expired,
-                Some(&live),
-            )
-            .await;
+            return give_up(claimed, &expired, ExecutionStatus::Expired, Some(&live));
         }
     }
     let entry = match app
@@ -179,12 +184,12 @@ async fn run_attempt(app: &Arc<App>, claimed: Claimed) {
         .await
     {
         Ok(entry) => entry,
-        Err(e) => return give_up(app, &claimed, &e, ExecutionStatus::Dead, Some(&live)).await,
+        Err(e) => return give_up(claimed, &e, ExecutionStatus::Dead, Some(&live)),
     };
     // A request stored from a valid one replays; one that does not will never run.
-    let invocation = match replay(&entry, &claimed) {
+    let invocation = match replay(&entry, claimed) {
         Ok(invocation) => invocation,
-        Err(e) => return give_up(app, &claimed, &e, ExecutionStatus::Dead, Some(&live)).await,
+        Err(e) => return give_up(claimed, &e, ExecutionStatus::Dead, Some(&live)),
     };
     let invoked = invoke::run(app, invocation).await;
     let ended = match invoked.answer {
@@ -220,8 +225,8 @@ async fn run_attempt(app: &Arc<App>, claimed: Claimed) {
         ExecutionStatus::Dead
     });
     outcome.destination = outcome.status.is_some_and(ExecutionStatus::is_final)
-        && owes_destination(&live, &claimed, ok);
-    finish(app, &claimed, outcome).await;
+        && owes_destination(&live, claimed, ok);
+    outcome
 }
 
 /// Whether an end (a success, or a final failure) owes `live`'s function's destination for it: it has
@@ -240,17 +245,16 @@ fn owes_destination(live: &Entry, claimed: &Claimed, succeeded: bool) -> bool {
     destination.is_some()
 }
 
-/// Ends a claimed execution in `status` (`dead` or `expired`) without running it, for `error`, owing
+/// How a claimed execution ends in `status` (`dead` or `expired`) without running, for `error`, owing
 /// the `on_failure` of its function's `live` version when it has one.
-async fn give_up(
-    app: &App,
+fn give_up(
     claimed: &Claimed,
     error: &Error,
     status: ExecutionStatus,
     live: Option<&Entry>,
-) {
+) -> Attempt {
     let at = now_ms();
-    let outcome = Attempt {
+    Attempt {
         status: Some(status),
         version: live.map_or(0, |live| live.version),
         started_at: at,
@@ -258,8 +262,7 @@ async fn give_up(
         error: Some(error.describe()),
         destination: live.is_some_and(|live| owes_destination(live, claimed, false)),
         ..Attempt::default()
-    };
-    finish(app, claimed, outcome).await;
+    }
 }
 
 /// The invocation a claimed execution replays: its stored request under `/fn/{name}`, with the
@@ -283,9 +286,10 @@ fn replay(entry: &Arc<Entry>, claimed: &Claimed) -> Result<Invocation, Error> {
     Ok(invocation)
 }
 
-/// Records an attempt's end, and wakes the senders when a delivery may now be owed.
+/// Records an attempt's end, and wakes the sender of each delivery it now owes.
 async fn finish(app: &App, claimed: &Claimed, outcome: Attempt) {
     let done = outcome.status.is_some_and(ExecutionStatus::is_final);
+    let owes_destination = outcome.destination;
     app.rollups.record(
         &claimed.function,
         outcome.status == Some(ExecutionStatus::Succeeded),
@@ -300,8 +304,12 @@ async fn finish(app: &App, claimed: &Claimed, outcome: Attempt) {
     };
     match app.journal.commit(write).await {
         Ok(true) if done => {
-            app.queue.callbacks.notify_one();
-            app.queue.destinations.notify_one();
+            if claimed.callback {
+                app.queue.callbacks.notify_one();
+            }
+            if owes_destination {
+                app.queue.destinations.notify_one();
+            }
         }
         Ok(true) => app.queue.wake(),
         Ok(false) => {

@@ -1,5 +1,5 @@
-//! [`crate::ExecutionStore`]: claims, fencing, retries, leases, paging, retention, log cursors, ticks and
-//! callbacks.
+//! [`crate::ExecutionStore`]: records, paging, retention, log cursors, ticks, callbacks and queue
+//! statistics, with the helpers every execution case uses.
 
 use super::Stores;
 use crate::{
@@ -92,7 +92,12 @@ pub(super) fn finish(id: &str, node: &str, attempt: u32, outcome: Attempt) -> Wr
 
 /// Applies `writes` in one batch; whether each took effect.
 pub(super) async fn write(stores: &Stores, writes: Vec<Write>) -> Vec<bool> {
-    stores.executions.write(writes.into()).await.unwrap()
+    stores
+        .executions
+        .write(writes.into(), None)
+        .await
+        .unwrap()
+        .applied
 }
 
 pub(super) async fn insert(stores: &Stores, executions: Vec<NewExecution>) {
@@ -115,134 +120,8 @@ async fn exists(stores: &Stores, id: &str) -> bool {
     execution.is_some()
 }
 
-async fn status_of(stores: &Stores, id: &str) -> ExecutionStatus {
+pub(super) async fn status_of(stores: &Stores, id: &str) -> ExecutionStatus {
     execution(stores, id, false).await.status
-}
-
-pub async fn a_claimed_execution_is_claimed_once_and_finishes_once(stores: &Stores) {
-    insert(stores, vec![queued("e1", "f")]).await;
-    let claimed = stores.executions.claim("n1", HOUR, 10).await.unwrap();
-    assert_eq!(claimed.len(), 1);
-    assert_eq!(
-        (claimed[0].attempt, claimed[0].body.as_slice()),
-        (1, &b"input"[..])
-    );
-    assert_eq!(claimed[0].request.as_ref().unwrap().headers.len(), 1);
-    assert_eq!(status_of(stores, "e1").await, ExecutionStatus::Running);
-    assert!(stores
-        .executions
-        .claim("n2", HOUR, 10)
-        .await
-        .unwrap()
-        .is_empty());
-    let done = || ended(ExecutionStatus::Succeeded, 200);
-    let applied = write(
-        stores,
-        vec![
-            finish("e1", "n1", 1, done()),
-            finish("e1", "n1", 1, done()),
-            finish("e1", "n1", 2, done()),
-        ],
-    )
-    .await;
-    assert_eq!(applied, [true, false, false]);
-    let e = execution(stores, "e1", true).await;
-    assert_eq!(
-        (e.status, e.attempts, e.logs.len()),
-        (ExecutionStatus::Succeeded, 1, 1)
-    );
-    assert_eq!(e.usage.unwrap().cpu_us, 2000);
-    assert_eq!(e.duration_ms, Some(5.0));
-}
-
-pub async fn only_the_claiming_node_records_an_attempt(stores: &Stores) {
-    insert(stores, vec![queued("e1", "f")]).await;
-    stores.executions.claim("n1", HOUR, 1).await.unwrap();
-    let from_other = finish("e1", "n2", 1, ended(ExecutionStatus::Failed, 1));
-    assert_eq!(write(stores, vec![from_other]).await, [false]);
-    assert_eq!(status_of(stores, "e1").await, ExecutionStatus::Running);
-    let from_owner = finish("e1", "n1", 1, ended(ExecutionStatus::Succeeded, 1));
-    assert_eq!(write(stores, vec![from_owner]).await, [true]);
-}
-
-pub async fn a_retry_waits_for_its_delay(stores: &Stores) {
-    insert(stores, vec![queued("later", "f"), queued("now", "f")]).await;
-    assert_eq!(
-        stores.executions.claim("n1", HOUR, 2).await.unwrap().len(),
-        2
-    );
-    let retry = |delay| Attempt {
-        status: Some(ExecutionStatus::Queued),
-        retry_in: Some(delay),
-        ..ended(ExecutionStatus::Queued, 10)
-    };
-    let applied = write(
-        stores,
-        vec![
-            finish("later", "n1", 1, retry(HOUR)),
-            finish("now", "n1", 1, retry(Duration::ZERO)),
-        ],
-    )
-    .await;
-    assert_eq!(applied, [true, true]);
-    let again = stores.executions.claim("n1", HOUR, 10).await.unwrap();
-    assert_eq!(again.len(), 1, "only the retry due now is claimed");
-    assert_eq!((again[0].id.as_str(), again[0].attempt), ("now", 2));
-    assert!(again[0].request.is_some(), "a retry keeps its request");
-    let wait = stores.executions.next_due().await.unwrap().unwrap();
-    assert!(wait > HOUR - Duration::from_secs(60), "{wait:?}");
-    let later = execution(stores, "later", false).await;
-    assert!(later.next_attempt_at.is_some());
-}
-
-/// Queues execution `id` and claims it for `node` under a lease of a millisecond.
-async fn claim_briefly(stores: &Stores, id: &str, node: &str) {
-    insert(stores, vec![queued(id, "f")]).await;
-    let claimed = stores.executions.claim(node, Duration::from_millis(1), 1);
-    assert_eq!(claimed.await.unwrap().len(), 1);
-}
-
-pub async fn an_expired_lease_is_swept_back_into_the_queue(stores: &Stores) {
-    claim_briefly(stores, "e1", "n1").await;
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    assert_eq!(stores.executions.sweep_expired().await.unwrap(), 1);
-    assert_eq!(status_of(stores, "e1").await, ExecutionStatus::Queued);
-    let again = stores.executions.claim("n2", HOUR, 1).await.unwrap();
-    assert_eq!(again[0].attempt, 2);
-    // The attempt that outlived its lease cannot overwrite the one that replaced it.
-    let late = finish("e1", "n1", 1, ended(ExecutionStatus::Failed, 1));
-    let current = finish("e1", "n2", 2, ended(ExecutionStatus::Succeeded, 2));
-    let applied = write(stores, vec![late, current]).await;
-    assert_eq!(applied, [false, true]);
-    assert_eq!(status_of(stores, "e1").await, ExecutionStatus::Succeeded);
-}
-
-pub async fn a_renewed_lease_is_kept(stores: &Stores) {
-    claim_briefly(stores, "e1", "n1").await;
-    let ids = ["e1".to_string()];
-    assert_eq!(stores.executions.renew("n1", &ids, HOUR).await.unwrap(), 1);
-    assert_eq!(stores.executions.renew("n2", &ids, HOUR).await.unwrap(), 0);
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    assert_eq!(stores.executions.sweep_expired().await.unwrap(), 0);
-    assert_eq!(status_of(stores, "e1").await, ExecutionStatus::Running);
-}
-
-pub async fn a_start_requeues_only_the_nodes_own_claims(stores: &Stores) {
-    insert(stores, vec![queued("mine", "f")]).await;
-    stores.executions.claim("n1", HOUR, 1).await.unwrap();
-    insert(stores, vec![queued("theirs", "f")]).await;
-    stores.executions.claim("n2", HOUR, 1).await.unwrap();
-    assert_eq!(stores.executions.requeue_claims("n1").await.unwrap(), 1);
-    assert_eq!(status_of(stores, "mine").await, ExecutionStatus::Queued);
-    assert_eq!(status_of(stores, "theirs").await, ExecutionStatus::Running);
-    let again = stores.executions.claim("n1", HOUR, 10).await.unwrap();
-    assert_eq!(
-        again
-            .iter()
-            .map(|c| (c.id.as_str(), c.attempt))
-            .collect::<Vec<_>>(),
-        [("mine", 2)]
-    );
 }
 
 /// A sync call's record, stored in one write, reads back as an execution that ran that attempt: every
@@ -458,7 +337,7 @@ pub async fn log_cursors_see_every_line_of_concurrent_writers(stores: &Stores) {
                             .collect();
                     }
                     executions
-                        .write(vec![Write::Insert(run)].into())
+                        .write(vec![Write::Insert(run)].into(), None)
                         .await
                         .unwrap();
                 }
@@ -525,7 +404,11 @@ pub async fn a_finished_execution_owes_its_callback_until_delivered(stores: &Sto
         ..queued("e1", "f")
     };
     insert(stores, vec![new]).await;
-    stores.executions.claim("n1", HOUR, 1).await.unwrap();
+    let claimed = stores.executions.claim("n1", HOUR, 1).await.unwrap();
+    assert!(
+        claimed[0].callback,
+        "a claim says the execution has a callback"
+    );
     let due = |node: &'static str, lease| {
         stores
             .executions
@@ -568,63 +451,6 @@ pub async fn a_finished_execution_owes_its_callback_until_delivered(stores: &Sto
             .as_deref(),
         Some("pending")
     );
-}
-
-pub async fn concurrent_claimers_never_share_an_execution(stores: &Stores) {
-    const QUEUED: usize = 200;
-    insert(
-        stores,
-        (0..QUEUED)
-            .map(|i| queued(&format!("e{i:03}"), "f"))
-            .collect(),
-    )
-    .await;
-    let claimers: Vec<_> = (0..4)
-        .map(|c| {
-            let executions = stores.executions.clone();
-            tokio::spawn(async move {
-                let node = format!("n{c}");
-                let mut mine = Vec::new();
-                loop {
-                    let claimed = executions.claim(&node, HOUR, 7).await.unwrap();
-                    if claimed.is_empty() {
-                        return mine;
-                    }
-                    mine.extend(claimed.into_iter().map(|c| c.id));
-                }
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for claimer in claimers {
-        all.extend(claimer.await.unwrap());
-    }
-    let distinct: BTreeSet<_> = all.iter().collect();
-    assert_eq!(all.len(), QUEUED, "every execution claimed once");
-    assert_eq!(distinct.len(), QUEUED);
-}
-
-pub async fn a_lapsed_last_attempt_is_dead_and_owes_its_callback(stores: &Stores) {
-    let new = NewExecution {
-        max_attempts: 1,
-        callback_url: Some("http://127.0.0.1:1/cb".into()),
-        ..queued("e1", "f")
-    };
-    insert(stores, vec![new]).await;
-    let claimed = stores.executions.claim("n1", Duration::from_millis(1), 1);
-    assert_eq!(claimed.await.unwrap().len(), 1);
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    assert_eq!(stores.executions.sweep_expired().await.unwrap(), 1);
-    let dead = execution(stores, "e1", false).await;
-    assert_eq!(dead.status, ExecutionStatus::Dead);
-    assert!(dead.error.is_some() && dead.finished_at.is_some());
-    assert_eq!(dead.callback_state.as_deref(), Some("pending"));
-    assert!(stores
-        .executions
-        .claim("n2", HOUR, 1)
-        .await
-        .unwrap()
-        .is_empty());
 }
 
 pub async fn the_queue_reports_its_depth_and_age(stores: &Stores) {

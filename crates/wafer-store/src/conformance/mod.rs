@@ -11,6 +11,7 @@
 //! The cases compare no times of their own: waiting is expressed as durations the store measures with
 //! its own clock (a retry due in an hour, a lease of a few milliseconds).
 
+pub mod claims;
 pub mod cluster;
 pub mod executions;
 pub mod letters;
@@ -51,12 +52,13 @@ macro_rules! conformance {
             meta::delete_removes_only_unshared_modules,
             meta::a_files_bundle_is_stored_with_its_version_and_goes_with_its_last_user,
             meta::aliases_name_versions_and_live_moves_with_deploys_and_its_routes,
-            executions::a_claimed_execution_is_claimed_once_and_finishes_once,
-            executions::only_the_claiming_node_records_an_attempt,
-            executions::a_retry_waits_for_its_delay,
-            executions::an_expired_lease_is_swept_back_into_the_queue,
-            executions::a_renewed_lease_is_kept,
-            executions::a_start_requeues_only_the_nodes_own_claims,
+            claims::a_claimed_execution_is_claimed_once_and_finishes_once,
+            claims::only_the_claiming_node_records_an_attempt,
+            claims::a_batch_claims_after_its_writes_in_one_transaction,
+            claims::a_retry_waits_for_its_delay,
+            claims::an_expired_lease_is_swept_back_into_the_queue,
+            claims::a_renewed_lease_is_kept,
+            claims::a_start_requeues_only_the_nodes_own_claims,
             executions::listing_pages_newest_first_and_filters_by_status,
             executions::a_sync_execution_is_stored_with_its_attempt_and_what_it_owes,
             executions::retention_keeps_the_newest_and_owed_callbacks,
@@ -64,8 +66,8 @@ macro_rules! conformance {
             executions::a_schedule_tick_fires_once,
             executions::a_finished_execution_owes_its_callback_until_delivered,
             executions::the_queue_reports_its_depth_and_age,
-            executions::concurrent_claimers_never_share_an_execution,
-            executions::a_lapsed_last_attempt_is_dead_and_owes_its_callback,
+            claims::concurrent_claimers_never_share_an_execution,
+            claims::a_lapsed_last_attempt_is_dead_and_owes_its_callback,
             rollups::rollups_add_up_across_writers_and_prune_after_two_days,
             letters::a_key_names_one_execution_and_a_full_queue_refuses,
             letters::concurrent_submissions_with_one_key_make_one_execution,

@@ -15,8 +15,8 @@ use super::lines::Lines;
 use super::rows::{execution_from_row, log_from_row, summary, COLUMNS, LOG_COLUMNS};
 use super::{big, millis, queue, unsigned, PgStore, NOW_MS};
 use crate::executions::{
-    Admit, Attempt, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore, NewExecution,
-    Page, QueueStats, Retention, Retried, StoredRequest, Write,
+    Admit, Attempt, Claim, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore,
+    NewExecution, Page, QueueStats, Retention, Retried, StoredRequest, Write, Written,
 };
 use crate::sql::{new_row, owed, prunable, ranked_finished, release};
 use crate::StoreError;
@@ -141,91 +141,82 @@ async fn requeue(
 
 #[async_trait]
 impl ExecutionStore for PgStore {
-    async fn write(&self, writes: Arc<[Write]>) -> Result<Vec<bool>, StoreError> {
+    async fn write(
+        &self,
+        writes: Arc<[Write]>,
+        claim: Option<Claim>,
+    ) -> Result<Written, StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let mut applied = Vec::with_capacity(writes.len());
+        let mut tx = client.transaction().await?;
+        let mut applied = vec![false; writes.len()];
         let mut lines = Lines::default();
         let mut queued = false;
-        for write in writes.iter() {
-            match write {
-                Write::Insert(new) => {
-                    let inserted = insert(&tx, new, None).await?;
-                    if let (true, Some(attempt)) = (inserted, &new.attempt) {
-                        record(&tx, &new.id, attempt, None).await?;
-                        lines.add(&new.id, attempt);
-                    }
-                    queued |= inserted && new.attempt.is_none();
-                    applied.push(true);
-                }
+        // A queued insert and an attempt's end depend on nothing before them in the batch: sent
+        // together, tokio-postgres pipelines them on the connection, one round trip for them all
+        // rather than one each. They run in the batch's order all the same.
+        let shared = &tx;
+        let independent = writes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, write)| match write {
+                Write::Insert(new) if new.attempt.is_some() => None,
+                Write::Insert(new) => Some(futures_util::future::Either::Left(async move {
+                    let inserted = insert(shared, new, None).await?;
+                    Ok::<_, StoreError>((i, inserted, true))
+                })),
                 Write::Finish {
                     id,
                     node,
                     attempt,
                     outcome,
-                } => {
-                    let written = record(&tx, id, outcome, Some((node, *attempt))).await?;
-                    if written {
-                        lines.add(id, outcome);
-                        queued |= outcome.status == Some(ExecutionStatus::Queued);
-                    }
-                    applied.push(written);
+                } => Some(futures_util::future::Either::Right(async move {
+                    let written = record(shared, id, outcome, Some((node, *attempt))).await?;
+                    Ok((i, written, written))
+                })),
+            });
+        for (i, written, answer) in futures_util::future::try_join_all(independent).await? {
+            applied[i] = answer;
+            match &writes[i] {
+                Write::Insert(_) => queued |= written,
+                Write::Finish { id, outcome, .. } if written => {
+                    lines.add(id, outcome);
+                    queued |= outcome.status == Some(ExecutionStatus::Queued);
                 }
+                Write::Finish { .. } => {}
             }
+        }
+        // A sync execution's insert, then its attempt once the insert took.
+        for (i, write) in writes.iter().enumerate() {
+            let Write::Insert(new) = write else { continue };
+            let Some(attempt) = &new.attempt else {
+                continue;
+            };
+            if insert(&tx, new, None).await? {
+                record(&tx, &new.id, attempt, None).await?;
+                lines.add(&new.id, attempt);
+            }
+            applied[i] = true;
         }
         if queued {
             notify(&tx, "queue").await?;
         }
         lines.insert(&tx).await?;
+        let claimed = match claim {
+            None => Ok(Vec::new()),
+            // Alone in its transaction, or in a savepoint, so a claim that fails leaves the writes
+            // standing.
+            Some(claim) if writes.is_empty() => claim_due(&tx, &claim).await,
+            Some(claim) => {
+                let savepoint = tx.savepoint("claim").await?;
+                let claimed = claim_due(&savepoint, &claim).await;
+                if claimed.is_ok() {
+                    savepoint.commit().await?;
+                }
+                claimed
+            }
+        };
         tx.commit().await?;
-        Ok(applied)
-    }
-
-    async fn claim(
-        &self,
-        node: &str,
-        lease: Duration,
-        limit: u32,
-    ) -> Result<Vec<Claimed>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "UPDATE executions e SET status = 'running', attempts = e.attempts + 1,
-                     started_at = {NOW_MS}, next_at = NULL,
-                     claimed_by = $1, lease_until = {NOW_MS} + $2
-                 FROM (SELECT id FROM executions
-                       WHERE status = 'queued' AND next_at <= {NOW_MS}
-                       ORDER BY next_at, id LIMIT $3
-                       FOR UPDATE SKIP LOCKED) due
-                 WHERE e.id = due.id
-                 RETURNING e.id, e.function, e.trigger, e.attempts, e.max_attempts, e.queued_at,
-                           e.request, e.body, e.qualifier, e.hops"
-            ))
-            .await?;
-        let rows = client
-            .query(&statement, &[&node, &millis(lease), &i64::from(limit)])
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let trigger: String = row.try_get(2)?;
-                let request: Option<String> = row.try_get(6)?;
-                Ok(Claimed {
-                    id: row.try_get(0)?,
-                    function: row.try_get(1)?,
-                    trigger: trigger.parse().map_err(StoreError::Corrupt)?,
-                    attempt: u32::try_from(row.try_get::<_, i64>(3)?).unwrap_or(u32::MAX),
-                    max_attempts: u32::try_from(row.try_get::<_, i64>(4)?).unwrap_or_default(),
-                    queued_at: row.try_get(5)?,
-                    request: request
-                        .map(|r| serde_json::from_str::<StoredRequest>(&r))
-                        .transpose()
-                        .map_err(|e| StoreError::Corrupt(format!("stored request: {e}")))?,
-                    body: row.try_get::<_, Option<Vec<u8>>>(7)?.unwrap_or_default(),
-                    qualifier: row.try_get(8)?,
-                    hops: u32::try_from(row.try_get::<_, i64>(9)?).unwrap_or_default(),
-                })
-            })
-            .collect()
+        Ok(Written { applied, claimed })
     }
 
     async fn renew(&self, node: &str, ids: &[String], lease: Duration) -> Result<u64, StoreError> {
@@ -556,4 +547,51 @@ impl ExecutionStore for PgStore {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// Claims what `claim` asks for: due queued executions, oldest due first, marked running with their
+/// attempt counted and leased to the claiming node.
+async fn claim_due(client: &impl GenericClient, claim: &Claim) -> Result<Vec<Claimed>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "UPDATE executions e SET status = 'running', attempts = e.attempts + 1,
+                 started_at = {NOW_MS}, next_at = NULL,
+                 claimed_by = $1, lease_until = {NOW_MS} + $2
+             FROM (SELECT id FROM executions
+                   WHERE status = 'queued' AND next_at <= {NOW_MS}
+                   ORDER BY next_at, id LIMIT $3
+                   FOR UPDATE SKIP LOCKED) due
+             WHERE e.id = due.id
+             RETURNING e.id, e.function, e.trigger, e.attempts, e.max_attempts, e.queued_at,
+                       e.request, e.body, e.qualifier, e.hops, e.callback_url IS NOT NULL"
+        ))
+        .await?;
+    let rows = client
+        .query(
+            &statement,
+            &[&claim.node, &millis(claim.lease), &i64::from(claim.limit)],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let trigger: String = row.try_get(2)?;
+            let request: Option<String> = row.try_get(6)?;
+            Ok(Claimed {
+                id: row.try_get(0)?,
+                function: row.try_get(1)?,
+                trigger: trigger.parse().map_err(StoreError::Corrupt)?,
+                attempt: u32::try_from(row.try_get::<_, i64>(3)?).unwrap_or(u32::MAX),
+                max_attempts: u32::try_from(row.try_get::<_, i64>(4)?).unwrap_or_default(),
+                queued_at: row.try_get(5)?,
+                request: request
+                    .map(|r| serde_json::from_str::<StoredRequest>(&r))
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(format!("stored request: {e}")))?,
+                body: row.try_get::<_, Option<Vec<u8>>>(7)?.unwrap_or_default(),
+                qualifier: row.try_get(8)?,
+                hops: u32::try_from(row.try_get::<_, i64>(9)?).unwrap_or_default(),
+                callback: row.try_get(10)?,
+            })
+        })
+        .collect()
 }

@@ -12,8 +12,8 @@ use super::rows::{
 };
 use super::{millis, queue, rollups, run_on, SqliteStore, NOW_MS};
 use crate::executions::{
-    Admit, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore, NewExecution, Page,
-    QueueStats, Retention, Retried, StoredRequest, Write,
+    Admit, Claim, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore, NewExecution, Page,
+    QueueStats, Retention, Retried, StoredRequest, Write, Written,
 };
 use crate::sql::{prunable, ranked_finished, release};
 use crate::StoreError;
@@ -36,9 +36,13 @@ impl SqliteStore {
 
 #[async_trait]
 impl ExecutionStore for SqliteStore {
-    async fn write(&self, writes: Arc<[Write]>) -> Result<Vec<bool>, StoreError> {
+    async fn write(
+        &self,
+        writes: Arc<[Write]>,
+        claim: Option<Claim>,
+    ) -> Result<Written, StoreError> {
         self.with_executions(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut applied = Vec::with_capacity(writes.len());
             for write in writes.iter() {
                 match write {
@@ -54,55 +58,20 @@ impl ExecutionStore for SqliteStore {
                     } => applied.push(record(&tx, id, outcome, Some((node, *attempt)))?),
                 }
             }
-            tx.commit()?;
-            Ok(applied)
-        })
-        .await
-    }
-
-    async fn claim(
-        &self,
-        node: &str,
-        lease: Duration,
-        limit: u32,
-    ) -> Result<Vec<Claimed>, StoreError> {
-        let node = node.to_owned();
-        self.with_executions(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let claimed = {
-                let mut stmt = tx.prepare_cached(&format!(
-                    "UPDATE executions SET status = 'running', attempts = attempts + 1,
-                         started_at = {NOW_MS}, next_at = NULL,
-                         claimed_by = ?1, lease_until = {NOW_MS} + ?2
-                     WHERE id IN (SELECT id FROM executions
-                                  WHERE status = 'queued' AND next_at <= {NOW_MS}
-                                  ORDER BY next_at, id LIMIT ?3)
-                     RETURNING id, function, trigger, attempts, max_attempts, queued_at, request, body,
-                               qualifier, hops"
-                ))?;
-                let rows = stmt.query_map(params![node, millis(lease), limit], |row| {
-                    let trigger: String = row.get(2)?;
-                    let request: Option<String> = row.get(6)?;
-                    Ok(Claimed {
-                        id: row.get(0)?,
-                        function: row.get(1)?,
-                        trigger: trigger.parse().map_err(|e| corrupt(2, e))?,
-                        attempt: row.get(3)?,
-                        max_attempts: row.get(4)?,
-                        queued_at: row.get(5)?,
-                        request: request
-                            .map(|r| serde_json::from_str::<StoredRequest>(&r))
-                            .transpose()
-                            .map_err(|e| corrupt(6, e.to_string()))?,
-                        body: row.get::<_, Option<Vec<u8>>>(7)?.unwrap_or_default(),
-                        qualifier: row.get(8)?,
-                        hops: row.get(9)?,
-                    })
-                })?;
-                rows.collect::<Result<Vec<_>, _>>()?
+            let claimed = match claim {
+                None => Ok(Vec::new()),
+                // A savepoint, so a claim that fails leaves the writes standing.
+                Some(claim) => {
+                    let savepoint = tx.savepoint()?;
+                    let claimed = claim_due(&savepoint, &claim);
+                    if claimed.is_ok() {
+                        savepoint.commit()?;
+                    }
+                    claimed
+                }
             };
             tx.commit()?;
-            Ok(claimed)
+            Ok(Written { applied, claimed })
         })
         .await
     }
@@ -239,7 +208,7 @@ impl ExecutionStore for SqliteStore {
                 Some(after) => {
                     let mut stmt = conn.prepare_cached(&format!(
                         "SELECT {LOG_COLUMNS} FROM logs WHERE function = ?1 AND seq > ?2
-                         AND level >= ?4 ORDER BY seq LIMIT ?3"
+                         AND level >= ?4 ORDER BY seq LIMIT +?3"
                     ))?;
                     let rows =
                         stmt.query_map(params![function, after, limit, level], log_from_row)?;
@@ -248,7 +217,7 @@ impl ExecutionStore for SqliteStore {
                 None => {
                     let mut stmt = conn.prepare_cached(&format!(
                         "SELECT {LOG_COLUMNS} FROM logs WHERE function = ?1 AND level >= ?3
-                         ORDER BY seq DESC LIMIT ?2"
+                         ORDER BY seq DESC LIMIT +?2"
                     ))?;
                     let rows = stmt.query_map(params![function, limit, level], log_from_row)?;
                     let mut logs = rows.collect::<Result<Vec<_>, _>>()?;
@@ -467,4 +436,43 @@ impl ExecutionStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Claims what `claim` asks for: due queued executions, oldest due first, marked running with their
+/// attempt counted and leased to the claiming node.
+fn claim_due(conn: &Connection, claim: &Claim) -> Result<Vec<Claimed>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "UPDATE executions SET status = 'running', attempts = attempts + 1,
+             started_at = {NOW_MS}, next_at = NULL,
+             claimed_by = ?1, lease_until = {NOW_MS} + ?2
+         WHERE id IN (SELECT id FROM executions
+                      WHERE status = 'queued' AND next_at <= {NOW_MS}
+                      ORDER BY next_at, id LIMIT +?3)
+         RETURNING id, function, trigger, attempts, max_attempts, queued_at, request, body,
+                   qualifier, hops, callback_url IS NOT NULL"
+    ))?;
+    let rows = stmt.query_map(
+        params![claim.node, millis(claim.lease), claim.limit],
+        |row| {
+            let trigger: String = row.get(2)?;
+            let request: Option<String> = row.get(6)?;
+            Ok(Claimed {
+                id: row.get(0)?,
+                function: row.get(1)?,
+                trigger: trigger.parse().map_err(|e| corrupt(2, e))?,
+                attempt: row.get(3)?,
+                max_attempts: row.get(4)?,
+                queued_at: row.get(5)?,
+                request: request
+                    .map(|r| serde_json::from_str::<StoredRequest>(&r))
+                    .transpose()
+                    .map_err(|e| corrupt(6, e.to_string()))?,
+                body: row.get::<_, Option<Vec<u8>>>(7)?.unwrap_or_default(),
+                qualifier: row.get(8)?,
+                hops: row.get(9)?,
+                callback: row.get(10)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }

@@ -123,7 +123,7 @@ pub(super) fn due(
             "UPDATE executions SET {p}_at = {NOW_MS} + ?2, {p}_by = ?1
              WHERE id IN (SELECT id FROM executions
                           WHERE {p}_state = 'pending' AND {p}_at <= {NOW_MS}
-                          ORDER BY {p}_at LIMIT ?3)
+                          ORDER BY {p}_at LIMIT +?3)
              RETURNING {COLUMNS}, {p}_attempts, hops"
         ))?;
         let columns = COLUMNS.split(',').count();

@@ -155,7 +155,7 @@ impl StateStore for SqliteStore {
         let store = store.to_string();
         self.with_state(move |conn| {
             let mut statement = conn.prepare_cached(
-                "SELECT key FROM kv WHERE store = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
+                "SELECT key FROM kv WHERE store = ?1 AND key > ?2 ORDER BY key LIMIT +?3",
             )?;
             let mut keys = statement
                 .query_map(
