@@ -1,20 +1,25 @@
-//! `--cluster`: the async queue's throughput end to end (submission to the last execution recorded
-//! `succeeded`) on one node with SQLite, one node on PostgreSQL and three nodes on PostgreSQL, and the
-//! latency from a deploy on one node until every other node serves it. PostgreSQL is a throwaway server
-//! the run starts (`initdb` + `pg_ctl`, as the tests do). Writes `bench/results/cluster.md`.
+//! `--cluster`: the async queue's throughput end to end (the first submission to the last execution
+//! recorded `succeeded`) on one node with SQLite and on one, two and three nodes on PostgreSQL, with
+//! the submissions' latency (the 202), and the latency from a deploy on one node until every other node
+//! serves it. PostgreSQL is a throwaway server the run starts (`initdb` + `pg_ctl`, as the tests do).
+//! Writes `bench/results/cluster.md`.
 
+use crate::load::{Run, Wrk};
 use crate::servers::Wafer;
 use anyhow::{bail, Context};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use wafer_store::conformance::postgres::TestPostgres;
 
-/// Async invocations per throughput run.
-const INVOCATIONS: usize = 3000;
+/// How long wrk submits async invocations, per setup.
+const SUBMIT_SECONDS: u32 = 5;
 
-/// Threads submitting them.
-const SUBMITTERS: usize = 16;
+/// Connections submitting, split over the nodes.
+const CONNECTIONS: u32 = 16;
+
+/// Queue workers per node: a node claims work for its free workers in each commit, so with attempts
+/// this short (a fraction of a millisecond) more workers than the default 8 keep the queue moving.
+const WORKERS: &str = "32";
 
 /// Deploys timed for the deploy-to-served figure.
 const DEPLOYS: usize = 20;
@@ -22,17 +27,21 @@ const DEPLOYS: usize = 20;
 pub fn run(root: &Path, wafer: &Path) -> anyhow::Result<()> {
     let pg =
         TestPostgres::start().context("the cluster benchmark needs PostgreSQL (initdb, pg_ctl)")?;
+    let wrk = Wrk::find_or_install()?;
     let module = std::fs::read(root.join("examples/wagi-c/hello.wasm"))?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let mut report = String::from(
-        "# Cluster mode\n\n`bench/run.sh --cluster`. Async throughput: invocations of the WAGI C hello \
-         example submitted by 16 threads (round robin over the nodes) until the last is recorded \
-         `succeeded`; every node runs 8 queue workers. The 2-core machine runs PostgreSQL, every node \
-         and the load.\n\n| setup | invocations | submitted in | all succeeded in | executions/s |\n|---|---|---|---|---|\n",
+    let mut report = format!(
+        "# Cluster mode\n\n`bench/run.sh --cluster`. Async throughput: wrk POSTs async invocations of \
+         the WAGI C hello example for {SUBMIT_SECONDS} s over {CONNECTIONS} connections (split over the \
+         nodes, one wrk per node); the rate is every invocation submitted over the time from the first \
+         submission until the last is recorded `succeeded`. Every node runs {WORKERS} queue workers \
+         (`--workers`). The 2-core machine runs PostgreSQL, every node and the load.\n\n| setup | submitted | submitted/s | 202 p50 | \
+         202 p99 | all succeeded in | executions/s |\n|---|---|---|---|---|---|---|\n"
     );
-    let setups: [(&str, usize, bool); 3] = [
+    let setups: [(&str, usize, bool); 4] = [
         ("SQLite, 1 node", 1, false),
         ("PostgreSQL, 1 node", 1, true),
+        ("PostgreSQL, 2 nodes", 2, true),
         ("PostgreSQL, 3 nodes", 3, true),
     ];
     let mut three = Vec::new();
@@ -45,15 +54,19 @@ pub fn run(root: &Path, wafer: &Path) -> anyhow::Result<()> {
                 Ok(node.get_text("/fn/hello")?.0 == 200)
             })?;
         }
-        let (submitted, done) = throughput(&nodes)?;
-        let rate = INVOCATIONS as f64 / done.as_secs_f64();
+        let load = throughput(&wrk, &nodes)?;
+        let rate = load.submitted as f64 / load.done.as_secs_f64();
         println!(
-            "{label}: {INVOCATIONS} submitted in {submitted:?}, succeeded in {done:?}: {rate:.0}/s"
+            "{label}: {} submitted ({:.0}/s, 202 p99 {:.2} ms), all succeeded in {:?}: {rate:.0}/s",
+            load.submitted, load.submit_rate, load.p99_ms, load.done
         );
         report.push_str(&format!(
-            "| {label} | {INVOCATIONS} | {:.2} s | {:.2} s | {rate:.0} |\n",
-            submitted.as_secs_f64(),
-            done.as_secs_f64()
+            "| {label} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} s | {rate:.0} |\n",
+            load.submitted,
+            load.submit_rate,
+            load.p50_ms,
+            load.p99_ms,
+            load.done.as_secs_f64()
         ));
         if count == 3 {
             three = nodes;
@@ -79,7 +92,15 @@ fn start_nodes(wafer: &Path, count: usize, database: Option<&str>) -> anyhow::Re
     (1..=count)
         .map(|i| {
             let id = format!("n{i}");
-            let mut args = vec!["--workers", "8", "--node-id", &id];
+            // Every record is kept, so the run can count them.
+            let mut args = vec![
+                "--workers",
+                WORKERS,
+                "--node-id",
+                &id,
+                "--retain",
+                "1000000",
+            ];
             if let Some(url) = database {
                 args.extend(["--database", url]);
             }
@@ -88,44 +109,61 @@ fn start_nodes(wafer: &Path, count: usize, database: Option<&str>) -> anyhow::Re
         .collect()
 }
 
-/// Submits [`INVOCATIONS`] async invocations and waits until all have succeeded: how long the
-/// submissions took, and how long until the last succeeded.
-fn throughput(nodes: &[Wafer]) -> anyhow::Result<(Duration, Duration)> {
+/// One async throughput run's figures.
+struct Load {
+    /// Invocations acknowledged with 202.
+    submitted: u64,
+    /// Of them per second, while wrk ran.
+    submit_rate: f64,
+    /// The worst node's median and 99th percentile 202 latency.
+    p50_ms: f64,
+    p99_ms: f64,
+    /// From the start until the last succeeded.
+    done: Duration,
+}
+
+/// Submits async invocations to every node at once for [`SUBMIT_SECONDS`] and waits until all have
+/// succeeded.
+fn throughput(wrk: &Wrk, nodes: &[Wafer]) -> anyhow::Result<Load> {
     let succeeded = || -> anyhow::Result<u64> {
         let stats = nodes[0].get_json("/v1/functions/hello/stats")?;
         Ok(stats["by_status"]["succeeded"].as_u64().unwrap_or(0))
     };
     // The calls that found the function on every node are recorded too.
     let before = succeeded()?;
+    let connections = (CONNECTIONS / nodes.len() as u32).max(1);
     let started = Instant::now();
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let workers: Vec<_> = (0..SUBMITTERS)
-            .map(|_| {
-                scope.spawn(|| -> anyhow::Result<()> {
-                    loop {
-                        let n = next.fetch_add(1, Ordering::Relaxed);
-                        if n >= INVOCATIONS {
-                            return Ok(());
-                        }
-                        nodes[n % nodes.len()].invoke_async("hello", format!("job {n}"))?;
-                    }
-                })
+    let runs = std::thread::scope(|scope| {
+        let runs: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                let url = node.url("/v1/functions/hello/invoke?async=true");
+                scope.spawn(move || wrk.post(&url, connections, SUBMIT_SECONDS, "job"))
             })
             .collect();
-        for worker in workers {
-            worker
-                .join()
-                .map_err(|_| anyhow::anyhow!("a submitter panicked"))??;
-        }
-        Ok(())
+        runs.into_iter()
+            .map(|run| {
+                run.join()
+                    .map_err(|_| anyhow::anyhow!("wrk's thread panicked"))?
+            })
+            .collect::<anyhow::Result<Vec<Run>>>()
     })?;
-    let submitted = started.elapsed();
-    // A stats query reads every record: poll it rarely enough not to slow the queue down.
+    if let Some(failed) = runs.iter().find(|run| run.errors > 0) {
+        bail!("{} submissions failed", failed.errors);
+    }
+    let submitted: u64 = runs.iter().map(|run| run.requests).sum();
+    // A stats query counts every record: poll it rarely enough not to slow the queue down.
     wait(Duration::from_millis(20), || {
-        Ok(succeeded()? >= before + INVOCATIONS as u64)
+        Ok(succeeded()? >= before + submitted)
     })?;
-    Ok((submitted, started.elapsed()))
+    let worst = |figure: fn(&Run) -> f64| runs.iter().map(figure).fold(0.0, f64::max);
+    Ok(Load {
+        submitted,
+        submit_rate: runs.iter().map(|run| run.rps).sum(),
+        p50_ms: worst(|run| run.p50_ms),
+        p99_ms: worst(|run| run.p99_ms),
+        done: started.elapsed(),
+    })
 }
 
 /// The time from the start of each deploy on the first node until every other node serves it, sorted.

@@ -2,7 +2,8 @@
 
 use anyhow::{bail, Context};
 use std::fmt;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// `wrk`, found or installed.
@@ -21,6 +22,8 @@ pub struct Run {
     pub p99_ms: f64,
     /// Responses with a status outside 2xx/3xx, and socket errors.
     pub errors: u64,
+    /// Requests answered.
+    pub requests: u64,
 }
 
 impl fmt::Display for Run {
@@ -66,19 +69,32 @@ impl Wrk {
 
     /// `c` connections for `seconds` against `url`.
     pub fn run(&self, url: &str, c: u32, seconds: u32) -> anyhow::Result<Run> {
-        let output = Command::new(&self.path)
-            .args([
-                "-t",
-                &c.clamp(1, 2).to_string(),
-                "-c",
-                &c.to_string(),
-                "-d",
-                &format!("{seconds}s"),
-                "--latency",
-                url,
-            ])
-            .output()
-            .context("run wrk")?;
+        self.load(url, c, seconds, None)
+    }
+
+    /// `c` connections POSTing `body` to `url` for `seconds`.
+    pub fn post(&self, url: &str, c: u32, seconds: u32, body: &str) -> anyhow::Result<Run> {
+        let mut script = tempfile::Builder::new().suffix(".lua").tempfile()?;
+        // A Lua long string holds the body as it is.
+        writeln!(script, "wrk.method = \"POST\"\nwrk.body = [==[{body}]==]")?;
+        self.load(url, c, seconds, Some(script.path()))
+    }
+
+    fn load(&self, url: &str, c: u32, seconds: u32, script: Option<&Path>) -> anyhow::Result<Run> {
+        let mut command = Command::new(&self.path);
+        command.args([
+            "-t",
+            &c.clamp(1, 2).to_string(),
+            "-c",
+            &c.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            "--latency",
+        ]);
+        if let Some(script) = script {
+            command.arg("-s").arg(script);
+        }
+        let output = command.arg(url).output().context("run wrk")?;
         let text = String::from_utf8_lossy(&output.stdout);
         if !output.status.success() {
             bail!(
@@ -99,6 +115,7 @@ fn parse(text: &str) -> Option<Run> {
             (Some("Requests/sec:"), Some(n)) => run.rps = n.parse().ok()?,
             (Some("50%"), Some(t)) => run.p50_ms = millis(t)?,
             (Some("99%"), Some(t)) => run.p99_ms = millis(t)?,
+            (Some(n), Some("requests")) => run.requests = n.parse().ok()?,
             (Some("Non-2xx"), _) => run.errors += line.rsplit(' ').next()?.parse::<u64>().ok()?,
             (Some("Socket"), Some("errors:")) => {
                 run.errors += line
@@ -142,6 +159,7 @@ mod tests {
         assert!((run.p50_ms - 0.812).abs() < 1e-9);
         assert_eq!(run.p99_ms, 3.21);
         assert_eq!(run.errors, 7);
+        assert_eq!(run.requests, 20000);
         assert_eq!(millis("2.00s"), Some(2000.0));
     }
 }

@@ -143,6 +143,7 @@ impl Report {
             p50_ms: runs.iter().map(|r| r.p50_ms).sum::<f64>() / n,
             p99_ms: runs.iter().map(|r| r.p99_ms).sum::<f64>() / n,
             errors: runs.iter().map(|r| r.errors).sum(),
+            requests: runs.iter().map(|r| r.requests).sum(),
         })
     }
 
