@@ -57,7 +57,11 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+        .map_err(|e| match e.is_cancelled() {
+            // The runtime is shutting down: nothing is wrong with the data.
+            true => StoreError::Unavailable("the server is stopping".into()),
+            false => StoreError::Database(format!("a store task failed: {e}")),
+        })?
 }
 
 /// Locks `data_dir` (creating it if needed) for this process: while the returned file is open, another
