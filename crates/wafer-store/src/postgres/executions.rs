@@ -158,31 +158,32 @@ impl ExecutionStore for PgStore {
         let independent = writes
             .iter()
             .enumerate()
-            .filter_map(|(i, write)| match write {
-                Write::Insert(new) if new.attempt.is_some() => None,
-                Write::Insert(new) => Some(futures_util::future::Either::Left(async move {
-                    let inserted = insert(shared, new, None).await?;
-                    Ok::<_, StoreError>((i, inserted, true))
-                })),
-                Write::Finish {
-                    id,
-                    node,
-                    attempt,
-                    outcome,
-                } => Some(futures_util::future::Either::Right(async move {
-                    let written = record(shared, id, outcome, Some((node, *attempt))).await?;
-                    Ok((i, written, written))
-                })),
+            .filter(|(_, write)| !matches!(write, Write::Insert(new) if new.attempt.is_some()))
+            .map(|(i, write)| async move {
+                let took = match write {
+                    Write::Insert(new) => insert(shared, new, None).await?,
+                    Write::Finish {
+                        id,
+                        node,
+                        attempt,
+                        outcome,
+                    } => record(shared, id, outcome, Some((node, *attempt))).await?,
+                };
+                Ok::<_, StoreError>((i, took))
             });
-        for (i, written, answer) in futures_util::future::try_join_all(independent).await? {
-            applied[i] = answer;
+        for (i, took) in futures_util::future::try_join_all(independent).await? {
             match &writes[i] {
-                Write::Insert(_) => queued |= written,
-                Write::Finish { id, outcome, .. } if written => {
-                    lines.add(id, outcome);
-                    queued |= outcome.status == Some(ExecutionStatus::Queued);
+                Write::Insert(_) => {
+                    applied[i] = true;
+                    queued |= took;
                 }
-                Write::Finish { .. } => {}
+                Write::Finish { id, outcome, .. } => {
+                    applied[i] = took;
+                    if took {
+                        lines.add(id, outcome);
+                        queued |= outcome.status == Some(ExecutionStatus::Queued);
+                    }
+                }
             }
         }
         // A sync execution's insert, then its attempt once the insert took.
