@@ -84,9 +84,9 @@ fn main() -> anyhow::Result<()> {
     throughput(&setup, &mut report)?;
     wagi(&setup, &mut report)?;
     cold_paths(&setup, &mut report)?;
-    density(&setup, &mut report)?;
+    density(&setup, &mut report, quick)?;
     scale::run(&setup, &mut report, quick)?;
-    instantiate(&setup, &mut report)?;
+    instantiate(&setup, &mut report, quick)?;
     let out = setup.root.join("bench/results/latest.md");
     std::fs::create_dir_all(out.parent().context("results dir")?)?;
     std::fs::write(&out, report.markdown())?;
@@ -147,7 +147,8 @@ fn wagi(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// 3. Deploy → first response, first call after a restart, and start-up with 1,000 functions.
+/// 3. Deploy → first response with the compile cache cold and warm, first call after a restart, and
+///    start-up with 1,000 functions.
 fn cold_paths(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
     let examples = [
         ("C (WAGI)", "examples/wagi-c/hello.wasm"),
@@ -166,9 +167,46 @@ fn cold_paths(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
             &format!("deploy {}", ms(deployed)),
         );
     }
+    // The node has now compiled a C module and a Python component: the next ones take the functions
+    // they share with those (libc, libpython, the componentize-py runtime) from the compile cache.
+    let warm = [
+        (
+            "a second C function",
+            "bench/guests/sleep/sleep.wasm",
+            "?ms=0",
+        ),
+        (
+            "a second Python app",
+            "examples/kv-python/app.wasm",
+            "/config",
+        ),
+    ];
+    for (label, path, call) in warm {
+        let module = std::fs::read(setup.root.join(path))?;
+        let (hits, misses) = (
+            wafer.metric("wafer_compile_cache_hits_total")?,
+            wafer.metric("wafer_compile_cache_misses_total")?,
+        );
+        let started = Instant::now();
+        wafer.deploy(&name_of(label), &module, "{}")?;
+        let deployed = started.elapsed();
+        wafer.get_ok(&format!("/fn/{}{call}", name_of(label)))?;
+        let took = started.elapsed();
+        let hits = wafer.metric("wafer_compile_cache_hits_total")? - hits;
+        let misses = wafer.metric("wafer_compile_cache_misses_total")? - misses;
+        report.cold(
+            &format!("deploy → first response, {label} (compile cache warm)"),
+            took,
+            &format!(
+                "deploy {}; {hits} of {} wasm functions from the compile cache",
+                ms(deployed),
+                hits + misses
+            ),
+        );
+    }
     let started = Instant::now();
     wafer.restart()?;
-    report.cold("restart → ready (2 functions)", started.elapsed(), "");
+    report.cold("restart → ready (4 functions)", started.elapsed(), "");
     for (label, _) in examples {
         let started = Instant::now();
         wafer.get_ok(&format!("/fn/{}", name_of(label)))?;
@@ -198,23 +236,28 @@ fn cold_paths(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// 4. Resident memory with 10,000 deployed functions, and under many concurrent slow invocations.
-fn density(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
+/// 4. Resident memory with 10,000 deployed functions (2,000 with `--quick`), and under many concurrent
+///    slow invocations.
+fn density(setup: &Setup, report: &mut Report, quick: bool) -> anyhow::Result<()> {
+    let functions = if quick { 2_000 } else { 10_000 };
     let mut wafer = Wafer::start(setup, &[])?;
     let idle = wafer.rss()?;
     report.density("idle, no functions", idle, "");
     let started = Instant::now();
-    deploy_many(&wafer, 10_000)?;
+    deploy_many(&wafer, functions)?;
     let took = started.elapsed();
     report.density(
-        "10,000 functions deployed",
+        &format!("{} functions deployed", thousands(functions)),
         wafer.rss()?,
         &format!("deployed in {}", ms(took)),
     );
     wafer.restart()?;
-    wafer.wait_loaded(10_000, Duration::from_secs(600))?;
+    wafer.wait_loaded(functions as u64, Duration::from_secs(600))?;
     report.density(
-        "10,000 functions after a restart, all loaded",
+        &format!(
+            "{} functions after a restart, all loaded",
+            thousands(functions)
+        ),
         wafer.rss()?,
         "",
     );
@@ -245,11 +288,16 @@ fn density(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// 6. The per-invocation cost inside the engine, from the criterion benchmark in wafer-engine.
-fn instantiate(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
+/// 6. The per-invocation cost inside the engine, from the criterion benchmark in wafer-engine (shorter
+///    warm-up and measurement with `--quick`).
+fn instantiate(setup: &Setup, report: &mut Report, quick: bool) -> anyhow::Result<()> {
+    let mut args = vec!["bench", "-p", "wafer-engine", "--bench", "instantiate"];
+    if quick {
+        args.extend(["--", "--warm-up-time", "1", "--measurement-time", "2"]);
+    }
     let status = std::process::Command::new("cargo")
         .current_dir(&setup.root)
-        .args(["bench", "-p", "wafer-engine", "--bench", "instantiate"])
+        .args(&args)
         .status()
         .context("cargo bench")?;
     if !status.success() {
@@ -380,4 +428,33 @@ fn build_wafer(root: &Path, target: &Path) -> anyhow::Result<PathBuf> {
         bail!("cargo build --release failed");
     }
     Ok(target.join("release/wafer"))
+}
+
+/// `n` with a comma between thousands: 10000 → "10,000".
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_are_separated_by_commas() {
+        let cases = [
+            (0, "0"),
+            (999, "999"),
+            (2_000, "2,000"),
+            (100_000, "100,000"),
+        ];
+        for (n, text) in cases {
+            assert_eq!(super::thousands(n), text);
+        }
+    }
 }

@@ -38,6 +38,8 @@ pub async fn run(ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
         fuel: container::meters_fuel(&config),
         pool: None,
         max_idle: 0,
+        // One module per shim process, and its artifact is cached whole: nothing to share per function.
+        compile_cache: None,
     })?;
     let function = crate::cache::load_or_compile(&engine, &wasm, kind)?;
     let env = container::container_env(ctx.envs());

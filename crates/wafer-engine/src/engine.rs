@@ -5,6 +5,7 @@ mod prepare;
 
 use crate::abi::proxy::ProxyState;
 use crate::abi::spin1::Spin1State;
+use crate::compile_cache::{CompileCache, CompileCacheStats};
 use crate::error::{describe, CompileError};
 use crate::function::{Compiled, Function, Instances};
 use crate::host::{ComponentState, ModuleState};
@@ -40,7 +41,7 @@ pub struct EngineStats {
 }
 
 /// How the engine is set up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Whether compiled code counts the instructions it runs, so a function's `fuel` can bound them; this
     /// costs every guest some speed.
@@ -51,6 +52,8 @@ pub struct EngineOptions {
     pub pool: Option<u32>,
     /// Idle instances kept for functions that set `reuse`, across all functions.
     pub max_idle: usize,
+    /// Where compiles find the machine code of functions compiled before, and keep what they compile.
+    pub compile_cache: Option<Arc<CompileCache>>,
 }
 
 impl Default for EngineOptions {
@@ -59,6 +62,7 @@ impl Default for EngineOptions {
             fuel: false,
             pool: Some(1000),
             max_idle: 64,
+            compile_cache: None,
         }
     }
 }
@@ -71,6 +75,7 @@ pub struct Engine {
     proxy_linker: ModuleLinker<ProxyState>,
     spin1_linker: ModuleLinker<Spin1State>,
     fingerprint: String,
+    compile_cache: Option<Arc<CompileCache>>,
     pool_slots: Option<u32>,
     idle: Arc<IdleInstances>,
     compiled: AtomicU64,
@@ -91,6 +96,11 @@ impl Engine {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.consume_fuel(options.fuel);
+        if let Some(cache) = &options.compile_cache {
+            config
+                .enable_incremental_compilation(cache.clone())
+                .map_err(setup)?;
+        }
         let pooled = options.pool.and_then(|slots| {
             let mut pooled = config.clone();
             pooled.allocation_strategy(pool(slots));
@@ -137,6 +147,7 @@ impl Engine {
             proxy_linker,
             spin1_linker,
             fingerprint,
+            compile_cache: options.compile_cache.clone(),
             pool_slots,
             idle: Arc::new(IdleInstances::new(options.max_idle)),
             compiled: AtomicU64::new(0),
@@ -167,6 +178,11 @@ impl Engine {
         Instances::new(&self.idle)
     }
 
+    /// The compile cache's counters, when the engine has one.
+    pub fn compile_cache_stats(&self) -> Option<CompileCacheStats> {
+        self.compile_cache.as_ref().map(|cache| cache.stats())
+    }
+
     /// Compile and load counters since start.
     pub fn stats(&self) -> EngineStats {
         EngineStats {
@@ -181,14 +197,24 @@ impl Engine {
     /// This is CPU-heavy: call it off the async executor (e.g. `spawn_blocking`).
     pub fn compile(&self, bytes: &[u8], forced: Option<Kind>) -> Result<Compiled, CompileError> {
         let invalid = |e: wasmtime::Error| CompileError::Invalid(describe(&e));
-        let (prepared, artifact) = match header(bytes)? {
-            Layer::Module => {
-                let module = Module::new(&self.wasmtime, bytes).map_err(invalid)?;
+        let layer = header(bytes)?;
+        if let Some(cache) = &self.compile_cache {
+            cache.settle();
+        }
+        let compiled = match layer {
+            Layer::Module => Module::new(&self.wasmtime, bytes).map(Code::Module),
+            Layer::Component => Component::new(&self.wasmtime, bytes).map(Code::Component),
+        };
+        // What was compiled is kept even when the binary as a whole is refused.
+        if let Some(cache) = &self.compile_cache {
+            cache.commit();
+        }
+        let (prepared, artifact) = match compiled.map_err(invalid)? {
+            Code::Module(module) => {
                 let artifact = module.serialize().map_err(invalid)?;
                 (self.prepare_module(&module, forced)?, artifact)
             }
-            Layer::Component => {
-                let component = Component::new(&self.wasmtime, bytes).map_err(invalid)?;
+            Code::Component(component) => {
                 let artifact = component.serialize().map_err(invalid)?;
                 (self.prepare_component(&component, forced)?, artifact)
             }
@@ -272,6 +298,12 @@ impl Drop for Engine {
 enum Layer {
     Module,
     Component,
+}
+
+/// A binary compiled, before it is pre-instantiated.
+enum Code {
+    Module(Module),
+    Component(Component),
 }
 
 /// Tells a core module from a component by its header, refusing anything else with a clear message.

@@ -3,6 +3,8 @@
 //! - [`Engine`] (`engine.rs`) owns the one wasmtime engine, its linkers and the epoch ticker; it compiles a
 //!   binary once at deploy ([`Engine::compile`]) and reloads a compiled artifact after a restart
 //!   ([`Engine::load`]) without compiling again.
+//! - [`CompileCache`] (`compile_cache.rs`) keeps Cranelift's code for single wasm functions on disk, so a
+//!   compile reuses every function an earlier compile on the node already translated.
 //! - [`Function`] (`function.rs`) is a compiled, pre-instantiated function version; every call makes a fresh
 //!   `Store` from it.
 //! - [`Settings`] (`settings.rs`) is what every invocation of a function gets, and
@@ -23,6 +25,7 @@
 //! - `error.rs` holds the two error enums of this crate's boundary, [`CompileError`] and [`InvokeError`].
 
 mod abi;
+mod compile_cache;
 mod engine;
 mod error;
 mod function;
@@ -35,6 +38,7 @@ mod trace;
 
 pub use abi::http::{cap_body, forward, Mount, ResponseBody};
 pub use abi::wagi::{cgi_answer, cgi_env};
+pub use compile_cache::{CompileCache, CompileCacheError, CompileCacheStats};
 pub use engine::SetupError;
 pub use engine::{is_component, Engine, EngineOptions, EngineStats};
 pub use error::{CompileError, InvokeError};

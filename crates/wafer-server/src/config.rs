@@ -143,6 +143,9 @@ pub struct Defaults {
     /// The most compiled code kept loaded; past it, the modules called least recently are dropped
     /// and loaded from disk again on their next call.
     pub code: crate::code::CodeBudget,
+    /// The most the compile cache (`compile-cache.db` in the data directory: the machine code of single
+    /// wasm functions, reused by later compiles) may hold, in bytes; 0 turns it off.
+    pub compile_cache_bytes: u64,
 }
 
 impl Default for Defaults {
@@ -156,6 +159,7 @@ impl Default for Defaults {
             max_idle: 64,
             kv_store_bytes: 64 * 1024 * 1024,
             code: crate::code::CodeBudget::default(),
+            compile_cache_bytes: wafer_engine::CompileCache::DEFAULT_BUDGET,
         }
     }
 }
@@ -176,6 +180,7 @@ impl Defaults {
                 .pooling
                 .then(|| u32::try_from(slots).unwrap_or(u32::MAX)),
             max_idle: self.max_idle,
+            compile_cache: None,
         }
     }
 }

@@ -261,6 +261,10 @@ pub struct ServeArgs {
     /// process's memory maps, which the kernel caps (`vm.max_map_count`).
     #[arg(long, env = "WAFER_CODE_CACHE_MODULES", value_parser = clap::value_parser!(u32).range(1..))]
     pub code_cache_modules: Option<u32>,
+    /// The most the compile cache may hold on disk, e.g. 256MiB (default 1GiB; 0 turns it off): the
+    /// machine code of single wasm functions, so a deploy compiles only functions no earlier deploy had.
+    #[arg(long, env = "WAFER_COMPILE_CACHE_SIZE", value_parser = crate::cmd::deploy::parse_bytes)]
+    pub compile_cache_size: Option<u64>,
     /// Require `Authorization: Bearer TOKEN` on the management API and on private functions. Without it,
     /// wafer only listens on loopback addresses.
     #[arg(long, env = "WAFER_TOKEN", hide_env_values = true)]

@@ -503,3 +503,66 @@ async fn compiled_code_stays_within_the_code_cache_and_evicted_code_loads_again(
     assert_eq!(server.metric("wafer_code_cache_modules").await, 2);
     assert_eq!(server.metric("wafer_compilations_total").await, 0);
 }
+
+#[tokio::test]
+async fn a_deploy_takes_the_functions_earlier_deploys_compiled_from_the_compile_cache() {
+    let server = Server::start();
+    server
+        .deploy_ok("hello-c", example("wagi-c/hello.wasm"), json!({}))
+        .await;
+    assert_eq!(server.metric("wafer_compile_cache_hits_total").await, 0);
+    let compiled = server.metric("wafer_compile_cache_misses_total").await;
+    assert!(compiled > 0);
+    assert!(server.metric("wafer_compile_cache_bytes").await > 0);
+    // Another C program shares libc with the first: those functions are not compiled again.
+    let reply = command_from_the_compile_cache(&server, "wc", "wordcount", "a b\n").await;
+    assert_eq!(reply["stdout"], "1 2 4\n", "{reply}");
+    let (status, body) = server.get_text("/fn/hello-c?name=cache").await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("Hello, cache!"), "{body}");
+
+    // The cache is on disk: a restarted server finds it.
+    let server = server.restart();
+    let reply = command_from_the_compile_cache(&server, "greet", "greet", "").await;
+    // Called without arguments, it says how to use it.
+    assert_eq!(reply["exit_code"], 3, "{reply}");
+    assert!(
+        reply["stderr"].as_str().unwrap().contains("usage"),
+        "{reply}"
+    );
+
+    let server = server.restart_with(&["--compile-cache-size", "0"]);
+    server
+        .deploy_ok(
+            "late",
+            wagi_wat("Content-Type: text/plain\n\nlate\n"),
+            json!({}),
+        )
+        .await;
+    let (_, metrics) = server.get_text("/metrics").await;
+    assert!(!metrics.contains("wafer_compile_cache"), "{metrics}");
+    assert_eq!(server.get_text("/fn/late").await.1, "late\n");
+}
+
+/// Deploys `examples/command-c/{program}.wasm` as `name`, checks that the compile cache served some of
+/// its functions, and returns what invoking it with `input` replies.
+async fn command_from_the_compile_cache(
+    server: &Server,
+    name: &str,
+    program: &str,
+    input: &str,
+) -> serde_json::Value {
+    server
+        .deploy_ok(
+            name,
+            example(&format!("command-c/{program}.wasm")),
+            json!({"kind": "command"}),
+        )
+        .await;
+    assert!(server.metric("wafer_compile_cache_hits_total").await > 0);
+    let (status, reply) = server
+        .call_json(Method::POST, &format!("/v1/functions/{name}/invoke"), input)
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    reply
+}

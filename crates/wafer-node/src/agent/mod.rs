@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::net::{UnixListener, UnixStream};
 use wafer_api::Kind;
-use wafer_engine::{Engine, EngineOptions, Function};
+use wafer_engine::{CompileCache, Engine, EngineOptions, Function};
 
 /// Where compiled artifacts are kept unless the agent is told otherwise.
 pub const DEFAULT_CACHE: &str = "/var/lib/wafer/node-cache";
@@ -89,6 +89,8 @@ pub struct Agent {
     metered: OnceLock<Result<Arc<Engine>, String>>,
     modules: Modules,
     cache: Option<ArtifactCache>,
+    /// Beside the artifacts: the machine code of single wasm functions, shared by both engines.
+    compile_cache: Option<Arc<CompileCache>>,
     loaded: AtomicU64,
 }
 
@@ -120,7 +122,6 @@ pub struct ModuleLease {
 impl Agent {
     /// Sets the agent up: its engine and its artifact cache.
     pub fn new(options: AgentOptions) -> Result<Arc<Self>, AgentError> {
-        let plain = Engine::new(&engine_options(&options, false))?;
         let cache = options
             .cache
             .as_deref()
@@ -131,12 +132,24 @@ impl Agent {
                     None
                 }
             });
+        let compile_cache = options
+            .cache
+            .as_deref()
+            .filter(|_| cache.is_some())
+            .and_then(|dir| {
+                CompileCache::open(&dir.join("compile-cache.db"), CompileCache::DEFAULT_BUDGET)
+                    .inspect_err(|e| tracing::warn!("{e}; compiling without it"))
+                    .ok()
+            })
+            .map(Arc::new);
+        let plain = Engine::new(&engine_options(&options, false, &compile_cache))?;
         Ok(Arc::new(Self {
             options,
             plain,
             metered: OnceLock::new(),
             modules: Modules::default(),
             cache,
+            compile_cache,
             loaded: AtomicU64::new(0),
         }))
     }
@@ -201,7 +214,8 @@ impl Agent {
         }
         self.metered
             .get_or_init(|| {
-                Engine::new(&engine_options(&self.options, true)).map_err(|e| e.to_string())
+                Engine::new(&engine_options(&self.options, true, &self.compile_cache))
+                    .map_err(|e| e.to_string())
             })
             .clone()
     }
@@ -294,11 +308,16 @@ impl Drop for ModuleLease {
     }
 }
 
-fn engine_options(options: &AgentOptions, fuel: bool) -> EngineOptions {
+fn engine_options(
+    options: &AgentOptions,
+    fuel: bool,
+    compile_cache: &Option<Arc<CompileCache>>,
+) -> EngineOptions {
     EngineOptions {
         fuel,
         pool: options.pool,
         max_idle: options.max_idle,
+        compile_cache: compile_cache.clone(),
     }
 }
 

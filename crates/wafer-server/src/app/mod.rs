@@ -29,7 +29,7 @@ use crate::registry::Registry;
 use crate::schedule;
 use std::path::Path;
 use std::sync::Arc;
-use wafer_engine::{Engine, OutboundPolicy};
+use wafer_engine::{CompileCache, Engine, EngineOptions, OutboundPolicy};
 use wafer_store::{
     Artifacts, ClusterStore, ExecutionStore, MetaStore, PgOptions, PgStore, SqliteStore, StateStore,
 };
@@ -171,7 +171,10 @@ impl App {
         // Where the feed stands before anything is loaded: whatever changes meanwhile is applied after.
         let feed = cluster.changes_since(u64::MAX).await?.seq;
         let app = Arc::new(Self {
-            engine: Engine::new(&config.defaults.engine_options())?,
+            engine: Engine::new(&EngineOptions {
+                compile_cache: compile_cache(&config),
+                ..config.defaults.engine_options()
+            })?,
             meta,
             cluster,
             applied: cluster::Applied::new(feed),
@@ -263,6 +266,19 @@ impl App {
 
 /// This node's id, kept in the data directory so a restarted node knows its own claims: read, or
 /// generated and written the first time.
+/// The data directory's compile cache, or none when `--compile-cache-size` is 0 or the file cannot be
+/// opened (compiles then translate every function, as they would without it).
+fn compile_cache(config: &ServerConfig) -> Option<Arc<CompileCache>> {
+    let budget = config.defaults.compile_cache_bytes;
+    if budget == 0 {
+        return None;
+    }
+    CompileCache::open(&config.data_dir.join("compile-cache.db"), budget)
+        .inspect_err(|e| tracing::warn!("{e}; compiling without it"))
+        .ok()
+        .map(Arc::new)
+}
+
 fn node_id(data_dir: &Path) -> Result<String, StartError> {
     let path = data_dir.join(NODE_ID_FILE);
     match std::fs::read_to_string(&path) {

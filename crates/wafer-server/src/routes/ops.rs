@@ -103,6 +103,26 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "Modules whose code was dropped to stay within the code cache's budget.",
         &code.evicted,
     );
+    if let Some(cache) = app.engine.compile_cache_stats() {
+        metric(
+            "wafer_compile_cache_hits_total",
+            "counter",
+            "Wasm functions whose machine code a compile took from the compile cache.",
+            &cache.hits,
+        );
+        metric(
+            "wafer_compile_cache_misses_total",
+            "counter",
+            "Wasm functions compiled because the compile cache did not hold them.",
+            &cache.misses,
+        );
+        metric(
+            "wafer_compile_cache_bytes",
+            "gauge",
+            "Machine code the compile cache holds on disk (see --compile-cache-size).",
+            &cache.bytes,
+        );
+    }
     metric(
         "wafer_idle_instances",
         "gauge",

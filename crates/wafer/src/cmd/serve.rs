@@ -71,6 +71,7 @@ struct FileConfig {
     kv_store_size: Option<String>,
     code_cache_size: Option<String>,
     code_cache_modules: Option<u32>,
+    compile_cache_size: Option<String>,
     workers: Option<u32>,
     retain: Option<u64>,
     retain_for: Option<String>,
@@ -171,6 +172,14 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
                 .or(file.code_cache_modules)
                 .map_or(fallback.code.modules, |n| n as usize),
         },
+        compile_cache_bytes: args
+            .compile_cache_size
+            .or(from_file(
+                "compile_cache_size",
+                file.compile_cache_size,
+                parse_bytes,
+            )?)
+            .unwrap_or(fallback.compile_cache_bytes),
     };
     let listen = args
         .listen
