@@ -109,6 +109,7 @@ fn pods_become_functions_in_one_agent_each_in_its_own_network() {
         agent.log()
     );
     assert_eq!(agent.artifacts().len(), 1, "{:?}", agent.artifacts());
+    assert!(agent.cache_holds("compile-cache.db"));
     // The function listens in its namespace only: the host's loopback does not reach it.
     if let Ok((_, body)) = get(8080, "/?name=host") {
         assert!(!body.contains("Hello, host"), "served on the host: {body}");

@@ -257,12 +257,18 @@ impl Agent {
             .count()
     }
 
-    /// The compiled artifacts it keeps.
+    /// Whether its cache directory holds a file `name`.
+    pub fn cache_holds(&self, name: &str) -> bool {
+        self.cache.join(name).is_file()
+    }
+
+    /// The compiled artifacts it keeps (not the compile cache beside them).
     pub fn artifacts(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.cache)
             .map(|dir| {
                 dir.filter_map(Result::ok)
                     .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.ends_with(".cwasm"))
                     .collect()
             })
             .unwrap_or_default();
