@@ -267,9 +267,8 @@ async fn rollups(
     start: i64,
 ) -> Result<Vec<wafer_api::MinuteRollup>, Error> {
     let first = start - start.rem_euclid(60_000);
-    let mut rollups = app.executions.rollups(function, first).await?;
-    rollups.extend(app.rollups.pending(function, first));
-    Ok(rollups)
+    let stored = app.executions.rollups(function, first);
+    Ok(app.rollups.with_pending(stored, function, first).await?)
 }
 
 /// The window of the functions overview.
