@@ -4,17 +4,17 @@
 //! Binaries from one toolchain share most of their code: every C module links the same libc functions,
 //! every componentize-py component holds the same libpython, every componentize-js one the same
 //! JavaScript engine. A new version of a function usually changes a few of its functions and keeps the
-//! rest. Cranelift can key each function's compiled code by its intermediate form (the body, the engine's
-//! settings and the target, but not the indices of the functions it calls, which are patched in), so a
-//! deploy compiles only what no earlier deploy on this node compiled.
+//! rest. Cranelift keys each function's machine code by its intermediate form (the body, the engine's
+//! settings and the target, but not the indices of the functions it calls, which are patched in). Every
+//! function is still translated to that form, about a third of a compile; the rest is done only for
+//! functions no earlier compile on this node had.
 //!
 //! Entries live in one SQLite file (`compile-cache.db` in the data directory), written in one transaction
 //! per compile, in the background (the next compile waits for it), so an entry is whole or absent even
-//! after a crash. Each entry carries Cranelift's
-//! version, checked before use, so a new build of wafer misses the old entries rather than misreading
-//! them; they age out like the rest. The cache is bounded in bytes: past its budget, the entries used
-//! least recently (counted in compiles) are deleted. The cache only saves time: when it cannot be read
-//! or written, compiles go on without it.
+//! after a crash. Each entry carries Cranelift's version, checked before use, so a new build of wafer
+//! misses the old entries rather than misreading them; they age out like the rest. The cache is bounded
+//! in bytes: past its budget, the entries used least recently (counted in compiles) are deleted. The
+//! cache only saves time: when it cannot be read or written, compiles go on without it.
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::borrow::Cow;
@@ -99,17 +99,19 @@ impl CompileCache {
         let conn = Connection::open(path).map_err(fail)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
         // auto_vacuum only takes effect before the first table exists; it lets eviction hand pages back.
+        // The code comes last in a row and the index covers `used` and `size`, so the sums at start and
+        // eviction read the index, never the code's overflow pages.
         conn.execute_batch(
             "PRAGMA auto_vacuum = INCREMENTAL;
              PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
              CREATE TABLE IF NOT EXISTS entries (
                  key BLOB PRIMARY KEY,
-                 code BLOB NOT NULL,
                  size INTEGER NOT NULL,
-                 used INTEGER NOT NULL
+                 used INTEGER NOT NULL,
+                 code BLOB NOT NULL
              );
-             CREATE INDEX IF NOT EXISTS entries_used ON entries (used);",
+             CREATE INDEX IF NOT EXISTS entries_used ON entries (used, size);",
         )
         .map_err(fail)?;
         let (bytes, clock): (i64, i64) = conn
