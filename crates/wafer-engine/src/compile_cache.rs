@@ -137,6 +137,15 @@ impl CompileCache {
         })
     }
 
+    /// [`CompileCache::open`] for an engine to share, or `None` with a warning: compiles then go on
+    /// without a cache.
+    pub fn open_or_warn(path: &Path, budget: u64) -> Option<Arc<Self>> {
+        Self::open(path, budget)
+            .inspect_err(|e| tracing::warn!("{e}; compiling without it"))
+            .ok()
+            .map(Arc::new)
+    }
+
     /// Counters since start.
     pub fn stats(&self) -> CompileCacheStats {
         CompileCacheStats {

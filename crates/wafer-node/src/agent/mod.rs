@@ -137,11 +137,11 @@ impl Agent {
             .as_deref()
             .filter(|_| cache.is_some())
             .and_then(|dir| {
-                CompileCache::open(&dir.join("compile-cache.db"), CompileCache::DEFAULT_BUDGET)
-                    .inspect_err(|e| tracing::warn!("{e}; compiling without it"))
-                    .ok()
-            })
-            .map(Arc::new);
+                CompileCache::open_or_warn(
+                    &dir.join("compile-cache.db"),
+                    CompileCache::DEFAULT_BUDGET,
+                )
+            });
         let plain = Engine::new(&engine_options(&options, false, &compile_cache))?;
         Ok(Arc::new(Self {
             options,

@@ -273,10 +273,7 @@ fn compile_cache(config: &ServerConfig) -> Option<Arc<CompileCache>> {
     if budget == 0 {
         return None;
     }
-    CompileCache::open(&config.data_dir.join("compile-cache.db"), budget)
-        .inspect_err(|e| tracing::warn!("{e}; compiling without it"))
-        .ok()
-        .map(Arc::new)
+    CompileCache::open_or_warn(&config.data_dir.join("compile-cache.db"), budget)
 }
 
 fn node_id(data_dir: &Path) -> Result<String, StartError> {
