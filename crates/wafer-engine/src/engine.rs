@@ -1,16 +1,17 @@
-//! The one wasmtime engine of a wafer process: configuration, linkers, the epoch ticker, and the two ways a
-//! function becomes runnable — compiled from a binary at deploy, or loaded from its compiled artifact.
+//! The engine of a wafer process: its wasmtime engines (see `runtime.rs`), the epoch ticker, and the two
+//! ways a function becomes runnable — compiled from a binary at deploy, or loaded from its compiled
+//! artifact.
 
+mod code;
 mod prepare;
+mod runtime;
 
-use crate::abi::proxy::ProxyState;
-use crate::abi::spin1::Spin1State;
 use crate::compile_cache::{CompileCache, CompileCacheStats};
 use crate::error::{describe, CompileError};
-use crate::function::{Compiled, Function, Instances};
-use crate::host::{ComponentState, ModuleState};
-use crate::limits::MAX_TABLE_ELEMENTS;
+use crate::function::{Compiled, Function, Instances, Prepared};
 use crate::reuse::{IdleInstances, IDLE_TIMEOUT};
+use code::Code;
+use runtime::{Reset, Runtime};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -18,8 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use wafer_api::Kind;
-use wasmtime::component::{Component, Linker as ComponentLinker};
-use wasmtime::{Linker as ModuleLinker, Module};
+use wasmtime::component::Component;
+use wasmtime::Module;
 
 /// How often the epoch advances; the granularity of deadlines and of yielding a busy guest.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -38,6 +39,8 @@ pub struct EngineStats {
     pub loaded: u64,
     /// Instances kept idle for functions that set `reuse`.
     pub idle: usize,
+    /// Functions compiled or loaded that run in the engine for large memory images.
+    pub large_images: u64,
 }
 
 /// How the engine is set up.
@@ -67,21 +70,28 @@ impl Default for EngineOptions {
     }
 }
 
-/// wafer's wasmtime engine with its linkers. Create one per process and share it.
+/// wafer's wasmtime engines with their linkers. Create one per process and share it.
 pub struct Engine {
-    wasmtime: wasmtime::Engine,
-    component_linker: ComponentLinker<ComponentState>,
-    module_linker: ModuleLinker<ModuleState>,
-    proxy_linker: ModuleLinker<ProxyState>,
-    spin1_linker: ModuleLinker<Spin1State>,
+    /// Where functions run, and where every binary is compiled.
+    runtime: Runtime,
+    /// Where functions whose memory carries a large initial image run, when instances are pooled: the
+    /// same compiled code, a pool that resets their memory by a fixed span (see [`LARGE_IMAGE`]).
+    large_images: Option<Runtime>,
     fingerprint: String,
     compile_cache: Option<Arc<CompileCache>>,
     pool_slots: Option<u32>,
     idle: Arc<IdleInstances>,
     compiled: AtomicU64,
     loaded: AtomicU64,
+    placed_large: AtomicU64,
     ticker_stop: Arc<AtomicBool>,
 }
+
+/// The bytes of a compiled image besides its machine code (mostly the initial contents of its
+/// memories) from which a function runs in the engine for large images. The interpreters built into
+/// components carry their started heap there (18 MB for Python, 15 MB for JavaScript); compiled
+/// languages carry kilobytes.
+const LARGE_IMAGE: usize = 4 << 20;
 
 /// Why the engine could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -101,57 +111,52 @@ impl Engine {
                 .enable_incremental_compilation(cache.clone())
                 .map_err(setup)?;
         }
-        let pooled = options.pool.and_then(|slots| {
+        let pooled = |slots: u32, reset: Reset| {
             let mut pooled = config.clone();
-            pooled.allocation_strategy(pool(slots));
-            wasmtime::Engine::new(&pooled)
-                .inspect_err(|e| {
-                    tracing::warn!(
-                        "pooling allocator unavailable, allocating instances on demand: {}",
-                        describe(e)
-                    )
-                })
-                .ok()
-        });
-        let pool_slots = options.pool.filter(|_| pooled.is_some());
-        let wasmtime = match pooled {
+            pooled.allocation_strategy(runtime::pool(slots, reset));
+            wasmtime::Engine::new(&pooled).inspect_err(|e| {
+                tracing::warn!(
+                    "pooling allocator unavailable ({reset:?} reset), allocating instances on \
+                     demand: {}",
+                    describe(e)
+                )
+            })
+        };
+        let written = options
+            .pool
+            .and_then(|slots| pooled(slots, Reset::Written).ok());
+        let pool_slots = options.pool.filter(|_| written.is_some());
+        let wasmtime = match written {
             Some(engine) => engine,
             None => wasmtime::Engine::new(&config).map_err(setup)?,
         };
-
-        let mut component_linker = ComponentLinker::new(&wasmtime);
-        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(setup)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker)
-            .map_err(setup)?;
-        wasmtime_wasi_config::add_to_linker(&mut component_linker, |s: &mut ComponentState| {
-            wasmtime_wasi_config::WasiConfig::from(&*s.config)
-        })
-        .map_err(setup)?;
-        crate::host::capabilities::add_to_linker(&mut component_linker).map_err(setup)?;
-        crate::host::spin::add_to_linker(&mut component_linker).map_err(setup)?;
-        let module_linker =
-            wasi_module_linker(&wasmtime, |s: &mut ModuleState| &mut s.wasi).map_err(setup)?;
-        let proxy_linker =
-            wasi_module_linker(&wasmtime, |s: &mut ProxyState| &mut s.wasi).map_err(setup)?;
-        let mut spin1_linker =
-            wasi_module_linker(&wasmtime, |s: &mut Spin1State| &mut s.wasi).map_err(setup)?;
-        crate::abi::spin1::add_to_linker(&mut spin1_linker).map_err(setup)?;
+        let large_images = match pool_slots {
+            Some(slots) => pooled(slots, Reset::Span)
+                .ok()
+                .map(Runtime::new)
+                .transpose()
+                .map_err(setup)?,
+            None => None,
+        };
+        let runtime = Runtime::new(wasmtime).map_err(setup)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        start_ticker(wasmtime.clone(), ticker_stop.clone());
-        let fingerprint = fingerprint(&wasmtime);
+        let ticked = std::iter::once(&runtime)
+            .chain(&large_images)
+            .map(|r| r.wasmtime.clone())
+            .collect();
+        start_ticker(ticked, ticker_stop.clone());
+        let fingerprint = fingerprint(&runtime.wasmtime);
         Ok(Arc::new(Self {
-            wasmtime,
-            component_linker,
-            module_linker,
-            proxy_linker,
-            spin1_linker,
+            runtime,
+            large_images,
             fingerprint,
             compile_cache: options.compile_cache.clone(),
             pool_slots,
             idle: Arc::new(IdleInstances::new(options.max_idle)),
             compiled: AtomicU64::new(0),
             loaded: AtomicU64::new(0),
+            placed_large: AtomicU64::new(0),
             ticker_stop,
         }))
     }
@@ -189,6 +194,7 @@ impl Engine {
             compiled: self.compiled.load(Ordering::Relaxed),
             loaded: self.loaded.load(Ordering::Relaxed),
             idle: self.idle.held(),
+            large_images: self.placed_large.load(Ordering::Relaxed),
         }
     }
 
@@ -201,24 +207,25 @@ impl Engine {
         if let Some(cache) = &self.compile_cache {
             cache.settle();
         }
+        let wasmtime = &self.runtime.wasmtime;
         let compiled = match layer {
-            Layer::Module => Module::new(&self.wasmtime, bytes).map(Code::Module),
-            Layer::Component => Component::new(&self.wasmtime, bytes).map(Code::Component),
+            Layer::Module => Module::new(wasmtime, bytes).map(Code::Module),
+            Layer::Component => Component::new(wasmtime, bytes).map(Code::Component),
         };
         // What was compiled is kept even when the binary as a whole is refused.
         if let Some(cache) = &self.compile_cache {
             cache.commit();
         }
-        let (prepared, artifact) = match compiled.map_err(invalid)? {
-            Code::Module(module) => {
-                let artifact = module.serialize().map_err(invalid)?;
-                (self.prepare_module(&module, forced)?, artifact)
-            }
-            Code::Component(component) => {
-                let artifact = component.serialize().map_err(invalid)?;
-                (self.prepare_component(&component, forced)?, artifact)
-            }
+        let code = compiled.map_err(invalid)?;
+        let artifact = code.serialize().map_err(invalid)?;
+        let precompiled = match layer {
+            Layer::Module => wasmtime::Precompiled::Module,
+            Layer::Component => wasmtime::Precompiled::Component,
         };
+        // SAFETY: `artifact` was serialised just above, by an engine configured as every one of ours.
+        let prepared = self.prepare(code, forced, |engine| unsafe {
+            Code::deserialize(precompiled, engine, &artifact)
+        })?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
         Ok(Compiled {
             function: Function::new(prepared, &self.idle),
@@ -239,12 +246,16 @@ impl Engine {
             })?;
         // SAFETY: artifacts are written only by `compile` into wafer's data directory, named by the digest of
         // their source and this engine's fingerprint, and never modified afterwards.
-        self.prepare_precompiled(
-            precompiled,
-            kind,
-            || unsafe { Module::deserialize_file(&self.wasmtime, artifact) },
-            || unsafe { Component::deserialize_file(&self.wasmtime, artifact) },
-        )
+        self.prepare_precompiled(kind, |engine| unsafe {
+            match precompiled {
+                wasmtime::Precompiled::Module => {
+                    Module::deserialize_file(engine, artifact).map(Code::Module)
+                }
+                wasmtime::Precompiled::Component => {
+                    Component::deserialize_file(engine, artifact).map(Code::Component)
+                }
+            }
+        })
     }
 
     /// [`Engine::load`] from the artifact's bytes, copied into memory rather than mapped.
@@ -259,33 +270,45 @@ impl Engine {
         let precompiled = wasmtime::Engine::detect_precompiled(artifact)
             .ok_or_else(|| CompileError::Invalid("the bytes are not a compiled artifact".into()))?;
         // SAFETY: the caller hands over bytes `compile` produced for this engine (see above).
-        self.prepare_precompiled(
-            precompiled,
-            kind,
-            || unsafe { Module::deserialize(&self.wasmtime, artifact) },
-            || unsafe { Component::deserialize(&self.wasmtime, artifact) },
-        )
+        self.prepare_precompiled(kind, |engine| unsafe {
+            Code::deserialize(precompiled, engine, artifact)
+        })
     }
 
-    /// Deserialises an artifact of the given form with `module` or `component` and pre-instantiates it.
+    /// Deserialises an artifact with `deserialize` and pre-instantiates it.
     fn prepare_precompiled(
         &self,
-        precompiled: wasmtime::Precompiled,
         kind: Option<Kind>,
-        module: impl FnOnce() -> wasmtime::Result<Module>,
-        component: impl FnOnce() -> wasmtime::Result<Component>,
+        deserialize: impl Fn(&wasmtime::Engine) -> wasmtime::Result<Code>,
     ) -> Result<Function, CompileError> {
-        let invalid = |e: wasmtime::Error| CompileError::Invalid(describe(&e));
-        let prepared = match precompiled {
-            wasmtime::Precompiled::Module => {
-                self.prepare_module(&module().map_err(invalid)?, kind)?
-            }
-            wasmtime::Precompiled::Component => {
-                self.prepare_component(&component().map_err(invalid)?, kind)?
-            }
-        };
+        let code =
+            deserialize(&self.runtime.wasmtime).map_err(|e| CompileError::Invalid(describe(&e)))?;
+        let prepared = self.prepare(code, kind, deserialize)?;
         self.loaded.fetch_add(1, Ordering::Relaxed);
         Ok(Function::new(prepared, &self.idle))
+    }
+
+    /// Pre-instantiates `code` as `kind` in the engine it runs in: the engine for large images, which
+    /// gets the same code from `deserialize`, when its image is one (see [`LARGE_IMAGE`]).
+    fn prepare(
+        &self,
+        code: Code,
+        kind: Option<Kind>,
+        deserialize: impl FnOnce(&wasmtime::Engine) -> wasmtime::Result<Code>,
+    ) -> Result<Prepared, CompileError> {
+        let (runtime, code) = match &self.large_images {
+            Some(large) if code.image_data() >= LARGE_IMAGE => {
+                let code = deserialize(&large.wasmtime)
+                    .map_err(|e| CompileError::Invalid(describe(&e)))?;
+                self.placed_large.fetch_add(1, Ordering::Relaxed);
+                (large, code)
+            }
+            _ => (&self.runtime, code),
+        };
+        match code {
+            Code::Module(module) => runtime.prepare_module(&module, kind),
+            Code::Component(component) => runtime.prepare_component(&component, kind),
+        }
     }
 }
 
@@ -298,12 +321,6 @@ impl Drop for Engine {
 enum Layer {
     Module,
     Component,
-}
-
-/// A binary compiled, before it is pre-instantiated.
-enum Code {
-    Module(Module),
-    Component(Component),
 }
 
 /// Tells a core module from a component by its header, refusing anything else with a clear message.
@@ -329,81 +346,14 @@ fn header(bytes: &[u8]) -> Result<Layer, CompileError> {
     }
 }
 
-/// A linker for core modules of store data `T` with WASI preview1, and preview0 as `wasi_unstable` for
-/// older modules (early WAGI, old toolchains).
-fn wasi_module_linker<T: Send + 'static>(
-    engine: &wasmtime::Engine,
-    wasi: fn(&mut T) -> &mut wasmtime_wasi::p1::WasiP1Ctx,
-) -> wasmtime::Result<ModuleLinker<T>> {
-    let mut linker = ModuleLinker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_async(&mut linker, wasi)?;
-    wasmtime_wasi::p0::add_to_linker_async(&mut linker, wasi)?;
-    Ok(linker)
-}
-
-/// How much of each freed table and stack slot stays resident for the next instance.
-const KEEP_RESIDENT: usize = 128 * 1024;
-
-/// How much of each freed linear memory may be reset in place (zeroed, or copied back from the
-/// module's initial image) rather than handed back to the kernel. Linux's `PAGEMAP_SCAN` (6.7 and
-/// later; without it, the first 128 KiB are, as before) tells which pages the instance wrote, so
-/// only those are reset and the rest of a large memory costs nothing. Handed back, every page an
-/// interpreter writes while it starts faults again in the slot's next instance: that was half of a
-/// Python request's CPU. Measured at 16 connections: the JavaScript hello-world 1,236 to 2,359
-/// req/s, Python 382 to 510 (its scattered writes outrun the 32 regions one scan reports, and the
-/// pages past them are still handed back), a C component with an 8 MiB memory 8,639 to 10,826, the
-/// small C ones 6 to 8% faster. Resetting the first 16 MiB of every memory without the scan made
-/// Python 802 but halved that C component (9,300 to 5,131), so the scan it is.
-const MEMORY_KEEP_RESIDENT: usize = 16 << 20;
-
-/// [`MEMORY_KEEP_RESIDENT`] where the kernel reports written pages; elsewhere the first bytes kept are
-/// reset whether written or not, which for a large memory costs more than the faults it saves.
-fn memory_keep_resident() -> usize {
-    if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
-        MEMORY_KEEP_RESIDENT
-    } else {
-        KEEP_RESIDENT
-    }
-}
-
-/// Freed slots that keep their memory (up to [`MEMORY_KEEP_RESIDENT`] each) for the module that last
-/// used them, beyond those in use; wasmtime's default is 100. This bounds what idle slots hold.
-const WARM_SLOTS: u32 = 32;
-
-/// The pooling allocator's layout for `slots` instances. Components are made of several core instances
-/// (an interpreter's component, a dozen or more), so those pools are deeper; everything is address space
-/// reserved once, and only what instances touch becomes resident.
-fn pool(slots: u32) -> wasmtime::InstanceAllocationStrategy {
-    let mut pool = wasmtime::PoolingAllocationConfig::new();
-    pool.total_component_instances(slots)
-        .total_core_instances(slots.saturating_mul(16))
-        .total_memories(slots.saturating_mul(2))
-        .total_tables(slots.saturating_mul(4))
-        .total_stacks(slots)
-        .max_component_instance_size(4 << 20)
-        .max_core_instance_size(1 << 20)
-        .max_memories_per_module(2)
-        .max_tables_per_module(4)
-        .table_elements(MAX_TABLE_ELEMENTS)
-        .max_unused_warm_slots(WARM_SLOTS)
-        // A freed memory's written pages are reset in place up to MEMORY_KEEP_RESIDENT; tables and
-        // stacks keep their first pages too, zeroed rather than returned to the kernel: no madvise
-        // and no TLB shootdown on the other cores.
-        .pagemap_scan(wasmtime::Enabled::Auto)
-        .linear_memory_keep_resident(memory_keep_resident())
-        .table_keep_resident(KEEP_RESIDENT)
-        .async_stack_keep_resident(KEEP_RESIDENT);
-    wasmtime::InstanceAllocationStrategy::Pooling(pool)
-}
-
-/// Advances the engine's epoch every [`EPOCH_TICK`] until `stop` is set.
-fn start_ticker(engine: wasmtime::Engine, stop: Arc<AtomicBool>) {
+/// Advances the engines' epoch every [`EPOCH_TICK`] until `stop` is set.
+fn start_ticker(engines: Vec<wasmtime::Engine>, stop: Arc<AtomicBool>) {
     let spawned = std::thread::Builder::new()
         .name("wafer-epoch".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
+                engines.iter().for_each(wasmtime::Engine::increment_epoch);
             }
         });
     if let Err(e) = spawned {
@@ -497,13 +447,81 @@ mod tests {
             EngineStats {
                 compiled: 1,
                 loaded: 1,
-                idle: 0
+                idle: 0,
+                large_images: 0,
             }
         );
         // A loaded artifact stays memory-mapped: never rewrite it in place.
         let junk = dir.path().join("junk.cwasm");
         std::fs::write(&junk, b"not an artifact").unwrap();
         assert!(engine.load(&junk, None).is_err());
+    }
+
+    /// A command whose memory holds `len` bytes of `a` from 1 MiB: it prints the byte at 4 MiB (as far as
+    /// `len` reaches), then overwrites it with `b`.
+    fn image_module(len: usize) -> Vec<u8> {
+        wat::parse_str(format!(
+            r#"(module
+                (import "wasi_snapshot_preview1" "fd_write"
+                    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+                (memory (export "memory") 128)
+                (data (i32.const 0x100000) "{}")
+                (func (export "_start")
+                    (i32.store (i32.const 0) (i32.const 0x400000))
+                    (i32.store (i32.const 4) (i32.const 1))
+                    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+                    (i32.store8 (i32.const 0x400000) (i32.const 0x62))))"#,
+            "a".repeat(len)
+        ))
+        .unwrap()
+    }
+
+    async fn printed(function: &Function) -> String {
+        let output = function
+            .run_command(
+                bytes::Bytes::new(),
+                &[],
+                &crate::Settings::default(),
+                crate::Tracer::discard(),
+            )
+            .await
+            .unwrap();
+        output.stdout
+    }
+
+    #[tokio::test]
+    async fn a_large_memory_image_runs_in_its_own_pool_and_starts_clean_each_time() {
+        let engine = Engine::new(&EngineOptions::default()).unwrap();
+        let large = engine
+            .compile(&image_module(LARGE_IMAGE), Some(Kind::Command))
+            .unwrap();
+        assert_eq!(engine.stats().large_images, 1);
+        // Each instance sees the image as the module set it, whatever the one before wrote.
+        for _ in 0..3 {
+            assert_eq!(printed(&large.function).await, "a");
+        }
+        // A stored artifact goes to the same engine; a small image stays in the other.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("large.cwasm");
+        std::fs::write(&path, &large.artifact).unwrap();
+        let loaded = engine.load(&path, Some(Kind::Command)).unwrap();
+        assert_eq!(printed(&loaded).await, "a");
+        let small = engine
+            .compile(&image_module(LARGE_IMAGE / 2), Some(Kind::Command))
+            .unwrap();
+        assert_eq!(engine.stats().large_images, 2);
+        assert_eq!(printed(&small.function).await, "\0");
+        // Without pooling there is one engine for all.
+        let unpooled = Engine::new(&EngineOptions {
+            pool: None,
+            ..EngineOptions::default()
+        })
+        .unwrap();
+        let large = unpooled
+            .load_bytes(&large.artifact, Some(Kind::Command))
+            .unwrap();
+        assert_eq!(printed(&large).await, "a");
+        assert_eq!(unpooled.stats().large_images, 0);
     }
 
     #[test]

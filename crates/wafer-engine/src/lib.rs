@@ -1,6 +1,7 @@
 //! wafer's engine: everything between a wasm binary and an invocation's result.
 //!
-//! - [`Engine`] (`engine.rs`) owns the one wasmtime engine, its linkers and the epoch ticker; it compiles a
+//! - [`Engine`] (`engine.rs`) owns the wasmtime engines, their linkers (`engine/runtime.rs`: one engine
+//!   for most guests, one whose pool suits large memory images) and the epoch ticker; it compiles a
 //!   binary once at deploy ([`Engine::compile`]) and reloads a compiled artifact after a restart
 //!   ([`Engine::load`]) without compiling again.
 //! - [`CompileCache`] (`compile_cache.rs`) keeps Cranelift's code for single wasm functions on disk, so a

@@ -1,7 +1,7 @@
 //! How a compiled module or component becomes a [`Prepared`] function of its kind: which kind its
 //! exports make it (or the kind the deployer forced), and the linker it is pre-instantiated with.
 
-use super::{describe, Engine};
+use super::{describe, Runtime};
 use crate::error::CompileError;
 use crate::function::Prepared;
 use wafer_api::Kind;
@@ -10,7 +10,7 @@ use wasmtime::Module;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-impl Engine {
+impl Runtime {
     pub(super) fn prepare_module(
         &self,
         module: &Module,
