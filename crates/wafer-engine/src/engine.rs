@@ -226,10 +226,15 @@ impl Engine {
             Layer::Module => wasmtime::Precompiled::Module,
             Layer::Component => wasmtime::Precompiled::Component,
         };
-        // SAFETY: `artifact` was serialised just above, by an engine configured as every one of ours.
-        let prepared = self.prepare(code, forced, |engine| unsafe {
-            Code::deserialize(precompiled, engine, &artifact)
-        })?;
+        let prepared = match self.large_runtime(code.image_data()) {
+            // SAFETY: `artifact` was serialised just above, by an engine configured as every one of ours.
+            Some(large) => large.prepare(
+                unsafe { Code::deserialize(precompiled, &large.wasmtime, &artifact) }
+                    .map_err(invalid)?,
+                forced,
+            )?,
+            None => self.runtime.prepare(code, forced)?,
+        };
         self.compiled.fetch_add(1, Ordering::Relaxed);
         Ok(Compiled {
             function: Function::new(prepared, &self.idle),
@@ -248,18 +253,20 @@ impl Engine {
             .ok_or_else(|| {
                 CompileError::Invalid(format!("{} is not a compiled artifact", artifact.display()))
             })?;
+        let runtime = self.runtime_for(code::artifact_file_image_data(artifact));
         // SAFETY: artifacts are written only by `compile` into wafer's data directory, named by the digest of
         // their source and this engine's fingerprint, and never modified afterwards.
-        self.prepare_precompiled(kind, |engine| unsafe {
+        let code = unsafe {
             match precompiled {
                 wasmtime::Precompiled::Module => {
-                    Module::deserialize_file(engine, artifact).map(Code::Module)
+                    Module::deserialize_file(&runtime.wasmtime, artifact).map(Code::Module)
                 }
                 wasmtime::Precompiled::Component => {
-                    Component::deserialize_file(engine, artifact).map(Code::Component)
+                    Component::deserialize_file(&runtime.wasmtime, artifact).map(Code::Component)
                 }
             }
-        })
+        };
+        self.loaded(runtime.prepare(code.map_err(invalid)?, kind)?)
     }
 
     /// [`Engine::load`] from the artifact's bytes, copied into memory rather than mapped.
@@ -273,46 +280,35 @@ impl Engine {
     ) -> Result<Function, CompileError> {
         let precompiled = wasmtime::Engine::detect_precompiled(artifact)
             .ok_or_else(|| CompileError::Invalid("the bytes are not a compiled artifact".into()))?;
+        let runtime = self.runtime_for(code::artifact_image_data(artifact));
         // SAFETY: the caller hands over bytes `compile` produced for this engine (see above).
-        self.prepare_precompiled(kind, |engine| unsafe {
-            Code::deserialize(precompiled, engine, artifact)
-        })
+        let code = unsafe { Code::deserialize(precompiled, &runtime.wasmtime, artifact) }
+            .map_err(|e| CompileError::Invalid(describe(&e)))?;
+        self.loaded(runtime.prepare(code, kind)?)
     }
 
-    /// Deserialises an artifact with `deserialize` and pre-instantiates it.
-    fn prepare_precompiled(
-        &self,
-        kind: Option<Kind>,
-        deserialize: impl Fn(&wasmtime::Engine) -> wasmtime::Result<Code>,
-    ) -> Result<Function, CompileError> {
-        let code =
-            deserialize(&self.runtime.wasmtime).map_err(|e| CompileError::Invalid(describe(&e)))?;
-        let prepared = self.prepare(code, kind, deserialize)?;
+    fn loaded(&self, prepared: Prepared) -> Result<Function, CompileError> {
         self.loaded.fetch_add(1, Ordering::Relaxed);
         Ok(Function::new(prepared, &self.idle))
     }
 
-    /// Pre-instantiates `code` as `kind` in the engine it runs in: the engine for large images, which
-    /// gets the same code from `deserialize`, when its image is one (see [`LARGE_IMAGE`]).
-    fn prepare(
-        &self,
-        code: Code,
-        kind: Option<Kind>,
-        deserialize: impl FnOnce(&wasmtime::Engine) -> wasmtime::Result<Code>,
-    ) -> Result<Prepared, CompileError> {
-        let (runtime, code) = match &self.large_images {
-            Some(large) if code.image_data() >= LARGE_IMAGE => {
-                let code = deserialize(&large.wasmtime)
-                    .map_err(|e| CompileError::Invalid(describe(&e)))?;
-                self.placed_large.fetch_add(1, Ordering::Relaxed);
-                (large, code)
-            }
-            _ => (&self.runtime, code),
-        };
-        match code {
-            Code::Module(module) => runtime.prepare_module(&module, kind),
-            Code::Component(component) => runtime.prepare_component(&component, kind),
-        }
+    /// The engine for large images, when there is one and an image of `image_data` bytes besides its
+    /// code is large (see [`LARGE_IMAGE`]); counted as placed there.
+    fn large_runtime(&self, image_data: usize) -> Option<&Runtime> {
+        let large = self
+            .large_images
+            .as_ref()
+            .filter(|_| image_data >= LARGE_IMAGE)?;
+        self.placed_large.fetch_add(1, Ordering::Relaxed);
+        Some(large)
+    }
+
+    /// Where an artifact of `image_data` bytes besides its code runs: [`Engine::large_runtime`], or the
+    /// engine for all others (also when its size could not be read: loading it checks it).
+    fn runtime_for(&self, image_data: Option<usize>) -> &Runtime {
+        image_data
+            .and_then(|bytes| self.large_runtime(bytes))
+            .unwrap_or(&self.runtime)
     }
 }
 
@@ -510,10 +506,15 @@ mod tests {
         std::fs::write(&path, &large.artifact).unwrap();
         let loaded = engine.load(&path, Some(Kind::Command)).unwrap();
         assert_eq!(printed(&loaded).await, "a");
+        let copied = engine
+            .load_bytes(&large.artifact, Some(Kind::Command))
+            .unwrap();
+        assert_eq!(printed(&copied).await, "a");
+        assert_eq!(engine.stats().large_images, 3);
         let small = engine
             .compile(&image_module(2 << 20), Some(Kind::Command))
             .unwrap();
-        assert_eq!(engine.stats().large_images, 2);
+        assert_eq!(engine.stats().large_images, 3);
         assert_eq!(printed(&small.function).await, "\0");
         // Without pooling there is one engine for all.
         let unpooled = Engine::new(&EngineOptions {

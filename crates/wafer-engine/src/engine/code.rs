@@ -1,5 +1,7 @@
 //! A binary compiled by one of the engine's wasmtime engines, before it is pre-instantiated.
 
+use object::{Object, ObjectSection, ReadRef};
+use std::path::Path;
 use wasmtime::component::Component;
 use wasmtime::Module;
 
@@ -11,6 +13,7 @@ pub(super) enum Code {
 
 impl Code {
     /// The compiled image's bytes besides its machine code: its memories' initial contents, mostly.
+    /// [`artifact_image_data`] reads the same from an artifact without loading it.
     pub(super) fn image_data(&self) -> usize {
         let (image, text) = match self {
             Self::Module(module) => (module.image_range(), module.text().len()),
@@ -45,5 +48,53 @@ impl Code {
                 }
             }
         }
+    }
+}
+
+/// What [`Code::image_data`] of an artifact will be once loaded: the artifact is the image, an ELF file
+/// whose `.text` section is the machine code. Reads the section table alone; `None` when the file is not
+/// ELF or has no code section, which loading then refuses or places as a small image.
+pub(super) fn artifact_image_data(artifact: &[u8]) -> Option<usize> {
+    text_size(artifact).map(|text| artifact.len().saturating_sub(text))
+}
+
+/// [`artifact_image_data`] of the artifact file at `path`.
+pub(super) fn artifact_file_image_data(path: &Path) -> Option<usize> {
+    let file = std::fs::File::open(path).ok()?;
+    let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+    let cache = object::ReadCache::new(file);
+    text_size(&cache).map(|text| len.saturating_sub(text))
+}
+
+fn text_size<'a, R: ReadRef<'a>>(artifact: R) -> Option<usize> {
+    let elf = object::File::parse(artifact).ok()?;
+    usize::try_from(elf.section_by_name(".text")?.size()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_artifact_tells_its_image_data_before_it_is_loaded() {
+        let engine = wasmtime::Engine::default();
+        let data = "x".repeat(300_000);
+        let module =
+            format!(r#"(module (memory 8) (data (i32.const 16) "{data}") (func (export "f")))"#);
+        let component = format!("(component (core module {})", &module["(module".len()..]);
+        let module = Module::new(&engine, wat::parse_str(&module).unwrap()).map(Code::Module);
+        let component =
+            Component::new(&engine, wat::parse_str(&component).unwrap()).map(Code::Component);
+        for code in [module.unwrap(), component.unwrap()] {
+            let artifact = code.serialize().unwrap();
+            assert!(code.image_data() >= data.len());
+            assert_eq!(artifact_image_data(&artifact), Some(code.image_data()));
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("a.cwasm");
+            std::fs::write(&path, &artifact).unwrap();
+            assert_eq!(artifact_file_image_data(&path), Some(code.image_data()));
+        }
+        assert_eq!(artifact_image_data(b"\0asm\x01\0\0\0"), None);
+        assert_eq!(artifact_file_image_data(Path::new("/nonexistent")), None);
     }
 }

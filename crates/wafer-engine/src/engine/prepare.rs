@@ -1,7 +1,7 @@
 //! How a compiled module or component becomes a [`Prepared`] function of its kind: which kind its
 //! exports make it (or the kind the deployer forced), and the linker it is pre-instantiated with.
 
-use super::{describe, Runtime};
+use super::{describe, Code, Runtime};
 use crate::error::CompileError;
 use crate::function::Prepared;
 use wafer_api::Kind;
@@ -11,6 +11,14 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 impl Runtime {
+    /// Pre-instantiates code this runtime's engine compiled or loaded, as `kind` or the kind it is.
+    pub(super) fn prepare(&self, code: Code, kind: Option<Kind>) -> Result<Prepared, CompileError> {
+        match code {
+            Code::Module(module) => self.prepare_module(&module, kind),
+            Code::Component(component) => self.prepare_component(&component, kind),
+        }
+    }
+
     pub(super) fn prepare_module(
         &self,
         module: &Module,
