@@ -222,14 +222,10 @@ impl Engine {
         }
         let code = compiled.map_err(invalid)?;
         let artifact = code.serialize().map_err(invalid)?;
-        let precompiled = match layer {
-            Layer::Module => wasmtime::Precompiled::Module,
-            Layer::Component => wasmtime::Precompiled::Component,
-        };
         let prepared = match self.large_runtime(code.image_data()) {
             // SAFETY: `artifact` was serialised just above, by an engine configured as every one of ours.
             Some(large) => large.prepare(
-                unsafe { Code::deserialize(precompiled, &large.wasmtime, &artifact) }
+                unsafe { Code::deserialize(code.form(), &large.wasmtime, &artifact) }
                     .map_err(invalid)?,
                 forced,
             )?,
@@ -256,17 +252,9 @@ impl Engine {
         let runtime = self.runtime_for(code::artifact_file_image_data(artifact));
         // SAFETY: artifacts are written only by `compile` into wafer's data directory, named by the digest of
         // their source and this engine's fingerprint, and never modified afterwards.
-        let code = unsafe {
-            match precompiled {
-                wasmtime::Precompiled::Module => {
-                    Module::deserialize_file(&runtime.wasmtime, artifact).map(Code::Module)
-                }
-                wasmtime::Precompiled::Component => {
-                    Component::deserialize_file(&runtime.wasmtime, artifact).map(Code::Component)
-                }
-            }
-        };
-        self.loaded(runtime.prepare(code.map_err(invalid)?, kind)?)
+        let code = unsafe { Code::deserialize_file(precompiled, &runtime.wasmtime, artifact) }
+            .map_err(invalid)?;
+        Ok(self.loaded(runtime.prepare(code, kind)?))
     }
 
     /// [`Engine::load`] from the artifact's bytes, copied into memory rather than mapped.
@@ -284,12 +272,12 @@ impl Engine {
         // SAFETY: the caller hands over bytes `compile` produced for this engine (see above).
         let code = unsafe { Code::deserialize(precompiled, &runtime.wasmtime, artifact) }
             .map_err(|e| CompileError::Invalid(describe(&e)))?;
-        self.loaded(runtime.prepare(code, kind)?)
+        Ok(self.loaded(runtime.prepare(code, kind)?))
     }
 
-    fn loaded(&self, prepared: Prepared) -> Result<Function, CompileError> {
+    fn loaded(&self, prepared: Prepared) -> Function {
         self.loaded.fetch_add(1, Ordering::Relaxed);
-        Ok(Function::new(prepared, &self.idle))
+        Function::new(prepared, &self.idle)
     }
 
     /// The engine for large images, when there is one and an image of `image_data` bytes besides its
@@ -323,12 +311,12 @@ enum Layer {
     Component,
 }
 
-/// Tells a core module from a component by its header, refusing anything else with a clear message.
 /// Whether `bytes` start with a component's header (as opposed to a core module's).
 pub fn is_component(bytes: &[u8]) -> bool {
     bytes.get(..8) == Some(&COMPONENT_HEADER[..])
 }
 
+/// Tells a core module from a component by its header, refusing anything else with a clear message.
 fn header(bytes: &[u8]) -> Result<Layer, CompileError> {
     match bytes.get(..8) {
         Some(h) if h == MODULE_HEADER => Ok(Layer::Module),

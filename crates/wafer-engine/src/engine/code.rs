@@ -22,6 +22,14 @@ impl Code {
         (image.end.addr() - image.start.addr()).saturating_sub(text)
     }
 
+    /// Which of the two forms of compiled code this is.
+    pub(super) fn form(&self) -> wasmtime::Precompiled {
+        match self {
+            Self::Module(_) => wasmtime::Precompiled::Module,
+            Self::Component(_) => wasmtime::Precompiled::Component,
+        }
+    }
+
     pub(super) fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
         match self {
             Self::Module(module) => module.serialize(),
@@ -45,6 +53,29 @@ impl Code {
                 }
                 wasmtime::Precompiled::Component => {
                     Component::deserialize(engine, artifact).map(Self::Component)
+                }
+            }
+        }
+    }
+
+    /// [`Code::deserialize`] from the artifact file at `path`, memory-mapped rather than copied.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Code::deserialize`], and the file must not change while the code is in use.
+    pub(super) unsafe fn deserialize_file(
+        form: wasmtime::Precompiled,
+        engine: &wasmtime::Engine,
+        path: &Path,
+    ) -> wasmtime::Result<Self> {
+        // SAFETY: as this function requires.
+        unsafe {
+            match form {
+                wasmtime::Precompiled::Module => {
+                    Module::deserialize_file(engine, path).map(Self::Module)
+                }
+                wasmtime::Precompiled::Component => {
+                    Component::deserialize_file(engine, path).map(Self::Component)
                 }
             }
         }
