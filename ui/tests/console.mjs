@@ -47,6 +47,8 @@ await run("console", async (page, url, shot) => {
   const totals = page.locator(".totals");
   await totals.waitFor();
   check(await totals.getAttribute("data-invocations") === "3", "the page counts three calls");
+  // uPlot draws in an effect that runs after the page paints the totals, so wait for both canvases.
+  await page.locator("figure.chart canvas").nth(1).waitFor();
   check(await page.locator("figure.chart canvas").count() >= 2, "two charts drawn");
   for (let i = 0; i < 4; i++) await call("/fn/greeter");
   await page.waitForFunction(() => document.querySelector(".totals")?.dataset.invocations === "7", null, { timeout: 15000 });
