@@ -1,6 +1,8 @@
 //! A binary compiled by one of the engine's wasmtime engines, before it is pre-instantiated.
 
-use object::{Object, ObjectSection, ReadRef};
+use object::elf::FileHeader64;
+use object::read::elf::{FileHeader, SectionHeader};
+use object::{Endianness, ReadRef};
 use std::path::Path;
 use wasmtime::component::Component;
 use wasmtime::Module;
@@ -97,9 +99,14 @@ pub(super) fn artifact_file_image_data(path: &Path) -> Option<usize> {
     text_size(&cache).map(|text| len.saturating_sub(text))
 }
 
+/// The size of the artifact's `.text` section, from its file header and section table alone: unlike
+/// `object::File::parse`, this reads no symbol table, which a large artifact's can be.
 fn text_size<'a, R: ReadRef<'a>>(artifact: R) -> Option<usize> {
-    let elf = object::File::parse(artifact).ok()?;
-    usize::try_from(elf.section_by_name(".text")?.size()).ok()
+    let header = FileHeader64::<Endianness>::parse(artifact).ok()?;
+    let endian = header.endian().ok()?;
+    let sections = header.sections(endian, artifact).ok()?;
+    let (_, text) = sections.section_by_name(endian, b".text")?;
+    usize::try_from(text.sh_size(endian)).ok()
 }
 
 #[cfg(test)]
