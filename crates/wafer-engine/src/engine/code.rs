@@ -99,8 +99,9 @@ pub(super) fn artifact_file_image_data(path: &Path) -> Option<usize> {
     text_size(&cache).map(|text| len.saturating_sub(text))
 }
 
-/// The size of the artifact's `.text` section, from its file header and section table alone: unlike
-/// `object::File::parse`, this reads no symbol table, which a large artifact's can be.
+/// The size of the artifact's `.text` section, from its file header and section table alone (unlike
+/// `object::File::parse`, it leaves the symbol table unread). wasmtime writes 64-bit ELF on 64-bit
+/// hosts; any other form gives `None`, and the artifact is placed as a small image.
 fn text_size<'a, R: ReadRef<'a>>(artifact: R) -> Option<usize> {
     let header = FileHeader64::<Endianness>::parse(artifact).ok()?;
     let endian = header.endian().ok()?;
