@@ -12,7 +12,7 @@ mod progress;
 use clap::Parser;
 use std::process::ExitCode;
 
-/// mimalloc instead of the system allocator: a request allocates and frees hundreds of small objects
+/// mimalloc instead of the system allocator: a request allocates and frees many small objects
 /// across the runtime's threads, where glibc's malloc spent a sixth of the server's CPU.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
