@@ -199,7 +199,6 @@ pub fn cgi_env(
     mount: &Mount,
     settings: &Settings,
 ) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = settings.env.clone();
     let header = |name: HeaderName| {
         parts
             .headers
@@ -221,10 +220,9 @@ pub fn cgi_env(
         Some(q) => format!("http://{}{}?{q}", server_name_port(&host), parts.uri.path()),
         None => format!("http://{}{}", server_name_port(&host), parts.uri.path()),
     };
-    let mut set = |k: &str, v: String| {
-        env.retain(|(existing, _)| existing != k);
-        env.push((k.to_string(), v));
-    };
+    // The CGI variables' names are distinct but for headers that differ only in `-` and `_`.
+    let mut cgi: Vec<(String, String)> = Vec::with_capacity(24 + parts.headers.keys_len());
+    let mut set = |k: &str, v: String| cgi.push((k.to_string(), v));
     set("GATEWAY_INTERFACE", "CGI/1.1".into());
     set(
         "SERVER_SOFTWARE",
@@ -262,8 +260,18 @@ pub fn cgi_env(
             "HTTP_{}",
             name.as_str().to_ascii_uppercase().replace('-', "_")
         );
-        set(&var, values.join(", "));
+        match cgi.iter_mut().find(|(existing, _)| *existing == var) {
+            Some(slot) => slot.1 = values.join(", "),
+            None => cgi.push((var, values.join(", "))),
+        }
     }
+    let mut env: Vec<(String, String)> = settings
+        .env
+        .iter()
+        .filter(|(name, _)| !cgi.iter().any(|(var, _)| var == name))
+        .cloned()
+        .collect();
+    env.append(&mut cgi);
     env
 }
 
@@ -456,6 +464,8 @@ mod tests {
             .header("content-type", "text/plain")
             .header("x-custom", "yes")
             .header("proxy", "http://evil.test")
+            .header("x-twin", "dash")
+            .header("x_twin", "underscore")
             .body(())
             .unwrap();
         let (parts, ()) = request.into_parts();
@@ -472,8 +482,9 @@ mod tests {
             strip_prefix: true,
             client: "127.0.0.1:5555".parse().ok(),
         };
-        let env: std::collections::HashMap<_, _> =
-            cgi_env(&parts, 3, &mount, &settings).into_iter().collect();
+        let vars = cgi_env(&parts, 3, &mount, &settings);
+        let env: std::collections::HashMap<_, _> = vars.iter().cloned().collect();
+        assert_eq!(env.len(), vars.len(), "each variable once: {vars:?}");
         assert_eq!(env["REQUEST_METHOD"], "POST");
         assert_eq!(env["PATH_INFO"], "/a b");
         assert_eq!(env["X_RAW_PATH_INFO"], "/a%20b");
@@ -486,6 +497,7 @@ mod tests {
         assert_eq!(env["SERVER_PORT"], "9000");
         assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
         assert_eq!(env["MINE"], "1");
+        assert_eq!(env["HTTP_X_TWIN"], "underscore");
         assert!(!env.contains_key("HTTP_CONTENT_TYPE"));
         assert!(!env.contains_key("HTTP_PROXY"));
     }

@@ -25,7 +25,7 @@ pub(super) fn insert(
     };
     let inserted = insert_ended(tx, new, attempt, key)?;
     if inserted {
-        write_logs(tx, &new.id, attempt)?;
+        write_logs(tx, &new.id, Some(&new.function), attempt)?;
     }
     Ok(inserted)
 }
@@ -205,14 +205,15 @@ pub(super) fn record(
     if written == 0 {
         return Ok(false);
     }
-    write_logs(tx, id, attempt)?;
+    write_logs(tx, id, None, attempt)?;
     Ok(true)
 }
 
-/// Writes an attempt's log lines for execution `id`.
+/// Writes an attempt's log lines for execution `id` of `function` (read from its row when `None`).
 fn write_logs(
     tx: &rusqlite::Transaction<'_>,
     id: &str,
+    function: Option<&str>,
     attempt: &Attempt,
 ) -> Result<(), StoreError> {
     if attempt.logs.is_empty() {
@@ -220,7 +221,7 @@ fn write_logs(
     }
     let mut stmt = tx.prepare_cached(
         "INSERT INTO logs (execution_id, function, at, stream, line, level)
-         SELECT id, function, ?2, ?3, ?4, ?5 FROM executions WHERE id = ?1",
+         SELECT ?1, coalesce(?6, (SELECT function FROM executions WHERE id = ?1)), ?2, ?3, ?4, ?5",
     )?;
     for log in &attempt.logs {
         stmt.execute(params![
@@ -228,7 +229,8 @@ fn write_logs(
             attempt.finished_at,
             log.stream,
             log.line,
-            log.level.rank()
+            log.level.rank(),
+            function,
         ])?;
     }
     Ok(())
