@@ -168,9 +168,14 @@ pub async fn a_sync_execution_is_stored_with_its_attempt_and_what_it_owes(stores
     assert_eq!(stored.destination_state.as_deref(), Some("pending"));
     assert_eq!(stored.logs.len(), 1);
     assert_eq!(stored.logs[0].line, "failed at 1000");
-    // The same id again changes nothing.
+    // The same id again changes nothing, in a later batch or in the same one.
     write(stores, vec![Write::Insert(sync)]).await;
     assert_eq!(execution(stores, "sync", true).await.logs.len(), 1);
+    let twins = [ExecutionStatus::Succeeded, ExecutionStatus::Failed]
+        .map(|status| Write::Insert(finished("twin", "f", status, 2_000)));
+    assert_eq!(write(stores, twins.into()).await, [true, true]);
+    let twin = execution(stores, "twin", true).await;
+    assert_eq!((twin.status, twin.logs.len()), (ExecutionStatus::Succeeded, 1));
 }
 
 pub async fn listing_pages_newest_first_and_filters_by_status(stores: &Stores) {

@@ -10,15 +10,16 @@
 //! - Inserts are idempotent by id, so a batch retried after a lost connection cannot fail on its own
 //!   first, committed, try.
 
+use super::batch::{Ends, NewRows};
 use super::cluster::notify;
 use super::lines::Lines;
 use super::rows::{execution_from_row, log_from_row, summary, COLUMNS, LOG_COLUMNS};
 use super::{big, millis, queue, unsigned, PgStore, NOW_MS};
 use crate::executions::{
-    Admit, Attempt, Claim, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore,
-    NewExecution, Page, QueueStats, Retention, Retried, StoredRequest, Write, Written,
+    Admit, Claim, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore, NewExecution, Page,
+    QueueStats, Retention, Retried, StoredRequest, Write, Written,
 };
-use crate::sql::{new_row, owed, prunable, ranked_finished, release};
+use crate::sql::{new_row, prunable, ranked_finished, release};
 use crate::StoreError;
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Transaction};
@@ -71,58 +72,6 @@ pub(super) async fn insert(
     Ok(inserted > 0)
 }
 
-/// Writes an attempt's result onto its row. With `claim` (node, attempt number), only while the row is
-/// still running that attempt under that node's claim; returns whether the row was written.
-async fn record(
-    tx: &Transaction<'_>,
-    id: &str,
-    attempt: &Attempt,
-    claim: Option<(&str, u32)>,
-) -> Result<bool, StoreError> {
-    let status = attempt.status.unwrap_or(ExecutionStatus::Failed);
-    let usage = attempt.usage;
-    let statement = tx
-        .prepare_cached(&format!(
-            "UPDATE executions SET status = $2, version = $3, started_at = $4, finished_at = $5,
-                 duration_us = $6, http_status = $7, exit_code = $8, error = $9, output = $10,
-                 output_truncated = $11, instantiate_us = $12, cpu_us = $13, peak_memory = $14,
-                 fuel = $15, next_at = CASE WHEN $16::BIGINT IS NOT NULL THEN {NOW_MS} + $16 END,
-                 lease_until = NULL, {owed}
-             WHERE id = $1
-               AND ($17::BIGINT IS NULL
-                    OR (status = 'running' AND attempts = $17 AND claimed_by = $18::TEXT))",
-            owed = owed(NOW_MS, "$2::TEXT", "$19::BOOLEAN")
-        ))
-        .await?;
-    let written = tx
-        .execute(
-            &statement,
-            &[
-                &id,
-                &status.as_str(),
-                &i64::from(attempt.version),
-                &attempt.started_at,
-                &attempt.finished_at,
-                &big(attempt.duration_us),
-                &attempt.http_status.map(i64::from),
-                &attempt.exit_code.map(i64::from),
-                &attempt.error,
-                &attempt.output,
-                &attempt.output_truncated,
-                &usage.map(|u| big(u.instantiate_us)),
-                &usage.map(|u| big(u.cpu_us)),
-                &usage.map(|u| big(u.peak_memory_bytes)),
-                &usage.and_then(|u| u.fuel_consumed).map(big),
-                &attempt.retry_in.map(millis),
-                &claim.map(|(_, attempt)| i64::from(attempt)),
-                &claim.map(|(node, _)| node),
-                &attempt.destination,
-            ],
-        )
-        .await?;
-    Ok(written > 0)
-}
-
 /// Runs one `UPDATE executions SET …` that moves rows back to the queue and counts them, telling the
 /// other nodes when some were.
 async fn requeue(
@@ -151,52 +100,55 @@ impl ExecutionStore for PgStore {
         let mut applied = vec![false; writes.len()];
         let mut lines = Lines::default();
         let mut queued = false;
-        // A queued insert and an attempt's end depend on nothing before them in the batch: sent
-        // together, tokio-postgres pipelines them on the connection, one round trip for them all
-        // rather than one each. They run in the batch's order all the same.
-        let shared = &tx;
-        let independent = writes
-            .iter()
-            .enumerate()
-            .filter(|(_, write)| !matches!(write, Write::Insert(new) if new.attempt.is_some()))
-            .map(|(i, write)| async move {
-                let took = match write {
-                    Write::Insert(new) => insert(shared, new, None).await?,
-                    Write::Finish {
-                        id,
-                        node,
-                        attempt,
-                        outcome,
-                    } => record(shared, id, outcome, Some((node, *attempt))).await?,
-                };
-                Ok::<_, StoreError>((i, took))
-            });
-        for (i, took) in futures_util::future::try_join_all(independent).await? {
-            match &writes[i] {
-                Write::Insert(_) => {
+        // Every new row in one statement, then every attempt's end, a sync execution's among them
+        // once its row was inserted; the batch's order holds within each.
+        let mut rows = NewRows::default();
+        for write in writes.iter() {
+            if let Write::Insert(new) = write {
+                rows.add(new)?;
+            }
+        }
+        let mut inserted = rows.insert(&tx).await?;
+        let mut ends = Ends::default();
+        // Each write's round of `ends`, for those that end an attempt.
+        let mut rounds = vec![None; writes.len()];
+        for (i, write) in writes.iter().enumerate() {
+            rounds[i] = match write {
+                Write::Insert(NewExecution {
+                    id,
+                    attempt: Some(attempt),
+                    ..
+                    // Taken out, so that of two inserts of one id only the one that took writes.
+                }) if inserted.remove(id) => Some(ends.add(id, attempt, None)),
+                Write::Insert(_) => None,
+                Write::Finish {
+                    id,
+                    node,
+                    attempt,
+                    outcome,
+                } => Some(ends.add(id, outcome, Some((node, *attempt)))),
+            };
+        }
+        let ended = ends.record(&tx).await?;
+        let took = |i: usize, id: &str| rounds[i].is_some_and(|round| ended[round].contains(id));
+        for (i, write) in writes.iter().enumerate() {
+            match write {
+                Write::Insert(new) => {
                     applied[i] = true;
-                    queued |= took;
+                    match &new.attempt {
+                        None => queued |= inserted.contains(&new.id),
+                        Some(attempt) if took(i, &new.id) => lines.add(&new.id, attempt),
+                        Some(_) => {}
+                    }
                 }
                 Write::Finish { id, outcome, .. } => {
-                    applied[i] = took;
-                    if took {
+                    applied[i] = took(i, id);
+                    if applied[i] {
                         lines.add(id, outcome);
                         queued |= outcome.status == Some(ExecutionStatus::Queued);
                     }
                 }
             }
-        }
-        // A sync execution's insert, then its attempt once the insert took.
-        for (i, write) in writes.iter().enumerate() {
-            let Write::Insert(new) = write else { continue };
-            let Some(attempt) = &new.attempt else {
-                continue;
-            };
-            if insert(&tx, new, None).await? {
-                record(&tx, &new.id, attempt, None).await?;
-                lines.add(&new.id, attempt);
-            }
-            applied[i] = true;
         }
         if queued {
             notify(&tx, "queue").await?;

@@ -17,6 +17,7 @@
 //! against the system's roots plus an optional CA file; without it (or with `sslmode=disable`) the
 //! connection is plain, for a database on the same host or a private network.
 
+mod batch;
 mod cluster;
 mod executions;
 mod lines;
