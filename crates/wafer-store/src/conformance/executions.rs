@@ -175,7 +175,10 @@ pub async fn a_sync_execution_is_stored_with_its_attempt_and_what_it_owes(stores
         .map(|status| Write::Insert(finished("twin", "f", status, 2_000)));
     assert_eq!(write(stores, twins.into()).await, [true, true]);
     let twin = execution(stores, "twin", true).await;
-    assert_eq!((twin.status, twin.logs.len()), (ExecutionStatus::Succeeded, 1));
+    assert_eq!(
+        (twin.status, twin.logs.len()),
+        (ExecutionStatus::Succeeded, 1)
+    );
 }
 
 pub async fn listing_pages_newest_first_and_filters_by_status(stores: &Stores) {

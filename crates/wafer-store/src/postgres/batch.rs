@@ -1,11 +1,12 @@
 //! A journal batch's executions written one statement per kind rather than one per row: the executions
-//! it adds in one `INSERT … SELECT FROM unnest(…)`, the attempts it ends in one `UPDATE … FROM
-//! unnest(…)`. PostgreSQL spends about as much on a statement's messages, snapshot and executor start as
-//! on the row it writes, so under load a statement per row doubled the database's work.
+//! it queues in one `INSERT … SELECT FROM unnest(…)`, the sync calls that already ran in another, with
+//! their attempts, and the attempts it ends in one `UPDATE … FROM unnest(…)`. A statement per row made
+//! a batch of sync records two round trips per record, one after the other, so under load the journal
+//! fell behind and dropped most of them.
 
 use super::{big, millis, NOW_MS};
 use crate::executions::{Attempt, NewExecution};
-use crate::sql::{new_row, owed};
+use crate::sql::{new_row, owed, owed_values};
 use crate::StoreError;
 use deadpool_postgres::Transaction;
 use std::collections::{HashMap, HashSet};
@@ -13,18 +14,25 @@ use std::sync::LazyLock;
 use tokio_postgres::types::Type;
 use wafer_api::ExecutionStatus;
 
-/// New executions, column by column, inserted in the order added.
+/// New executions, inserted in the order added: the queued in one statement, those that already ran
+/// (sync calls) with their attempt in another, so a sync call's record is one row written once.
 #[derive(Default)]
 pub(super) struct NewRows<'a> {
+    queued: Columns<'a>,
+    ended: Columns<'a>,
+    /// The attempts of `ended`, row for row.
+    attempts: Round<'a>,
+}
+
+/// The columns of new executions that do not depend on whether they ran.
+#[derive(Default)]
+struct Columns<'a> {
     ids: Vec<&'a str>,
     functions: Vec<&'a str>,
     versions: Vec<i64>,
     triggers: Vec<&'static str>,
-    statuses: Vec<&'static str>,
-    attempts: Vec<i64>,
     max_attempts: Vec<i64>,
     queued_at: Vec<i64>,
-    queued: Vec<bool>,
     requests: Vec<Option<String>>,
     bodies: Vec<&'a [u8]>,
     callback_urls: Vec<Option<&'a str>>,
@@ -32,31 +40,46 @@ pub(super) struct NewRows<'a> {
     hops: Vec<i64>,
 }
 
-impl<'a> NewRows<'a> {
-    /// Adds `new`: queued and due now, or, with its attempt, as it was before that attempt ended (the
-    /// attempt is then written by [`Ends`]).
-    pub(super) fn add(&mut self, new: &'a NewExecution) -> Result<(), StoreError> {
-        let (request, status, attempts, queued) = new_row(new)?;
+impl<'a> Columns<'a> {
+    fn add(&mut self, new: &'a NewExecution, request: Option<String>) {
         self.ids.push(&new.id);
         self.functions.push(&new.function);
         self.versions.push(i64::from(new.version));
         self.triggers.push(new.trigger.as_str());
-        self.statuses.push(status.as_str());
-        self.attempts.push(i64::from(attempts));
         self.max_attempts.push(i64::from(new.max_attempts));
         self.queued_at.push(new.queued_at);
-        self.queued.push(queued);
         self.requests.push(request);
         self.bodies.push(&new.body);
         self.callback_urls.push(new.callback_url.as_deref());
         self.qualifiers.push(new.qualifier.as_deref());
         self.hops.push(i64::from(new.hops));
+    }
+}
+
+impl<'a> NewRows<'a> {
+    /// Adds `new`: queued and due now, or, with its attempt, as that attempt left it.
+    pub(super) fn add(&mut self, new: &'a NewExecution) -> Result<(), StoreError> {
+        let (request, _, _, _) = new_row(new)?;
+        match &new.attempt {
+            None => self.queued.add(new, request),
+            Some(attempt) => {
+                self.ended.add(new, request);
+                self.attempts.add(&new.id, attempt, None);
+            }
+        }
         Ok(())
     }
 
     /// Inserts the rows whose ids are not stored yet; returns the ids inserted.
     pub(super) async fn insert(&self, tx: &Transaction<'_>) -> Result<HashSet<String>, StoreError> {
-        if self.ids.is_empty() {
+        let mut inserted = self.insert_queued(tx).await?;
+        inserted.extend(self.insert_ended(tx).await?);
+        Ok(inserted)
+    }
+
+    async fn insert_queued(&self, tx: &Transaction<'_>) -> Result<HashSet<String>, StoreError> {
+        let rows = &self.queued;
+        if rows.ids.is_empty() {
             return Ok(HashSet::new());
         }
         let statement = tx
@@ -64,15 +87,13 @@ impl<'a> NewRows<'a> {
                 "INSERT INTO executions (id, function, version, trigger, status, attempts,
                      max_attempts, queued_at, next_at, request, body, callback_url, qualifier, hops,
                      replayable)
-                 SELECT id, function, version, trigger, status, attempts, max_attempts, queued_at,
-                     CASE WHEN queued THEN {NOW_MS} END, request, body, callback_url, qualifier, hops,
-                     queued
-                 FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[],
-                          $6::BIGINT[], $7::BIGINT[], $8::BIGINT[], $9::BOOLEAN[], $10::TEXT[],
-                          $11::BYTEA[], $12::TEXT[], $13::TEXT[], $14::BIGINT[])
-                      WITH ORDINALITY AS r(id, function, version, trigger, status, attempts,
-                          max_attempts, queued_at, queued, request, body, callback_url, qualifier,
-                          hops, n)
+                 SELECT id, function, version, trigger, 'queued', 0, max_attempts, queued_at,
+                     {NOW_MS}, request, body, callback_url, qualifier, hops, TRUE
+                 FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[],
+                          $6::BIGINT[], $7::TEXT[], $8::BYTEA[], $9::TEXT[], $10::TEXT[],
+                          $11::BIGINT[])
+                      WITH ORDINALITY AS r(id, function, version, trigger, max_attempts, queued_at,
+                          request, body, callback_url, qualifier, hops, n)
                  ORDER BY n
                  ON CONFLICT DO NOTHING
                  RETURNING id"
@@ -82,27 +103,112 @@ impl<'a> NewRows<'a> {
             .query(
                 &statement,
                 &[
-                    &self.ids,
-                    &self.functions,
-                    &self.versions,
-                    &self.triggers,
-                    &self.statuses,
-                    &self.attempts,
-                    &self.max_attempts,
-                    &self.queued_at,
-                    &self.queued,
-                    &self.requests,
-                    &self.bodies,
-                    &self.callback_urls,
-                    &self.qualifiers,
-                    &self.hops,
+                    &rows.ids,
+                    &rows.functions,
+                    &rows.versions,
+                    &rows.triggers,
+                    &rows.max_attempts,
+                    &rows.queued_at,
+                    &rows.requests,
+                    &rows.bodies,
+                    &rows.callback_urls,
+                    &rows.qualifiers,
+                    &rows.hops,
                 ],
             )
             .await?;
-        rows.iter()
-            .map(|row| row.try_get::<_, String>(0).map_err(StoreError::from))
-            .collect()
+        ids(&rows)
     }
+
+    async fn insert_ended(&self, tx: &Transaction<'_>) -> Result<HashSet<String>, StoreError> {
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            let (columns, values): (Vec<_>, Vec<_>) = owed_values(
+                NOW_MS,
+                "r.status",
+                "r.destination",
+                "r.callback_url",
+                |column| match column {
+                    "request" | "body" => format!("r.{column}"),
+                    _ => "NULL".into(),
+                },
+            )
+            .into_iter()
+            .unzip();
+            format!(
+                "INSERT INTO executions (id, function, trigger, attempts, max_attempts, queued_at,
+                     callback_url, qualifier, hops, status, version, started_at, finished_at,
+                     duration_us, http_status, exit_code, error, output, output_truncated,
+                     instantiate_us, cpu_us, peak_memory, fuel, next_at, {owed_columns})
+                 SELECT id, function, trigger, 1, max_attempts, queued_at, callback_url, qualifier,
+                     hops, status, version, started_at, finished_at, duration_us, http_status,
+                     exit_code, error, output, output_truncated, instantiate_us, cpu_us,
+                     peak_memory, fuel, CASE WHEN retry_in IS NOT NULL THEN {NOW_MS} + retry_in END,
+                     {owed_values}
+                 FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[],
+                          $6::TEXT[], $7::BYTEA[], $8::TEXT[], $9::TEXT[], $10::BIGINT[],
+                          $11::TEXT[], $12::BIGINT[], $13::BIGINT[], $14::BIGINT[], $15::BIGINT[],
+                          $16::BIGINT[], $17::BIGINT[], $18::TEXT[], $19::BYTEA[],
+                          $20::BOOLEAN[], $21::BIGINT[], $22::BIGINT[], $23::BIGINT[],
+                          $24::BIGINT[], $25::BIGINT[], $26::BOOLEAN[])
+                      WITH ORDINALITY AS r(id, function, trigger, max_attempts, queued_at, request,
+                          body, callback_url, qualifier, hops, status, version, started_at,
+                          finished_at, duration_us, http_status, exit_code, error, output,
+                          output_truncated, instantiate_us, cpu_us, peak_memory, fuel, retry_in,
+                          destination, n)
+                 ORDER BY n
+                 ON CONFLICT DO NOTHING
+                 RETURNING id",
+                owed_columns = columns.join(", "),
+                owed_values = values.join(", "),
+            )
+        });
+        let (rows, attempts) = (&self.ended, &self.attempts);
+        if rows.ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let statement = tx.prepare_cached(&SQL).await?;
+        let rows = tx
+            .query(
+                &statement,
+                &[
+                    &rows.ids,
+                    &rows.functions,
+                    &rows.triggers,
+                    &rows.max_attempts,
+                    &rows.queued_at,
+                    &rows.requests,
+                    &rows.bodies,
+                    &rows.callback_urls,
+                    &rows.qualifiers,
+                    &rows.hops,
+                    &attempts.statuses,
+                    &attempts.versions,
+                    &attempts.started_at,
+                    &attempts.finished_at,
+                    &attempts.duration_us,
+                    &attempts.http_statuses,
+                    &attempts.exit_codes,
+                    &attempts.errors,
+                    &attempts.outputs,
+                    &attempts.output_truncated,
+                    &attempts.instantiate_us,
+                    &attempts.cpu_us,
+                    &attempts.peak_memory,
+                    &attempts.fuel,
+                    &attempts.retry_in,
+                    &attempts.destinations,
+                ],
+            )
+            .await?;
+        ids(&rows)
+    }
+}
+
+/// The ids a statement's `RETURNING id` gave.
+fn ids(rows: &[tokio_postgres::Row]) -> Result<HashSet<String>, StoreError> {
+    rows.iter()
+        .map(|row| row.try_get::<_, String>(0).map_err(StoreError::from))
+        .collect()
 }
 
 /// Attempts' ends, in rounds: an execution's first end in the batch goes in the first round, a second
@@ -258,8 +364,6 @@ impl<'a> Round<'a> {
                 ],
             )
             .await?;
-        rows.iter()
-            .map(|row| row.try_get::<_, String>(0).map_err(StoreError::from))
-            .collect()
+        ids(&rows)
     }
 }

@@ -100,49 +100,38 @@ impl ExecutionStore for PgStore {
         let mut applied = vec![false; writes.len()];
         let mut lines = Lines::default();
         let mut queued = false;
-        // Every new row in one statement, then every attempt's end, a sync execution's among them
-        // once its row was inserted; the batch's order holds within each.
+        // Every new row, then every attempt's end; the batch's order holds within each.
         let mut rows = NewRows::default();
-        for write in writes.iter() {
-            if let Write::Insert(new) = write {
-                rows.add(new)?;
-            }
-        }
-        let mut inserted = rows.insert(&tx).await?;
         let mut ends = Ends::default();
         // Each write's round of `ends`, for those that end an attempt.
         let mut rounds = vec![None; writes.len()];
         for (i, write) in writes.iter().enumerate() {
-            rounds[i] = match write {
-                Write::Insert(NewExecution {
-                    id,
-                    attempt: Some(attempt),
-                    ..
-                    // Taken out, so that of two inserts of one id only the one that took writes.
-                }) if inserted.remove(id) => Some(ends.add(id, attempt, None)),
-                Write::Insert(_) => None,
+            match write {
+                Write::Insert(new) => rows.add(new)?,
                 Write::Finish {
                     id,
                     node,
                     attempt,
                     outcome,
-                } => Some(ends.add(id, outcome, Some((node, *attempt)))),
-            };
+                } => rounds[i] = Some(ends.add(id, outcome, Some((node, *attempt)))),
+            }
         }
+        let mut inserted = rows.insert(&tx).await?;
         let ended = ends.record(&tx).await?;
-        let took = |i: usize, id: &str| rounds[i].is_some_and(|round| ended[round].contains(id));
         for (i, write) in writes.iter().enumerate() {
             match write {
                 Write::Insert(new) => {
                     applied[i] = true;
+                    // Taken out, so that of two inserts of one id only the one that took counts.
+                    let took = inserted.remove(&new.id);
                     match &new.attempt {
-                        None => queued |= inserted.contains(&new.id),
-                        Some(attempt) if took(i, &new.id) => lines.add(&new.id, attempt),
+                        None => queued |= took,
+                        Some(attempt) if took => lines.add(&new.id, attempt),
                         Some(_) => {}
                     }
                 }
                 Write::Finish { id, outcome, .. } => {
-                    applied[i] = took(i, id);
+                    applied[i] = rounds[i].is_some_and(|round| ended[round].contains(id));
                     if applied[i] {
                         lines.add(id, outcome);
                         queued |= outcome.status == Some(ExecutionStatus::Queued);
