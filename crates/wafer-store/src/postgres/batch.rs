@@ -221,13 +221,13 @@ pub(super) struct Ends<'a> {
 }
 
 impl<'a> Ends<'a> {
-    /// Adds `attempt`'s end of execution `id`; with `claim` (node, attempt number), written only while
-    /// the row is still running that attempt under that node's claim. Returns its round.
+    /// Adds `attempt`'s end of execution `id`, written only while the row is still running that
+    /// attempt under that node's claim (`claim`: node, attempt number). Returns its round.
     pub(super) fn add(
         &mut self,
         id: &'a str,
         attempt: &'a Attempt,
-        claim: Option<(&'a str, u32)>,
+        claim: (&'a str, u32),
     ) -> usize {
         let round = self.seen.entry(id).or_insert(0);
         let at = *round;
@@ -235,7 +235,7 @@ impl<'a> Ends<'a> {
         if self.rounds.len() <= at {
             self.rounds.push(Round::default());
         }
-        self.rounds[at].add(id, attempt, claim);
+        self.rounds[at].add(id, attempt, Some(claim));
         at
     }
 
@@ -324,10 +324,8 @@ impl<'a> Round<'a> {
                       AS a(id, status, version, started_at, finished_at, duration_us, http_status,
                           exit_code, error, output, output_truncated, instantiate_us, cpu_us,
                           peak_memory, fuel, retry_in, claim_attempt, claim_node, destination)
-                 WHERE e.id = a.id
-                   AND (a.claim_attempt IS NULL
-                        OR (e.status = 'running' AND e.attempts = a.claim_attempt
-                            AND e.claimed_by = a.claim_node))
+                 WHERE e.id = a.id AND e.status = 'running' AND e.attempts = a.claim_attempt
+                   AND e.claimed_by = a.claim_node
                  RETURNING e.id",
                 owed = owed(NOW_MS, "a.status", "a.destination")
             )

@@ -113,7 +113,7 @@ impl ExecutionStore for PgStore {
                     node,
                     attempt,
                     outcome,
-                } => rounds[i] = Some(ends.add(id, outcome, Some((node, *attempt)))),
+                } => rounds[i] = Some(ends.add(id, outcome, (node, *attempt))),
             }
         }
         let mut inserted = rows.insert(&tx).await?;
