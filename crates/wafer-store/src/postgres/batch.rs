@@ -11,7 +11,7 @@ use crate::StoreError;
 use deadpool_postgres::Transaction;
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use wafer_api::ExecutionStatus;
 
 /// New executions, inserted in the order added: the queued in one statement, those that already ran
@@ -40,7 +40,26 @@ struct Columns<'a> {
     hops: Vec<i64>,
 }
 
+/// A statement parameter.
+type Param<'p> = &'p (dyn ToSql + Sync);
+
 impl<'a> Columns<'a> {
+    /// The columns but `version`, in the order `insert_queued` and `insert_ended` unnest them.
+    fn params(&self) -> [Param<'_>; 10] {
+        [
+            &self.ids,
+            &self.functions,
+            &self.triggers,
+            &self.max_attempts,
+            &self.queued_at,
+            &self.requests,
+            &self.bodies,
+            &self.callback_urls,
+            &self.qualifiers,
+            &self.hops,
+        ]
+    }
+
     fn add(&mut self, new: &'a NewExecution, request: Option<String>) {
         self.ids.push(&new.id);
         self.functions.push(&new.function);
@@ -89,34 +108,22 @@ impl<'a> NewRows<'a> {
                      replayable)
                  SELECT id, function, version, trigger, 'queued', 0, max_attempts, queued_at,
                      {NOW_MS}, request, body, callback_url, qualifier, hops, TRUE
-                 FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[],
-                          $6::BIGINT[], $7::TEXT[], $8::BYTEA[], $9::TEXT[], $10::TEXT[],
+                 FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[],
+                          $6::TEXT[], $7::BYTEA[], $8::TEXT[], $9::TEXT[], $10::BIGINT[],
                           $11::BIGINT[])
-                      WITH ORDINALITY AS r(id, function, version, trigger, max_attempts, queued_at,
-                          request, body, callback_url, qualifier, hops, n)
+                      WITH ORDINALITY AS r(id, function, trigger, max_attempts, queued_at, request,
+                          body, callback_url, qualifier, hops, version, n)
                  ORDER BY n
                  ON CONFLICT DO NOTHING
                  RETURNING id"
             ))
             .await?;
-        let rows = tx
-            .query(
-                &statement,
-                &[
-                    &rows.ids,
-                    &rows.functions,
-                    &rows.versions,
-                    &rows.triggers,
-                    &rows.max_attempts,
-                    &rows.queued_at,
-                    &rows.requests,
-                    &rows.bodies,
-                    &rows.callback_urls,
-                    &rows.qualifiers,
-                    &rows.hops,
-                ],
-            )
-            .await?;
+        let params: Vec<Param<'_>> = rows
+            .params()
+            .into_iter()
+            .chain([&rows.versions as Param<'_>])
+            .collect();
+        let rows = tx.query(&statement, &params).await?;
         ids(&rows)
     }
 
@@ -167,39 +174,13 @@ impl<'a> NewRows<'a> {
             return Ok(HashSet::new());
         }
         let statement = tx.prepare_cached(&SQL).await?;
-        let rows = tx
-            .query(
-                &statement,
-                &[
-                    &rows.ids,
-                    &rows.functions,
-                    &rows.triggers,
-                    &rows.max_attempts,
-                    &rows.queued_at,
-                    &rows.requests,
-                    &rows.bodies,
-                    &rows.callback_urls,
-                    &rows.qualifiers,
-                    &rows.hops,
-                    &attempts.statuses,
-                    &attempts.versions,
-                    &attempts.started_at,
-                    &attempts.finished_at,
-                    &attempts.duration_us,
-                    &attempts.http_statuses,
-                    &attempts.exit_codes,
-                    &attempts.errors,
-                    &attempts.outputs,
-                    &attempts.output_truncated,
-                    &attempts.instantiate_us,
-                    &attempts.cpu_us,
-                    &attempts.peak_memory,
-                    &attempts.fuel,
-                    &attempts.retry_in,
-                    &attempts.destinations,
-                ],
-            )
-            .await?;
+        let params: Vec<Param<'_>> = rows
+            .params()
+            .into_iter()
+            .chain(attempts.attempt().map(|(param, _)| param))
+            .chain([&attempts.destinations as Param<'_>])
+            .collect();
+        let rows = tx.query(&statement, &params).await?;
         ids(&rows)
     }
 }
@@ -277,6 +258,30 @@ struct Round<'a> {
 }
 
 impl<'a> Round<'a> {
+    /// The attempt's own columns with their types, in the order `insert_ended` and `record` unnest
+    /// them: status, version, started_at, finished_at, duration_us, http_status, exit_code, error,
+    /// output, output_truncated, instantiate_us, cpu_us, peak_memory, fuel, retry_in.
+    fn attempt(&self) -> [(Param<'_>, Type); 15] {
+        let (text, big) = (Type::TEXT_ARRAY, Type::INT8_ARRAY);
+        [
+            (&self.statuses, text.clone()),
+            (&self.versions, big.clone()),
+            (&self.started_at, big.clone()),
+            (&self.finished_at, big.clone()),
+            (&self.duration_us, big.clone()),
+            (&self.http_statuses, big.clone()),
+            (&self.exit_codes, big.clone()),
+            (&self.errors, text),
+            (&self.outputs, Type::BYTEA_ARRAY),
+            (&self.output_truncated, Type::BOOL_ARRAY),
+            (&self.instantiate_us, big.clone()),
+            (&self.cpu_us, big.clone()),
+            (&self.peak_memory, big.clone()),
+            (&self.fuel, big.clone()),
+            (&self.retry_in, big),
+        ]
+    }
+
     fn add(&mut self, id: &'a str, attempt: &'a Attempt, claim: Option<(&'a str, u32)>) {
         let usage = attempt.usage;
         self.ids.push(id);
@@ -330,38 +335,16 @@ impl<'a> Round<'a> {
                 owed = owed(NOW_MS, "a.status", "a.destination")
             )
         });
-        let (text, big, bytes, flag) = (
-            Type::TEXT_ARRAY,
-            Type::INT8_ARRAY,
-            Type::BYTEA_ARRAY,
-            Type::BOOL_ARRAY,
-        );
-        let rows = tx
-            .query_typed(
-                &SQL,
-                &[
-                    (&self.ids, text.clone()),
-                    (&self.statuses, text.clone()),
-                    (&self.versions, big.clone()),
-                    (&self.started_at, big.clone()),
-                    (&self.finished_at, big.clone()),
-                    (&self.duration_us, big.clone()),
-                    (&self.http_statuses, big.clone()),
-                    (&self.exit_codes, big.clone()),
-                    (&self.errors, text.clone()),
-                    (&self.outputs, bytes),
-                    (&self.output_truncated, flag.clone()),
-                    (&self.instantiate_us, big.clone()),
-                    (&self.cpu_us, big.clone()),
-                    (&self.peak_memory, big.clone()),
-                    (&self.fuel, big.clone()),
-                    (&self.retry_in, big.clone()),
-                    (&self.claim_attempts, big),
-                    (&self.claim_nodes, text),
-                    (&self.destinations, flag),
-                ],
-            )
-            .await?;
+        let params: Vec<(Param<'_>, Type)> = [(&self.ids as Param<'_>, Type::TEXT_ARRAY)]
+            .into_iter()
+            .chain(self.attempt())
+            .chain([
+                (&self.claim_attempts as Param<'_>, Type::INT8_ARRAY),
+                (&self.claim_nodes, Type::TEXT_ARRAY),
+                (&self.destinations, Type::BOOL_ARRAY),
+            ])
+            .collect();
+        let rows = tx.query_typed(&SQL, &params).await?;
         ids(&rows)
     }
 }
