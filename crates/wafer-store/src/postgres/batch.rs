@@ -101,8 +101,8 @@ impl<'a> NewRows<'a> {
         if rows.ids.is_empty() {
             return Ok(HashSet::new());
         }
-        let statement = tx
-            .prepare_cached(&format!(
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
                 "INSERT INTO executions (id, function, version, trigger, status, attempts,
                      max_attempts, queued_at, next_at, request, body, callback_url, qualifier, hops,
                      replayable)
@@ -116,8 +116,9 @@ impl<'a> NewRows<'a> {
                  ORDER BY n
                  ON CONFLICT DO NOTHING
                  RETURNING id"
-            ))
-            .await?;
+            )
+        });
+        let statement = tx.prepare_cached(&SQL).await?;
         let params: Vec<Param<'_>> = rows
             .params()
             .into_iter()
