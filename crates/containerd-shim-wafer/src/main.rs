@@ -10,11 +10,15 @@
 //!   process; the shim binds each HTTP function's listener inside its pod's network namespace
 //!   ([`container`] reads what it needs of the spec and the root filesystem, [`layer`] the wasm layer
 //!   of a wasm OCI artifact).
+//!
+//! In both, [`logging`] sends the `tracing` events of wafer and wasmtime to containerd's log, and keeps
+//! wasmtime-wasi's span per WASI call out of it.
 
 mod agent;
 mod cache;
 mod container;
 mod layer;
+mod logging;
 mod mode;
 mod process;
 
@@ -52,6 +56,7 @@ impl Sandbox for WaferSandbox {
 }
 
 fn main() {
+    logging::init();
     match mode::choose() {
         mode::Mode::Agent(socket) => agent::run(socket),
         mode::Mode::Process => {
