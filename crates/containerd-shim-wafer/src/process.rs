@@ -20,7 +20,7 @@ use wafer_api::FunctionConfig;
 use wafer_engine::{Engine, EngineOptions};
 use wafer_node::function::{self as container, ENGINE_HEADROOM};
 use wafer_node::gate::Gate;
-use wafer_node::output::Output;
+use wafer_node::output::{Output, FLUSH};
 use wafer_node::serve::{serve, Served, Stop};
 
 /// Runs the container's function; returns the task's exit code.
@@ -54,10 +54,12 @@ pub async fn run(ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
         ENGINE_HEADROOM,
     )
     .map_err(anyhow::Error::msg)?;
-    let output = Output::process();
     if !container::serves_http(kind) {
+        let output = Output::process();
         return Ok(wafer_node::job::run(&function, ctx.args(), &settings, &output).await);
     }
+    // Written by tasks of their own: a log reader that does not keep up costs lines, not requests.
+    let (output, writers) = Output::process_queued();
     let listen = container::listen_address(&env).map_err(anyhow::Error::msg)?;
     let max_body = defaults.effective(&config).max_request_bytes;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -73,6 +75,7 @@ pub async fn run(ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
         gate: Gate::new(config.max_concurrency, None),
     });
     serve(listener, served, stopped()).await;
+    writers.flush(FLUSH).await;
     eprintln!("[wafer] stopped");
     Ok(0)
 }

@@ -147,6 +147,17 @@ fn functions_run_as_containers_under_containerd() {
     assert!(answer.0.contains("200"), "{answer:?}");
     assert!(answer.1.starts_with("Hello, containerd!\n"), "{answer:?}");
     assert!(answer.1.contains("greeting=(unset)"), "{answer:?}");
+    // Nothing reads the detached task's stderr, where each request logs its greeting: past the 64 KiB
+    // its pipe holds, the lines wait in the function's queue (or are dropped), and it keeps answering.
+    let name = "x".repeat(120);
+    for sent in 0..600 {
+        let (status, _) = get(port, &format!("/?name={name}"))
+            .unwrap_or_else(|e| panic!("no answer to request {sent} with stderr full: {e}"));
+        assert!(status.contains("200"), "{status}");
+    }
+    // Its WASI calls are not logged in containerd's log, a line each.
+    let log = containerd.log();
+    assert!(!log.contains("fd_write"), "{log}");
 
     // A memory bomb fails on its own; the http task keeps serving.
     let (output, _) = containerd.ctr_with_input(

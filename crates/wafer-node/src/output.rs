@@ -2,10 +2,11 @@
 //!
 //! In its own process a function writes to the process's own stdout and stderr, which runwasi
 //! connects to the container's log FIFOs. In the node agent it writes to the FIFOs themselves: the shim
-//! opens them and passes their descriptors over the agent's socket. There, every stream has a writer
-//! task fed through a bounded queue, so a reader that stops draining a FIFO holds up nothing but its
-//! own container's lines: past [`QUEUE`] chunks waiting, lines are dropped and counted, and a note
-//! says how many once the stream is closed.
+//! opens them and passes their descriptors over the agent's socket. A function serving HTTP, in
+//! either, has a writer task per stream fed through a bounded queue, so a reader that stops draining
+//! a FIFO (`ctr run --detach` leaves none) holds up nothing but the function's lines: past [`QUEUE`]
+//! chunks waiting, lines are dropped and counted, and a note says how many once the stream is closed.
+//! A command in its own process writes as any process does, waiting for its reader.
 
 use bytes::Bytes;
 use std::io::Write as _;
@@ -20,6 +21,9 @@ use wafer_engine::{LogLine, Stream};
 
 /// Chunks a stream may have waiting for its reader before lines are dropped.
 pub const QUEUE: usize = 1024;
+
+/// How long a stopped function's output may take to reach its readers before the descriptors close.
+pub const FLUSH: Duration = Duration::from_secs(2);
 
 /// A function's stdout and stderr. Cheap to clone; a stream's descriptor is closed when the last clone
 /// is gone and its queue is written out.
@@ -74,6 +78,39 @@ impl Output {
             stderr: sink(stderr),
         };
         (output, Writers(writers))
+    }
+
+    /// The process's own stdout and stderr, written as [`Output::to_descriptors`] writes, through
+    /// descriptors of their own: each is opened again (`/proc/self/fd/N`), so the writer tasks' making
+    /// it non-blocking leaves the process's own descriptors as they are. A stream that cannot be opened
+    /// again (a socket, or a FIFO nobody holds open for reading) stays the process's own.
+    pub fn process_queued() -> (Self, Writers) {
+        Self::reopened(1, 2)
+    }
+
+    /// The streams on descriptors `stdout` and `stderr` of this process, as [`Output::process_queued`]
+    /// writes them.
+    fn reopened(stdout: i32, stderr: i32) -> (Self, Writers) {
+        let reopen = |fd: i32| {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .append(true)
+                // A FIFO with no reader fails to open (ENXIO) rather than wait for one.
+                .custom_flags(libc::O_NONBLOCK)
+                .open(format!("/proc/self/fd/{fd}"))
+                .ok()
+                .map(OwnedFd::from)
+        };
+        let (stdout, stderr) = (reopen(stdout), reopen(stderr));
+        let (own_stdout, own_stderr) = (stdout.is_none(), stderr.is_none());
+        let (mut output, writers) = Self::to_descriptors(stdout, stderr);
+        if own_stdout {
+            output.stdout = Sink::Process(Stream::Stdout);
+        }
+        if own_stderr {
+            output.stderr = Sink::Process(Stream::Stderr);
+        }
+        (output, writers)
     }
 
     /// Writes `bytes` to `stream` (stdout for [`Stream::Stdout`], stderr for the rest).
@@ -186,6 +223,45 @@ impl Descriptor {
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::os::fd::AsRawFd as _;
+
+    #[tokio::test]
+    async fn a_stream_nobody_reads_costs_lines_not_the_writer_and_stays_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("stderr");
+        let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        // Open for reading and writing, as a shim holds a task's FIFO: writes never fail, and past
+        // the pipe's 64 KiB they would wait for a reader that never comes.
+        let own = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        let fd = own.as_raw_fd();
+        let (output, writers) = Output::reopened(fd, fd);
+        let line = "x".repeat(100);
+        for _ in 0..(QUEUE + 2000) {
+            output.line(&Stream::Stderr.line(&line));
+        }
+        let Sink::Queue(queue) = &output.stderr else {
+            panic!("a FIFO gets a queue");
+        };
+        assert!(
+            queue.dropped.load(Ordering::Relaxed) > 0,
+            "the excess is dropped"
+        );
+        // SAFETY: `fd` is open for the whole test.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        assert_eq!(
+            flags & libc::O_NONBLOCK,
+            0,
+            "the process's own descriptor still blocks"
+        );
+        drop(output);
+        writers.flush(Duration::from_millis(100)).await;
+    }
 
     #[tokio::test]
     async fn lines_reach_a_fifo_and_a_file_and_close_them() {

@@ -15,20 +15,16 @@
 use super::Agent;
 use crate::function::{self, serves_http};
 use crate::gate::Gate;
-use crate::output::{Output, Writers};
+use crate::output::{Output, Writers, FLUSH};
 use crate::protocol::{Connection, Load, Reply, Request};
 use crate::serve::{serve, Served, Stop};
 use std::io::Read as _;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use wafer_api::oci::sha256_hex;
 use wafer_engine::{Function, Settings};
-
-/// How long a stopped function's output may take to reach its readers before the descriptors close.
-const FLUSH: Duration = Duration::from_secs(2);
 
 /// A function loaded and not yet started.
 struct Loaded {
