@@ -1,6 +1,6 @@
 //! Where the `tracing` events of wafer's crates and wasmtime go in the shim: to the `log` records the
 //! containerd shim library writes to containerd's log, at the level containerd set (info, or debug
-//! under `containerd --log-level debug`), as `tracing` would send them with no subscriber — except spans.
+//! when containerd logs at debug), as `tracing` would send them with no subscriber — except spans.
 //!
 //! wasmtime-wasi opens an info-level span around every WASI preview1 call a guest makes. With no
 //! subscriber, `tracing` logs each one, so every `fd_write` of a command and every call of every

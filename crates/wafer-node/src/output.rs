@@ -92,14 +92,17 @@ impl Output {
     /// writes them.
     fn reopened(stdout: i32, stderr: i32) -> (Self, Writers) {
         let reopen = |fd: i32| {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            std::fs::OpenOptions::new()
-                .append(true)
-                // A FIFO with no reader fails to open (ENXIO) rather than wait for one.
-                .custom_flags(libc::O_NONBLOCK)
-                .open(format!("/proc/self/fd/{fd}"))
-                .ok()
-                .map(OwnedFd::from)
+            use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+            let path = format!("/proc/self/fd/{fd}");
+            let mut options = std::fs::OpenOptions::new();
+            options.append(true);
+            if std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_fifo()) {
+                // A FIFO with no reader fails to open (ENXIO) rather than wait for one; its writer
+                // task makes it non-blocking anyway. Anything else (a file, a terminal) stays blocking,
+                // written from the blocking pool.
+                options.custom_flags(libc::O_NONBLOCK);
+            }
+            options.open(path).ok().map(OwnedFd::from)
         };
         let (stdout, stderr) = (reopen(stdout), reopen(stderr));
         let (own_stdout, own_stderr) = (stdout.is_none(), stderr.is_none());
