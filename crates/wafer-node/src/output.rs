@@ -227,14 +227,21 @@ mod tests {
     use super::*;
     use std::io::Read;
     use std::os::fd::AsRawFd as _;
+    use std::path::{Path, PathBuf};
+
+    /// A new FIFO `name` in `dir`.
+    fn fifo(dir: &Path, name: &str) -> PathBuf {
+        let fifo = dir.join(name);
+        let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        fifo
+    }
 
     #[tokio::test]
     async fn a_stream_nobody_reads_costs_lines_not_the_writer_and_stays_blocking() {
         let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("stderr");
-        let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a NUL-terminated path that outlives the call.
-        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let fifo = fifo(dir.path(), "stderr");
         // Open for reading and writing, as a shim holds a task's FIFO: writes never fail, and past
         // the pipe's 64 KiB they would wait for a reader that never comes.
         let own = std::fs::OpenOptions::new()
@@ -269,10 +276,7 @@ mod tests {
     #[tokio::test]
     async fn lines_reach_a_fifo_and_a_file_and_close_them() {
         let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("stdout");
-        let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a NUL-terminated path that outlives the call.
-        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let fifo = fifo(dir.path(), "stdout");
         let reader = std::thread::spawn({
             let fifo = fifo.clone();
             move || {
