@@ -3,17 +3,18 @@
 //!
 //! Sync invocations hand their record over and move on ([`Journal::record`]); an async submission or an
 //! attempt's result waits for its commit ([`Journal::commit`]) because it is acknowledged, or acted on,
-//! afterwards. The queue's claims of work ride in the same transactions ([`Journal::claim`]): under
-//! load one commit stores the submissions that arrived, records the attempts that ended and claims the
-//! next executions. Followers of a function's log watch [`Journal::committed`] to know when to read
-//! again. A background task deletes finished records outside the retention settings.
+//! afterwards. The queue's claims of work ride in the same transactions: a commit that queues work or
+//! ends attempts claims due work for the queue's free workers too ([`Journal::claim_for`]), so under
+//! load one commit stores the submissions that arrived, records the attempts that ended and hands the
+//! next executions to workers; the queue asks for a look of its own ([`Journal::look`]) only when work
+//! may have come another way. Followers of a function's log watch [`Journal::committed`] to know when
+//! to read again. A background task deletes finished records outside the retention settings.
 
 use crate::config::ExecutionSettings;
 use crate::error::Error;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use wafer_store::{Claim, Claimed, ExecutionStore, Retention, StoreError, Write, Written};
 
 /// Writes waiting for the journal task beyond this are refused (records) or wait (commits).
@@ -35,18 +36,85 @@ const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 /// Why a write failed: the store's message, and whether the store was unavailable (worth retrying).
 type Failure = (String, bool);
 
-/// What the journal task takes: a write, or a claim of queued work to make in the next commit.
-// Claims are rare and small; boxing every write to match them would cost an allocation per record.
+/// What the journal task takes: a write, the queue's workers, or a request to claim work for them in
+/// the next commit.
+// Writes are most ops; boxing every one to match the small others would cost an allocation per record.
 #[allow(clippy::large_enum_variant)]
 enum Op {
     Write {
         write: Write,
         ack: Option<oneshot::Sender<Result<bool, Failure>>>,
     },
-    Claim {
-        claim: Claim,
-        ack: oneshot::Sender<Result<Vec<Claimed>, Failure>>,
-    },
+    ClaimFor(Box<Workers>),
+    Look(oneshot::Sender<Result<Looked, Failure>>),
+}
+
+/// What a look ([`Journal::look`]) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Looked {
+    /// No worker was free, so nothing was claimed.
+    NoneFree,
+    /// This many executions were claimed and handed over.
+    Claimed(usize),
+}
+
+/// Executions claimed for workers, each with the permit of the worker it is for.
+pub type Handed = Vec<(Claimed, OwnedSemaphorePermit)>;
+
+/// The queue's workers, as the journal claims work for them: a permit of `free` for each one free.
+pub struct Workers {
+    /// The node claiming.
+    pub node: String,
+    /// How long a claim holds without renewal.
+    pub lease: std::time::Duration,
+    /// A permit for each free worker.
+    pub free: std::sync::Arc<Semaphore>,
+    /// Where claimed executions go.
+    pub hand: mpsc::UnboundedSender<Handed>,
+}
+
+impl Workers {
+    /// A claim for every free worker, holding their permits, if one is free.
+    fn claim(&self) -> Option<(Claim, OwnedSemaphorePermit)> {
+        let free = u32::try_from(self.free.available_permits()).unwrap_or(u32::MAX);
+        if free == 0 {
+            return None;
+        }
+        let permits = self.free.clone().try_acquire_many_owned(free).ok()?;
+        let claim = Claim {
+            node: self.node.clone(),
+            lease: self.lease,
+            limit: free,
+        };
+        Some((claim, permits))
+    }
+
+    /// Hands what a claim took to the workers, a permit each; the permits left over free their workers
+    /// again.
+    fn hand(
+        &self,
+        claimed: Result<Vec<Claimed>, Failure>,
+        mut permits: OwnedSemaphorePermit,
+    ) -> Result<Looked, Failure> {
+        let handed: Handed = claimed
+            .inspect_err(|(e, _)| tracing::error!("cannot claim queued executions: {e}"))?
+            .into_iter()
+            .filter_map(|execution| Some((execution, permits.split(1)?)))
+            .collect();
+        let count = handed.len();
+        if count > 0 {
+            let _ = self.hand.send(handed);
+        }
+        Ok(Looked::Claimed(count))
+    }
+}
+
+/// Whether `write` queues work or frees a worker, so its commit is the moment to claim.
+fn makes_work(write: &Write) -> bool {
+    match write {
+        Write::Insert(new) => new.attempt.is_none(),
+        Write::Finish { .. } => true,
+    }
 }
 
 impl Op {
@@ -70,32 +138,38 @@ impl Journal {
         let (generation, committed) = watch::channel(0u64);
         tokio::spawn(async move {
             let mut ops = Vec::with_capacity(BATCH);
-            // Claims beyond one per batch wait for the next.
-            let mut claims = VecDeque::new();
+            let mut workers: Option<Box<Workers>> = None;
             loop {
-                if claims.is_empty() {
-                    if receiver.recv_many(&mut ops, BATCH).await == 0 {
-                        return;
-                    }
-                    linger(&mut receiver, &mut ops).await;
-                } else {
-                    while ops.len() < BATCH {
-                        let Ok(op) = receiver.try_recv() else { break };
-                        ops.push(op);
-                    }
+                if receiver.recv_many(&mut ops, BATCH).await == 0 {
+                    return;
                 }
+                linger(&mut receiver, &mut ops).await;
                 let mut writes = Vec::with_capacity(ops.len());
                 let mut acks = Vec::with_capacity(ops.len());
+                let mut looks = Vec::new();
                 for op in ops.drain(..) {
                     match op {
                         Op::Write { write, ack } => {
                             writes.push(write);
                             acks.push(ack);
                         }
-                        Op::Claim { claim, ack } => claims.push_back((claim, ack)),
+                        Op::ClaimFor(these) => workers = Some(these),
+                        Op::Look(ack) => looks.push(ack),
                     }
                 }
-                let (claim, claim_ack) = claims.pop_front().unzip();
+                // A batch that makes work, or that was asked to, claims work for the free workers.
+                let asked = !looks.is_empty() || writes.iter().any(makes_work);
+                let claim = workers
+                    .as_ref()
+                    .filter(|_| asked)
+                    .and_then(|workers| workers.claim());
+                if writes.is_empty() && claim.is_none() {
+                    for ack in looks {
+                        let _ = ack.send(Ok(Looked::NoneFree));
+                    }
+                    continue;
+                }
+                let (claim, permits) = claim.unzip();
                 let result = write_batch(store.as_ref(), writes.into(), claim).await;
                 if let Err(e) = &result {
                     tracing::error!("cannot store execution records: {e}");
@@ -116,8 +190,12 @@ impl Journal {
                         let _ = ack.send(outcome);
                     }
                 }
-                if let Some(ack) = claim_ack {
-                    let _ = ack.send(claimed);
+                let looked = match (permits, &workers) {
+                    (Some(permits), Some(workers)) => workers.hand(claimed, permits),
+                    _ => Ok(Looked::NoneFree),
+                };
+                for ack in looks {
+                    let _ = ack.send(looked.clone());
                 }
                 generation.send_modify(|g| *g += 1);
             }
@@ -152,10 +230,17 @@ impl Journal {
         answer(done).await
     }
 
-    /// Claims due queued work in the next commit (see [`wafer_store::ExecutionStore::claim`]).
-    pub async fn claim(&self, claim: Claim) -> Result<Vec<Claimed>, Error> {
+    /// From now on, every commit that queues work or ends an attempt claims due work for `workers`'
+    /// free workers and hands it to them.
+    pub async fn claim_for(&self, workers: Workers) -> Result<(), Error> {
+        self.send(Op::ClaimFor(Box::new(workers))).await
+    }
+
+    /// Claims due work for the free workers in the next commit, even one with nothing else to write
+    /// (see [`Journal::claim_for`]), and says what it found once that has committed.
+    pub async fn look(&self) -> Result<Looked, Error> {
         let (ack, done) = oneshot::channel();
-        self.send(Op::Claim { claim, ack }).await?;
+        self.send(Op::Look(ack)).await?;
         answer(done).await
     }
 
@@ -280,6 +365,104 @@ pub fn new_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A queued execution of `f` with id `id`.
+    fn queued(id: &str) -> Write {
+        let new = wafer_store::NewExecution::queued(
+            id.into(),
+            "f".into(),
+            1,
+            wafer_api::Trigger::Async,
+            3,
+            now_ms(),
+        );
+        Write::Insert(new)
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_queues_work_claims_it_for_the_free_workers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(wafer_store::SqliteStore::open(dir.path()).unwrap());
+        let journal = Journal::start(store.clone());
+        let free = Arc::new(Semaphore::new(2));
+        let (hand, mut handed) = mpsc::unbounded_channel();
+        let workers = Workers {
+            node: "n1".into(),
+            lease: std::time::Duration::from_secs(60),
+            free: free.clone(),
+            hand,
+        };
+        journal.claim_for(workers).await.unwrap();
+
+        assert!(journal.commit(queued("e1")).await.unwrap());
+        let first = handed.recv().await.unwrap();
+        let ids: Vec<&str> = first.iter().map(|(c, _)| c.id.as_str()).collect();
+        assert_eq!(ids, ["e1"]);
+        assert_eq!(free.available_permits(), 1, "one worker taken, one free");
+
+        // Two more for the one free worker: the older is handed over, the other waits in the queue.
+        let (two, three) = tokio::join!(journal.commit(queued("e2")), async {
+            tokio::task::yield_now().await;
+            journal.commit(queued("e3")).await
+        });
+        assert!(two.unwrap() && three.unwrap());
+        let second = handed.recv().await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].0.id, "e2");
+        assert_eq!(free.available_permits(), 0);
+        assert!(handed.try_recv().is_err(), "no worker was free for e3");
+
+        // A worker comes free; a commit of nothing to do with the queue claims nothing for it.
+        drop(first);
+        let ran = wafer_store::Attempt {
+            status: Some(wafer_api::ExecutionStatus::Succeeded),
+            ..wafer_store::Attempt::default()
+        };
+        let sync = wafer_store::NewExecution {
+            attempt: Some(ran),
+            ..wafer_store::NewExecution::queued(
+                "s1".into(),
+                "f".into(),
+                1,
+                wafer_api::Trigger::Http,
+                1,
+                now_ms(),
+            )
+        };
+        assert!(journal.commit(Write::Insert(sync)).await.unwrap());
+        assert!(handed.try_recv().is_err());
+        assert_eq!(free.available_permits(), 1);
+        // Ending e1's attempt makes work: its commit claims e3 for the free worker.
+        let end = Write::Finish {
+            id: "e1".into(),
+            node: "n1".into(),
+            attempt: 1,
+            outcome: wafer_store::Attempt {
+                status: Some(wafer_api::ExecutionStatus::Succeeded),
+                ..wafer_store::Attempt::default()
+            },
+        };
+        assert!(journal.commit(end).await.unwrap());
+        let third = handed.recv().await.unwrap();
+        assert_eq!((third.len(), third[0].0.id.as_str()), (1, "e3"));
+        assert_eq!(free.available_permits(), 0);
+
+        // Asked to look, a commit with nothing to write claims for the free workers, if there are any.
+        assert!(journal.commit(queued("e4")).await.unwrap());
+        assert_eq!(journal.look().await.unwrap(), Looked::NoneFree);
+        drop(second);
+        assert_eq!(journal.look().await.unwrap(), Looked::Claimed(1));
+        let fourth = handed.recv().await.unwrap();
+        assert_eq!(fourth[0].0.id, "e4");
+        assert_eq!(journal.look().await.unwrap(), Looked::NoneFree);
+        drop((third, fourth));
+        assert_eq!(journal.look().await.unwrap(), Looked::Claimed(0));
+        assert_eq!(
+            free.available_permits(),
+            2,
+            "a claim that took nothing frees its workers"
+        );
+    }
 
     #[test]
     fn ids_sort_by_time() {

@@ -207,6 +207,25 @@ pub struct Claimed {
     pub callback: bool,
 }
 
+impl Claimed {
+    /// The first attempt of `new`, a queued execution claimed as it is stored.
+    pub(crate) fn first(new: &NewExecution) -> Self {
+        Self {
+            id: new.id.clone(),
+            function: new.function.clone(),
+            trigger: new.trigger,
+            attempt: 1,
+            max_attempts: new.max_attempts,
+            queued_at: new.queued_at,
+            request: new.request.clone(),
+            body: new.body.clone(),
+            qualifier: new.qualifier.clone(),
+            hops: new.hops,
+            callback: new.callback_url.is_some(),
+        }
+    }
+}
+
 /// Which executions of a function to list.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
@@ -334,7 +353,10 @@ pub enum Delivered {
 #[async_trait]
 pub trait ExecutionStore: Send + Sync {
     /// Applies a batch of writes in one transaction and, with `claim`, claims queued work in the same
-    /// transaction after them, so one commit serves both; durable when it returns. For each write,
+    /// transaction, so one commit serves both; durable when it returns. The claim takes work that was
+    /// due before the batch first, oldest first, then the executions the batch queues, in order; a
+    /// store may store those already claimed rather than queued and then claimed, which writes their
+    /// row once less. For each write,
     /// whether it took effect (see [`Write::Finish`]). A claim that fails is undone alone: the writes
     /// stand and [`Written::claimed`] has the error. Applying a batch again after it failed, or after a
     /// connection was lost before its commit was confirmed, is safe: an insert already stored is not

@@ -17,16 +17,16 @@
 use crate::app::App;
 use crate::error::Error;
 use crate::invoke::{self, Answer, Ended, Invocation};
-use crate::journal::now_ms;
+use crate::journal::{now_ms, Handed, Looked, Workers};
 use crate::registry::Entry;
 use bytes::Bytes;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use wafer_api::ExecutionStatus;
 use wafer_engine::Mount;
-use wafer_store::{Attempt, Claim, Claimed, Write};
+use wafer_store::{Attempt, Claimed, Write};
 
 mod deliver;
 mod submit;
@@ -99,66 +99,77 @@ async fn keep_leases(app: Arc<App>) {
     }
 }
 
-/// Claims due executions while workers are free, and runs each on its own task.
+/// Runs claimed executions, each on its own task, on the node's workers.
 ///
-/// Claims ride in the journal's commits: under load one commit stores the submissions that arrived,
-/// records the attempts that ended and hands over work for every worker that came free. A worker is
-/// free again as soon as its attempt has run; the attempt's record commits with the next batch. It
-/// never claims more than its free workers: a claimed execution counts an attempt, and one claimed
-/// but not yet started when the node died would lose that attempt without having run.
+/// Claims ride in the journal's commits: a commit that stores submissions or records attempts' ends
+/// claims due work for every worker then free and hands it over here, so under load one commit stores
+/// the submissions that arrived, records the attempts that ended and starts the next. A worker is free
+/// again as soon as its attempt has run, and the commit of its record claims work for it. The
+/// dispatcher asks for a claim itself only when work may have come another way: at start, when woken
+/// (a retry, a redrive, a sweep, a schedule), when another node queues work, when a retry comes due, and
+/// every [`IDLE_POLL`]. Nothing claims more than the free workers: a claimed execution counts an
+/// attempt, and one claimed but not yet started when the node died would lose that attempt without
+/// having run.
 async fn dispatch(app: Arc<App>) {
     let free = Arc::new(Semaphore::new(app.config.executions.workers.max(1)));
+    let (hand, mut handed) = mpsc::unbounded_channel();
+    let workers = Workers {
+        node: app.node.clone(),
+        lease: app.config.executions.lease,
+        free,
+        hand,
+    };
+    if app.journal.claim_for(workers).await.is_err() {
+        return;
+    }
     // Other nodes sharing the store say when they queue work.
     let events = app.cluster.events();
+    let mut look = true;
+    let mut next = tokio::time::Instant::now();
     loop {
-        if free.available_permits() == 0 {
-            // Wait for a worker to come free.
-            if let Ok(permit) = free.clone().acquire_owned().await {
-                drop(permit);
-            }
-            continue;
-        }
-        let claim = Claim {
-            node: app.node.clone(),
-            lease: app.config.executions.lease,
-            limit: u32::try_from(free.available_permits()).unwrap_or(u32::MAX),
-        };
-        let claimed = match app.journal.claim(claim).await {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                tracing::error!("cannot claim queued executions: {e}");
-                tokio::time::sleep(IDLE_POLL).await;
-                continue;
-            }
-        };
-        if claimed.is_empty() {
-            let wait = match app.executions.next_due().await {
-                Ok(Some(wait)) => wait.max(Duration::from_millis(1)),
-                _ => IDLE_POLL,
+        if look {
+            look = false;
+            let wait = match app.journal.look().await {
+                // A worker was free and took what was due: wake when the next retry is.
+                Ok(Looked::Claimed(_)) => match app.executions.next_due().await {
+                    Ok(Some(due)) => due.clamp(Duration::from_millis(1), IDLE_POLL),
+                    _ => IDLE_POLL,
+                },
+                // Every worker is busy: the commit of the first to end claims for it.
+                Ok(Looked::NoneFree) => IDLE_POLL,
+                Err(e) => {
+                    tracing::error!("cannot claim queued executions: {e}");
+                    IDLE_POLL
+                }
             };
-            tokio::select! {
-                _ = app.queue.work.notified() => {}
-                _ = events.wait_queue() => {}
-                _ = tokio::time::sleep(wait.min(IDLE_POLL)) => {}
+            next = tokio::time::Instant::now() + wait;
+        }
+        tokio::select! {
+            claimed = handed.recv() => {
+                let Some(claimed) = claimed else { return };
+                run_all(&app, claimed);
             }
-            continue;
+            _ = app.queue.work.notified() => look = true,
+            _ = events.wait_queue() => look = true,
+            _ = tokio::time::sleep_until(next) => look = true,
         }
-        app.queue
-            .running()
-            .extend(claimed.iter().map(|execution| execution.id.clone()));
-        for execution in claimed {
-            let Ok(permit) = free.clone().acquire_owned().await else {
-                return;
-            };
-            let app = app.clone();
-            tokio::spawn(async move {
-                let outcome = run_attempt(&app, &execution).await;
-                // The worker is free once the attempt has run; its record is committed with others.
-                drop(permit);
-                finish(&app, &execution, outcome).await;
-                app.queue.running().remove(&execution.id);
-            });
-        }
+    }
+}
+
+/// Runs each claimed execution on its own task, on the worker its permit stands for.
+fn run_all(app: &Arc<App>, claimed: Handed) {
+    app.queue
+        .running()
+        .extend(claimed.iter().map(|(execution, _)| execution.id.clone()));
+    for (execution, permit) in claimed {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let outcome = run_attempt(&app, &execution).await;
+            // The worker is free once the attempt has run; its record is committed with others.
+            drop(permit);
+            finish(&app, &execution, outcome).await;
+            app.queue.running().remove(&execution.id);
+        });
     }
 }
 

@@ -83,9 +83,9 @@ pub async fn submit(
     };
     let max_queued = entry.config.max_queued;
     if key.is_none() && max_queued.is_none() {
-        // Nothing to decide against the store: batched with other writes, one commit for many.
+        // Nothing to decide against the store: batched with other writes, one commit for many, which
+        // also claims it for a free worker if there is one.
         app.journal.commit(Write::Insert(new)).await?;
-        app.queue.wake();
         return Ok(AsyncAccepted { execution_id: id });
     }
     let name = new.function.clone();

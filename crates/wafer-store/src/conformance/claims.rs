@@ -97,6 +97,65 @@ fn claim_of(node: &str, limit: u32) -> crate::Claim {
     }
 }
 
+pub async fn a_batch_claims_earlier_work_first_and_its_own_as_any_claim(stores: &Stores) {
+    insert(stores, vec![queued("old", "f")]).await;
+    let first = NewExecution {
+        callback_url: Some("http://127.0.0.1:9/done".into()),
+        qualifier: Some("beta".into()),
+        hops: 2,
+        ..queued("new1", "f")
+    };
+    let batch = vec![Write::Insert(first), Write::Insert(queued("new2", "f"))];
+    let brief = crate::Claim {
+        lease: Duration::from_millis(1),
+        ..claim_of("n1", 2)
+    };
+    let written = stores
+        .executions
+        .write(batch.clone().into(), Some(brief))
+        .await
+        .unwrap();
+    let claimed = written.claimed.unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["old", "new1"], "work due before the batch first");
+    let new1 = &claimed[1];
+    assert_eq!(
+        (
+            new1.attempt,
+            new1.callback,
+            new1.qualifier.as_deref(),
+            new1.hops
+        ),
+        (1, true, Some("beta"), 2)
+    );
+    assert_eq!(new1.body, b"input");
+    assert_eq!(new1.request.as_ref().unwrap().headers.len(), 1);
+    assert_eq!(status_of(stores, "new2").await, ExecutionStatus::Queued);
+    // The same batch again, as after a lost commit: nothing is stored or claimed twice.
+    let again = stores
+        .executions
+        .write(batch.into(), Some(claim_of("n2", 2)))
+        .await
+        .unwrap();
+    let ids: Vec<String> = again.claimed.unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(ids, ["new2"]);
+    // A claim taken as its execution was stored lapses, is swept and is claimed again like any other.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(stores.executions.sweep_expired().await.unwrap(), 2);
+    let retaken = stores.executions.claim("n3", HOUR, 10).await.unwrap();
+    let attempts: BTreeSet<(String, u32)> =
+        retaken.into_iter().map(|c| (c.id, c.attempt)).collect();
+    assert_eq!(
+        attempts,
+        BTreeSet::from([("new1".into(), 2), ("old".into(), 2)])
+    );
+    let late = finish("new1", "n1", 1, ended(ExecutionStatus::Failed, 1));
+    let current = finish("new1", "n3", 2, ended(ExecutionStatus::Succeeded, 2));
+    assert_eq!(write(stores, vec![late, current]).await, [false, true]);
+    let e = execution(stores, "new1", false).await;
+    assert_eq!((e.status, e.attempts), (ExecutionStatus::Succeeded, 2));
+}
+
 pub async fn a_retry_waits_for_its_delay(stores: &Stores) {
     insert(stores, vec![queued("later", "f"), queued("now", "f")]).await;
     assert_eq!(

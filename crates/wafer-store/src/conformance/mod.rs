@@ -55,6 +55,7 @@ macro_rules! conformance {
             claims::a_claimed_execution_is_claimed_once_and_finishes_once,
             claims::only_the_claiming_node_records_an_attempt,
             claims::a_batch_claims_after_its_writes_in_one_transaction,
+            claims::a_batch_claims_earlier_work_first_and_its_own_as_any_claim,
             claims::a_retry_waits_for_its_delay,
             claims::an_expired_lease_is_swept_back_into_the_queue,
             claims::a_renewed_lease_is_kept,

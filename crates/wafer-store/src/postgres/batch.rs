@@ -5,7 +5,7 @@
 //! fell behind and dropped most of them.
 
 use super::{big, millis, NOW_MS};
-use crate::executions::{Attempt, NewExecution};
+use crate::executions::{Attempt, Claim, NewExecution};
 use crate::sql::{new_row, owed, owed_values};
 use crate::StoreError;
 use deadpool_postgres::Transaction;
@@ -89,25 +89,46 @@ impl<'a> NewRows<'a> {
         Ok(())
     }
 
-    /// Inserts the rows whose ids are not stored yet; returns the ids inserted.
-    pub(super) async fn insert(&self, tx: &Transaction<'_>) -> Result<HashSet<String>, StoreError> {
-        let mut inserted = self.insert_queued(tx).await?;
-        inserted.extend(self.insert_ended(tx).await?);
+    /// Inserts the rows whose ids are not stored yet, the first `take` queued ones already claimed
+    /// by `claim`'s node (running their first attempt under its lease).
+    pub(super) async fn insert(
+        &self,
+        tx: &Transaction<'_>,
+        claim: Option<&Claim>,
+        take: usize,
+    ) -> Result<Inserted, StoreError> {
+        let mut inserted = self.insert_queued(tx, claim, take).await?;
+        inserted.ids.extend(self.insert_ended(tx).await?);
         Ok(inserted)
     }
 
-    async fn insert_queued(&self, tx: &Transaction<'_>) -> Result<HashSet<String>, StoreError> {
+    /// How many rows it queues.
+    pub(super) fn queued(&self) -> usize {
+        self.queued.ids.len()
+    }
+
+    async fn insert_queued(
+        &self,
+        tx: &Transaction<'_>,
+        claim: Option<&Claim>,
+        take: usize,
+    ) -> Result<Inserted, StoreError> {
         let rows = &self.queued;
         if rows.ids.is_empty() {
-            return Ok(HashSet::new());
+            return Ok(Inserted::default());
         }
+        // Row `n` (from 1) is claimed when `n <= $12`.
         static SQL: LazyLock<String> = LazyLock::new(|| {
+            let claimed = |then: &str, otherwise: &str| {
+                format!("CASE WHEN n <= $12 THEN {then} ELSE {otherwise} END")
+            };
             format!(
                 "INSERT INTO executions (id, function, version, trigger, status, attempts,
-                     max_attempts, queued_at, next_at, request, body, callback_url, qualifier, hops,
-                     replayable)
-                 SELECT id, function, version, trigger, 'queued', 0, max_attempts, queued_at,
-                     {NOW_MS}, request, body, callback_url, qualifier, hops, TRUE
+                     max_attempts, queued_at, next_at, started_at, claimed_by, lease_until,
+                     request, body, callback_url, qualifier, hops, replayable)
+                 SELECT id, function, version, trigger, {status}, {attempts}, max_attempts,
+                     queued_at, {next_at}, {started_at}, {claimed_by}, {lease_until}, request,
+                     body, callback_url, qualifier, hops, TRUE
                  FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[],
                           $6::TEXT[], $7::BYTEA[], $8::TEXT[], $9::TEXT[], $10::BIGINT[],
                           $11::BIGINT[])
@@ -115,17 +136,33 @@ impl<'a> NewRows<'a> {
                           body, callback_url, qualifier, hops, version, n)
                  ORDER BY n
                  ON CONFLICT DO NOTHING
-                 RETURNING id"
+                 RETURNING id, status = 'running'",
+                status = claimed("'running'", "'queued'"),
+                attempts = claimed("1", "0"),
+                next_at = claimed("NULL", NOW_MS),
+                started_at = claimed(NOW_MS, "NULL"),
+                claimed_by = claimed("$13::TEXT", "NULL"),
+                lease_until = claimed(&format!("{NOW_MS} + $14::BIGINT"), "NULL"),
             )
         });
         let statement = tx.prepare_cached(&SQL).await?;
+        let take = i64::try_from(if claim.is_some() { take } else { 0 }).unwrap_or(i64::MAX);
+        let node = claim.map(|claim| claim.node.as_str());
+        let lease = claim.map_or(0, |claim| millis(claim.lease));
         let params: Vec<Param<'_>> = rows
             .params()
             .into_iter()
-            .chain([&rows.versions as Param<'_>])
+            .chain([&rows.versions as Param<'_>, &take, &node, &lease])
             .collect();
-        let rows = tx.query(&statement, &params).await?;
-        ids(&rows)
+        let mut inserted = Inserted::default();
+        for row in tx.query(&statement, &params).await? {
+            let id: String = row.try_get(0)?;
+            if row.try_get(1)? {
+                inserted.claimed.insert(id.clone());
+            }
+            inserted.ids.insert(id);
+        }
+        Ok(inserted)
     }
 
     async fn insert_ended(&self, tx: &Transaction<'_>) -> Result<HashSet<String>, StoreError> {
@@ -184,6 +221,15 @@ impl<'a> NewRows<'a> {
         let rows = tx.query(&statement, &params).await?;
         ids(&rows)
     }
+}
+
+/// What [`NewRows::insert`] stored.
+#[derive(Default)]
+pub(super) struct Inserted {
+    /// The ids of the rows inserted.
+    pub ids: HashSet<String>,
+    /// Of those, the ones inserted claimed.
+    pub claimed: HashSet<String>,
 }
 
 /// The ids a statement's `RETURNING id` gave.

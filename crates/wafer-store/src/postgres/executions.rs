@@ -116,15 +116,43 @@ impl ExecutionStore for PgStore {
                 } => rounds[i] = Some(ends.add(id, outcome, (node, *attempt))),
             }
         }
-        let mut inserted = rows.insert(&tx).await?;
+        // The claim takes the work due before this batch first, then the batch's own queued rows,
+        // which are inserted already claimed: one row version each instead of two.
+        let mut claimed = match &claim {
+            None => Ok(Vec::new()),
+            // Alone in its transaction, or in a savepoint, so a claim that fails leaves the writes
+            // standing.
+            Some(claim) if writes.is_empty() => claim_due(&tx, claim).await,
+            Some(claim) => {
+                let savepoint = tx.savepoint("claim").await?;
+                let claimed = claim_due(&savepoint, claim).await;
+                if claimed.is_ok() {
+                    savepoint.commit().await?;
+                }
+                claimed
+            }
+        };
+        let take = match (&claim, &claimed) {
+            (Some(claim), Ok(due)) => usize::try_from(claim.limit)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(due.len())
+                .min(rows.queued()),
+            _ => 0,
+        };
+        let mut inserted = rows.insert(&tx, claim.as_ref(), take).await?;
         let ended = ends.record(&tx).await?;
         for (i, write) in writes.iter().enumerate() {
             match write {
                 Write::Insert(new) => {
                     applied[i] = true;
                     // Taken out, so that of two inserts of one id only the one that took counts.
-                    let took = inserted.remove(&new.id);
+                    let took = inserted.ids.remove(&new.id);
                     match &new.attempt {
+                        None if took && inserted.claimed.remove(&new.id) => {
+                            if let Ok(claimed) = &mut claimed {
+                                claimed.push(Claimed::first(new));
+                            }
+                        }
                         None => queued |= took,
                         Some(attempt) if took => lines.add(&new.id, attempt),
                         Some(_) => {}
@@ -143,20 +171,6 @@ impl ExecutionStore for PgStore {
             notify(&tx, "queue").await?;
         }
         lines.insert(&tx).await?;
-        let claimed = match claim {
-            None => Ok(Vec::new()),
-            // Alone in its transaction, or in a savepoint, so a claim that fails leaves the writes
-            // standing.
-            Some(claim) if writes.is_empty() => claim_due(&tx, &claim).await,
-            Some(claim) => {
-                let savepoint = tx.savepoint("claim").await?;
-                let claimed = claim_due(&savepoint, &claim).await;
-                if claimed.is_ok() {
-                    savepoint.commit().await?;
-                }
-                claimed
-            }
-        };
         tx.commit().await?;
         Ok(Written { applied, claimed })
     }
