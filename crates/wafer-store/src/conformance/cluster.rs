@@ -85,11 +85,12 @@ pub async fn nodes_beat_and_leave(stores: &Stores) {
     );
     assert_eq!(nodes[0].beat, beat("n1", 7));
     assert!(nodes[0].silent_for < Duration::from_secs(60));
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Windows wide enough that a loaded machine's pause between the beat and the read stays inside.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     stores.cluster.heartbeat(&beat("n2", 2)).await.unwrap();
     let recent = stores
         .cluster
-        .nodes(Duration::from_millis(20))
+        .nodes(Duration::from_millis(400))
         .await
         .unwrap();
     assert_eq!(recent.len(), 1, "a silent node drops out: {recent:?}");

@@ -6,7 +6,7 @@
 //! the row is still running that attempt under that node's claim. Every time compared is [`NOW_MS`], the
 //! database's clock. Rows are written in `records.rs`.
 
-use super::records::{insert, record};
+use super::records::{insert, insert_claimed, record};
 use super::rows::{
     corrupt, execution_from_row, i64_of, log_from_row, summary, u64_of, COLUMNS, LOG_COLUMNS,
 };
@@ -43,11 +43,41 @@ impl ExecutionStore for SqliteStore {
     ) -> Result<Written, StoreError> {
         self.with_executions(move |conn| {
             let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // The claim takes the work due before this batch first, then the batch's own queued
+            // executions, which are inserted already claimed: each row written once, not twice.
+            let mut claimed = match &claim {
+                None => Ok(Vec::new()),
+                // A savepoint, so a claim that fails leaves the writes standing.
+                Some(claim) => {
+                    let savepoint = tx.savepoint()?;
+                    let claimed = claim_due(&savepoint, claim);
+                    if claimed.is_ok() {
+                        savepoint.commit()?;
+                    }
+                    claimed
+                }
+            };
+            let mut take = match (&claim, &claimed) {
+                (Some(claim), Ok(due)) => usize::try_from(claim.limit)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(due.len()),
+                _ => 0,
+            };
             let mut applied = Vec::with_capacity(writes.len());
             for write in writes.iter() {
                 match write {
                     Write::Insert(new) => {
-                        insert(&tx, new, None)?;
+                        match (&claim, &mut claimed) {
+                            (Some(claim), Ok(claimed)) if take > 0 && new.attempt.is_none() => {
+                                if insert_claimed(&tx, new, claim)? {
+                                    claimed.push(Claimed::first(new));
+                                    take -= 1;
+                                }
+                            }
+                            _ => {
+                                insert(&tx, new, None)?;
+                            }
+                        }
                         applied.push(true);
                     }
                     Write::Finish {
@@ -58,18 +88,6 @@ impl ExecutionStore for SqliteStore {
                     } => applied.push(record(&tx, id, outcome, Some((node, *attempt)))?),
                 }
             }
-            let claimed = match claim {
-                None => Ok(Vec::new()),
-                // A savepoint, so a claim that fails leaves the writes standing.
-                Some(claim) => {
-                    let savepoint = tx.savepoint()?;
-                    let claimed = claim_due(&savepoint, &claim);
-                    if claimed.is_ok() {
-                        savepoint.commit()?;
-                    }
-                    claimed
-                }
-            };
             tx.commit()?;
             Ok(Written { applied, claimed })
         })

@@ -6,7 +6,7 @@
 
 use super::rows::i64_of;
 use super::{millis, NOW_MS};
-use crate::executions::{Attempt, NewExecution};
+use crate::executions::{Attempt, Claim, NewExecution};
 use crate::sql::{new_row, owed, owed_values};
 use crate::StoreError;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
@@ -63,6 +63,41 @@ fn insert_queued(
             new.hops,
             key.map(|(key, _)| key),
             key.map(|(_, digest)| digest),
+        ])? > 0;
+    Ok(inserted)
+}
+
+/// Stores queued execution `new` already claimed by `claim`'s node, running its first attempt under
+/// its lease; `false` when its id is stored already.
+pub(super) fn insert_claimed(
+    tx: &rusqlite::Transaction<'_>,
+    new: &NewExecution,
+    claim: &Claim,
+) -> Result<bool, StoreError> {
+    let (request, ..) = new_row(new)?;
+    let inserted =
+        tx.prepare_cached(&format!(
+            "INSERT INTO executions (id, function, version, trigger, status, attempts, max_attempts,
+                 queued_at, started_at, claimed_by, lease_until, request, body, callback_url,
+                 qualifier, hops, replayable)
+             VALUES (?1, ?2, ?3, ?4, 'running', 1, ?5, ?6, {NOW_MS}, ?7, {NOW_MS} + ?8, ?9, ?10, ?11,
+                 ?12, ?13, 1)
+             ON CONFLICT DO NOTHING"
+        ))?
+        .execute(params![
+            new.id,
+            new.function,
+            new.version,
+            new.trigger.as_str(),
+            new.max_attempts,
+            new.queued_at,
+            claim.node,
+            millis(claim.lease),
+            request,
+            new.body,
+            new.callback_url,
+            new.qualifier,
+            new.hops,
         ])? > 0;
     Ok(inserted)
 }
