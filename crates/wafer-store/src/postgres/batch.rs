@@ -97,8 +97,9 @@ impl<'a> NewRows<'a> {
         claim: Option<&Claim>,
         take: usize,
     ) -> Result<Inserted, StoreError> {
-        let mut inserted = self.insert_queued(tx, claim, take).await?;
-        inserted.ids.extend(self.insert_ended(tx).await?);
+        let (mut inserted, ended) =
+            tokio::try_join!(self.insert_queued(tx, claim, take), self.insert_ended(tx))?;
+        inserted.ids.extend(ended);
         Ok(inserted)
     }
 

@@ -96,7 +96,7 @@ impl ExecutionStore for PgStore {
         claim: Option<Claim>,
     ) -> Result<Written, StoreError> {
         let mut client = self.client().await?;
-        let mut tx = client.transaction().await?;
+        let tx = client.transaction().await?;
         let mut applied = vec![false; writes.len()];
         let mut lines = Lines::default();
         let mut queued = false;
@@ -123,11 +123,13 @@ impl ExecutionStore for PgStore {
             // Alone in its transaction, or in a savepoint, so a claim that fails leaves the writes
             // standing.
             Some(claim) if writes.is_empty() => claim_due(&tx, claim).await,
+            // The savepoint and the claim go in one round trip; the commit releases the savepoint.
             Some(claim) => {
-                let savepoint = tx.savepoint("claim").await?;
-                let claimed = claim_due(&savepoint, claim).await;
-                if claimed.is_ok() {
-                    savepoint.commit().await?;
+                let (savepoint, claimed) =
+                    tokio::join!(tx.batch_execute("SAVEPOINT claim"), claim_due(&tx, claim));
+                savepoint?;
+                if claimed.is_err() {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT claim").await?;
                 }
                 claimed
             }
@@ -139,8 +141,10 @@ impl ExecutionStore for PgStore {
                 .min(rows.queued()),
             _ => 0,
         };
-        let mut inserted = rows.insert(&tx, claim.as_ref(), take).await?;
-        let ended = ends.record(&tx).await?;
+        // Statements that do not depend on each other's answers are sent together, each batch of them
+        // one round trip: the inserts with the ends, then the notification with the log lines.
+        let (mut inserted, ended) =
+            tokio::try_join!(rows.insert(&tx, claim.as_ref(), take), ends.record(&tx))?;
         for (i, write) in writes.iter().enumerate() {
             match write {
                 Write::Insert(new) => {
@@ -167,10 +171,13 @@ impl ExecutionStore for PgStore {
                 }
             }
         }
-        if queued {
-            notify(&tx, "queue").await?;
-        }
-        lines.insert(&tx).await?;
+        let notified = async {
+            match queued {
+                true => notify(&tx, "queue").await,
+                false => Ok(()),
+            }
+        };
+        tokio::try_join!(notified, lines.insert(&tx))?;
         tx.commit().await?;
         Ok(Written { applied, claimed })
     }

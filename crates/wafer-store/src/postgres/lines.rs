@@ -37,29 +37,33 @@ impl Lines {
         if self.ids.is_empty() {
             return Ok(());
         }
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOGS_LOCK])
-            .await?;
-        let statement = tx
-            .prepare_cached(
-                "INSERT INTO logs (execution_id, function, at, stream, line, level)
-                 SELECT e.id, e.function, l.at, l.stream, l.line, l.level
-                 FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[])
-                      WITH ORDINALITY AS l(id, at, stream, line, level, n)
-                 JOIN executions e ON e.id = l.id
-                 ORDER BY l.n",
-            )
-            .await?;
-        tx.execute(
-            &statement,
-            &[
+        // Sent together in one round trip: the lock first, as one simple query (a statement that had
+        // to be prepared first would go out after the insert), then the lines and the notification.
+        let lock = format!("SELECT pg_advisory_xact_lock({LOGS_LOCK})");
+        let locked = async { tx.batch_execute(&lock).await.map_err(StoreError::from) };
+        let inserted = async {
+            let statement = tx
+                .prepare_cached(
+                    "INSERT INTO logs (execution_id, function, at, stream, line, level)
+                     SELECT e.id, e.function, l.at, l.stream, l.line, l.level
+                     FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[])
+                          WITH ORDINALITY AS l(id, at, stream, line, level, n)
+                     JOIN executions e ON e.id = l.id
+                     ORDER BY l.n",
+                )
+                .await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
                 &self.ids,
                 &self.at,
                 &self.streams,
                 &self.lines,
                 &self.levels,
-            ],
-        )
-        .await?;
-        notify(tx, "logs").await
+            ];
+            tx.execute(&statement, &params)
+                .await
+                .map_err(StoreError::from)
+        };
+        tokio::try_join!(locked, inserted, notify(tx, "logs"))?;
+        Ok(())
     }
 }
