@@ -21,7 +21,7 @@ pub(super) fn insert(
     key: Option<&(String, String)>,
 ) -> Result<bool, StoreError> {
     let Some(attempt) = &new.attempt else {
-        return insert_queued(tx, new, key);
+        return insert_queued(tx, new, key, None);
     };
     let inserted = insert_ended(tx, new, attempt, key)?;
     if inserted {
@@ -30,20 +30,26 @@ pub(super) fn insert(
     Ok(inserted)
 }
 
-/// Stores an execution that has not run yet (async, cron), queued and due now.
+/// Stores an execution that has not run yet (async, cron): queued and due now, or, with `claim`,
+/// already claimed by its node, running its first attempt under the claim's lease.
 fn insert_queued(
     tx: &rusqlite::Transaction<'_>,
     new: &NewExecution,
     key: Option<&(String, String)>,
+    claim: Option<&Claim>,
 ) -> Result<bool, StoreError> {
-    let (request, status, attempts, queued) = new_row(new)?;
+    let (request, ..) = new_row(new)?;
+    // ?14 is the claiming node, NULL for a queued row.
     let inserted =
         tx.prepare_cached(&format!(
             "INSERT INTO executions (id, function, version, trigger, status, attempts, max_attempts,
-                 queued_at, next_at, request, body, callback_url, qualifier, hops, replayable,
-                 idempotency_key, request_digest)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?9 THEN {NOW_MS} END, ?10, ?11, ?12,
-                 ?13, ?14, ?9, ?15, ?16)
+                 queued_at, next_at, started_at, claimed_by, lease_until, request, body,
+                 callback_url, qualifier, hops, replayable, idempotency_key, request_digest)
+             VALUES (?1, ?2, ?3, ?4, CASE WHEN ?14 IS NULL THEN 'queued' ELSE 'running' END,
+                 CASE WHEN ?14 IS NULL THEN 0 ELSE 1 END, ?5, ?6,
+                 CASE WHEN ?14 IS NULL THEN {NOW_MS} END, CASE WHEN ?14 IS NOT NULL THEN {NOW_MS} END,
+                 ?14, CASE WHEN ?14 IS NOT NULL THEN {NOW_MS} + ?15 END, ?7, ?8, ?9, ?10, ?11, 1,
+                 ?12, ?13)
              ON CONFLICT DO NOTHING"
         ))?
         .execute(params![
@@ -51,11 +57,8 @@ fn insert_queued(
             new.function,
             new.version,
             new.trigger.as_str(),
-            status.as_str(),
-            attempts,
             new.max_attempts,
             new.queued_at,
-            queued,
             request,
             new.body,
             new.callback_url,
@@ -63,6 +66,8 @@ fn insert_queued(
             new.hops,
             key.map(|(key, _)| key),
             key.map(|(_, digest)| digest),
+            claim.map(|claim| claim.node.as_str()),
+            claim.map(|claim| millis(claim.lease)),
         ])? > 0;
     Ok(inserted)
 }
@@ -74,32 +79,7 @@ pub(super) fn insert_claimed(
     new: &NewExecution,
     claim: &Claim,
 ) -> Result<bool, StoreError> {
-    let (request, ..) = new_row(new)?;
-    let inserted =
-        tx.prepare_cached(&format!(
-            "INSERT INTO executions (id, function, version, trigger, status, attempts, max_attempts,
-                 queued_at, started_at, claimed_by, lease_until, request, body, callback_url,
-                 qualifier, hops, replayable)
-             VALUES (?1, ?2, ?3, ?4, 'running', 1, ?5, ?6, {NOW_MS}, ?7, {NOW_MS} + ?8, ?9, ?10, ?11,
-                 ?12, ?13, 1)
-             ON CONFLICT DO NOTHING"
-        ))?
-        .execute(params![
-            new.id,
-            new.function,
-            new.version,
-            new.trigger.as_str(),
-            new.max_attempts,
-            new.queued_at,
-            claim.node,
-            millis(claim.lease),
-            request,
-            new.body,
-            new.callback_url,
-            new.qualifier,
-            new.hops,
-        ])? > 0;
-    Ok(inserted)
+    insert_queued(tx, new, None, Some(claim))
 }
 
 /// The columns of an attempt's result that [`attempt_values`] gives, in its order.
