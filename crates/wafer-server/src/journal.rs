@@ -96,8 +96,7 @@ impl Workers {
         claimed: Result<Vec<Claimed>, Failure>,
         mut permits: OwnedSemaphorePermit,
     ) -> Result<Looked, Failure> {
-        let handed: Handed = claimed
-            .inspect_err(|(e, _)| tracing::error!("cannot claim queued executions: {e}"))?
+        let handed: Handed = claimed?
             .into_iter()
             .filter_map(|execution| Some((execution, permits.split(1)?)))
             .collect();
@@ -175,7 +174,13 @@ impl Journal {
                     tracing::error!("cannot store execution records: {e}");
                 }
                 let (applied, claimed) = match result {
-                    Ok(Written { applied, claimed }) => (Ok(applied), claimed.map_err(failure)),
+                    Ok(Written { applied, claimed }) => {
+                        let claimed = claimed.map_err(|e| {
+                            tracing::error!("cannot claim queued executions: {e}");
+                            failure(e)
+                        });
+                        (Ok(applied), claimed)
+                    }
                     Err(e) => {
                         let failed = failure(e);
                         (Err(failed.clone()), Err(failed))

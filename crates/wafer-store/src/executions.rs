@@ -171,6 +171,16 @@ pub struct Claim {
     pub limit: u32,
 }
 
+impl Claim {
+    /// How many of the batch's own new executions the claim may still take once it has taken `due`,
+    /// the work due before the batch.
+    pub(crate) fn left_after(&self, due: &[Claimed]) -> usize {
+        usize::try_from(self.limit)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(due.len())
+    }
+}
+
 /// What a batch ([`ExecutionStore::write`]) did.
 #[derive(Debug)]
 pub struct Written {

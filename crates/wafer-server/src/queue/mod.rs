@@ -137,8 +137,9 @@ async fn dispatch(app: Arc<App>) {
                 },
                 // Every worker is busy: the commit of the first to end claims for it.
                 Ok(Looked::NoneFree) => IDLE_POLL,
+                // The journal has logged why.
                 Err(e) => {
-                    tracing::error!("cannot claim queued executions: {e}");
+                    tracing::debug!("cannot look for queued executions: {e}");
                     IDLE_POLL
                 }
             };

@@ -103,11 +103,6 @@ impl<'a> NewRows<'a> {
         Ok(inserted)
     }
 
-    /// How many rows it queues.
-    pub(super) fn queued(&self) -> usize {
-        self.queued.ids.len()
-    }
-
     async fn insert_queued(
         &self,
         tx: &Transaction<'_>,
@@ -147,7 +142,7 @@ impl<'a> NewRows<'a> {
             )
         });
         let statement = tx.prepare_cached(&SQL).await?;
-        let take = i64::try_from(if claim.is_some() { take } else { 0 }).unwrap_or(i64::MAX);
+        let take = i64::try_from(take).unwrap_or(i64::MAX);
         let node = claim.map(|claim| claim.node.as_str());
         let lease = claim.map_or(0, |claim| millis(claim.lease));
         let params: Vec<Param<'_>> = rows

@@ -135,10 +135,7 @@ impl ExecutionStore for PgStore {
             }
         };
         let take = match (&claim, &claimed) {
-            (Some(claim), Ok(due)) => usize::try_from(claim.limit)
-                .unwrap_or(usize::MAX)
-                .saturating_sub(due.len())
-                .min(rows.queued()),
+            (Some(claim), Ok(due)) => claim.left_after(due),
             _ => 0,
         };
         // Statements that do not depend on each other's answers are sent together, each batch of them

@@ -58,9 +58,7 @@ impl ExecutionStore for SqliteStore {
                 }
             };
             let mut take = match (&claim, &claimed) {
-                (Some(claim), Ok(due)) => usize::try_from(claim.limit)
-                    .unwrap_or(usize::MAX)
-                    .saturating_sub(due.len()),
+                (Some(claim), Ok(due)) => claim.left_after(due),
                 _ => 0,
             };
             let mut applied = Vec::with_capacity(writes.len());
