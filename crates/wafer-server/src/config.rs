@@ -32,7 +32,12 @@ pub struct ServerConfig {
     pub containers: crate::containers::ContainerSettings,
     /// Where the web console listens.
     pub console: ConsoleListen,
+    /// How long a stop waits for requests in flight and running async attempts.
+    pub grace: Duration,
 }
+
+/// How long a stop waits for requests in flight and running async attempts by default.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 /// Where the web console (`/ui`) listens: on a listener of its own, never the one that serves
 /// functions, so no function's page shares an origin with it (a page of the same origin could read
@@ -200,6 +205,7 @@ impl ServerConfig {
             advertise: None,
             containers: Default::default(),
             console: ConsoleListen::Beside,
+            grace: DEFAULT_GRACE,
         }
     }
 }

@@ -8,7 +8,9 @@
 //! load one commit stores the submissions that arrived, records the attempts that ended and hands the
 //! next executions to workers; the queue asks for a look of its own ([`Journal::look`]) only when work
 //! may have come another way. Followers of a function's log watch [`Journal::committed`] to know when
-//! to read again. A background task deletes finished records outside the retention settings.
+//! to read again. A background task deletes finished records outside the retention settings. A stopping
+//! node claims no more ([`Journal::stop_claiming`]) and waits for what it sent to be committed
+//! ([`Journal::flush`]).
 
 use crate::config::ExecutionSettings;
 use crate::error::Error;
@@ -47,6 +49,10 @@ enum Op {
     },
     ClaimFor(Box<Workers>),
     Look(oneshot::Sender<Result<Looked, Failure>>),
+    /// Claims nothing more: the workers are forgotten, which closes their hand-over channel.
+    StopClaiming,
+    /// Answers once everything sent before it has been committed.
+    Flush(oneshot::Sender<()>),
 }
 
 /// What a look ([`Journal::look`]) found.
@@ -146,6 +152,7 @@ impl Journal {
                 let mut writes = Vec::with_capacity(ops.len());
                 let mut acks = Vec::with_capacity(ops.len());
                 let mut looks = Vec::new();
+                let mut flushes = Vec::new();
                 for op in ops.drain(..) {
                     match op {
                         Op::Write { write, ack } => {
@@ -154,6 +161,8 @@ impl Journal {
                         }
                         Op::ClaimFor(these) => workers = Some(these),
                         Op::Look(ack) => looks.push(ack),
+                        Op::StopClaiming => workers = None,
+                        Op::Flush(ack) => flushes.push(ack),
                     }
                 }
                 // A batch that makes work, or that was asked to, claims work for the free workers.
@@ -166,6 +175,9 @@ impl Journal {
                     for ack in looks {
                         let _ = ack.send(Ok(Looked::NoneFree));
                     }
+                    flushes.into_iter().for_each(|ack| {
+                        let _ = ack.send(());
+                    });
                     continue;
                 }
                 let (claim, permits) = claim.unzip();
@@ -202,6 +214,9 @@ impl Journal {
                 for ack in looks {
                     let _ = ack.send(looked.clone());
                 }
+                flushes.into_iter().for_each(|ack| {
+                    let _ = ack.send(());
+                });
                 generation.send_modify(|g| *g += 1);
             }
         });
@@ -247,6 +262,20 @@ impl Journal {
         let (ack, done) = oneshot::channel();
         self.send(Op::Look(ack)).await?;
         answer(done).await
+    }
+
+    /// Claims no more work for the workers [`Journal::claim_for`] named: commits from now on only
+    /// write, and the workers' hand-over channel closes once what was claimed has been handed over.
+    pub async fn stop_claiming(&self) -> Result<(), Error> {
+        self.send(Op::StopClaiming).await
+    }
+
+    /// Waits until every write sent before this call has been committed (or has failed, which its
+    /// writer hears of), records nobody waits for included.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let (ack, done) = oneshot::channel();
+        self.send(Op::Flush(ack)).await?;
+        done.await.map_err(|_| stopped())
     }
 
     async fn send(&self, op: Op) -> Result<(), Error> {
@@ -466,6 +495,41 @@ mod tests {
             free.available_permits(),
             2,
             "a claim that took nothing frees its workers"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stopped_claimer_gets_nothing_more_and_a_flush_waits_for_unwaited_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(wafer_store::SqliteStore::open(dir.path()).unwrap());
+        let journal = Journal::start(store.clone());
+        let (hand, mut handed) = mpsc::unbounded_channel();
+        let workers = Workers {
+            node: "n1".into(),
+            lease: std::time::Duration::from_secs(60),
+            free: Arc::new(Semaphore::new(4)),
+            hand,
+        };
+        journal.claim_for(workers).await.unwrap();
+        assert!(journal.commit(queued("e1")).await.unwrap());
+        journal.stop_claiming().await.unwrap();
+        // What was claimed before the stop is still handed over; then the channel closes.
+        assert_eq!(handed.recv().await.unwrap()[0].0.id, "e1");
+        assert!(handed.recv().await.is_none());
+        assert!(journal.commit(queued("e2")).await.unwrap());
+        assert_eq!(journal.look().await.unwrap(), Looked::NoneFree);
+
+        // A record nobody waits for is in the store once a flush after it returns.
+        journal.record(queued("e3"));
+        journal.flush().await.unwrap();
+        let e3 = store.get_execution("e3", false).await.unwrap().unwrap();
+        let e2 = store.get_execution("e2", false).await.unwrap().unwrap();
+        assert_eq!(
+            (e2.status, e3.status),
+            (
+                wafer_api::ExecutionStatus::Queued,
+                wafer_api::ExecutionStatus::Queued
+            )
         );
     }
 

@@ -42,7 +42,9 @@ mod validate;
 
 pub use app::{App, StartError};
 pub use code::CodeBudget;
-pub use config::{ConsoleListen, Database, Defaults, ExecutionSettings, ServerConfig};
+pub use config::{
+    ConsoleListen, Database, Defaults, ExecutionSettings, ServerConfig, DEFAULT_GRACE,
+};
 pub use containers::{ContainerSettings, DEFAULT_SOCKET as DEFAULT_CONTAINERD_SOCKET};
 pub use error::Error;
 pub use routes::router;
@@ -56,6 +58,11 @@ use std::net::SocketAddr;
 ///
 /// Logs one line, `wafer listening on http://ADDR`, once it accepts connections, and one for the
 /// console, `console on http://ADDR/ui/`.
+///
+/// Once `shutdown` resolves it drains: the listeners accept no more connections and the queue claims
+/// no more work; requests in flight and running async attempts have `config.grace` to finish, and the
+/// claims of attempts still running then go back to the queue (see [`queue::stop`]). The execution
+/// journal is flushed and the node leaves its cluster before this returns.
 pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -122,7 +129,36 @@ pub async fn serve(
             None => Ok(()),
         }
     };
-    let (served, console_served) = tokio::join!(main, console);
+    let served = async { tokio::join!(main, console) };
+    tokio::pin!(served);
+    let ended_early = tokio::select! {
+        results = &mut served => Some(results),
+        _ = until_stopped(stopped.clone()) => None,
+    };
+    // Stopping: the listeners accept no more, the queue claims no more; requests in flight and running
+    // attempts have the grace period to finish.
+    let grace = app.config.grace;
+    tracing::info!("stopping: requests in flight and running attempts have {grace:?} to finish");
+    let deadline = tokio::time::Instant::now() + grace;
+    let http = async {
+        match ended_early {
+            Some(results) => Some(results),
+            None => tokio::time::timeout_at(deadline, &mut served).await.ok(),
+        }
+    };
+    let (results, queue) = tokio::join!(http, queue::stop(&app, deadline));
+    if results.is_none() {
+        tracing::warn!("requests still in flight after {grace:?} were cut off");
+    }
+    if let Err(e) = app.journal.flush().await {
+        tracing::error!("cannot flush the execution journal: {e}");
+    }
     app.leave().await;
+    tracing::info!(
+        attempts = queue.running,
+        released = queue.released,
+        "stopped"
+    );
+    let (served, console_served) = results.unwrap_or((Ok(()), Ok(())));
     served.and(console_served).map_err(StartError::Serve)
 }

@@ -409,6 +409,13 @@ pub trait ExecutionStore: Send + Sync {
     /// there were.
     async fn requeue_claims(&self, node: &str) -> Result<u64, StoreError>;
 
+    /// Gives back the claims `node` holds on the running executions `ids`, as a stopping node does for
+    /// the attempts it cut short: each goes back in the queue, due now, its attempt not counted (it
+    /// never ended), so it runs again — on another node, or on this one after its restart — as the
+    /// same attempt. An attempt that ends afterwards is refused, as any end of a claim no longer held.
+    /// Returns how many it gave back.
+    async fn release_claims(&self, node: &str, ids: &[String]) -> Result<u64, StoreError>;
+
     /// How long until the next queued execution is due (zero when one is due now), if any is queued.
     async fn next_due(&self) -> Result<Option<Duration>, StoreError>;
 

@@ -28,6 +28,15 @@ pub(crate) fn release(now: &str) -> String {
     )
 }
 
+/// The `SET` list that gives back a claim on a running execution whose attempt did not end: queued,
+/// due at `now`, the attempt not counted.
+pub(crate) fn give_back(now: &str) -> String {
+    format!(
+        "status = 'queued', attempts = attempts - 1, next_at = {now},
+         claimed_by = NULL, lease_until = NULL"
+    )
+}
+
 /// The `SET` list that puts a dead letter back in the queue, due at `now`, with `budget` (a parameter)
 /// more attempts; what it owed when it ended is owed again when it ends again.
 pub(crate) fn requeue(now: &str, budget: &str) -> String {

@@ -297,6 +297,10 @@ pub struct ServeArgs {
     /// node dies, another runs its executions again this long after its last renewal.
     #[arg(long, env = "WAFER_QUEUE_LEASE", value_parser = crate::cmd::deploy::parse_timeout_ms)]
     pub queue_lease: Option<u64>,
+    /// How long a stop (SIGTERM, Ctrl-C) waits for requests in flight and running async attempts, e.g.
+    /// 30s (the default); attempts still running then go back to the queue without counting.
+    #[arg(long, env = "WAFER_GRACE", value_parser = crate::cmd::deploy::parse_timeout_ms)]
+    pub grace: Option<u64>,
     /// Run as a node of a cluster on this PostgreSQL database (postgres://USER:PASSWORD@HOST/DB; add
     /// ?sslmode=require for TLS) instead of the embedded SQLite database in the data directory.
     #[arg(long, env = "WAFER_DATABASE", hide_env_values = true)]

@@ -51,6 +51,9 @@ pub struct Queue {
     callbacks: Notify,
     destinations: Notify,
     running: Mutex<HashSet<String>>,
+    /// Told each time an attempt's end has been recorded.
+    ended: Notify,
+    dispatcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Queue {
@@ -60,15 +63,28 @@ impl Queue {
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.running)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How a stop ([`stop`]) left the attempts this node was running.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Attempts running once the stop had started everything claimed before it.
+    pub running: usize,
+    /// Of those, the ones cut short at the deadline and given back to the queue.
+    pub released: u64,
 }
 
 /// Starts the dispatcher, the lease keeper and the senders of callbacks and destinations.
 pub fn start(app: &Arc<App>) {
-    tokio::spawn(dispatch(app.clone()));
+    *lock(&app.queue.dispatcher) = Some(tokio::spawn(dispatch(app.clone())));
     tokio::spawn(keep_leases(app.clone()));
     deliver::start(app);
 }
@@ -170,8 +186,53 @@ fn run_all(app: &Arc<App>, claimed: Handed) {
             drop(permit);
             finish(&app, &execution, outcome).await;
             app.queue.running().remove(&execution.id);
+            app.queue.ended.notify_waiters();
         });
     }
+}
+
+/// Stops the queue on this node: claims no more work, lets the attempts it runs end and records them
+/// until `deadline`, then gives back the claims of those still running, so another node (or this
+/// one, restarted) runs them again without counting the attempt that was cut short.
+pub async fn stop(app: &App, deadline: tokio::time::Instant) -> Stopped {
+    if app.journal.stop_claiming().await.is_err() {
+        return Stopped::default();
+    }
+    // The dispatcher ends once it has started everything the journal claimed for it.
+    let dispatcher = lock(&app.queue.dispatcher).take();
+    if let Some(dispatcher) = dispatcher {
+        let _ = tokio::time::timeout_at(deadline, dispatcher).await;
+    }
+    let running = app.queue.running().len();
+    let ended = async {
+        loop {
+            let ended = app.queue.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if app.queue.running().is_empty() {
+                return;
+            }
+            ended.await;
+        }
+    };
+    let released = match tokio::time::timeout_at(deadline, ended).await {
+        Ok(()) => 0,
+        Err(_) => {
+            let cut: Vec<String> = app.queue.running().iter().cloned().collect();
+            match app.executions.release_claims(&app.node, &cut).await {
+                Ok(released) => released,
+                Err(e) => {
+                    tracing::error!(
+                        executions = cut.len(),
+                        "cannot give back the claims of attempts cut short; they run again once \
+                         their leases lapse: {e}"
+                    );
+                    0
+                }
+            }
+        }
+    };
+    Stopped { running, released }
 }
 
 /// Runs one claimed attempt and says how it ended: the version its qualifier draws, unless it

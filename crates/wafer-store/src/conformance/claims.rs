@@ -236,6 +236,35 @@ pub async fn a_start_requeues_only_the_nodes_own_claims(stores: &Stores) {
     );
 }
 
+pub async fn a_released_claim_is_queued_again_without_counting_its_attempt(stores: &Stores) {
+    insert(stores, vec![queued("mine", "f"), queued("theirs", "f")]).await;
+    stores.executions.claim("n1", HOUR, 1).await.unwrap();
+    stores.executions.claim("n2", HOUR, 1).await.unwrap();
+    let ids = ["mine".to_string(), "theirs".to_string(), "none".to_string()];
+    assert_eq!(
+        stores.executions.release_claims("n1", &ids).await.unwrap(),
+        1
+    );
+    assert_eq!(status_of(stores, "mine").await, ExecutionStatus::Queued);
+    assert_eq!(status_of(stores, "theirs").await, ExecutionStatus::Running);
+    assert_eq!(execution(stores, "mine", false).await.attempts, 0);
+    // The cut attempt's end comes too late, and the execution runs again as the same attempt.
+    let late = finish("mine", "n1", 1, ended(ExecutionStatus::Succeeded, 1));
+    assert_eq!(write(stores, vec![late]).await, [false]);
+    let again = stores.executions.claim("n2", HOUR, 10).await.unwrap();
+    assert_eq!(
+        again
+            .iter()
+            .map(|c| (c.id.as_str(), c.attempt))
+            .collect::<Vec<_>>(),
+        [("mine", 1)]
+    );
+    assert_eq!(
+        stores.executions.release_claims("n1", &ids).await.unwrap(),
+        0
+    );
+}
+
 pub async fn concurrent_claimers_never_share_an_execution(stores: &Stores) {
     const QUEUED: usize = 200;
     insert(

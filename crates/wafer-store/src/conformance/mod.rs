@@ -60,6 +60,7 @@ macro_rules! conformance {
             claims::an_expired_lease_is_swept_back_into_the_queue,
             claims::a_renewed_lease_is_kept,
             claims::a_start_requeues_only_the_nodes_own_claims,
+            claims::a_released_claim_is_queued_again_without_counting_its_attempt,
             executions::listing_pages_newest_first_and_filters_by_status,
             executions::a_sync_execution_is_stored_with_its_attempt_and_what_it_owes,
             executions::retention_keeps_the_newest_and_owed_callbacks,

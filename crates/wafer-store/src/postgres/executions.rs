@@ -19,7 +19,7 @@ use crate::executions::{
     Admit, Claim, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore, NewExecution, Page,
     QueueStats, Retention, Retried, StoredRequest, Write, Written,
 };
-use crate::sql::{new_row, prunable, ranked_finished, release};
+use crate::sql::{give_back, new_row, prunable, ranked_finished, release};
 use crate::StoreError;
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Transaction};
@@ -215,6 +215,19 @@ impl ExecutionStore for PgStore {
         let moved = requeue(&tx, &sql, &[&node]).await?;
         tx.commit().await?;
         Ok(moved)
+    }
+
+    async fn release_claims(&self, node: &str, ids: &[String]) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let sql = format!(
+            "UPDATE executions SET {}
+             WHERE id = ANY($1) AND status = 'running' AND claimed_by = $2",
+            give_back(NOW_MS)
+        );
+        let released = requeue(&tx, &sql, &[&ids, &node]).await?;
+        tx.commit().await?;
+        Ok(released)
     }
 
     async fn next_due(&self) -> Result<Option<Duration>, StoreError> {

@@ -15,7 +15,7 @@ use crate::executions::{
     Admit, Claim, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore, NewExecution, Page,
     QueueStats, Retention, Retried, StoredRequest, Write, Written,
 };
-use crate::sql::{prunable, ranked_finished, release};
+use crate::sql::{give_back, prunable, ranked_finished, release};
 use crate::StoreError;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -137,6 +137,27 @@ impl ExecutionStore for SqliteStore {
                 ),
                 [node],
             )? as u64)
+        })
+        .await
+    }
+
+    async fn release_claims(&self, node: &str, ids: &[String]) -> Result<u64, StoreError> {
+        let (node, ids) = (node.to_owned(), ids.to_vec());
+        self.with_executions(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut released = 0;
+            {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "UPDATE executions SET {}
+                     WHERE id = ?1 AND status = 'running' AND claimed_by = ?2",
+                    give_back(NOW_MS)
+                ))?;
+                for id in &ids {
+                    released += stmt.execute(params![id, node])? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(released)
         })
         .await
     }

@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 use wafer_engine::FunctionDefaults;
 use wafer_server::{
     CodeBudget, ConsoleListen, ContainerSettings, Database, Defaults, ExecutionSettings,
-    Registries, ServerConfig,
+    Registries, ServerConfig, DEFAULT_GRACE,
 };
 
 /// The config file read when `--config` is not given, if it exists.
@@ -97,6 +97,7 @@ struct FileConfig {
     #[serde(default)]
     callback_hosts: Vec<String>,
     queue_lease: Option<String>,
+    grace: Option<String>,
     database: Option<String>,
     database_ca: Option<PathBuf>,
     node_id: Option<String>,
@@ -304,6 +305,10 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
         node_id: args.node_id.or(file.node_id),
         advertise: args.advertise.or(file.advertise),
         containers,
+        grace: args
+            .grace
+            .or(from_file("grace", file.grace, parse_timeout_ms)?)
+            .map_or(DEFAULT_GRACE, Duration::from_millis),
         console: match args.console_listen {
             Some(console) => console,
             None => match file.console_listen {
@@ -361,10 +366,12 @@ mod tests {
             memory = "64MiB"
             timeout = "5s"
             max_instances = 7
+            grace = "5s"
             "#,
         )
         .unwrap();
         let config = server_config(args(&["--timeout", "2s"]), file).unwrap();
+        assert_eq!(config.grace, Duration::from_secs(5));
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.defaults.function.memory_mb, 64);
         assert_eq!(config.defaults.function.timeout_ms, 2000);
@@ -374,6 +381,8 @@ mod tests {
             Defaults::default().queue_wait_ms
         );
         assert_eq!(config.data_dir, PathBuf::from("./wafer-data"));
+        let config = server_config(args(&[]), FileConfig::default()).unwrap();
+        assert_eq!(config.grace, DEFAULT_GRACE);
     }
 
     #[test]

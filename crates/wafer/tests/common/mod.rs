@@ -165,12 +165,12 @@ impl Server {
         self.stop();
     }
 
-    /// Stops the server gracefully (SIGTERM) and waits for it to exit.
-    pub fn terminate(&mut self) {
+    /// Stops the server gracefully (SIGTERM) and waits for it to exit; returns how it exited.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let _ = self.child.wait();
+        self.child.wait().ok()
     }
 
     fn stop(&mut self) {
@@ -492,6 +492,34 @@ fn writes_wat(wasi: &str, writes: &[(u32, &str)]) -> Vec<u8> {
             (memory (export "memory") 1)
             {data}
             (func (export "_start") {calls}))"#
+    ))
+}
+
+/// A WAGI module that waits `ms` milliseconds without using the CPU (a relative clock subscription
+/// of `poll_oneoff`, so the host parks it), then prints `response` like [`wagi_wat`].
+pub fn sleep_wat(ms: u64, response: &str) -> Vec<u8> {
+    let escaped: String = response.bytes().map(|b| format!("\\{b:02x}")).collect();
+    wat(&format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "poll_oneoff"
+                (func $poll (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "fd_write"
+                (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 1024) "{escaped}")
+            (func (export "_start")
+                ;; One subscription at 4096: the monotonic clock (1), {ms} ms from now.
+                (i32.store8 (i32.const 4104) (i32.const 0))
+                (i32.store (i32.const 4112) (i32.const 1))
+                (i64.store (i32.const 4120) (i64.const {nanos}))
+                (i64.store (i32.const 4128) (i64.const 0))
+                (i32.store16 (i32.const 4136) (i32.const 0))
+                (drop (call $poll (i32.const 4096) (i32.const 4160) (i32.const 1) (i32.const 4200)))
+                (i32.store (i32.const 0) (i32.const 1024))
+                (i32.store (i32.const 4) (i32.const {len}))
+                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+        nanos = ms * 1_000_000,
+        len = response.len()
     ))
 }
 
