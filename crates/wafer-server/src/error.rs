@@ -152,6 +152,9 @@ impl Error {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
             Error::Store(StoreError::NotANumber(_)) => (StatusCode::BAD_REQUEST, "not_a_number"),
+            Error::Store(StoreError::NoSpace(_)) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
             Error::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
             Error::HeadersTooLarge(_) => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -292,6 +295,12 @@ mod tests {
                 "route_taken",
             ),
             (Error::TooLarge(m()), 413, "payload_too_large"),
+            (StoreError::NoSpace(m()).into(), 507, "insufficient_storage"),
+            (
+                StoreError::from(std::io::Error::from(std::io::ErrorKind::StorageFull)).into(),
+                507,
+                "insufficient_storage",
+            ),
             (
                 StoreError::Full {
                     store: "s".into(),

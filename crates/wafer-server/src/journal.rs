@@ -308,9 +308,10 @@ async fn answer<T>(done: oneshot::Receiver<Result<T, Failure>>) -> Result<T, Err
         })
 }
 
-/// A store error as the journal hands it to waiting writers.
+/// A store error as the journal hands it to waiting writers: a database that cannot be reached or a
+/// full disk is unavailable for now, not broken.
 fn failure(e: StoreError) -> Failure {
-    let unavailable = matches!(e, StoreError::Unavailable(_));
+    let unavailable = matches!(e, StoreError::Unavailable(_) | StoreError::NoSpace(_));
     (e.to_string(), unavailable)
 }
 

@@ -106,9 +106,15 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreErr
         .parent()
         .ok_or_else(|| StoreError::Corrupt(format!("{} has no parent", path.display())))?;
     let (tmp, mut file) = tempfile_in(dir)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = written {
+        // A full disk, most likely: nothing is left behind under any name.
+        let _ = fs::remove_file(&tmp);
+        return Err(e.into());
+    }
     fs::File::open(dir)?.sync_all()?;
     Ok(())
 }

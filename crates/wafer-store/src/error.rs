@@ -32,7 +32,7 @@ pub enum StoreError {
     Locked(std::path::PathBuf),
     /// The database failed.
     #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(rusqlite::Error),
     /// The shared database failed a statement.
     #[error("database error: {0}")]
     Database(String),
@@ -53,15 +53,42 @@ pub enum StoreError {
     },
     /// The filesystem failed.
     #[error("storage I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// The disk the data lives on (the data directory's, or the shared database's) is full: nothing
+    /// was written, and writing works again once there is space.
+    #[error("no space left to store it: {0}")]
+    NoSpace(String),
     /// Stored data could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
 
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                StoreError::NoSpace(e.to_string())
+            }
+            _ => StoreError::Io(e),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::NoSpace(e.to_string()),
+            _ => StoreError::Db(e),
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {
+            Some(db) if *db.code() == tokio_postgres::error::SqlState::DISK_FULL => {
+                StoreError::NoSpace(db.message().to_string())
+            }
             Some(db) => StoreError::Database(match db.detail() {
                 Some(detail) => format!("{}: {detail}", db.message()),
                 None => db.message().to_string(),

@@ -175,7 +175,7 @@ impl Unpacked {
             })
         })
         .map_err(|message| match failed.take() {
-            Some(io) => StoreError::Io(io),
+            Some(io) => StoreError::from(io),
             None => StoreError::Corrupt(message),
         })?;
         let tmp = tmp.keep();

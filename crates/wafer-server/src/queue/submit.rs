@@ -12,7 +12,7 @@ use bytes::Bytes;
 use std::time::Duration;
 use wafer_api::oci::sha256_hex;
 use wafer_api::{AsyncAccepted, Trigger};
-use wafer_store::{Admit, Enqueued, NewExecution, Retried, StoredRequest, Write};
+use wafer_store::{Admit, Enqueued, NewExecution, Retried, StoreError, StoredRequest, Write};
 
 /// The header that makes an async submission idempotent.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -85,7 +85,10 @@ pub async fn submit(
     if key.is_none() && max_queued.is_none() {
         // Nothing to decide against the store: batched with other writes, one commit for many, which
         // also claims it for a free worker if there is one.
-        app.journal.commit(Write::Insert(new)).await?;
+        app.journal
+            .commit(Write::Insert(new))
+            .await
+            .map_err(not_accepted)?;
         return Ok(AsyncAccepted { execution_id: id });
     }
     let name = new.function.clone();
@@ -94,7 +97,12 @@ pub async fn submit(
         key_window: KEY_WINDOW,
         max_queued,
     };
-    match app.executions.enqueue(new, admit).await? {
+    match app
+        .executions
+        .enqueue(new, admit)
+        .await
+        .map_err(|e| not_accepted(e.into()))?
+    {
         Enqueued::Queued => {
             app.queue.wake();
             Ok(AsyncAccepted { execution_id: id })
@@ -114,6 +122,20 @@ pub async fn submit(
                 max_queued.unwrap_or_default()
             )))
         }
+    }
+}
+
+/// A submission the store could not take, as its client hears of it: a full disk is the server's
+/// trouble for now, a 503 worth retrying (never a 202 for what was not stored).
+fn not_accepted(e: Error) -> Error {
+    match e {
+        Error::Store(StoreError::NoSpace(m)) => {
+            Error::Unavailable(format!("the invocation was not accepted: {m}"))
+        }
+        Error::Unavailable(m) => {
+            Error::Unavailable(format!("the invocation was not accepted: {m}"))
+        }
+        other => other,
     }
 }
 

@@ -22,7 +22,8 @@ use wafer_store::FunctionVariables;
         all are stored in one transaction and made live, or none is.",
         content((Vec<u8> = "multipart/form-data"))),
     responses((status = 201, body = AppDeployed), (status = 400, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 507, body = ErrorBody, description = "No space left to store the modules")))]
 pub async fn deploy(State(app): State<Arc<App>>, request: Request) -> Result<Response, Error> {
     let module_cap = app.config.defaults.max_module_bytes;
     let mut multipart = Multipart::from_request(request, &())

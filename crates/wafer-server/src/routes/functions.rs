@@ -49,7 +49,8 @@ fn promote_by_default() -> bool {
             (Vec<u8> = "application/x-tar"))),
     responses((status = 201, body = VersionInfo), (status = 400, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 503, body = ErrorBody, description = "A container function, and containerd cannot be reached")))]
+        (status = 503, body = ErrorBody, description = "A container function, and containerd cannot be reached"),
+        (status = 507, body = ErrorBody, description = "No space left to store the module")))]
 pub async fn deploy(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,

@@ -29,6 +29,33 @@ impl SqliteStore {
         let digest = digest.to_owned();
         self.with_meta(move |conn| uses(conn, &digest)).await
     }
+
+    /// Writes the bytes of `versions` (modules and files bundles) that are not stored yet, naming
+    /// each in `added` as it is written; returns the rows to insert, each with its configuration.
+    async fn put_blobs(
+        &self,
+        versions: Vec<(NewVersion, Bytes)>,
+        added: &mut Vec<String>,
+    ) -> Result<Vec<(NewVersion, String)>, StoreError> {
+        let mut rows = Vec::with_capacity(versions.len());
+        for (new, module) in versions {
+            let config = serde_json::to_string(&new.config)
+                .map_err(|e| StoreError::Corrupt(format!("config does not serialise: {e}")))?;
+            let files = new
+                .files
+                .as_ref()
+                .map(|f| (f.digest.clone(), f.bytes.clone()));
+            for (digest, bytes) in std::iter::once((new.digest.clone(), module)).chain(files) {
+                if self.blobs.contains(&digest).await? {
+                    continue;
+                }
+                self.blobs.put(&digest, bytes).await?;
+                added.push(digest);
+            }
+            rows.push((new, config));
+        }
+        Ok(rows)
+    }
 }
 
 /// Whether any version references module (or files bundle) `digest`.
@@ -271,24 +298,11 @@ impl MetaStore for SqliteStore {
         promote: bool,
     ) -> Result<Vec<StoredFunction>, StoreError> {
         let _deploy = self.deploys.lock().await;
-        let mut rows = Vec::with_capacity(versions.len());
         let mut added = Vec::new();
-        for (new, module) in versions {
-            let config = serde_json::to_string(&new.config)
-                .map_err(|e| StoreError::Corrupt(format!("config does not serialise: {e}")))?;
-            let files = new
-                .files
-                .as_ref()
-                .map(|f| (f.digest.clone(), f.bytes.clone()));
-            for (digest, bytes) in std::iter::once((new.digest.clone(), module)).chain(files) {
-                if !self.blobs.contains(&digest).await? {
-                    added.push(digest.clone());
-                }
-                self.blobs.put(&digest, bytes).await?;
-            }
-            rows.push((new, config));
-        }
-        let stored = self.insert_rows(rows, promote).await;
+        let stored = match self.put_blobs(versions, &mut added).await {
+            Ok(rows) => self.insert_rows(rows, promote).await,
+            Err(e) => Err(e),
+        };
         if stored.is_err() {
             for digest in added {
                 if self.digest_in_use(&digest).await.unwrap_or(true) {

@@ -39,6 +39,11 @@ impl Server {
         Self::start_in(Arc::new(tempfile::tempdir().expect("temp dir")), args)
     }
 
+    /// Starts a server with extra `serve` flags on the data directory `data`.
+    pub fn start_in_dir(data: tempfile::TempDir, args: &[&str]) -> Self {
+        Self::start_in(Arc::new(data), args)
+    }
+
     /// Starts a server on a copy of the data directory `data` (a fixture: the original stays as it is).
     pub fn start_on_copy_of(data: &Path) -> Self {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
