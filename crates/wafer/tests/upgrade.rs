@@ -1,26 +1,112 @@
-//! End-to-end: a data directory written by an earlier wafer opens with this one, with everything in it.
+//! End-to-end: what an earlier wafer left behind opens with this one, with everything in it.
 //!
-//! `fixtures/upgrade/schema-4` was written by wafer at database schema 4 (`fixtures/upgrade/make.sh`
-//! says how, and what it holds). Every later schema change must keep this test passing.
+//! The fixtures under `fixtures/upgrade` (`make.sh` says how each was made, and what it holds):
+//! - `schema-4/`, a data directory written by wafer at SQLite schema 4;
+//! - `sqlite-10/`, one written at SQLite schema 10;
+//! - `postgres-4/postgres.sql`, a cluster's database at PostgreSQL schema 4, restored into a fresh
+//!   database here.
+//!
+//! Every later schema change must keep these tests passing. A schema newer than this wafer knows is
+//! refused at start with a message saying so, and left as it was.
 
 mod common;
 
 use common::{stdout, wait_for, Server, StatusCode};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+use wafer_store::conformance::postgres::TestPostgres;
 
-fn fixture() -> &'static Path {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/upgrade/schema-4"
-    ))
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/upgrade")
+        .join(name)
 }
 
 #[tokio::test]
 async fn a_schema_4_data_directory_opens_with_everything_in_it() {
-    let server = Server::start_on_copy_of(fixture());
+    let server = Server::start_on_copy_of(&fixture("schema-4"));
+    holds_the_first_steps(&server, Writer::Early).await;
+    // Written before claims named their node: the running execution is requeued at start.
+    the_interrupted_execution_runs_again(&server).await;
+}
 
+#[tokio::test]
+async fn a_schema_10_data_directory_opens_with_everything_in_it() {
+    let server = Server::start_on_copy_of(&fixture("sqlite-10"));
+    holds_the_first_steps(&server, Writer::Recent).await;
+    holds_the_later_steps(&server).await;
+    the_interrupted_execution_runs_again(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_4_cluster_database_opens_with_everything_in_it() {
+    let Some(pg) = TestPostgres::shared() else {
+        return;
+    };
+    let url = pg.create_database().await;
+    let dump = std::fs::read_to_string(fixture("postgres-4/postgres.sql")).expect("the dump");
+    // psql's own commands (`\restrict`) are not SQL.
+    let sql: String = dump
+        .lines()
+        .filter(|line| !line.starts_with('\\'))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client.batch_execute(&sql).await.expect("restore the dump");
+    drop(client);
+    // The node that wrote it, so its start requeues the claim it held when it was killed.
+    let server = Server::start_with(&["--database", &url, "--node-id", "fixture"]);
+    holds_the_first_steps(&server, Writer::Recent).await;
+    holds_the_later_steps(&server).await;
+    the_interrupted_execution_runs_again(&server).await;
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_with_a_clear_message_and_left_alone() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let db = data.path().join("wafer.db");
+    std::fs::copy(fixture("sqlite-10/wafer.db"), &db).expect("copy the database");
+    rusqlite::Connection::open(&db)
+        .and_then(|c| c.pragma_update(None, "user_version", 99))
+        .expect("mark the schema newer");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env_remove("WAFER_TOKEN")
+        .output()
+        .expect("run wafer serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("schema is version 99, newer than this wafer knows"),
+        "{stderr}"
+    );
+    let version: i64 = rusqlite::Connection::open(&db)
+        .and_then(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+        .expect("read the schema version");
+    assert_eq!(version, 99, "the database was changed");
+}
+
+/// The build that wrote a fixture, as far as what it holds goes.
+#[derive(Clone, Copy, PartialEq)]
+enum Writer {
+    /// Before `/ui` was reserved, and before aliases, dead letters and files bundles.
+    Early,
+    /// With all of them.
+    Recent,
+}
+
+/// Checks what every fixture holds: `make.sh`'s steps up to `sleepy`, with the functions a later
+/// `writer` added besides.
+async fn holds_the_first_steps(server: &Server, writer: Writer) {
+    let later: &[(&str, u64, &str)] = match writer {
+        Writer::Early => &[],
+        Writer::Recent => &[("flaky", 1, "wagi"), ("site", 1, "wagi")],
+    };
     // Functions, with their live versions, kinds and configs.
     let (status, list) = server.get_json("/v1/functions").await;
     assert_eq!(status, StatusCode::OK, "{list}");
@@ -36,13 +122,17 @@ async fn a_schema_4_data_directory_opens_with_everything_in_it() {
             )
         })
         .collect();
-    let expected = [
+    let mut expected: Vec<(String, u64, String)> = [
         ("hello", 2, "wagi"),
         ("legacy-ui", 1, "wagi"),
         ("sleepy", 1, "wagi"),
         ("words", 1, "command"),
     ]
-    .map(|(n, v, k)| (n.to_string(), v, k.to_string()));
+    .iter()
+    .chain(later)
+    .map(|(n, v, k)| (n.to_string(), *v, k.to_string()))
+    .collect();
+    expected.sort();
     assert_eq!(live, expected);
 
     // The live version answers under /fn and on its route, with its env and its modules' bytes.
@@ -108,18 +198,64 @@ async fn a_schema_4_data_directory_opens_with_everything_in_it() {
     // reachable under /fn.
     let (status, _) = server.get_text("/ui/legacy").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(
-        server
-            .logs()
-            .lines()
-            .any(|l| l.contains("route not mounted") && l.contains("/ui/legacy")),
-        "{}",
-        server.logs()
-    );
+    if writer == Writer::Early {
+        assert!(
+            server
+                .logs()
+                .lines()
+                .any(|l| l.contains("route not mounted") && l.contains("/ui/legacy")),
+            "{}",
+            server.logs()
+        );
+    }
     let (status, body) = server.get_text("/fn/legacy-ui?name=ui").await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
 
-    // The execution that was running when the old server was killed runs again, to success.
+/// Checks what fixtures since schema 10 hold besides: an alias with a weight, a dead letter kept with
+/// its request, and a files bundle.
+async fn holds_the_later_steps(server: &Server) {
+    let (_, aliases) = server.get_json("/v1/functions/hello/aliases").await;
+    let stable = aliases["aliases"]
+        .as_array()
+        .and_then(|all| all.iter().find(|a| a["name"] == "stable"))
+        .unwrap_or_else(|| panic!("no alias stable: {aliases}"));
+    assert_eq!(
+        (&stable["version"], &stable["weights"]["2"]),
+        (&serde_json::json!(1), &serde_json::json!(0.25)),
+        "{stable}"
+    );
+    let (status, body) = server.get_text("/fn/hello:stable?name=alias").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.starts_with("Hello, alias!"), "{body}");
+
+    let (_, dead) = server
+        .get_json("/v1/functions/flaky/executions?status=dead")
+        .await;
+    let letter = dead["executions"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no dead letter: {dead}"))
+        .to_string();
+    // Its request was kept: a retry runs it again (and, as it fails on purpose, it is dead again).
+    let retried = server.cli(&["retry", &letter]);
+    assert!(retried.status.success(), "{}", stdout(&retried));
+    wait_for(
+        "the retried dead letter",
+        Duration::from_secs(60),
+        || async {
+            let (_, e) = server.get_json(&format!("/v1/executions/{letter}")).await;
+            (e["status"] == "dead" && e["attempts"] == 2).then_some(())
+        },
+    )
+    .await;
+
+    let (status, body) = server.get_text("/fn/site/files/motd.txt").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "fixture files\n"));
+}
+
+/// The execution that was running when the old server was killed runs again, to success, as its
+/// second attempt (the claim of the killed node counted its first).
+async fn the_interrupted_execution_runs_again(server: &Server) {
     let (_, sleepy) = server.get_json("/v1/functions/sleepy/executions").await;
     let id = sleepy["executions"][0]["id"]
         .as_str()
