@@ -156,7 +156,7 @@ pub fn config(mut config: FunctionConfig, fuel: bool) -> Result<FunctionConfig, 
         }
     }
     if let Some(expr) = &config.schedule {
-        crate::schedule::parse(expr).map_err(invalid)?;
+        wafer_formats::cron::parse(expr).map_err(invalid)?;
     }
     in_range(
         "max_event_age_ms",

@@ -14,8 +14,8 @@ use crate::host::ModuleState;
 use crate::settings::Settings;
 use crate::trace::{Stream, Trace, Tracer};
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
-use http::{Request, Response, StatusCode};
+use http::header::{HeaderName, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::{Request, Response};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 use wasmtime::InstancePre;
@@ -319,59 +319,11 @@ fn percent_decode(s: &str) -> String {
 
 /// Parses a CGI response: header lines up to a blank line, then the body.
 fn parse_response(stdout: Bytes) -> Result<Response<ResponseBody>, String> {
-    if stdout.is_empty() {
-        return Err(
-            "it wrote nothing to stdout; a WAGI function prints CGI headers (at least \
-                    `Content-Type`), a blank line, then the body"
-                .into(),
-        );
-    }
-    let mut response = Response::builder();
-    let mut status = None;
-    let mut redirect = false;
-    let mut pos = 0;
-    loop {
-        let Some(newline) = stdout[pos..].iter().position(|&b| b == b'\n') else {
-            return Err("no blank line ends the CGI header block".into());
-        };
-        let line = &stdout[pos..pos + newline];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        pos += newline + 1;
-        if line.is_empty() {
-            break;
-        }
-        let text = String::from_utf8_lossy(line);
-        let Some((name, value)) = text.split_once(':') else {
-            return Err(format!("malformed CGI header line {text:?}"));
-        };
-        let (name, value) = (name.trim(), value.trim());
-        if name.eq_ignore_ascii_case("status") {
-            let code = value.split_whitespace().next().unwrap_or_default();
-            status = Some(
-                code.parse::<u16>()
-                    .ok()
-                    .and_then(|c| StatusCode::from_u16(c).ok())
-                    .ok_or_else(|| format!("invalid CGI Status {value:?}"))?,
-            );
-            continue;
-        }
-        let header = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("invalid header name {name:?}"))?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| format!("invalid value for header {name:?}"))?;
-        redirect |= header == LOCATION;
-        response = response.header(header, value);
-    }
-    let status = status.unwrap_or(if redirect {
-        StatusCode::FOUND
-    } else {
-        StatusCode::OK
-    });
-    let body = super::http::full(stdout.slice(pos..));
-    response
-        .status(status)
-        .body(body)
-        .map_err(|e| format!("invalid CGI response: {e}"))
+    let head = wafer_formats::cgi::parse(&stdout)?;
+    let mut response = Response::new(super::http::full(stdout.slice(head.body_at..)));
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
+    Ok(response)
 }
 
 /// The last few lines of stderr, to explain a failure.
@@ -392,39 +344,16 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
-    async fn parse(text: &str) -> (StatusCode, http::HeaderMap, String) {
-        let response = parse_response(Bytes::from(text.to_string())).unwrap();
+    #[tokio::test]
+    async fn the_head_and_the_body_make_the_response() {
+        let stdout = "Content-Type: text/plain\nStatus: 418 I'm a teapot\n\nshort and stout";
+        let response = parse_response(Bytes::from(stdout)).unwrap();
         let (parts, body) = response.into_parts();
+        assert_eq!(parts.status, http::StatusCode::IM_A_TEAPOT);
+        assert_eq!(parts.headers["content-type"], "text/plain");
         let body = body.collect().await.unwrap().to_bytes();
-        (
-            parts.status,
-            parts.headers,
-            String::from_utf8(body.to_vec()).unwrap(),
-        )
-    }
-
-    #[tokio::test]
-    async fn status_header_sets_the_code() {
-        let (status, headers, body) =
-            parse("Content-Type: text/plain\nStatus: 418 I'm a teapot\n\nshort and stout").await;
-        assert_eq!(status, StatusCode::IM_A_TEAPOT);
-        assert_eq!(headers["content-type"], "text/plain");
         assert_eq!(body, "short and stout");
-    }
-
-    #[tokio::test]
-    async fn crlf_and_location_redirect() {
-        let (status, headers, body) = parse("Location: /elsewhere\r\n\r\n").await;
-        assert_eq!(status, StatusCode::FOUND);
-        assert_eq!(headers["location"], "/elsewhere");
-        assert_eq!(body, "");
-    }
-
-    #[test]
-    fn output_without_a_header_block_is_refused() {
         assert!(parse_response(Bytes::from_static(b"just text")).is_err());
-        assert!(parse_response(Bytes::new()).is_err());
-        assert!(parse_response(Bytes::from_static(b"no colon here\n\nbody")).is_err());
     }
 
     #[test]

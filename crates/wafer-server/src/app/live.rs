@@ -8,7 +8,7 @@ use super::App;
 use crate::containers::ContainerFunction;
 use crate::error::Error;
 use crate::registry::{Entry, Release, Runner};
-use crate::{journal, schedule, validate};
+use crate::{journal, validate};
 use bytes::Bytes;
 use std::sync::Arc;
 use wafer_api::{FunctionConfig, FunctionInfo, Kind};
@@ -310,7 +310,7 @@ impl App {
                 let since = chrono::DateTime::parse_from_rfc3339(updated_at)
                     .map_or_else(|_| journal::now_ms(), |t| t.timestamp_millis());
                 // Validated at deploy; a stored expression that no longer parses schedules nothing.
-                schedule::parse(expr)
+                wafer_formats::cron::parse(expr)
                     .inspect_err(
                         |e| tracing::error!(function = %stored.name, "schedule ignored: {e}"),
                     )
