@@ -1,6 +1,6 @@
 //! The formats wafer reads from outside its process, as plain functions over bytes and text: what a
 //! WAGI guest prints (`cgi`), the header maps and buffer writes proxy-wasm guests pass through their
-//! memory (`proxy_wasm`), and cron schedules (`cron`).
+//! memory (`proxy_wasm`), cron schedules (`cron`), and container image tarballs (`oci_image`).
 //!
 //! They live apart from the engine and the server so that nothing heavy comes with them: the fuzz
 //! targets under `fuzz/` build them with coverage instrumentation in seconds, where anything pulling in
@@ -9,4 +9,5 @@
 
 pub mod cgi;
 pub mod cron;
+pub mod oci_image;
 pub mod proxy_wasm;
