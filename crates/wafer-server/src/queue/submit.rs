@@ -129,10 +129,7 @@ pub async fn submit(
 /// trouble for now, a 503 worth retrying (never a 202 for what was not stored).
 fn not_accepted(e: Error) -> Error {
     match e {
-        Error::Store(StoreError::NoSpace(m)) => {
-            Error::Unavailable(format!("the invocation was not accepted: {m}"))
-        }
-        Error::Unavailable(m) => {
+        Error::Store(StoreError::NoSpace(m)) | Error::Unavailable(m) => {
             Error::Unavailable(format!("the invocation was not accepted: {m}"))
         }
         other => other,
