@@ -92,6 +92,8 @@ fn start_nodes(wafer: &Path, count: usize, database: Option<&str>) -> anyhow::Re
     (1..=count)
         .map(|i| {
             let id = format!("n{i}");
+            // Nodes of one cluster seal secrets with one key.
+            let key = "5a".repeat(32);
             // Every record is kept, so the run can count them.
             let mut args = vec![
                 "--workers",
@@ -102,7 +104,7 @@ fn start_nodes(wafer: &Path, count: usize, database: Option<&str>) -> anyhow::Re
                 "1000000",
             ];
             if let Some(url) = database {
-                args.extend(["--database", url]);
+                args.extend(["--database", url, "--secrets-key", &key]);
             }
             Wafer::start_binary(wafer, &args)
         })

@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub console: ConsoleListen,
     /// How long a stop waits for requests in flight and running async attempts.
     pub grace: Duration,
+    /// Where the key that seals secrets in the store comes from.
+    pub secrets: wafer_store::KeySource,
 }
 
 /// How long a stop waits for requests in flight and running async attempts by default.
@@ -206,6 +208,7 @@ impl ServerConfig {
             containers: Default::default(),
             console: ConsoleListen::Beside,
             grace: DEFAULT_GRACE,
+            secrets: wafer_store::KeySource::DataDir,
         }
     }
 }

@@ -35,7 +35,7 @@ impl ServerPlatform {
         Self {
             state,
             store_bytes,
-            sqlite_dir: data_dir.join("sqlite"),
+            sqlite_dir: data_dir.join(wafer_store::FUNCTION_DATABASES),
             app: OnceLock::new(),
         }
     }

@@ -61,6 +61,10 @@ pub enum StoreError {
     /// Stored data could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The key secrets are sealed with is missing, unreadable, or not the one the store's secrets were
+    /// sealed with.
+    #[error("secrets key: {0}")]
+    SecretsKey(String),
 }
 
 impl From<std::io::Error> for StoreError {

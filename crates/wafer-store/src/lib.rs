@@ -19,6 +19,9 @@
 //! `conformance/` (feature `conformance`) is the behaviour every implementation must have, as tests
 //! written against the traits; [`conformance!`] runs them against a store.
 //!
+//! Secrets are sealed before a store writes them and opened when it reads them (`secrets.rs`), under a
+//! key each node is given or keeps in its data directory.
+//!
 //! Every write that acknowledges a deploy is durable before it returns: SQLite runs in WAL mode with
 //! `synchronous=FULL`, and blobs are fsynced before they are renamed into place.
 
@@ -32,6 +35,7 @@ mod executions;
 pub mod files;
 mod meta;
 mod postgres;
+mod secrets;
 mod sql;
 mod sqlite;
 mod state;
@@ -47,6 +51,8 @@ pub use executions::{
 };
 pub use meta::{FilesBundle, MetaStore, NewVersion, StoredFunction, StoredVersion};
 pub use postgres::{redact_url, PgOptions, PgStore};
+pub use secrets::{KeySource, SecretsKey, KEY_FILE};
+pub use sqlite::backup::{self, BackupSummary, FUNCTION_DATABASES, NODE_ID_FILE};
 pub use sqlite::{rfc3339, SqliteStore};
 pub use state::{FunctionVariables, KeyPage, StateStore};
 

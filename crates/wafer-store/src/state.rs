@@ -6,9 +6,40 @@
 //! transaction as the write that would pass it. Configuration belongs to a function, not to one of its
 //! versions, so a change applies to the next call without a deploy.
 
-use crate::StoreError;
+use crate::{SecretsKey, StoreError};
 use async_trait::async_trait;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+
+/// What a store writes for the value of variable `name` of `function`: the value itself, or sealed
+/// with `seal` when it is a secret.
+pub(crate) fn stored_value<'a>(
+    seal: Option<&SecretsKey>,
+    function: &str,
+    name: &str,
+    value: &'a str,
+) -> Result<Cow<'a, str>, StoreError> {
+    Ok(match seal {
+        Some(key) => Cow::Owned(key.seal(function, name, value)?),
+        None => Cow::Borrowed(value),
+    })
+}
+
+/// Files a stored `(name, value, secret)` row of `function` into `into`, opening a secret with `key`.
+pub(crate) fn file_variable(
+    into: &mut FunctionVariables,
+    key: &SecretsKey,
+    function: &str,
+    (name, value, secret): (String, String, bool),
+) -> Result<(), StoreError> {
+    if secret {
+        let value = key.open(function, &name, &value)?;
+        into.secrets.insert(name, value);
+    } else {
+        into.variables.insert(name, value);
+    }
+    Ok(())
+}
 
 /// What an entry counts against its store's cap: its key's and its value's bytes.
 pub(crate) fn entry_bytes(key: &str, value: &[u8]) -> u64 {

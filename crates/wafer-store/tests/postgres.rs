@@ -6,12 +6,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 use wafer_store::conformance::postgres::TestPostgres;
-use wafer_store::conformance::Stores;
-use wafer_store::{ClusterStore, ExecutionStore, MetaStore, PgOptions, PgStore, StoreError};
+use wafer_store::conformance::{test_secrets_key, Stores};
+use wafer_store::{
+    ClusterStore, ExecutionStore, KeySource, MetaStore, PgOptions, PgStore, StateStore, StoreError,
+};
 
+/// A node on `url`, with the key every test node shares.
 async fn open_at(url: &str) -> (PgStore, tempfile::TempDir) {
     let cache = tempfile::tempdir().expect("temp dir");
-    let store = PgStore::connect(&PgOptions::new(url), cache.path())
+    let options = PgOptions {
+        secrets: test_secrets_key(),
+        ..PgOptions::new(url)
+    };
+    let store = PgStore::connect(&options, cache.path())
         .await
         .expect("connect to the test database");
     (store, cache)
@@ -183,4 +190,60 @@ async fn sslmode_require_verifies_the_server_against_the_given_ca() {
         .unwrap()
         .get(0);
     assert!(encrypted > 0, "wafer's connections use TLS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_sealed_in_the_database_and_a_node_with_another_key_is_refused() {
+    let Some(server) = TestPostgres::shared() else {
+        return;
+    };
+    let url = server.create_database().await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let (store, _cache) = open_at(&url).await;
+    let secrets = [("token".to_string(), Some("plain-text-secret".to_string()))];
+    store
+        .set_variables("f", Default::default(), secrets.into_iter().collect())
+        .await
+        .unwrap();
+    // A secret written by a wafer from before secrets were sealed.
+    client
+        .execute(
+            "INSERT INTO variables (function, name, value, secret) VALUES ('g', 'old', 'older-secret', TRUE)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let stored: Vec<String> = client
+        .query("SELECT value FROM variables WHERE function = 'f'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(stored[0].starts_with("sealed:v1:"), "{stored:?}");
+    assert!(!stored[0].contains("plain-text-secret"));
+
+    let (reopened, _again) = open_at(&url).await;
+    let all = reopened.all_variables().await.unwrap();
+    assert_eq!(all["f"].secrets["token"], "plain-text-secret");
+    assert_eq!(all["g"].secrets["old"], "older-secret");
+    let old: String = client
+        .query_one("SELECT value FROM variables WHERE function = 'g'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(old.starts_with("sealed:v1:"), "sealed at start: {old}");
+
+    let other = PgOptions {
+        secrets: KeySource::Value("ab".repeat(32)),
+        ..PgOptions::new(&url)
+    };
+    let cache = tempfile::tempdir().unwrap();
+    match PgStore::connect(&other, cache.path()).await {
+        Err(StoreError::SecretsKey(message)) => assert!(message.contains("same key"), "{message}"),
+        other => panic!("a node with another key is refused, not {:?}", other.err()),
+    }
 }

@@ -24,7 +24,8 @@ fn nodes(url: &str, count: usize, extra: &[&str]) -> Vec<Server> {
 }
 
 fn node(url: &str, id: &str, extra: &[&str]) -> Server {
-    let mut args = vec!["--database", url, "--node-id", id];
+    let key = wafer_store::conformance::TEST_SECRETS_KEY;
+    let mut args = vec!["--database", url, "--node-id", id, "--secrets-key", key];
     args.extend_from_slice(extra);
     Server::start_with(&args)
 }

@@ -71,7 +71,7 @@ fn the_cluster_deployment_runs_nodes_on_the_shared_database() {
             .unwrap_or_else(|| panic!("no {name}"))
             .clone()
     };
-    for secret_env in ["WAFER_DATABASE", "WAFER_TOKEN"] {
+    for secret_env in ["WAFER_DATABASE", "WAFER_TOKEN", "WAFER_SECRETS_KEY"] {
         assert_eq!(
             env(secret_env)["valueFrom"]["secretKeyRef"]["name"],
             secret_name,

@@ -23,10 +23,23 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Checks that the fixture's secret (`s3cret`, stored in plain text by the wafer that wrote it) was
+/// sealed at start, and its plain bytes left the database and its WAL.
+fn secret_is_sealed(data: &Path) {
+    for file in ["wafer.db", "wafer.db-wal"] {
+        let bytes = std::fs::read(data.join(file)).unwrap_or_default();
+        assert!(
+            !bytes.windows(6).any(|w| w == b"s3cret"),
+            "{file} still holds the secret in plain text"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_schema_4_data_directory_opens_with_everything_in_it() {
     let server = Server::start_on_copy_of(&fixture("schema-4"));
     holds_the_first_steps(&server, Writer::Early).await;
+    secret_is_sealed(server.data_dir());
     // Written before claims named their node: the running execution is requeued at start.
     the_interrupted_execution_runs_again(&server).await;
 }
@@ -35,6 +48,7 @@ async fn a_schema_4_data_directory_opens_with_everything_in_it() {
 async fn a_schema_10_data_directory_opens_with_everything_in_it() {
     let server = Server::start_on_copy_of(&fixture("sqlite-10"));
     holds_the_first_steps(&server, Writer::Recent).await;
+    secret_is_sealed(server.data_dir());
     holds_the_later_steps(&server).await;
     the_interrupted_execution_runs_again(&server).await;
 }
@@ -57,10 +71,18 @@ async fn a_schema_4_cluster_database_opens_with_everything_in_it() {
         .expect("connect");
     tokio::spawn(connection);
     client.batch_execute(&sql).await.expect("restore the dump");
-    drop(client);
     // The node that wrote it, so its start requeues the claim it held when it was killed.
     let server = Server::start_with(&["--database", &url, "--node-id", "fixture"]);
     holds_the_first_steps(&server, Writer::Recent).await;
+    let secret: String = client
+        .query_one("SELECT value FROM public.variables WHERE secret", &[])
+        .await
+        .expect("the secret's row")
+        .get(0);
+    assert!(
+        secret.starts_with("sealed:v1:"),
+        "sealed at start: {secret}"
+    );
     holds_the_later_steps(&server).await;
     the_interrupted_execution_runs_again(&server).await;
 }

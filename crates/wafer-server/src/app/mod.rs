@@ -37,9 +37,6 @@ use wafer_store::{
 /// How often instances kept for `reuse` are checked for idleness.
 const EVICT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The file in the data directory that keeps this node's id.
-const NODE_ID_FILE: &str = "node-id";
-
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -132,6 +129,7 @@ impl Stores {
             Some(database) => {
                 let options = PgOptions {
                     ca_file: database.ca_file.clone(),
+                    secrets: config.secrets.clone(),
                     ..PgOptions::new(&database.url)
                 };
                 let store = PgStore::connect(&options, &config.data_dir).await?;
@@ -141,7 +139,7 @@ impl Stores {
                 );
                 Self::of(store)
             }
-            None => Self::of(SqliteStore::open(&config.data_dir)?),
+            None => Self::of(SqliteStore::open_with(&config.data_dir, &config.secrets)?),
         })
     }
 }
@@ -277,7 +275,7 @@ fn compile_cache(config: &ServerConfig) -> Option<Arc<CompileCache>> {
 }
 
 fn node_id(data_dir: &Path) -> Result<String, StartError> {
-    let path = data_dir.join(NODE_ID_FILE);
+    let path = data_dir.join(wafer_store::NODE_ID_FILE);
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
         Ok(_) => {}

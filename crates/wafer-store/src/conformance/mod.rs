@@ -20,8 +20,17 @@ pub mod postgres;
 pub mod rollups;
 pub mod state;
 
-use crate::{ClusterStore, ExecutionStore, MetaStore, StateStore};
+use crate::{ClusterStore, ExecutionStore, KeySource, MetaStore, StateStore};
 use std::sync::Arc;
+
+/// The secrets key of tests that start several nodes on one database, which must share a key.
+pub const TEST_SECRETS_KEY: &str =
+    "5afe5afe5afe5afe5afe5afe5afe5afe5afe5afe5afe5afe5afe5afe5afe5afe";
+
+/// [`TEST_SECRETS_KEY`] as a key source.
+pub fn test_secrets_key() -> KeySource {
+    KeySource::Value(TEST_SECRETS_KEY.into())
+}
 
 /// One store implementation's three traits, fresh and empty, with whatever must live as long as they
 /// do (a temporary directory, a database).

@@ -10,7 +10,7 @@ use crate::meta::{MetaStore, NewVersion, StoredFunction, StoredVersion};
 use crate::sql::{
     aliases_from, aliases_json, change_alias, function_query, ALIASES_COLUMN, VERSION_COLUMNS,
 };
-use crate::StoreError;
+use crate::{SecretsKey, StoreError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::GenericClient;
@@ -197,7 +197,7 @@ impl MetaStore for PgStore {
         let mut stored = vec![None; versions.len()];
         for &i in &order {
             let (new, module) = &versions[i];
-            stored[i] = Some(insert_row(&tx, new, module, promote).await?);
+            stored[i] = Some(insert_row(&tx, new, module, promote, &self.secrets).await?);
         }
         tx.commit().await?;
         // The deploying node has the bytes at hand: keep them, so it never reads them back.
@@ -335,12 +335,14 @@ impl MetaStore for PgStore {
     }
 }
 
-/// Inserts `new` with its module bytes in `tx`, returning its function as it then is.
+/// Inserts `new` with its module bytes (and its secrets sealed with `secrets`) in `tx`, returning its
+/// function as it then is.
 async fn insert_row(
     tx: &Transaction<'_>,
     new: &NewVersion,
     module: &Bytes,
     promote: bool,
+    secrets: &SecretsKey,
 ) -> Result<StoredFunction, StoreError> {
     let config = serde_json::to_string(&new.config)
         .map_err(|e| StoreError::Corrupt(format!("config does not serialise: {e}")))?;
@@ -392,8 +394,8 @@ async fn insert_row(
         let version = u32::try_from(version).unwrap_or_default();
         point(tx, &new.name, LIVE, Some(Alias::to(version))).await?;
     }
-    super::state::insert_variables(tx, &new.name, &new.variables.variables, false).await?;
-    super::state::insert_variables(tx, &new.name, &new.variables.secrets, true).await?;
+    super::state::insert_variables(tx, &new.name, &new.variables.variables, None).await?;
+    super::state::insert_variables(tx, &new.name, &new.variables.secrets, Some(secrets)).await?;
     bump(tx, &new.name).await?;
     load_function(tx, &new.name)
         .await?

@@ -31,7 +31,7 @@ mod state;
 
 use crate::blobs::DirBlobs;
 use crate::cluster::Events;
-use crate::StoreError;
+use crate::{KeySource, SecretsKey, StoreError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,6 +59,8 @@ pub struct PgOptions {
     pub ca_file: Option<PathBuf>,
     /// The most connections this node holds.
     pub pool_size: usize,
+    /// Where the key secrets are sealed with comes from; every node of a cluster needs the same one.
+    pub secrets: KeySource,
 }
 
 impl PgOptions {
@@ -68,6 +70,7 @@ impl PgOptions {
             url: url.to_string(),
             ca_file: None,
             pool_size: 16,
+            secrets: KeySource::DataDir,
         }
     }
 }
@@ -85,6 +88,8 @@ pub struct PgStore {
     pool: Pool,
     cache: DirBlobs,
     events: Events,
+    /// The key secrets are sealed with.
+    secrets: Arc<SecretsKey>,
     _listener: Arc<listen::Listener>,
     _lock: Arc<std::fs::File>,
 }
@@ -127,16 +132,24 @@ impl PgStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Database(format!("cannot set up the connection pool: {e}")))?;
-        {
+        let secrets = {
             let mut client = pool.get().await?;
             schema::migrate(&mut client).await?;
-        }
+            let recorded = state::recorded_key(&client).await?;
+            let secrets = options
+                .secrets
+                .load(data_dir, recorded.as_deref())
+                .map_err(StoreError::SecretsKey)?;
+            state::adopt_key(&mut client, &secrets).await?;
+            secrets
+        };
         let events = Events::default();
         let listener = listen::Listener::start(config, tls, events.clone()).await?;
         Ok(Self {
             pool,
             cache: DirBlobs::open(data_dir)?,
             events,
+            secrets: Arc::new(secrets),
             _listener: Arc::new(listener),
             _lock: Arc::new(lock),
         })

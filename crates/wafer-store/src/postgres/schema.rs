@@ -7,7 +7,7 @@
 use crate::StoreError;
 
 /// The current schema; bumped with a step in [`STEPS`].
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// The advisory lock migrations hold (any number the database's other users do not take).
 const MIGRATION_LOCK: i64 = 0x7761_6665_7200_0001;
@@ -170,6 +170,10 @@ const STEPS: &[&str] = &[
     r#"
     ALTER TABLE versions ADD COLUMN files TEXT;
     CREATE INDEX versions_by_files ON versions(files) WHERE files IS NOT NULL;
+"#,
+    // Settings the store keeps about itself: the id of the key its secrets are sealed with.
+    r#"
+    CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 "#,
 ];
 

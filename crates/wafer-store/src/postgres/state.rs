@@ -4,8 +4,11 @@
 
 use super::cluster::bump;
 use super::{big, unsigned, PgStore};
-use crate::state::{entry_bytes, incremented, FunctionVariables, KeyPage, StateStore};
-use crate::StoreError;
+use crate::secrets::KEY_ID_SETTING;
+use crate::state::{
+    entry_bytes, file_variable, incremented, stored_value, FunctionVariables, KeyPage, StateStore,
+};
+use crate::{SecretsKey, StoreError};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use std::collections::{BTreeMap, HashMap};
@@ -72,7 +75,6 @@ async fn put(
     set_size(tx, store, size).await
 }
 
-/// Inserts (or overwrites, moving between plain and secret) the named values.
 /// The value of `key` in `store`, with the store locked for the rest of `tx`: this serialises
 /// read-modify-writes of one key (increments, swaps) across every node.
 async fn locked_value(
@@ -90,11 +92,13 @@ async fn locked_value(
     Ok(row.map(|row| row.try_get(0)).transpose()?)
 }
 
+/// Inserts (or overwrites, moving between plain and secret) the named values: secrets, sealed with
+/// `seal`, when it is given.
 pub(super) async fn insert_variables(
     tx: &Transaction<'_>,
     function: &str,
     values: &BTreeMap<String, String>,
-    secret: bool,
+    seal: Option<&SecretsKey>,
 ) -> Result<(), StoreError> {
     let statement = tx
         .prepare_cached(
@@ -102,20 +106,13 @@ pub(super) async fn insert_variables(
              ON CONFLICT (function, name) DO UPDATE SET value = excluded.value, secret = excluded.secret",
         )
         .await?;
+    let secret = seal.is_some();
     for (name, value) in values {
-        tx.execute(&statement, &[&function, name, value, &secret])
+        let value = stored_value(seal, function, name, value)?;
+        tx.execute(&statement, &[&function, name, &value, &secret])
             .await?;
     }
     Ok(())
-}
-
-/// Files a `(name, value, secret)` row into `into`.
-fn file(into: &mut FunctionVariables, name: String, value: String, secret: bool) {
-    if secret {
-        into.secrets.insert(name, value);
-    } else {
-        into.variables.insert(name, value);
-    }
 }
 
 #[async_trait]
@@ -278,7 +275,8 @@ impl StateStore for PgStore {
             .await?;
         let mut out = FunctionVariables::default();
         for row in client.query(&statement, &[&function]).await? {
-            file(&mut out, row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let row = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            file_variable(&mut out, &self.secrets, function, row)?;
         }
         Ok(out)
     }
@@ -290,8 +288,10 @@ impl StateStore for PgStore {
             .query("SELECT function, name, value, secret FROM variables", &[])
             .await?
         {
-            let entry = out.entry(row.try_get(0)?).or_default();
-            file(entry, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+            let function: String = row.try_get(0)?;
+            let variable = (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+            let entry = out.entry(function.clone()).or_default();
+            file_variable(entry, &self.secrets, &function, variable)?;
         }
         Ok(out)
     }
@@ -309,7 +309,7 @@ impl StateStore for PgStore {
             &[&function],
         )
         .await?;
-        insert_variables(&tx, function, &variables, false).await?;
+        insert_variables(&tx, function, &variables, None).await?;
         let (set, removed): (BTreeMap<_, _>, BTreeMap<_, _>) =
             secrets.into_iter().partition(|(_, value)| value.is_some());
         let removed: Vec<String> = removed.into_keys().collect();
@@ -322,7 +322,7 @@ impl StateStore for PgStore {
             .into_iter()
             .filter_map(|(name, value)| Some((name, value?)))
             .collect();
-        insert_variables(&tx, function, &set, true).await?;
+        insert_variables(&tx, function, &set, Some(&self.secrets)).await?;
         bump(&tx, function).await?;
         tx.commit().await?;
         Ok(())
@@ -335,8 +335,8 @@ impl StateStore for PgStore {
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        insert_variables(&tx, function, &update.variables, false).await?;
-        insert_variables(&tx, function, &update.secrets, true).await?;
+        insert_variables(&tx, function, &update.variables, None).await?;
+        insert_variables(&tx, function, &update.secrets, Some(&self.secrets)).await?;
         bump(&tx, function).await?;
         tx.commit().await?;
         Ok(())
@@ -351,4 +351,73 @@ impl StateStore for PgStore {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The id of the key the cluster's secrets are sealed with, once one is recorded.
+pub(super) async fn recorded_key(
+    client: &deadpool_postgres::Object,
+) -> Result<Option<String>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT value FROM settings WHERE name = $1",
+            &[&KEY_ID_SETTING],
+        )
+        .await?;
+    Ok(row.map(|row| row.try_get(0)).transpose()?)
+}
+
+/// Makes `key` the one the cluster's secrets are sealed with: records its id in a database that has
+/// none, refuses it when the database records another, and seals any secret written before secrets
+/// were sealed. Nodes starting together agree: the first id recorded stands, and a value is sealed only
+/// while it is still the plain one read.
+pub(super) async fn adopt_key(
+    client: &mut deadpool_postgres::Object,
+    key: &SecretsKey,
+) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    tx.execute(
+        "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        &[&KEY_ID_SETTING, &key.id()],
+    )
+    .await?;
+    let recorded: String = tx
+        .query_one(
+            "SELECT value FROM settings WHERE name = $1",
+            &[&KEY_ID_SETTING],
+        )
+        .await?
+        .try_get(0)?;
+    key.check_recorded(&recorded)?;
+    let mut sealed = 0;
+    for row in tx
+        .query(
+            "SELECT function, name, value FROM variables WHERE secret",
+            &[],
+        )
+        .await?
+    {
+        let (function, name, value): (String, String, String) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        if SecretsKey::is_sealed(&value) {
+            continue;
+        }
+        sealed += tx
+            .execute(
+                "UPDATE variables SET value = $4 WHERE function = $1 AND name = $2 AND value = $3",
+                &[
+                    &function,
+                    &name,
+                    &value,
+                    &key.seal(&function, &name, &value)?,
+                ],
+            )
+            .await?;
+    }
+    tx.commit().await?;
+    if sealed > 0 {
+        // The table is written anew, so the old rows' plain values leave its files.
+        client.batch_execute("VACUUM FULL variables").await?;
+        tracing::info!(secrets = sealed, "sealed the secrets stored in plain text");
+    }
+    Ok(())
 }

@@ -8,7 +8,7 @@ use crate::meta::{MetaStore, NewVersion, StoredFunction, StoredVersion};
 use crate::sql::{
     aliases_from, aliases_json, change_alias, function_query, ALIASES_COLUMN, VERSION_COLUMNS,
 };
-use crate::StoreError;
+use crate::{SecretsKey, StoreError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -210,11 +210,12 @@ impl SqliteStore {
         versions: Vec<(NewVersion, String)>,
         promote: bool,
     ) -> Result<Vec<StoredFunction>, StoreError> {
+        let secrets = self.secrets.clone();
         self.with_meta(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut stored = Vec::with_capacity(versions.len());
             for (new, config) in versions {
-                stored.push(insert_row(&tx, new, config, promote)?);
+                stored.push(insert_row(&tx, new, config, promote, &secrets)?);
             }
             tx.commit()?;
             Ok(stored)
@@ -223,13 +224,14 @@ impl SqliteStore {
     }
 }
 
-/// Inserts `new` (its configuration serialised as `config`) in `tx`, returning its function as it
-/// then is.
+/// Inserts `new` (its configuration serialised as `config`, its secrets sealed with `secrets`) in `tx`,
+/// returning its function as it then is.
 fn insert_row(
     tx: &Transaction<'_>,
     new: NewVersion,
     config: String,
     promote: bool,
+    secrets: &SecretsKey,
 ) -> Result<StoredFunction, StoreError> {
     tx.execute(
         &format!(
@@ -260,8 +262,8 @@ fn insert_row(
     if promote || version == 1 {
         point(tx, &new.name, LIVE, Some(Alias::to(version)))?;
     }
-    super::state::insert_variables(tx, &new.name, &new.variables.variables, false)?;
-    super::state::insert_variables(tx, &new.name, &new.variables.secrets, true)?;
+    super::state::insert_variables(tx, &new.name, &new.variables.variables, None)?;
+    super::state::insert_variables(tx, &new.name, &new.variables.secrets, Some(secrets))?;
     bump(tx, &new.name)?;
     load_function(tx, &new.name)?
         .ok_or_else(|| StoreError::Corrupt("inserted function vanished".into()))

@@ -6,7 +6,8 @@
 //! - `executions.rs` is the [`crate::ExecutionStore`] (records, logs, the queue, callbacks, ticks),
 //!   with `rows.rs` reading its rows back;
 //! - `state.rs` is the [`crate::StateStore`] (key-value stores, variables and secrets);
-//! - `cluster.rs` is the [`crate::ClusterStore`] (the change feed and the nodes table).
+//! - `cluster.rs` is the [`crate::ClusterStore`] (the change feed and the nodes table);
+//! - `backup.rs` backs a live data directory up, and restores a backup into a fresh one.
 //!
 //! rusqlite is synchronous, so every call runs on tokio's blocking pool. Each trait has its own
 //! connection, so a batch of records being committed never holds up a deploy's reads or a function's
@@ -17,6 +18,7 @@
 //! limit with its value, so it compiles the statement again every time it is bound (the queue's claim
 //! spent a tenth of the server's time being parsed); as an expression it is read when the statement runs.
 
+pub mod backup;
 mod cluster;
 mod executions;
 mod meta;
@@ -31,7 +33,7 @@ pub use rows::rfc3339;
 
 use crate::blobs::{DirBlobs, ModuleBlobs};
 use crate::cluster::Events;
-use crate::StoreError;
+use crate::{KeySource, SecretsKey, StoreError};
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -54,6 +56,8 @@ pub struct SqliteStore {
     /// bytes a concurrent deploy of the same module has just stored.
     deploys: Arc<tokio::sync::Mutex<()>>,
     events: Events,
+    /// The key secrets are sealed with.
+    secrets: Arc<SecretsKey>,
     _lock: Arc<std::fs::File>,
 }
 
@@ -61,11 +65,22 @@ impl SqliteStore {
     /// Opens (creating and migrating if needed) `wafer.db` under `data_dir`, with module bytes in
     /// `data_dir/modules/sha256`.
     ///
-    /// Fails with [`StoreError::Locked`] while another process has the directory open.
+    /// Fails with [`StoreError::Locked`] while another process has the directory open. Secrets are
+    /// sealed with the key the directory keeps ([`KeySource::DataDir`]).
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, &KeySource::DataDir)
+    }
+
+    /// [`Self::open`], sealing secrets with the key from `secrets`: refused with
+    /// [`StoreError::SecretsKey`] when the database's secrets were sealed with another.
+    pub fn open_with(data_dir: &Path, secrets: &KeySource) -> Result<Self, StoreError> {
         let lock = crate::lock_data_dir(data_dir)?;
-        let conn = connect(data_dir)?;
+        let mut conn = connect(data_dir)?;
         schema::migrate(&conn)?;
+        let secrets = secrets
+            .load(data_dir, state::recorded_key(&conn)?.as_deref())
+            .map_err(StoreError::SecretsKey)?;
+        state::adopt_key(&mut conn, &secrets)?;
         Ok(Self {
             meta: Arc::new(Mutex::new(conn)),
             executions: Arc::new(Mutex::new(connect(data_dir)?)),
@@ -73,6 +88,7 @@ impl SqliteStore {
             blobs: Arc::new(DirBlobs::open(data_dir)?),
             deploys: Arc::new(tokio::sync::Mutex::new(())),
             events: Events::default(),
+            secrets: Arc::new(secrets),
             _lock: Arc::new(lock),
         })
     }
@@ -145,5 +161,74 @@ mod tests {
         let reopened = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(reopened.list_functions().await.unwrap().len(), 1);
         assert_eq!(reopened.module(&digest).await.unwrap(), b"\0asm");
+    }
+
+    /// Every stored value of secrets, straight from the database file.
+    fn stored_secrets(dir: &Path) -> Vec<String> {
+        let conn = Connection::open(dir.join("wafer.db")).unwrap();
+        let mut statement = conn
+            .prepare("SELECT value FROM variables WHERE secret = 1 ORDER BY function")
+            .unwrap();
+        let values = statement.query_map([], |r| r.get(0)).unwrap();
+        values.map(Result::unwrap).collect()
+    }
+
+    #[tokio::test]
+    async fn secrets_are_sealed_on_disk_and_need_the_key_they_were_sealed_with() {
+        use crate::StateStore;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let secrets = [("token".to_string(), Some("plain-text-secret".to_string()))];
+        store
+            .set_variables("f", Default::default(), secrets.into_iter().collect())
+            .await
+            .unwrap();
+        let update = crate::FunctionVariables {
+            secrets: [("merged".to_string(), "merged-secret".to_string())].into(),
+            ..Default::default()
+        };
+        store.merge_variables("f", update).await.unwrap();
+        drop(store);
+        // A secret written by a wafer from before secrets were sealed.
+        Connection::open(dir.path().join("wafer.db"))
+            .unwrap()
+            .execute(
+                "INSERT INTO variables (function, name, value, secret) VALUES ('g', 'old', 'older', 1)",
+                [],
+            )
+            .unwrap();
+        let bytes = |path: &str| std::fs::read(dir.path().join(path)).unwrap_or_default();
+
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let all = store.all_variables().await.unwrap();
+        assert_eq!(all["f"].secrets["token"], "plain-text-secret");
+        assert_eq!(all["f"].secrets["merged"], "merged-secret");
+        assert_eq!(store.variables("g").await.unwrap().secrets["old"], "older");
+        drop(store);
+        for value in stored_secrets(dir.path()) {
+            assert!(value.starts_with("sealed:v1:"), "{value}");
+        }
+        for file in ["wafer.db", "wafer.db-wal"] {
+            let bytes = bytes(file);
+            let found = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+            assert!(!found(b"plain-text-secret"), "{file} holds a secret");
+            assert!(!found(b"merged-secret"), "{file} holds a secret");
+        }
+
+        let other = KeySource::Value("ab".repeat(32));
+        match SqliteStore::open_with(dir.path(), &other) {
+            Err(StoreError::SecretsKey(message)) => {
+                assert!(message.contains("same key"), "{message}")
+            }
+            other => panic!("another key is refused, not {:?}", other.err()),
+        }
+        std::fs::remove_file(dir.path().join(crate::KEY_FILE)).unwrap();
+        match SqliteStore::open(dir.path()) {
+            Err(StoreError::SecretsKey(message)) => {
+                assert!(message.contains("missing"), "{message}")
+            }
+            other => panic!("a lost key file is not replaced, not {:?}", other.err()),
+        }
+        assert!(!dir.path().join(crate::KEY_FILE).exists());
     }
 }

@@ -6,7 +6,7 @@ use crate::StoreError;
 use rusqlite::Connection;
 
 /// The current schema; bumped with a migration step in [`migrate`].
-const SCHEMA_VERSION: i64 = 10;
+const SCHEMA_VERSION: i64 = 11;
 
 /// Creates or upgrades the schema.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -193,8 +193,19 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
             "BEGIN; {STEP_10} PRAGMA user_version = 10; COMMIT;"
         ))?;
     }
+    if version < 11 {
+        conn.execute_batch(&format!(
+            "BEGIN; {STEP_11} PRAGMA user_version = 11; COMMIT;"
+        ))?;
+    }
     Ok(())
 }
+
+/// Settings the store keeps about itself: the id of the key its secrets are sealed with. PostgreSQL's
+/// fifth step is the same.
+const STEP_11: &str = "
+    CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
 
 /// The queue's, the leases' and the deliveries' indexes hold only the rows they look for (queued,
 /// running, a delivery pending), as PostgreSQL's always have; `executions_finished` served no query. A

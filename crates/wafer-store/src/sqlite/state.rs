@@ -3,8 +3,11 @@
 
 use super::cluster::bump;
 use super::{run_on, SqliteStore};
-use crate::state::{entry_bytes, incremented, FunctionVariables, KeyPage, StateStore};
-use crate::StoreError;
+use crate::secrets::KEY_ID_SETTING;
+use crate::state::{
+    entry_bytes, file_variable, incremented, stored_value, FunctionVariables, KeyPage, StateStore,
+};
+use crate::{SecretsKey, StoreError};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::BTreeMap;
@@ -230,11 +233,11 @@ impl StateStore for SqliteStore {
     }
 
     async fn variables(&self, function: &str) -> Result<FunctionVariables, StoreError> {
-        let function = function.to_string();
+        let (function, secrets) = (function.to_string(), self.secrets.clone());
         self.with_state(move |conn| {
             let mut statement = conn
                 .prepare_cached("SELECT name, value, secret FROM variables WHERE function = ?1")?;
-            let rows = statement.query_map([function], |r| {
+            let rows = statement.query_map([&function], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -243,12 +246,7 @@ impl StateStore for SqliteStore {
             })?;
             let mut out = FunctionVariables::default();
             for row in rows {
-                let (name, value, secret) = row?;
-                if secret {
-                    out.secrets.insert(name, value);
-                } else {
-                    out.variables.insert(name, value);
-                }
+                file_variable(&mut out, &secrets, &function, row?)?;
             }
             Ok(out)
         })
@@ -258,7 +256,8 @@ impl StateStore for SqliteStore {
     async fn all_variables(
         &self,
     ) -> Result<std::collections::HashMap<String, FunctionVariables>, StoreError> {
-        self.with_state(|conn| {
+        let secrets = self.secrets.clone();
+        self.with_state(move |conn| {
             let mut statement =
                 conn.prepare("SELECT function, name, value, secret FROM variables")?;
             let rows = statement.query_map([], |r| {
@@ -272,12 +271,8 @@ impl StateStore for SqliteStore {
             let mut out = std::collections::HashMap::<String, FunctionVariables>::new();
             for row in rows {
                 let (function, name, value, secret) = row?;
-                let entry = out.entry(function).or_default();
-                if secret {
-                    entry.secrets.insert(name, value);
-                } else {
-                    entry.variables.insert(name, value);
-                }
+                let entry = out.entry(function.clone()).or_default();
+                file_variable(entry, &secrets, &function, (name, value, secret))?;
             }
             Ok(out)
         })
@@ -290,14 +285,14 @@ impl StateStore for SqliteStore {
         variables: BTreeMap<String, String>,
         secrets: BTreeMap<String, Option<String>>,
     ) -> Result<(), StoreError> {
-        let function = function.to_string();
+        let (function, key) = (function.to_string(), self.secrets.clone());
         self.with_state(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "DELETE FROM variables WHERE function = ?1 AND secret = 0",
                 [&function],
             )?;
-            insert_variables(&tx, &function, &variables, false)?;
+            insert_variables(&tx, &function, &variables, None)?;
             let (set, removed): (Vec<_>, Vec<_>) =
                 secrets.into_iter().partition(|(_, value)| value.is_some());
             for (name, _) in removed {
@@ -310,7 +305,7 @@ impl StateStore for SqliteStore {
                 .into_iter()
                 .filter_map(|(name, value)| Some((name, value?)))
                 .collect();
-            insert_variables(&tx, &function, &set, true)?;
+            insert_variables(&tx, &function, &set, Some(&key))?;
             bump(&tx, &function)?;
             tx.commit()?;
             Ok(())
@@ -323,11 +318,11 @@ impl StateStore for SqliteStore {
         function: &str,
         update: FunctionVariables,
     ) -> Result<(), StoreError> {
-        let function = function.to_string();
+        let (function, key) = (function.to_string(), self.secrets.clone());
         self.with_state(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            insert_variables(&tx, &function, &update.variables, false)?;
-            insert_variables(&tx, &function, &update.secrets, true)?;
+            insert_variables(&tx, &function, &update.variables, None)?;
+            insert_variables(&tx, &function, &update.secrets, Some(&key))?;
             bump(&tx, &function)?;
             tx.commit()?;
             Ok(())
@@ -356,19 +351,82 @@ fn value_of(conn: &Connection, store: &str, key: &str) -> Result<Option<Vec<u8>>
         .optional()?)
 }
 
-/// Inserts (or overwrites, moving between plain and secret) the named values.
+/// Inserts (or overwrites, moving between plain and secret) the named values: secrets, sealed with
+/// `seal`, when it is given.
 pub(super) fn insert_variables(
     tx: &Transaction<'_>,
     function: &str,
     values: &BTreeMap<String, String>,
-    secret: bool,
+    seal: Option<&SecretsKey>,
 ) -> Result<(), StoreError> {
+    let secret = seal.is_some();
     for (name, value) in values {
+        let value = stored_value(seal, function, name, value)?;
         tx.execute(
             "INSERT INTO variables (function, name, value, secret) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (function, name) DO UPDATE SET value = excluded.value, secret = excluded.secret",
             params![function, name, value, secret],
         )?;
     }
+    Ok(())
+}
+
+/// The id of the key the store's secrets are sealed with, once one is recorded.
+pub(super) fn recorded_key(conn: &Connection) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT value FROM settings WHERE name = ?1",
+            [KEY_ID_SETTING],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Makes `key` the one the store's secrets are sealed with: records its id in a store that has none,
+/// refuses it when the store records another, and seals any secret written before secrets were sealed.
+pub(super) fn adopt_key(conn: &mut Connection, key: &SecretsKey) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+        params![KEY_ID_SETTING, key.id()],
+    )?;
+    let recorded: String = tx.query_row(
+        "SELECT value FROM settings WHERE name = ?1",
+        [KEY_ID_SETTING],
+        |r| r.get(0),
+    )?;
+    key.check_recorded(&recorded)?;
+    let plain = {
+        let mut statement =
+            tx.prepare("SELECT function, name, value FROM variables WHERE secret = 1")?;
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.filter(|row| !matches!(row, Ok((_, _, value)) if SecretsKey::is_sealed(value)))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if plain.is_empty() {
+        return Ok(tx.commit()?);
+    }
+    // The plain values' bytes are zeroed where they lay, not merely marked free, and the pages that
+    // held them are written back into the database file at once.
+    tx.pragma_update(None, "secure_delete", "ON")?;
+    for (function, name, value) in &plain {
+        tx.execute(
+            "UPDATE variables SET value = ?3 WHERE function = ?1 AND name = ?2",
+            params![function, name, key.seal(function, name, value)?],
+        )?;
+    }
+    tx.commit()?;
+    conn.pragma_update(None, "secure_delete", "OFF")?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    tracing::info!(
+        secrets = plain.len(),
+        "sealed the secrets stored in plain text"
+    );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand. [`run`] dispatches, prints errors as `error: …` and picks the exit code.
 
 pub mod alias;
+mod backup;
 pub mod deploy;
 mod executions;
 mod files;
@@ -51,6 +52,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Config(args) => state::config(args).await,
             Command::Nodes(args) => list::nodes(args).await,
             Command::Node(args) => node::run(args).await,
+            Command::Backup(args) => backup::backup(args).await,
+            Command::Restore(args) => backup::restore(args).await,
         }
     });
     match result {

@@ -18,19 +18,17 @@ use wafer_server::{
     CodeBudget, ConsoleListen, ContainerSettings, Database, Defaults, ExecutionSettings,
     Registries, ServerConfig, DEFAULT_GRACE,
 };
+use wafer_store::KeySource;
 
 /// The config file read when `--config` is not given, if it exists.
 const DEFAULT_CONFIG_FILE: &str = "wafer.toml";
 
+/// The default data directory.
+const DEFAULT_DATA_DIR: &str = "./wafer-data";
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging();
-    let file = match &args.config {
-        Some(path) => FileConfig::read(path)?,
-        None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
-            FileConfig::read(Path::new(DEFAULT_CONFIG_FILE))?
-        }
-        None => FileConfig::default(),
-    };
+    let file = FileConfig::find(args.config.as_deref())?;
     let config = server_config(args, file)?;
     wafer_server::serve(config, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
@@ -98,6 +96,7 @@ struct FileConfig {
     callback_hosts: Vec<String>,
     queue_lease: Option<String>,
     grace: Option<String>,
+    secrets_key_file: Option<PathBuf>,
     database: Option<String>,
     database_ca: Option<PathBuf>,
     node_id: Option<String>,
@@ -111,11 +110,39 @@ struct FileConfig {
 }
 
 impl FileConfig {
+    /// The file `config` names, else `./wafer.toml` when it exists, else no settings.
+    fn find(config: Option<&Path>) -> anyhow::Result<Self> {
+        match config {
+            Some(path) => Self::read(path),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                Self::read(Path::new(DEFAULT_CONFIG_FILE))
+            }
+            None => Ok(Self::default()),
+        }
+    }
+
     fn read(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
+}
+
+/// Where `serve` would keep its state: its data directory, and the cluster's database URL when it is
+/// given one. Flags (`data_dir`, `database`) win over the config file (`config`, or `./wafer.toml`).
+pub(crate) fn state_place(
+    config: Option<&Path>,
+    data_dir: Option<PathBuf>,
+    database: Option<String>,
+) -> anyhow::Result<(PathBuf, Option<String>)> {
+    let file = FileConfig::find(config)?;
+    let data_dir = data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    Ok((
+        data_dir,
+        database.or(file.database).filter(|d| !d.is_empty()),
+    ))
 }
 
 /// Merges flags (already merged with `WAFER_*` by clap) over the file over the defaults.
@@ -206,7 +233,7 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
     let data_dir = args
         .data_dir
         .or(file.data_dir)
-        .unwrap_or_else(|| PathBuf::from("./wafer-data"));
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let fallback = ExecutionSettings::default();
     let workers = args.workers.or(file.workers);
     if workers == Some(0) {
@@ -296,8 +323,20 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
             anyhow::bail!("--aws-access-key and --aws-secret-key go together: give both or neither")
         }
     };
+    let secrets = match (
+        args.secrets_key_file.or(file.secrets_key_file),
+        args.secrets_key.filter(|key| !key.is_empty()),
+    ) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "--secrets-key-file and WAFER_SECRETS_KEY both give the secrets key: give one"
+        ),
+        (Some(path), None) => KeySource::File(path),
+        (None, Some(key)) => KeySource::Value(key),
+        (None, None) => KeySource::DataDir,
+    };
     Ok(ServerConfig {
         defaults,
+        secrets,
         token: args.token.or(file.token).filter(|t| !t.is_empty()),
         aws_keys,
         executions,
