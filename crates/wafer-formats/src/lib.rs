@@ -1,6 +1,7 @@
 //! The formats wafer reads from outside its process, as plain functions over bytes and text: what a
 //! WAGI guest prints (`cgi`), the header maps and buffer writes proxy-wasm guests pass through their
-//! memory (`proxy_wasm`), cron schedules (`cron`), and container image tarballs (`oci_image`).
+//! memory (`proxy_wasm`), cron schedules (`cron`), container image tarballs (`oci_image`), and the
+//! multipart forms deploys are sent as (`multipart`).
 //!
 //! They live apart from the engine and the server so that nothing heavy comes with them: the fuzz
 //! targets under `fuzz/` build them with coverage instrumentation in seconds, where anything pulling in
@@ -9,5 +10,6 @@
 
 pub mod cgi;
 pub mod cron;
+pub mod multipart;
 pub mod oci_image;
 pub mod proxy_wasm;

@@ -114,6 +114,17 @@ fn store_message(err: &StoreError) -> String {
     }
 }
 
+impl From<wafer_formats::multipart::FormError> for Error {
+    fn from(e: wafer_formats::multipart::FormError) -> Self {
+        use wafer_formats::multipart::FormError;
+        match e {
+            FormError::Malformed(message) => Error::InvalidRequest(message),
+            FormError::TooLarge { what, cap } => crate::invoke::too_large(&what, cap),
+            FormError::InvalidConfig(message) => Error::InvalidConfig(message),
+        }
+    }
+}
+
 impl Error {
     /// The error for function `name`, which does not exist.
     pub fn unknown_function(name: &str) -> Self {

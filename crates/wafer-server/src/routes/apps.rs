@@ -1,9 +1,9 @@
 //! `POST /v1/apps`: several functions deployed as one, all or none (a Spin application's components).
 
-use super::functions::{part_error, read_part, CONFIG_CAP};
+use super::functions::{form, CONFIG_CAP, FORM_OVERHEAD};
 use crate::app::{App, Upload};
 use crate::error::Error;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -12,6 +12,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use wafer_api::{AppDeploy, AppDeployed, ErrorBody, MAX_APP_FUNCTIONS};
 use wafer_store::FunctionVariables;
+
+/// How many modules' worth of bytes an application deploy may send in all (each is held to the module
+/// cap).
+const APP_MODULES: usize = 8;
 
 /// `POST /v1/apps`: multipart, an `app` part (AppDeploy as JSON) first, then the module parts it names.
 #[utoipa::path(post, path = "/v1/apps", tag = "functions",
@@ -26,22 +30,21 @@ use wafer_store::FunctionVariables;
         (status = 507, body = ErrorBody, description = "No space left to store the modules")))]
 pub async fn deploy(State(app): State<Arc<App>>, request: Request) -> Result<Response, Error> {
     let module_cap = app.config.defaults.max_module_bytes;
-    let mut multipart = Multipart::from_request(request, &())
-        .await
-        .map_err(|e| Error::InvalidRequest(e.body_text()))?;
-    let first = multipart
-        .next_field()
-        .await
-        .map_err(part_error)?
+    let total = module_cap
+        .saturating_add(FORM_OVERHEAD)
+        .saturating_mul(APP_MODULES);
+    let mut form = form(request, total)?;
+    let first = form
+        .next()
+        .await?
         .ok_or_else(|| Error::InvalidRequest("the body has no `app` part".into()))?;
-    if first.name() != Some("app") {
+    if first.name() != "app" {
         return Err(Error::InvalidRequest(
             "the first part must be `app`, the application's functions as JSON".into(),
         ));
     }
-    let spec: AppDeploy =
-        serde_json::from_slice(&read_part(first, CONFIG_CAP, "the app part").await?)
-            .map_err(|e| Error::InvalidConfig(format!("the app part is not valid: {e}")))?;
+    let spec: AppDeploy = serde_json::from_slice(&first.read(CONFIG_CAP, "the app part").await?)
+        .map_err(|e| Error::InvalidConfig(format!("the app part is not valid: {e}")))?;
     if spec.functions.is_empty() || spec.functions.len() > MAX_APP_FUNCTIONS {
         return Err(Error::InvalidConfig(format!(
             "an application deploys 1 to {MAX_APP_FUNCTIONS} functions, not {}",
@@ -54,15 +57,15 @@ pub async fn deploy(State(app): State<Arc<App>>, request: Request) -> Result<Res
             .any(|f| f.module == part || f.files.as_deref() == Some(part))
     };
     let mut parts: HashMap<String, Bytes> = HashMap::new();
-    while let Some(field) = multipart.next_field().await.map_err(part_error)? {
-        let name = field.name().unwrap_or_default().to_string();
+    while let Some(part) = form.next().await? {
+        let name = part.name().to_string();
         if !named(&name) || parts.contains_key(&name) {
             return Err(Error::InvalidRequest(format!(
                 "unexpected or repeated multipart part {name:?}: send each module and files bundle \
                  the app part names, once"
             )));
         }
-        let bytes = read_part(field, module_cap, &format!("part {name:?}")).await?;
+        let bytes = part.read(module_cap, &format!("part {name:?}")).await?;
         parts.insert(name, bytes);
     }
     let part = |function: &str, what: &str, name: &str| {

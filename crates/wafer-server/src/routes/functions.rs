@@ -4,8 +4,7 @@
 use super::read_body;
 use crate::app::{App, Upload};
 use crate::error::Error;
-use axum::extract::multipart::MultipartError;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -18,6 +17,7 @@ use wafer_api::{
     ConfigUpdate, ErrorBody, FunctionConfig, FunctionInfo, FunctionList, Kind, RollbackRequest,
     VersionInfo, VersionList,
 };
+use wafer_formats::multipart::{self, DeployCaps, Form};
 use wafer_store::FunctionVariables;
 
 /// How a deploy treats the live version.
@@ -134,91 +134,40 @@ struct Caps {
     image: usize,
 }
 
-/// Reads one multipart part, refusing it past `cap` bytes.
-pub(super) async fn read_part(
-    mut field: axum::extract::multipart::Field<'_>,
-    cap: usize,
-    what: &str,
-) -> Result<Bytes, Error> {
-    let mut bytes = bytes::BytesMut::new();
-    while let Some(chunk) = field.chunk().await.map_err(part_error)? {
-        if bytes.len() + chunk.len() > cap {
-            return Err(crate::invoke::too_large(what, cap));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes.freeze())
-}
-
-pub(super) fn part_error(e: MultipartError) -> Error {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        Error::TooLarge(e.body_text())
-    } else {
-        Error::InvalidRequest(format!("malformed multipart body: {}", e.body_text()))
-    }
-}
-
 /// A deploy's parts: the module (or image), the files bundle, the config and the variables.
 type Parts = (Bytes, Option<Bytes>, FunctionConfig, ConfigUpdate);
 
-/// Reads the `module` (or `image`), `files`, `config` and `variables` parts of a multipart deploy. An
-/// `image` part makes the function a container unless the config says otherwise.
-async fn read_multipart(request: Request, caps: Caps) -> Result<Parts, Error> {
-    let mut multipart = Multipart::from_request(request, &())
-        .await
-        .map_err(|e| Error::InvalidRequest(e.body_text()))?;
-    let (mut module, mut image, mut config, mut variables) = (None, None, None, None);
-    let mut files = None;
-    while let Some(field) = multipart.next_field().await.map_err(part_error)? {
-        match field.name().unwrap_or_default() {
-            "module" if module.is_none() && image.is_none() => {
-                module = Some(read_part(field, caps.module, "the module").await?)
-            }
-            "image" if module.is_none() && image.is_none() => {
-                image = Some(read_part(field, caps.image, "the image").await?)
-            }
-            "files" if files.is_none() => {
-                files = Some(read_part(field, caps.module, "the files bundle").await?)
-            }
-            "config" if config.is_none() => {
-                let bytes = read_part(field, CONFIG_CAP, "the config part").await?;
-                config = Some(serde_json::from_slice::<FunctionConfig>(&bytes).map_err(|e| {
-                    Error::InvalidConfig(format!("the config part is not valid: {e}"))
-                })?);
-            }
-            "variables" if variables.is_none() => {
-                let bytes = read_part(field, CONFIG_CAP, "the variables part").await?;
-                variables = Some(serde_json::from_slice::<ConfigUpdate>(&bytes).map_err(|e| {
-                    Error::InvalidConfig(format!("the variables part is not valid: {e}"))
-                })?);
-            }
-            other => {
-                return Err(Error::InvalidRequest(format!(
-                    "unexpected or repeated multipart part {other:?}: send one `module` or `image` and \
-                     at most one `files`, one `config` and one `variables`"
-                )))
-            }
-        }
-    }
-    let mut config = config.unwrap_or_default();
-    let body =
-        match (module, image) {
-            (Some(module), None) => module,
-            (None, Some(image)) => {
-                config.kind.get_or_insert(Kind::Container);
-                image
-            }
-            (None, None) if config.kind == Some(Kind::Container) && config.image.is_some() => {
-                Bytes::new()
-            }
-            _ => return Err(Error::InvalidRequest(
-                "the multipart body has no `module` part (nor an `image` part, nor a container \
-                 config naming an oci:// image)"
-                    .into(),
-            )),
-        };
-    Ok((body, files, config, variables.unwrap_or_default()))
+/// The multipart form in `request`, refused past `total_cap` bytes.
+pub(super) fn form(request: Request, total_cap: usize) -> Result<Form<'static>, Error> {
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    Form::new(
+        request.into_body().into_data_stream(),
+        &content_type,
+        total_cap,
+    )
+    .map_err(Error::from)
 }
+
+/// Reads the `module` (or `image`), `files`, `config` and `variables` parts of a multipart deploy
+/// (`wafer_formats::multipart::deploy`).
+async fn read_multipart(request: Request, caps: Caps) -> Result<Parts, Error> {
+    let total = caps.module.max(caps.image).saturating_add(FORM_OVERHEAD);
+    let caps = DeployCaps {
+        module: caps.module,
+        image: caps.image,
+        config: CONFIG_CAP,
+    };
+    let read = multipart::deploy(form(request, total)?, caps).await?;
+    Ok((read.body, read.files, read.config, read.variables))
+}
+
+/// What a deploy's body may hold besides its largest part: the small parts and the form's framing.
+pub(super) const FORM_OVERHEAD: usize = 1 << 20;
 
 /// The largest `config` or `variables` part.
 pub(super) const CONFIG_CAP: usize = 4 << 20;

@@ -77,10 +77,7 @@ pub fn console_router(app: Arc<App>) -> Router {
 /// The management API behind its token and same-origin rule, `/healthz`, and the API's description.
 fn api(app: &Arc<App>) -> Router<Arc<App>> {
     let module_limit = app.config.defaults.max_module_bytes;
-    let deploy_limit = module_limit
-        .max(app.config.containers.max_image_bytes)
-        .saturating_add(1 << 20);
-    let (management, mut document) = openapi::management(deploy_limit).split_for_parts();
+    let (management, mut document) = openapi::management().split_for_parts();
     openapi::document_refusals(&mut document);
     let document = openapi::Document(
         document

@@ -94,20 +94,11 @@ pub fn document_refusals(document: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// How many modules' worth of bytes an application deploy may send in all (each is held to the module
-/// cap).
-const APP_MODULES: usize = 8;
-
 /// The management routes (behind the token), with the document describing them and everything else.
-/// Deploys take bodies up to `deploy_limit` bytes (the larger of the module and image caps; each part
-/// is held to its own).
-pub fn management(deploy_limit: usize) -> OpenApiRouter<std::sync::Arc<crate::app::App>> {
+/// Deploys read their own bodies, each part within its cap (`functions::form`).
+pub fn management() -> OpenApiRouter<std::sync::Arc<crate::app::App>> {
     let (schemas, paths, deploy) = routes!(functions::versions, functions::deploy);
-    let deploy = deploy.layer(axum::extract::DefaultBodyLimit::max(deploy_limit));
     let (app_schemas, app_paths, apps) = routes!(apps::deploy);
-    let apps = apps.layer(axum::extract::DefaultBodyLimit::max(
-        deploy_limit.saturating_mul(APP_MODULES),
-    ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes((app_schemas, app_paths, apps))
         .routes(routes!(functions::list))
