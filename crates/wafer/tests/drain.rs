@@ -1,6 +1,6 @@
 //! Graceful stops: SIGTERM under steady load answers every request already in flight, finishes or
 //! gives back every running async attempt, exits 0, and every acknowledged async execution completes
-//! after a restart — once.
+//! after a restart — once. A second signal during the drain stops the process at once.
 
 mod common;
 
@@ -227,4 +227,44 @@ async fn an_attempt_longer_than_the_grace_goes_back_to_the_queue_without_countin
     // Its only attempt was cut short, not failed: it runs again after the restart, as attempt 1.
     let server = server.restart_with(&[]);
     succeeds_once(&server, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_during_the_drain_stops_at_once() {
+    let mut server = Server::start_with(&["--grace", "60s"]);
+    server
+        .deploy_ok(
+            "slow",
+            sleep_wat(30_000, "Content-Type: text/plain\n\nslept\n"),
+            json!({"timeout_ms": 60000}),
+        )
+        .await;
+    let call = tokio::spawn(server.http.get(server.at("/fn/slow")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal("TERM");
+    wait_for("the drain to start", Duration::from_secs(10), || async {
+        server.logs().contains("stopping:").then_some(())
+    })
+    .await;
+    let signalled = Instant::now();
+    let status = server.terminate();
+    let took = signalled.elapsed();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "log:\n{}",
+        server.logs()
+    );
+    // The first signal alone would have waited for the 30 s call, within its 60 s of grace.
+    assert!(
+        took < Duration::from_secs(10),
+        "stopped {took:?} after the second signal; log:\n{}",
+        server.logs()
+    );
+    assert!(
+        server.logs().contains("a second stop signal"),
+        "{}",
+        server.logs()
+    );
+    assert!(call.await.unwrap().is_err(), "the call was cut off");
 }

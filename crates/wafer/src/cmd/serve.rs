@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 use wafer_engine::FunctionDefaults;
 use wafer_server::{
@@ -361,27 +362,56 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
     })
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
+/// Resolves on Ctrl-C or SIGTERM. A second one while the server drains ends the process at once
+/// (exit 1), as an operator who presses Ctrl-C again expects.
 pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    // Listening from the start, so a second signal is caught however soon it follows the first.
+    let mut signals = StopSignals::listen();
+    signals.next().await;
+    tracing::info!("shutting down (a second Ctrl-C or SIGTERM stops at once)");
+    tokio::spawn(async move {
+        signals.next().await;
+        tracing::warn!("a second stop signal: exiting now, without finishing the drain");
+        std::process::exit(1);
+    });
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM, each caught from when it is listened for.
+struct StopSignals {
+    interrupt: Option<Signal>,
+    terminate: Option<Signal>,
+}
+
+impl StopSignals {
+    fn listen() -> Self {
+        let listen = |kind| match signal(kind) {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                tracing::warn!("cannot listen for {kind:?}: {e}");
+                None
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        Self {
+            interrupt: listen(SignalKind::interrupt()),
+            terminate: listen(SignalKind::terminate()),
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
     }
-    tracing::info!("shutting down");
+
+    /// Resolves on the next signal of either kind.
+    async fn next(&mut self) {
+        async fn one(signal: &mut Option<Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = one(&mut self.interrupt) => {},
+            _ = one(&mut self.terminate) => {},
+        }
+    }
 }
 
 #[cfg(test)]
