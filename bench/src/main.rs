@@ -3,13 +3,15 @@
 //!
 //! `cargo run -p bench --release` (or `bench/run.sh`); `--quick` for shorter load runs; `--cluster` for
 //! cluster mode's figures alone (`cluster.rs`); `--scale` for the many-functions figures alone
-//! (`scale.rs`), printed rather than written. See bench/README.md for what each figure means.
+//! (`scale.rs`), printed rather than written; `--soak` for ten minutes of mixed load with the server's
+//! memory, descriptors and WAL sampled (`soak.rs`). See bench/README.md for what each figure means.
 
 mod cluster;
 mod load;
 mod report;
 mod scale;
 mod servers;
+mod soak;
 
 use anyhow::{bail, Context};
 use load::Wrk;
@@ -63,6 +65,9 @@ fn main() -> anyhow::Result<()> {
     let target = target_dir()?;
     if std::env::args().any(|a| a == "--cluster") {
         return cluster::run(&root, &build_wafer(&root, &target)?);
+    }
+    if std::env::args().any(|a| a == "--soak") {
+        return soak::run(&root, &build_wafer(&root, &target)?, quick);
     }
     let setup = Setup {
         wafer: build_wafer(&root, &target)?,

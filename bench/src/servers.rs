@@ -161,6 +161,16 @@ impl Wafer {
             .count())
     }
 
+    /// The server's open file descriptors.
+    pub fn open_fds(&self) -> anyhow::Result<usize> {
+        Ok(std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))?.count())
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
     /// The server's resident set size, in bytes.
     pub fn rss(&self) -> anyhow::Result<u64> {
         rss_of(self.child.id())
