@@ -26,6 +26,8 @@ pub(crate) fn stored_value<'a>(
 }
 
 /// Files a stored `(name, value, secret)` row of `function` into `into`, opening a secret with `key`.
+/// A secret that is not sealed was written by a wafer from before secrets were (a node of an earlier
+/// version, during a rolling upgrade of a cluster): it is taken as it is, and sealed at the next start.
 pub(crate) fn file_variable(
     into: &mut FunctionVariables,
     key: &SecretsKey,
@@ -33,7 +35,10 @@ pub(crate) fn file_variable(
     (name, value, secret): (String, String, bool),
 ) -> Result<(), StoreError> {
     if secret {
-        let value = key.open(function, &name, &value)?;
+        let value = match SecretsKey::is_sealed(&value) {
+            true => key.open(function, &name, &value)?,
+            false => value,
+        };
         into.secrets.insert(name, value);
     } else {
         into.variables.insert(name, value);

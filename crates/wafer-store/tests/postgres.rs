@@ -208,7 +208,7 @@ async fn secrets_are_sealed_in_the_database_and_a_node_with_another_key_is_refus
         .set_variables("f", Default::default(), secrets.into_iter().collect())
         .await
         .unwrap();
-    // A secret written by a wafer from before secrets were sealed.
+    // A secret written by a node of a wafer from before secrets were sealed.
     client
         .execute(
             "INSERT INTO variables (function, name, value, secret) VALUES ('g', 'old', 'older-secret', TRUE)",
@@ -225,6 +225,11 @@ async fn secrets_are_sealed_in_the_database_and_a_node_with_another_key_is_refus
         .collect();
     assert!(stored[0].starts_with("sealed:v1:"), "{stored:?}");
     assert!(!stored[0].contains("plain-text-secret"));
+    // A running node reads it as it is (an older node wrote it during a rolling upgrade).
+    assert_eq!(
+        store.variables("g").await.unwrap().secrets["old"],
+        "older-secret"
+    );
 
     let (reopened, _again) = open_at(&url).await;
     let all = reopened.all_variables().await.unwrap();

@@ -67,6 +67,7 @@ pub struct BackupSummary {
     pub secrets_key: bool,
     /// The id of the key the secrets in the backup are sealed with: a server started on the restored
     /// directory needs that key.
+    #[serde(default)]
     pub secrets_key_id: Option<String>,
 }
 
