@@ -325,6 +325,48 @@ pub async fn retention_keeps_the_newest_and_owed_callbacks(stores: &Stores) {
     assert!(exists(stores, "owed").await);
 }
 
+pub async fn retention_of_many_records_deletes_them_all_and_keeps_the_newest(stores: &Stores) {
+    // More than one of SQLite's deleting transactions holds (500).
+    let now = now_ms() - 60_000;
+    let runs = (0..1_234)
+        .map(|i| {
+            finished(
+                &format!("e{i:05}"),
+                "f",
+                ExecutionStatus::Succeeded,
+                now + i,
+            )
+        })
+        .collect();
+    insert(stores, runs).await;
+    let keep = Retention {
+        per_function: 34,
+        older_than: 30 * 24 * HOUR,
+        dead_per_function: 34,
+        dead_older_than: 30 * 24 * HOUR,
+    };
+    assert_eq!(stores.executions.prune(keep).await.unwrap(), 1_200);
+    assert_eq!(stores.executions.prune(keep).await.unwrap(), 0);
+    let left = stores
+        .executions
+        .list_executions(
+            Some("f"),
+            Page {
+                limit: 100,
+                ..Page::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 34);
+    assert_eq!(left[33].id, "e01200", "the newest are kept");
+    let logs = stores
+        .executions
+        .logs("f", None, 1000, LogLevel::Trace)
+        .await;
+    assert_eq!(logs.unwrap().len(), 34, "logs go with their executions");
+}
+
 pub async fn log_cursors_see_every_line_of_concurrent_writers(stores: &Stores) {
     const WRITERS: usize = 4;
     const BATCHES: usize = 40;

@@ -73,6 +73,7 @@ macro_rules! conformance {
             executions::listing_pages_newest_first_and_filters_by_status,
             executions::a_sync_execution_is_stored_with_its_attempt_and_what_it_owes,
             executions::retention_keeps_the_newest_and_owed_callbacks,
+            executions::retention_of_many_records_deletes_them_all_and_keeps_the_newest,
             executions::log_cursors_see_every_line_of_concurrent_writers,
             executions::a_schedule_tick_fires_once,
             executions::a_finished_execution_owes_its_callback_until_delivered,

@@ -19,7 +19,7 @@ use crate::executions::{
     Admit, Claim, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore, NewExecution, Page,
     QueueStats, Retention, Retried, StoredRequest, Write, Written,
 };
-use crate::sql::{give_back, new_row, prunable, ranked_finished, release};
+use crate::sql::{give_back, new_row, prunable, ranked_finished, release, FINAL};
 use crate::StoreError;
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Transaction};
@@ -435,12 +435,22 @@ impl ExecutionStore for PgStore {
             .iter()
             .map(|row| row.try_get(0))
             .collect::<Result<_, _>>()?;
-        tx.execute("DELETE FROM logs WHERE execution_id = ANY($1)", &[&ids])
-            .await?;
-        tx.execute("DELETE FROM executions WHERE id = ANY($1)", &[&ids])
+        // An execution retried since it was read is not finished any more, and is kept.
+        let deleted: Vec<String> = tx
+            .query(
+                &format!(
+                    "DELETE FROM executions WHERE id = ANY($1) AND status IN {FINAL} RETURNING id"
+                ),
+                &[&ids],
+            )
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        tx.execute("DELETE FROM logs WHERE execution_id = ANY($1)", &[&deleted])
             .await?;
         tx.commit().await?;
-        Ok(ids.len() as u64)
+        Ok(deleted.len() as u64)
     }
 
     async fn due_deliveries(

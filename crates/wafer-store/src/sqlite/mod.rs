@@ -41,6 +41,9 @@ use std::sync::{Arc, Mutex};
 /// SQL for "now" as RFC 3339 UTC with milliseconds.
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
 
+/// How many old executions record retention deletes in one transaction.
+const PRUNE_BATCH: usize = 500;
+
 /// SQL for "now" in milliseconds since the Unix epoch: the store's clock, which every comparison of
 /// times uses.
 const NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
@@ -51,6 +54,9 @@ pub struct SqliteStore {
     meta: Arc<Mutex<Connection>>,
     executions: Arc<Mutex<Connection>>,
     state: Arc<Mutex<Connection>>,
+    /// Record retention's reads, which scan every finished execution: on a connection of their own,
+    /// they hold up neither the journal nor a deploy.
+    maintenance: Arc<Mutex<Connection>>,
     blobs: Arc<dyn ModuleBlobs>,
     /// Serialises storing a version's bytes with its row, so a failed deploy's clean-up never removes
     /// bytes a concurrent deploy of the same module has just stored.
@@ -85,6 +91,7 @@ impl SqliteStore {
             meta: Arc::new(Mutex::new(conn)),
             executions: Arc::new(Mutex::new(connect(data_dir)?)),
             state: Arc::new(Mutex::new(connect(data_dir)?)),
+            maintenance: Arc::new(Mutex::new(connect(data_dir)?)),
             blobs: Arc::new(DirBlobs::open(data_dir)?),
             deploys: Arc::new(tokio::sync::Mutex::new(())),
             events: Events::default(),
@@ -99,6 +106,8 @@ fn connect(data_dir: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(data_dir.join("wafer.db"))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // After a checkpoint, the WAL is cut back to this size rather than kept at its largest.
+    conn.pragma_update(None, "journal_size_limit", 64i64 << 20)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
