@@ -79,13 +79,22 @@ async fn secrets_are_sealed_under_the_given_key_and_another_key_is_refused() {
     // The same data with another key: refused at start, with the reason.
     let mut server = server;
     server.terminate();
-    let refused = Command::new(env!("CARGO_BIN_EXE_wafer"))
+    let mut start = Command::new(env!("CARGO_BIN_EXE_wafer"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(server.data_dir())
         .env("WAFER_SECRETS_KEY", "2e".repeat(32))
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // A server that started anyway would never exit: it is given 30 s, then stopped.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while start.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = start.kill();
+    let refused = start.wait_with_output().unwrap();
     assert!(!refused.status.success());
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("sealed with key"), "{said}");
