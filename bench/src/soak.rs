@@ -15,6 +15,7 @@
 
 use crate::servers::Wafer;
 use anyhow::Context;
+use reqwest::blocking::Client;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -68,42 +69,38 @@ pub fn run(root: &Path, wafer_binary: &Path, quick: bool) -> anyhow::Result<()> 
             .build()
     };
     for _ in 0..4 {
-        let (stop, counts, http, url) = (
-            stop.clone(),
-            counts.clone(),
-            client()?,
-            wafer.url("/fn/hello?name=soak"),
-        );
-        workers.push(std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                expect(&counts, &counts.sync, http.get(&url).send(), 200);
-            }
-        }));
+        let url = wafer.url("/fn/hello?name=soak");
+        let get = move |http: &Client| http.get(&url).send();
+        workers.push(caller(
+            &stop,
+            &counts,
+            |c| &c.sync,
+            200,
+            Duration::ZERO,
+            get,
+        )?);
     }
-    {
-        let (stop, counts, http) = (stop.clone(), counts.clone(), client()?);
-        let url = wafer.url("/v1/functions/hello/invoke?async=true");
-        workers.push(std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                expect(
-                    &counts,
-                    &counts.submitted,
-                    http.post(&url).body("x").send(),
-                    202,
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }));
-    }
-    {
-        let (stop, counts, http) = (stop.clone(), counts.clone(), client()?);
-        let url = wafer.url("/fn/hostile");
-        workers.push(std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                expect(&counts, &counts.hostile, http.get(&url).send(), 504);
-            }
-        }));
-    }
+    let url = wafer.url("/v1/functions/hello/invoke?async=true");
+    let submit = move |http: &Client| http.post(&url).body("x").send();
+    let pause = Duration::from_millis(10);
+    workers.push(caller(
+        &stop,
+        &counts,
+        |c| &c.submitted,
+        202,
+        pause,
+        submit,
+    )?);
+    let url = wafer.url("/fn/hostile");
+    let spin = move |http: &Client| http.get(&url).send();
+    workers.push(caller(
+        &stop,
+        &counts,
+        |c| &c.hostile,
+        504,
+        Duration::ZERO,
+        spin,
+    )?);
     {
         let (stop, counts, http) = (stop.clone(), counts.clone(), client()?);
         let base = wafer.url("");
@@ -172,6 +169,28 @@ pub fn run(root: &Path, wafer_binary: &Path, quick: bool) -> anyhow::Result<()> 
     std::fs::write(&out, &report)?;
     println!("\n{report}\nwrote {}", out.display());
     Ok(())
+}
+
+/// A client thread sending `request` until `stop`, with `pause` between requests, counting each
+/// answer under `kind` when its status is `want`.
+fn caller(
+    stop: &Arc<AtomicBool>,
+    counts: &Arc<Counts>,
+    kind: fn(&Counts) -> &AtomicU64,
+    want: u16,
+    pause: Duration,
+    request: impl Fn(&Client) -> reqwest::Result<reqwest::blocking::Response> + Send + 'static,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let (stop, counts) = (stop.clone(), counts.clone());
+    let http = Client::builder().timeout(Duration::from_secs(30)).build()?;
+    Ok(std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            expect(&counts, kind(&counts), request(&http), want);
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+        }
+    }))
 }
 
 /// Counts `response` under `kind` when its status is `want`, as unexpected otherwise.
