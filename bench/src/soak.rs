@@ -63,11 +63,6 @@ pub fn run(root: &Path, wafer_binary: &Path, quick: bool) -> anyhow::Result<()> 
         Arc::new(Counts::default()),
     );
     let mut workers = Vec::new();
-    let client = || {
-        reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-    };
     for _ in 0..4 {
         let url = wafer.url("/fn/hello?name=soak");
         let get = move |http: &Client| http.get(&url).send();
@@ -171,6 +166,11 @@ pub fn run(root: &Path, wafer_binary: &Path, quick: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// An HTTP client for one of the workload's threads.
+fn client() -> reqwest::Result<Client> {
+    Client::builder().timeout(Duration::from_secs(30)).build()
+}
+
 /// A client thread sending `request` until `stop`, with `pause` between requests, counting each
 /// answer under `kind` when its status is `want`.
 fn caller(
@@ -182,7 +182,7 @@ fn caller(
     request: impl Fn(&Client) -> reqwest::Result<reqwest::blocking::Response> + Send + 'static,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let (stop, counts) = (stop.clone(), counts.clone());
-    let http = Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let http = client()?;
     Ok(std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             expect(&counts, kind(&counts), request(&http), want);

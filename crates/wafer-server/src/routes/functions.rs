@@ -61,12 +61,7 @@ pub async fn deploy(
         module: app.config.defaults.max_module_bytes,
         image: app.config.containers.max_image_bytes,
     };
-    let content_type = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let content_type = content_type(&request).to_ascii_lowercase();
     let (module, files, config, variables) = if content_type.starts_with("multipart/form-data") {
         read_multipart(request, caps).await?
     } else if content_type.starts_with("application/wasm")
@@ -137,14 +132,20 @@ struct Caps {
 /// A deploy's parts: the module (or image), the files bundle, the config and the variables.
 type Parts = (Bytes, Option<Bytes>, FunctionConfig, ConfigUpdate);
 
-/// The multipart form in `request`, refused past `total_cap` bytes.
-pub(super) fn form(request: Request, total_cap: usize) -> Result<Form<'static>, Error> {
-    let content_type = request
+/// The request's `Content-Type`, as sent (empty when it has none).
+fn content_type(request: &Request) -> String {
+    request
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
-        .to_string();
+        .to_string()
+}
+
+/// The multipart form in `request`, refused past `total_cap` bytes. The boundary is read from the
+/// `Content-Type` as sent: it is case-sensitive.
+pub(super) fn form(request: Request, total_cap: usize) -> Result<Form<'static>, Error> {
+    let content_type = content_type(&request);
     Form::new(
         request.into_body().into_data_stream(),
         &content_type,
