@@ -14,6 +14,7 @@ pub const MAX_APP_FUNCTIONS: usize = 64;
 #[serde(deny_unknown_fields)]
 pub struct AppDeploy {
     /// The functions, in the order their versions are reported.
+    #[schema(min_items = 1, max_items = 64)] // 64: MAX_APP_FUNCTIONS
     pub functions: Vec<AppFunctionSpec>,
 }
 

@@ -10,6 +10,7 @@
 
 pub mod cgi;
 pub mod cron;
+pub mod json;
 pub mod multipart;
 pub mod oci_image;
 pub mod proxy_wasm;

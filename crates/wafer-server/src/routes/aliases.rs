@@ -1,8 +1,9 @@
 //! Aliases under `/v1/functions/{name}/aliases`: list, get, set (with weights) and remove.
 
+use super::extract::Path;
 use crate::app::App;
 use crate::error::Error;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use bytes::Bytes;
 use http::StatusCode;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use wafer_api::{Alias, AliasInfo, AliasList, ErrorBody};
 
 /// `GET /v1/functions/{name}/aliases`.
-#[utoipa::path(get, path = "/v1/functions/{name}/aliases", tag = "functions",
+#[utoipa::path(get, path = "/v1/functions/{name}/aliases", operation_id = "listAliases", tag = "functions",
     params(("name" = String, Path, description = "The function's name")),
     responses((status = 200, body = AliasList), (status = 404, body = ErrorBody)))]
 pub async fn list(
@@ -33,7 +34,7 @@ pub async fn list(
 
 /// `GET /v1/functions/{name}/aliases/{alias}`: where the alias sends calls (`live`: the live version
 /// and its weights).
-#[utoipa::path(get, path = "/v1/functions/{name}/aliases/{alias}", tag = "functions",
+#[utoipa::path(get, path = "/v1/functions/{name}/aliases/{alias}", operation_id = "getAlias", tag = "functions",
     params(("name" = String, Path, description = "The function's name"),
         ("alias" = String, Path, description = "The alias")),
     responses((status = 200, body = AliasInfo), (status = 404, body = ErrorBody)))]
@@ -55,7 +56,7 @@ pub async fn get(
 
 /// `PUT /v1/functions/{name}/aliases/{alias}` with `{"version": 3, "weights": {"4": 0.1}}`: creates or
 /// moves the alias. Setting `live` moves the live version (and the routes) and its canary weight.
-#[utoipa::path(put, path = "/v1/functions/{name}/aliases/{alias}", tag = "functions",
+#[utoipa::path(put, path = "/v1/functions/{name}/aliases/{alias}", operation_id = "putAlias", tag = "functions",
     params(("name" = String, Path, description = "The function's name"),
         ("alias" = String, Path, description = "The alias: a name, not a number")),
     request_body = Alias,
@@ -68,7 +69,7 @@ pub async fn put(
     Path((name, alias)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<AliasInfo>, Error> {
-    let target: Alias = serde_json::from_slice(&body).map_err(|e| {
+    let target: Alias = wafer_formats::json::from_slice(&body).map_err(|e| {
         Error::InvalidRequest(format!(
             "the body must be {{\"version\": N, \"weights\": {{\"M\": 0.1}}}}: {e}"
         ))
@@ -82,7 +83,7 @@ pub async fn put(
 }
 
 /// `DELETE /v1/functions/{name}/aliases/{alias}` (never `live`).
-#[utoipa::path(delete, path = "/v1/functions/{name}/aliases/{alias}", tag = "functions",
+#[utoipa::path(delete, path = "/v1/functions/{name}/aliases/{alias}", operation_id = "deleteAlias", tag = "functions",
     params(("name" = String, Path, description = "The function's name"),
         ("alias" = String, Path, description = "The alias")),
     responses((status = 204, description = "Removed"),

@@ -17,14 +17,24 @@ use wafer_store::FunctionVariables;
 /// cap).
 const APP_MODULES: usize = 8;
 
+/// The parts of an application deploy, as the API's description shows them: `app` first, then the
+/// parts it names, each a module or a tar of files.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct AppForm {
+    app: AppDeploy,
+    #[schema(value_type = Option<String>, format = Binary)]
+    module: Vec<u8>,
+}
+
 /// `POST /v1/apps`: multipart, an `app` part (AppDeploy as JSON) first, then the module parts it names.
-#[utoipa::path(post, path = "/v1/apps", tag = "functions",
+#[utoipa::path(post, path = "/v1/apps", operation_id = "deployApp", tag = "functions",
     request_body(description = "multipart/form-data: an `app` part first (AppDeploy as JSON: each \
         function's name, config, variables and the names of the parts holding its module and its \
         read-only files), then one part per module or files bundle (a tar), each up to the server's \
         --max-module. Every function is checked and compiled, then \
         all are stored in one transaction and made live, or none is.",
-        content((Vec<u8> = "multipart/form-data"))),
+        content((AppForm = "multipart/form-data"))),
     responses((status = 201, body = AppDeployed), (status = 400, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 507, body = ErrorBody, description = "No space left to store the modules")))]
@@ -43,8 +53,9 @@ pub async fn deploy(State(app): State<Arc<App>>, request: Request) -> Result<Res
             "the first part must be `app`, the application's functions as JSON".into(),
         ));
     }
-    let spec: AppDeploy = serde_json::from_slice(&first.read(CONFIG_CAP, "the app part").await?)
-        .map_err(|e| Error::InvalidConfig(format!("the app part is not valid: {e}")))?;
+    let spec: AppDeploy =
+        wafer_formats::json::from_slice(&first.read(CONFIG_CAP, "the app part").await?)
+            .map_err(|e| Error::InvalidConfig(format!("the app part is not valid: {e}")))?;
     if spec.functions.is_empty() || spec.functions.len() > MAX_APP_FUNCTIONS {
         return Err(Error::InvalidConfig(format!(
             "an application deploys 1 to {MAX_APP_FUNCTIONS} functions, not {}",

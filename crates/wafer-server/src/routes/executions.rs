@@ -1,8 +1,10 @@
 //! The execution endpoints: records, logs (listed or followed over server-sent events) and summaries.
 
+use super::extract::{Path, Query};
 use crate::app::App;
 use crate::error::Error;
-use axum::extract::{Path, Query, State};
+use crate::validate;
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,7 +22,7 @@ use wafer_store::Page;
 const MAX_PAGE: u32 = 1000;
 
 /// `GET /v1/executions/{id}`: one execution with its logs.
-#[utoipa::path(get, path = "/v1/executions/{id}", tag = "executions",
+#[utoipa::path(get, path = "/v1/executions/{id}", operation_id = "getExecution", tag = "executions",
     params(("id" = String, Path, description = "The execution id")),
     responses((status = 200, body = Execution), (status = 404, body = ErrorBody)))]
 pub async fn get(
@@ -47,7 +49,7 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/functions/{name}/executions`: a page of a function's executions, newest first.
-#[utoipa::path(get, path = "/v1/functions/{name}/executions", tag = "executions",
+#[utoipa::path(get, path = "/v1/functions/{name}/executions", operation_id = "listExecutions", tag = "executions",
     params(("name" = String, Path, description = "The function"), ListQuery),
     responses((status = 200, body = ExecutionList), (status = 400, body = ErrorBody)))]
 pub async fn list(
@@ -55,6 +57,7 @@ pub async fn list(
     Path(name): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<ExecutionList>, Error> {
+    validate::name(&name)?;
     let status = query
         .status
         .map(|s| s.parse::<ExecutionStatus>())
@@ -104,21 +107,36 @@ pub struct LogsQuery {
     follow: bool,
 }
 
+/// One server-sent event of a followed log, as the API's description shows it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct LogEvent {
+    /// Always `log`.
+    #[schema(pattern = "^log$")]
+    event: String,
+    /// The line's `seq`, to resume from with `after`.
+    #[schema(pattern = "^-?[0-9]+$")]
+    id: String,
+    /// The line as JSON, a LogLine.
+    data: String,
+}
+
 /// How often a follower reads again when nothing woke it.
 const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `GET /v1/functions/{name}/logs`: a function's log lines, or with `follow=true` a live stream of them.
-#[utoipa::path(get, path = "/v1/functions/{name}/logs", tag = "executions",
+#[utoipa::path(get, path = "/v1/functions/{name}/logs", operation_id = "functionLogs", tag = "executions",
     params(("name" = String, Path, description = "The function"), LogsQuery),
     responses(
         (status = 200, description = "The lines as JSON, or with follow=true a text/event-stream of them",
-         body = LogList),
+         content((LogList = "application/json"), (LogEvent = "text/event-stream"))),
         (status = 400, body = ErrorBody)))]
 pub async fn logs(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     Query(query): Query<LogsQuery>,
 ) -> Result<Response, Error> {
+    validate::name(&name)?;
     let limit = page_size(query.limit, 100)?;
     let level = query
         .level
@@ -198,7 +216,7 @@ const MAX_WINDOW_MS: u64 = 48 * 3_600_000;
 
 /// `GET /v1/functions/{name}/stats`: a function's executions summarised, and with `since`, its finished
 /// attempts over that window in buckets (from per-minute rollups, which outlive the records).
-#[utoipa::path(get, path = "/v1/functions/{name}/stats", tag = "executions",
+#[utoipa::path(get, path = "/v1/functions/{name}/stats", operation_id = "functionStats", tag = "executions",
     params(("name" = String, Path, description = "The function"), StatsQuery),
     responses((status = 200, body = ExecutionStats), (status = 400, body = ErrorBody)))]
 pub async fn stats(
@@ -206,6 +224,7 @@ pub async fn stats(
     Path(name): Path<String>,
     Query(query): Query<StatsQuery>,
 ) -> Result<Json<ExecutionStats>, Error> {
+    validate::name(&name)?;
     let window = match &query.since {
         Some(since) => Some(window(&app, &name, since, query.bucket.as_deref()).await?),
         None if query.bucket.is_some() => {
@@ -282,7 +301,7 @@ pub struct TrafficQuery {
 
 /// `GET /v1/stats`: every function's finished attempts over one window — invocations, failures,
 /// error rate, p50/p99 — from the per-minute rollups; functions without attempts in it are left out.
-#[utoipa::path(get, path = "/v1/stats", tag = "executions",
+#[utoipa::path(get, path = "/v1/stats", operation_id = "traffic", tag = "executions",
     params(TrafficQuery),
     responses((status = 200, body = TrafficList), (status = 400, body = ErrorBody)))]
 pub async fn traffic(
@@ -302,7 +321,7 @@ const QUEUE_DEAD: u32 = 20;
 
 /// `GET /v1/queue`: the async queue's depth and age, the executions waiting to be retried, and the
 /// newest dead letters (dead or expired).
-#[utoipa::path(get, path = "/v1/queue", tag = "executions",
+#[utoipa::path(get, path = "/v1/queue", operation_id = "queue", tag = "executions",
     responses((status = 200, body = QueueView)))]
 pub async fn queue(State(app): State<Arc<App>>) -> Result<Json<QueueView>, Error> {
     let stats = app.executions.queue_stats().await?;

@@ -1,10 +1,11 @@
 //! Functions under `/v1/functions`: deploy, list, get, delete, versions and rollback (the `live`
 //! alias; the others are in `aliases.rs`).
 
+use super::extract::{Path, Query};
 use super::read_body;
 use crate::app::{App, Upload};
 use crate::error::Error;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -19,6 +20,27 @@ use wafer_api::{
 };
 use wafer_formats::multipart::{self, DeployCaps, Form};
 use wafer_store::FunctionVariables;
+
+/// The parts of a multipart deploy, as the API's description shows them.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct DeployForm {
+    /// The wasm binary, up to the server's --max-module.
+    #[schema(value_type = Option<String>, format = Binary)]
+    module: Vec<u8>,
+    /// A tar of regular files and directories the instances see read-only as `/`.
+    #[schema(value_type = Option<String>, format = Binary)]
+    files: Vec<u8>,
+    /// A container image as an OCI-layout or docker-archive tarball, up to --max-image.
+    #[schema(value_type = Option<String>, format = Binary)]
+    image: Vec<u8>,
+    /// The version's configuration.
+    #[schema(required = false)]
+    config: FunctionConfig,
+    /// Added to the function's configuration.
+    #[schema(required = false)]
+    variables: ConfigUpdate,
+}
 
 /// How a deploy treats the live version.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -36,7 +58,7 @@ fn promote_by_default() -> bool {
 
 /// `POST /v1/functions/{name}/versions`: multipart (`module` or `image`, optional `config` and
 /// `variables`), a raw wasm body, or a raw image tarball.
-#[utoipa::path(post, path = "/v1/functions/{name}/versions", tag = "functions",
+#[utoipa::path(post, path = "/v1/functions/{name}/versions", operation_id = "deployVersion", tag = "functions",
     params(("name" = String, Path, description = "The function's name"), DeployQuery),
     request_body(description = "multipart/form-data with a `module` part (the wasm binary, up to the \
         server's --max-module), an optional `files` part (a tar of regular files and directories, up to \
@@ -45,9 +67,23 @@ fn promote_by_default() -> bool {
         function whose config names an `oci://` image needs no `image` part) and an optional `variables` \
         part (ConfigUpdate as JSON, added to the function's configuration); or the raw module as \
         application/wasm, or a raw image tarball as application/x-tar",
-        content((Vec<u8> = "multipart/form-data"), (Vec<u8> = "application/wasm"),
+        content((DeployForm = "multipart/form-data"), (Vec<u8> = "application/wasm"),
             (Vec<u8> = "application/x-tar"))),
-    responses((status = 201, body = VersionInfo), (status = 400, body = ErrorBody),
+    responses((status = 201, body = VersionInfo, links(
+            ("function" = (operation_id = "getFunction",
+                parameters(("name" = "$response.body#/function")),
+                description = "The function, with its live version")),
+            ("versions" = (operation_id = "listVersions",
+                parameters(("name" = "$response.body#/function")))),
+            ("call" = (operation_id = "invoke",
+                parameters(("name" = "$response.body#/function"),
+                    ("qualifier" = "$response.body#/version")),
+                description = "A call of exactly this version")),
+            ("rollback" = (operation_id = "rollback",
+                parameters(("name" = "$response.body#/function")),
+                request_body = json!({"version": "$response.body#/version"}),
+                description = "Makes this version live again later")))),
+        (status = 400, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 503, body = ErrorBody, description = "A container function, and containerd cannot be reached"),
         (status = 507, body = ErrorBody, description = "No space left to store the module")))]
@@ -174,7 +210,7 @@ pub(super) const FORM_OVERHEAD: usize = 1 << 20;
 pub(super) const CONFIG_CAP: usize = 4 << 20;
 
 /// `GET /v1/functions`.
-#[utoipa::path(get, path = "/v1/functions", tag = "functions",
+#[utoipa::path(get, path = "/v1/functions", operation_id = "listFunctions", tag = "functions",
     responses((status = 200, body = FunctionList)))]
 pub async fn list(State(app): State<Arc<App>>) -> Result<Json<FunctionList>, Error> {
     let functions = app.meta.list_functions().await?;
@@ -184,7 +220,7 @@ pub async fn list(State(app): State<Arc<App>>) -> Result<Json<FunctionList>, Err
 }
 
 /// `GET /v1/functions/{name}`.
-#[utoipa::path(get, path = "/v1/functions/{name}", tag = "functions",
+#[utoipa::path(get, path = "/v1/functions/{name}", operation_id = "getFunction", tag = "functions",
     params(("name" = String, Path, description = "The function's name")),
     responses((status = 200, body = FunctionInfo), (status = 404, body = ErrorBody)))]
 pub async fn get(
@@ -199,7 +235,7 @@ pub async fn get(
 }
 
 /// `DELETE /v1/functions/{name}`.
-#[utoipa::path(delete, path = "/v1/functions/{name}", tag = "functions",
+#[utoipa::path(delete, path = "/v1/functions/{name}", operation_id = "deleteFunction", tag = "functions",
     params(("name" = String, Path, description = "The function's name")),
     responses((status = 204, description = "Deleted with every version"), (status = 404, body = ErrorBody)))]
 pub async fn delete(
@@ -211,7 +247,7 @@ pub async fn delete(
 }
 
 /// `GET /v1/functions/{name}/versions`.
-#[utoipa::path(get, path = "/v1/functions/{name}/versions", tag = "functions",
+#[utoipa::path(get, path = "/v1/functions/{name}/versions", operation_id = "listVersions", tag = "functions",
     params(("name" = String, Path, description = "The function's name")),
     responses((status = 200, body = VersionList), (status = 404, body = ErrorBody)))]
 pub async fn versions(
@@ -234,7 +270,7 @@ pub async fn versions(
 
 /// `POST /v1/functions/{name}/rollback` with `{"version": N}`: moves the `live` alias to version N,
 /// without weights.
-#[utoipa::path(post, path = "/v1/functions/{name}/rollback", tag = "functions",
+#[utoipa::path(post, path = "/v1/functions/{name}/rollback", operation_id = "rollback", tag = "functions",
     params(("name" = String, Path, description = "The function's name")),
     request_body = RollbackRequest,
     responses((status = 200, body = FunctionInfo), (status = 404, body = ErrorBody)))]
@@ -243,7 +279,7 @@ pub async fn rollback(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<FunctionInfo>, Error> {
-    let request: RollbackRequest = serde_json::from_slice(&body)
+    let request: RollbackRequest = wafer_formats::json::from_slice(&body)
         .map_err(|e| Error::InvalidRequest(format!("the body must be {{\"version\": N}}: {e}")))?;
     let function = app.rollback(&name, request.version).await?;
     Ok(Json(app.info(&function)))

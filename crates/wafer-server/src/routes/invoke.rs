@@ -11,6 +11,7 @@
 //! invocation core ([`crate::invoke`]) does the rest, and every call gets an execution record
 //! (`x-wafer-execution-id` on the response names it).
 
+use super::extract::{Path, Query};
 use super::{client_addr, read_body};
 use crate::app::{App, Target};
 use crate::error::Error;
@@ -18,7 +19,7 @@ use crate::invoke::{self, Invocation};
 use crate::queue;
 use crate::registry::Entry;
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::StatusCode;
@@ -31,12 +32,18 @@ use wafer_engine::Mount;
 /// The request header that routes a request to the proxy-wasm function with that id, as in Layotto.
 const ID_HEADER: &str = "id";
 
+/// What a call may answer besides what wafer itself says: the function's own status and body.
+const GUEST_ANSWER: &str = "The function's own answer, with whatever status it chose; or wafer's \
+    ErrorBody when the function could not answer (`trap`, `function_failed`, `memory_limit`, `timeout`…)";
+
 /// `ANY /fn/{name}`.
-#[utoipa::path(method(get, post, put, delete, patch), path = "/fn/{name}", tag = "invoke",
+#[utoipa::path(method(get, post, put, delete, patch), path = "/fn/{name}", operation_id = "callFunction", tag = "invoke",
     params(("name" = String, Path, description = "The function's name, or `NAME:ALIAS` or \
         `NAME:VERSION` to call that instead of `live`")),
-    responses((status = 200, description = "The function's response (a command answers with CommandOutput)"),
-        (status = 404, body = wafer_api::ErrorBody)))]
+    responses((status = 200, description = "The function's response (a command answers with CommandOutput)",
+            content_type = "*/*"),
+        (status = 404, body = wafer_api::ErrorBody, description = "No such function, alias or version"),
+        (status = "default", description = GUEST_ANSWER, content_type = "*/*")))]
 pub async fn function_root(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -46,12 +53,13 @@ pub async fn function_root(
 }
 
 /// `ANY /fn/{name}/{*rest}`.
-#[utoipa::path(method(get, post, put, delete, patch), path = "/fn/{name}/{rest}", tag = "invoke",
+#[utoipa::path(method(get, post, put, delete, patch), path = "/fn/{name}/{rest}", operation_id = "callFunctionPath", tag = "invoke",
     params(("name" = String, Path, description = "The function's name, or `NAME:ALIAS` or \
         `NAME:VERSION`"),
         ("rest" = String, Path, description = "The path the function sees")),
-    responses((status = 200, description = "The function's response"),
-        (status = 404, body = wafer_api::ErrorBody)))]
+    responses((status = 200, description = "The function's response", content_type = "*/*"),
+        (status = 404, body = wafer_api::ErrorBody, description = "No such function, alias or version"),
+        (status = "default", description = GUEST_ANSWER, content_type = "*/*")))]
 pub async fn function_path(
     State(app): State<Arc<App>>,
     Path((name, _rest)): Path<(String, String)>,
@@ -127,7 +135,7 @@ pub struct InvokeQuery {
 /// `POST /v1/functions/{name}/invoke`: calls the live version, or the one `qualifier` names. Synchronously, a command answers with its
 /// exit code and output as JSON and an http or wagi function with its own response; with `async=true`
 /// the request is stored and 202 names the execution to poll.
-#[utoipa::path(post, path = "/v1/functions/{name}/invoke", tag = "invoke",
+#[utoipa::path(post, path = "/v1/functions/{name}/invoke", operation_id = "invoke", tag = "invoke",
     params(("name" = String, Path, description = "The function's name"), InvokeQuery,
         ("Idempotency-Key" = Option<String>, Header, description = "With `async=true`: a submission \
             with the same key (1 to 255 visible ASCII characters) for this function within 24 hours is \
@@ -137,16 +145,20 @@ pub struct InvokeQuery {
     responses(
         (status = 200, description = "The function's own response, or a command's CommandOutput; \
             `x-wafer-version` names the version that answered",
-         body = CommandOutput),
+         content((CommandOutput = "application/json"), (Vec<u8> = "*/*"))),
         (status = 202, body = AsyncAccepted, description = "Queued (or, for an idempotency key seen \
-            within a day, the first submission's execution)"),
+            within a day, the first submission's execution)",
+         links(("execution" = (operation_id = "getExecution",
+             parameters(("id" = "$response.body#/execution_id")),
+             description = "The execution's record: its status, and once it ends its answer")))),
         (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "No such function, alias or version"),
         (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody, description = "The idempotency key came with another request"),
         (status = 429, body = ErrorBody, description = "At the function's concurrency limit, or \
             `max_queued` executions wait (`queue_full`)"),
-        (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+        (status = 503, body = ErrorBody), (status = 504, body = ErrorBody),
+        (status = "default", description = GUEST_ANSWER, content_type = "*/*")))]
 pub async fn invoke(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,

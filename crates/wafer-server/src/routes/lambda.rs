@@ -9,6 +9,7 @@
 //! names the version that ran (`X-Amz-Executed-Version`).
 
 use super::client_addr;
+use super::extract::Path;
 use crate::app::App;
 use crate::auth;
 use crate::error::Error;
@@ -17,7 +18,7 @@ use crate::lambda::sigv4::{self, Refused};
 use crate::lambda::{self, FunctionName, InvocationType, LambdaError};
 use crate::queue;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
@@ -102,7 +103,7 @@ fn authorize(
 }
 
 /// `POST /2015-03-31/functions/{FunctionName}/invocations`.
-#[utoipa::path(post, path = "/2015-03-31/functions/{FunctionName}/invocations", tag = "lambda",
+#[utoipa::path(post, path = "/2015-03-31/functions/{FunctionName}/invocations", operation_id = "lambdaInvoke", tag = "lambda",
     params(("FunctionName" = String, Path, description = "NAME, NAME:QUALIFIER or a function ARN"),
         ("Qualifier" = Option<String>, Query, description = "An alias or version"),
         ("X-Amz-Invocation-Type" = Option<String>, Header,
@@ -280,7 +281,7 @@ fn authorize_read(app: &App, request: &Request) -> Result<(), LambdaError> {
 }
 
 /// `GET /2015-03-31/functions`: every function as Lambda's `FunctionConfiguration`.
-#[utoipa::path(get, path = "/2015-03-31/functions", tag = "lambda",
+#[utoipa::path(get, path = "/2015-03-31/functions", operation_id = "lambdaListFunctions", tag = "lambda",
     responses((status = 200, description = "{\"Functions\": [FunctionConfiguration]}"),
         (status = "default", description = "Lambda's error shape")))]
 pub async fn list(State(app): State<Arc<App>>, request: Request) -> Result<Response, LambdaError> {
@@ -294,7 +295,7 @@ pub async fn list(State(app): State<Arc<App>>, request: Request) -> Result<Respo
 }
 
 /// `GET /2015-03-31/functions/{FunctionName}`: one function's configuration.
-#[utoipa::path(get, path = "/2015-03-31/functions/{FunctionName}", tag = "lambda",
+#[utoipa::path(get, path = "/2015-03-31/functions/{FunctionName}", operation_id = "lambdaGetFunction", tag = "lambda",
     params(("FunctionName" = String, Path, description = "NAME or a function ARN")),
     responses((status = 200, description = "{\"Configuration\": FunctionConfiguration, \"Code\": …}"),
         (status = "default", description = "Lambda's error shape")))]

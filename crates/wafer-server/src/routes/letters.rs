@@ -3,10 +3,11 @@
 //! executions, with their original requests. They are listed with `?status=dead` (or `expired`) on
 //! `GET /v1/functions/{name}/executions`.
 
+use super::extract::{Path, Query};
 use crate::app::App;
 use crate::error::Error;
 use crate::queue;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::StatusCode;
@@ -18,9 +19,12 @@ use wafer_api::{AsyncAccepted, ErrorBody, Redriven};
 
 /// `POST /v1/executions/{id}/retry`: a dead or expired execution runs again, with a fresh budget of
 /// its function's `max_attempts`.
-#[utoipa::path(post, path = "/v1/executions/{id}/retry", tag = "executions",
+#[utoipa::path(post, path = "/v1/executions/{id}/retry", operation_id = "retryExecution", tag = "executions",
     params(("id" = String, Path, description = "The execution's id")),
-    responses((status = 202, body = AsyncAccepted, description = "Back in the queue"),
+    responses((status = 202, body = AsyncAccepted, description = "Back in the queue",
+        links(("execution" = (operation_id = "getExecution",
+            parameters(("id" = "$response.body#/execution_id")),
+            description = "The execution's record, as its further attempts run")))),
         (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "Not dead or expired, or its request was not kept")))]
 pub async fn retry(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, Error> {
@@ -42,7 +46,7 @@ pub struct RedriveQuery {
 
 /// `POST /v1/functions/{name}/redrive`: every dead or expired execution of the function whose request
 /// was kept runs again, each with a fresh budget of `max_attempts`.
-#[utoipa::path(post, path = "/v1/functions/{name}/redrive", tag = "executions",
+#[utoipa::path(post, path = "/v1/functions/{name}/redrive", operation_id = "redrive", tag = "executions",
     params(("name" = String, Path, description = "The function's name"), RedriveQuery),
     responses((status = 200, body = Redriven), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]

@@ -15,6 +15,7 @@ mod aliases;
 mod apps;
 mod console;
 mod executions;
+mod extract;
 mod functions;
 mod invoke;
 mod lambda;
@@ -77,14 +78,8 @@ pub fn console_router(app: Arc<App>) -> Router {
 /// The management API behind its token and same-origin rule, `/healthz`, and the API's description.
 fn api(app: &Arc<App>) -> Router<Arc<App>> {
     let module_limit = app.config.defaults.max_module_bytes;
-    let (management, mut document) = openapi::management().split_for_parts();
-    openapi::document_refusals(&mut document);
-    let document = openapi::Document(
-        document
-            .to_pretty_json()
-            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-            .into(),
-    );
+    let (management, document) = openapi::management().split_for_parts();
+    let document = openapi::render(&document);
     let management = management
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .route_layer(axum::middleware::from_fn_with_state(

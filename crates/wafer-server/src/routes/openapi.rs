@@ -4,6 +4,8 @@
 //! The management routes are registered through [`utoipa_axum`], which adds each handler to the router
 //! and to the document in one step, so neither can list a route the other lacks.
 
+mod contract;
+
 use super::{aliases, apps, executions, functions, invoke, lambda, letters, ops, state};
 use axum::response::{Html, IntoResponse};
 use axum::Extension;
@@ -56,42 +58,16 @@ impl Modify for BearerToken {
     }
 }
 
-/// Adds what every state-changing management route can answer but none declares itself: 403 for a
-/// request a browser made from another origin (`auth::check_same_origin`).
-pub fn document_refusals(document: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-    for (path, item) in document.paths.paths.iter_mut() {
-        if !path.starts_with("/v1/") {
-            continue;
-        }
-        let writes = [
-            &mut item.post,
-            &mut item.put,
-            &mut item.delete,
-            &mut item.patch,
-        ];
-        for operation in writes.into_iter().flatten() {
-            operation
-                .responses
-                .responses
-                .entry("403".into())
-                .or_insert_with(|| {
-                    RefOr::T(
-                        ResponseBuilder::new()
-                            .description(
-                                "A browser sent it from a page of another origin (code `cross_site`)",
-                            )
-                            .content(
-                                "application/json",
-                                ContentBuilder::new()
-                                    .schema(Some(Ref::from_schema_name("ErrorBody")))
-                                    .build(),
-                            )
-                            .build(),
-                    )
-                });
-        }
-    }
+/// Renders the collected description, refined with what many routes share ([`contract::refine`]).
+pub fn render(document: &utoipa::openapi::OpenApi) -> Document {
+    let text = serde_json::to_value(document)
+        .map(|mut value| {
+            contract::refine(&mut value);
+            value
+        })
+        .and_then(|value| serde_json::to_string_pretty(&value))
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    Document(text.into())
 }
 
 /// The management routes (behind the token), with the document describing them and everything else.
@@ -128,7 +104,7 @@ pub fn management() -> OpenApiRouter<std::sync::Arc<crate::app::App>> {
 }
 
 /// `GET /api/openapi.json`.
-#[utoipa::path(get, path = "/api/openapi.json", tag = "operations",
+#[utoipa::path(get, path = "/api/openapi.json", operation_id = "openapiJson", tag = "operations",
     responses((status = 200, description = "This document", content_type = "application/json")))]
 pub async fn openapi_json(Extension(document): Extension<Document>) -> impl IntoResponse {
     (
@@ -142,7 +118,7 @@ pub async fn openapi_json(Extension(document): Extension<Document>) -> impl Into
 pub struct Document(pub std::sync::Arc<str>);
 
 /// `GET /api/docs`.
-#[utoipa::path(get, path = "/api/docs", tag = "operations",
+#[utoipa::path(get, path = "/api/docs", operation_id = "docs", tag = "operations",
     responses((status = 200, description = "A page rendering this document", content_type = "text/html")))]
 pub async fn docs() -> impl IntoResponse {
     Html(include_str!("openapi/docs.html"))

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use wafer_api::{ErrorBody, NodeInfo, NodeList};
 
 /// `GET /healthz`: the server is up and serving.
-#[utoipa::path(get, path = "/healthz", tag = "operations",
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
     responses((status = 200, description = "`{\"status\": \"ok\"}`")))]
 pub async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
@@ -18,7 +18,7 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// `GET /v1/nodes`: the nodes sharing this server's database heard from lately (on the embedded
 /// database, this one alone), with how far each has caught up.
-#[utoipa::path(get, path = "/v1/nodes", tag = "operations",
+#[utoipa::path(get, path = "/v1/nodes", operation_id = "listNodes", tag = "operations",
     responses((status = 200, body = NodeList), (status = 503, body = ErrorBody)))]
 pub async fn nodes(State(app): State<Arc<App>>) -> Result<Json<NodeList>, Error> {
     let feed = app.feed().await?;
@@ -41,7 +41,7 @@ pub async fn nodes(State(app): State<Arc<App>>) -> Result<Json<NodeList>, Error>
 }
 
 /// `GET /metrics`.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let stats = app.engine.stats();

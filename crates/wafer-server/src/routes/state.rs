@@ -2,12 +2,13 @@
 //! inspect what functions keep, and each function's configuration under `/v1/functions/{name}/config`
 //! (secrets write-only).
 
+use super::extract::{Path, Query};
 use super::read_body;
 use crate::app::App;
 use crate::error::Error;
 use crate::platform::KEYS_PER_PAGE;
 use crate::validate;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::StatusCode;
@@ -25,7 +26,7 @@ pub struct KeysQuery {
 }
 
 /// `GET /v1/kv/{store}`: the store's keys, a page at a time.
-#[utoipa::path(get, path = "/v1/kv/{store}", tag = "state",
+#[utoipa::path(get, path = "/v1/kv/{store}", operation_id = "listKeys", tag = "state",
     params(("store" = String, Path, description = "The key-value store"), KeysQuery),
     responses((status = 200, body = KeyList), (status = 400, body = ErrorBody)))]
 pub async fn keys(
@@ -46,7 +47,7 @@ pub async fn keys(
 }
 
 /// `GET /v1/kv/{store}/{key}`: the raw value.
-#[utoipa::path(get, path = "/v1/kv/{store}/{key}", tag = "state",
+#[utoipa::path(get, path = "/v1/kv/{store}/{key}", operation_id = "getValue", tag = "state",
     params(("store" = String, Path, description = "The key-value store"),
         ("key" = String, Path, description = "The key")),
     responses((status = 200, description = "The value", content_type = "application/octet-stream"),
@@ -69,7 +70,7 @@ pub async fn get_value(
 }
 
 /// `PUT /v1/kv/{store}/{key}`: sets the value to the request body.
-#[utoipa::path(put, path = "/v1/kv/{store}/{key}", tag = "state",
+#[utoipa::path(put, path = "/v1/kv/{store}/{key}", operation_id = "putValue", tag = "state",
     params(("store" = String, Path, description = "The key-value store"),
         ("key" = String, Path, description = "The key")),
     request_body(description = "The value", content((Vec<u8> = "application/octet-stream"))),
@@ -95,7 +96,7 @@ pub async fn put_value(
 }
 
 /// `DELETE /v1/kv/{store}/{key}`.
-#[utoipa::path(delete, path = "/v1/kv/{store}/{key}", tag = "state",
+#[utoipa::path(delete, path = "/v1/kv/{store}/{key}", operation_id = "deleteValue", tag = "state",
     params(("store" = String, Path, description = "The key-value store"),
         ("key" = String, Path, description = "The key")),
     responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)))]
@@ -120,7 +121,7 @@ fn view(current: FunctionVariables) -> ConfigView {
 }
 
 /// `GET /v1/functions/{name}/config`: variables with their values, secrets by name only.
-#[utoipa::path(get, path = "/v1/functions/{name}/config", tag = "functions",
+#[utoipa::path(get, path = "/v1/functions/{name}/config", operation_id = "getConfig", tag = "functions",
     params(("name" = String, Path, description = "The function's name")),
     responses((status = 200, body = ConfigView), (status = 404, body = ErrorBody)))]
 pub async fn get_config(
@@ -135,7 +136,7 @@ pub async fn get_config(
 
 /// `PUT /v1/functions/{name}/config`: replaces the variables and sets (or, with `null`, removes) the named
 /// secrets; the next call sees them, with no new version.
-#[utoipa::path(put, path = "/v1/functions/{name}/config", tag = "functions",
+#[utoipa::path(put, path = "/v1/functions/{name}/config", operation_id = "putConfig", tag = "functions",
     params(("name" = String, Path, description = "The function's name")),
     request_body = ConfigUpdate,
     responses((status = 200, body = ConfigView), (status = 400, body = ErrorBody),
@@ -145,7 +146,7 @@ pub async fn put_config(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<ConfigView>, Error> {
-    let update: ConfigUpdate = serde_json::from_slice(&body)
+    let update: ConfigUpdate = wafer_formats::json::from_slice(&body)
         .map_err(|e| Error::InvalidConfig(format!("invalid configuration: {e}")))?;
     let current = app
         .set_variables(&name, update.variables, update.secrets)

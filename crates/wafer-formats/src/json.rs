@@ -1,0 +1,78 @@
+//! JSON request bodies, read as JSON means them: a number with no fraction is an integer whether or not
+//! it is written `5` or `5.0` (JSON Schema's `integer` takes both; serde takes only the first).
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Reads `bytes` as a `T`, taking a whole number written with a fraction (`5.0`, `1e3`) wherever
+/// an integer is expected. A body that does not read either way gets the error of the first reading,
+/// which points at the line and column.
+pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    let first = match serde_json::from_slice(bytes) {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(bytes) else {
+        return Err(first);
+    };
+    if !whole_numbers_as_integers(&mut value) {
+        return Err(first);
+    }
+    serde_json::from_value(value).map_err(|_| first)
+}
+
+/// Rewrites every float in `value` that is a whole number in the range of `i64` or `u64` as that
+/// integer; says whether it rewrote any.
+fn whole_numbers_as_integers(value: &mut Value) -> bool {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else {
+                return false;
+            };
+            // `as` saturates, so a float out of range does not come back equal.
+            let integer = if f.fract() != 0.0 {
+                None
+            } else if f < 0.0 && (f as i64) as f64 == f {
+                Some(Value::from(f as i64))
+            } else if f >= 0.0 && (f as u64) as f64 == f {
+                Some(Value::from(f as u64))
+            } else {
+                None
+            };
+            integer.map(|i| *value = i).is_some()
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, item| whole_numbers_as_integers(item) || any),
+        Value::Object(fields) => fields
+            .values_mut()
+            .fold(false, |any, field| whole_numbers_as_integers(field) || any),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Target {
+        version: u32,
+        weights: Option<std::collections::BTreeMap<String, f64>>,
+    }
+
+    #[test]
+    fn whole_floats_read_as_integers_and_fractions_stay_refused() {
+        let read = |text: &str| from_slice::<Target>(text.as_bytes());
+        assert_eq!(read(r#"{"version": 5041.0}"#).unwrap().version, 5041);
+        assert_eq!(read(r#"{"version": 1e3}"#).unwrap().version, 1000);
+        let weighted = read(r#"{"version": 2.0, "weights": {"1": 0.5}}"#).unwrap();
+        assert_eq!(weighted.weights.unwrap()["1"], 0.5);
+        let fraction = read(r#"{"version": 1.5}"#).unwrap_err().to_string();
+        assert!(fraction.contains("line 1 column"), "{fraction}");
+        assert!(read(r#"{"version": -1.0}"#).is_err());
+        assert!(read(r#"{"version": 1e300}"#).is_err());
+        assert!(read("{").is_err());
+    }
+}

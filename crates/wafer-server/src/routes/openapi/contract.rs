@@ -1,0 +1,275 @@
+//! What the API's description says once for many routes, added after the handlers' annotations are
+//! collected: the constraints of the path parameters every route names the same way, and the answers
+//! the middleware and the store give on any route (the token, the same-origin rule, a refused input, a
+//! store that went away).
+
+use serde_json::{json, Map, Value};
+
+/// A function's name, as `validate::name` takes it.
+const FUNCTION_NAME: &str = "^[a-z0-9][a-z0-9-]*$";
+/// An alias: a function name that is not only digits (`validate::alias`).
+const ALIAS: &str = "^(?:[a-z]|[0-9][a-z0-9-]*[a-z-])[a-z0-9-]*$";
+/// A function name with an optional `:alias` or `:version`, as `/fn` takes it.
+const QUALIFIED_NAME: &str = "^[a-z0-9][a-z0-9-]*(?::[a-z0-9][a-z0-9-]*)?$";
+/// A Lambda client's `FunctionName`: a name, with a qualifier or not, or a function's ARN.
+const LAMBDA_NAME: &str = "^(?:arn:aws:lambda:[a-z0-9-]+:[0-9]{12}:function:)?[a-z0-9][a-z0-9-]*\
+                           (?::[a-z0-9][a-z0-9-]*)?$";
+/// A key-value store's name (`validate::store_name`).
+const STORE: &str = "^[A-Za-z0-9._-]+$";
+
+/// A window of the traffic rollups: 1 minute to 48 hours, in minutes, hours or days.
+const WINDOW: &str =
+    "^(?:(?:[1-9]|[1-9][0-9]|[1-9][0-9]{2}|1[0-9]{3}|2[0-7][0-9]{2}|28[0-7][0-9]|2880)m\
+                      |(?:[1-9]|[1-3][0-9]|4[0-8])h|[12]d)$";
+/// A whole number of minutes (a window's bucket), as minutes or hours.
+const MINUTES: &str = "^(?:[1-9][0-9]{0,3}m|[1-9][0-9]{0,2}h)$";
+/// A duration as `units::parse_timeout_ms` takes it, short of overflowing.
+const DURATION: &str = "^[0-9]{1,10}(?:ms|s|m|min|h|d)?$";
+/// An absolute http or https URL (a callback's).
+const HTTP_URL: &str = "^https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?$";
+/// The names of configuration variables and secrets (`validate::variables`).
+const VARIABLE: &str = "^[A-Za-z0-9_.-]+$";
+
+/// The schema of a query parameter named `name` on `path`, for those whose values the server checks
+/// beyond their type.
+fn query_parameter(path: &str, name: &str) -> Option<Value> {
+    let pattern = |pattern: &str| json!({"type": "string", "pattern": pattern});
+    Some(match name {
+        "limit" => json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+        "since" if path.ends_with("/stats") => pattern(WINDOW),
+        "since" => pattern(DURATION),
+        "bucket" => pattern(MINUTES),
+        "callback_url" => pattern(HTTP_URL),
+        "qualifier" | "Qualifier" => {
+            json!({"type": "string", "pattern": format!("^[0-9]{{1,9}}$|{ALIAS}")})
+        }
+        "status" => json!({"$ref": "#/components/schemas/ExecutionStatus"}),
+        "level" => json!({"$ref": "#/components/schemas/LogLevel"}),
+        _ => return None,
+    })
+}
+
+/// The schema of a request header the server reads, for those with a fixed set of values.
+fn header(name: &str) -> Option<Value> {
+    Some(match name {
+        "X-Amz-Invocation-Type" => {
+            json!({"type": "string", "enum": ["RequestResponse", "Event", "DryRun"]})
+        }
+        "X-Amz-Log-Type" => json!({"type": "string", "enum": ["None", "Tail"]}),
+        "Idempotency-Key" => json!({"type": "string", "pattern": "^[!-~]{1,255}$"}),
+        _ => return None,
+    })
+}
+
+/// The schema of a path parameter named `name` on `path`, for the names whose values the server
+/// checks.
+fn path_parameter(path: &str, name: &str) -> Option<Value> {
+    let pattern = |pattern: &str, max: usize| json!({"type": "string", "pattern": pattern, "minLength": 1, "maxLength": max});
+    Some(match name {
+        "name" if path.starts_with("/fn/") => pattern(QUALIFIED_NAME, 127),
+        "FunctionName" => pattern(LAMBDA_NAME, 255),
+        "name" => pattern(FUNCTION_NAME, 63),
+        "alias" => pattern(ALIAS, 63),
+        "store" => pattern(STORE, 255),
+        "key" => json!({"type": "string", "minLength": 1}),
+        _ => return None,
+    })
+}
+
+/// Refines the collected description: path parameter constraints and the shared answers.
+pub fn refine(document: &mut Value) {
+    name_map_keys(document);
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        let ids: Vec<Value> = item.values().map(|o| o["operationId"].clone()).collect();
+        for (method, operation) in item.iter_mut() {
+            if ids
+                .iter()
+                .filter(|id| **id == operation["operationId"])
+                .count()
+                > 1
+            {
+                name_per_method(method, operation);
+            }
+            constrain_parameters(path, operation);
+            spell_links(operation);
+            raw_bodies_as_bytes(operation);
+            if path.starts_with("/v1/") {
+                document_shared_answers(method, operation);
+            }
+        }
+    }
+}
+
+/// Gives an operation one handler serves for several methods (a function's own routes) an id of its
+/// own per method: `callFunction` becomes `callFunctionGet`, `callFunctionPost`…
+fn name_per_method(method: &str, operation: &mut Value) {
+    let Some(id) = operation["operationId"].as_str() else {
+        return;
+    };
+    let mut chars = method.chars();
+    let suffix: String = chars
+        .next()
+        .map(|c| c.to_ascii_uppercase())
+        .into_iter()
+        .chain(chars)
+        .collect();
+    operation["operationId"] = Value::from(format!("{id}{suffix}"));
+}
+
+fn constrain_parameters(path: &str, operation: &mut Value) {
+    let Some(parameters) = operation
+        .get_mut("parameters")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for parameter in parameters {
+        let Some(name) = parameter["name"].as_str() else {
+            continue;
+        };
+        let schema = match parameter["in"].as_str() {
+            Some("path") => path_parameter(path, name),
+            Some("query") => query_parameter(path, name),
+            Some("header") => header(name),
+            _ => None,
+        };
+        if let Some(schema) = schema {
+            parameter["schema"] = schema;
+        }
+    }
+}
+
+/// Spells the fields of response links as OpenAPI does (`operationId`, `requestBody`): the generator
+/// writes them in snake case.
+fn spell_links(operation: &mut Value) {
+    let Some(responses) = operation
+        .get_mut("responses")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let links = responses
+        .values_mut()
+        .filter_map(|r| r.get_mut("links").and_then(Value::as_object_mut));
+    for link in links.flat_map(|links| links.values_mut()) {
+        let Some(link) = link.as_object_mut() else {
+            continue;
+        };
+        for (snake, camel) in [
+            ("operation_id", "operationId"),
+            ("operation_ref", "operationRef"),
+            ("request_body", "requestBody"),
+        ] {
+            if let Some(value) = link.remove(snake) {
+                link.insert(camel.into(), value);
+            }
+        }
+    }
+}
+
+/// Describes a body of raw bytes (a module, a value, a request for a function) as binary, not as the
+/// array of numbers a `Vec<u8>` reads as.
+fn raw_bodies_as_bytes(operation: &mut Value) {
+    let Some(content) = operation
+        .pointer_mut("/requestBody/content")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for (media, body) in content.iter_mut() {
+        let bytes =
+            body["schema"]["type"] == "array" && body["schema"]["items"]["type"] == "integer";
+        if bytes && !media.starts_with("multipart/") {
+            body["schema"] = json!({"type": "string", "format": "binary"});
+        }
+    }
+    // Plain bytes may be none at all: a call without a body, an empty value.
+    let plain = content.len() == 1 && content.contains_key("application/octet-stream");
+    if plain {
+        operation["requestBody"]["required"] = Value::Bool(false);
+    }
+}
+
+/// Adds the answers any management route may give that its handler does not name.
+fn document_shared_answers(method: &str, operation: &mut Value) {
+    let takes_input = operation["parameters"]
+        .as_array()
+        .is_some_and(|p| !p.is_empty())
+        || operation.get("requestBody").is_some();
+    let Some(responses) = operation
+        .get_mut("responses")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    if takes_input {
+        add(
+            responses,
+            "400",
+            "A malformed or invalid parameter or body (the error's `code` says which)",
+        );
+    }
+    add(
+        responses,
+        "401",
+        "The server has a token and the request did not carry it (code `unauthorized`)",
+    );
+    if matches!(method, "post" | "put" | "delete" | "patch") {
+        add(
+            responses,
+            "403",
+            "A browser sent it from a page of another origin (code `cross_site`)",
+        );
+    }
+    add(
+        responses,
+        "500",
+        "An internal failure, logged by the server (code `internal`)",
+    );
+    add(
+        responses,
+        "503",
+        "The store cannot be reached; retry after `Retry-After` (code `unavailable`)",
+    );
+}
+
+/// Constrains the keys of the maps bodies carry: an alias's weights are keyed by version numbers, a
+/// configuration by variable names.
+fn name_map_keys(document: &mut Value) {
+    let keys = [
+        (
+            "/components/schemas/Alias/properties/weights",
+            "^[0-9]{1,9}$",
+        ),
+        (
+            "/components/schemas/ConfigUpdate/properties/variables",
+            VARIABLE,
+        ),
+        (
+            "/components/schemas/ConfigUpdate/properties/secrets",
+            VARIABLE,
+        ),
+    ];
+    for (pointer, pattern) in keys {
+        if let Some(map) = document.pointer_mut(pointer) {
+            map["propertyNames"] =
+                json!({"type": "string", "pattern": pattern, "minLength": 1, "maxLength": 255});
+        }
+    }
+}
+
+/// Declares `status` with an error body, unless the handler already declares it.
+fn add(responses: &mut Map<String, Value>, status: &str, description: &str) {
+    responses.entry(status).or_insert_with(|| {
+        json!({
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        })
+    });
+}
