@@ -1,13 +1,17 @@
-//! JSON request bodies, read as JSON means them: a number with no fraction is an integer whether or not
-//! it is written `5` or `5.0` (JSON Schema's `integer` takes both; serde takes only the first).
+//! JSON request bodies, read as their JSON Schema describes them: an object is an object (serde would
+//! also fill a struct from an array of its fields), and a number with no fraction is an integer whether
+//! it is written `5` or `5.0` (JSON Schema's `integer` takes both; serde only the first).
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// Reads `bytes` as a `T`, taking a whole number written with a fraction (`5.0`, `1e3`) wherever
-/// an integer is expected. A body that does not read either way gets the error of the first reading,
-/// which points at the line and column.
-pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+/// Reads `bytes`, a JSON object, as a `T`, taking a whole number written with a fraction (`5.0`,
+/// `1e3`) wherever an integer is expected. A body that does not read either way gets the error of the
+/// first reading, which points at the line and column.
+pub fn object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(serde::de::Error::custom("expected a JSON object"));
+    }
     let first = match serde_json::from_slice(bytes) {
         Ok(value) => return Ok(value),
         Err(e) => e,
@@ -64,7 +68,7 @@ mod tests {
 
     #[test]
     fn whole_floats_read_as_integers_and_fractions_stay_refused() {
-        let read = |text: &str| from_slice::<Target>(text.as_bytes());
+        let read = |text: &str| object::<Target>(text.as_bytes());
         assert_eq!(read(r#"{"version": 5041.0}"#).unwrap().version, 5041);
         assert_eq!(read(r#"{"version": 1e3}"#).unwrap().version, 1000);
         let weighted = read(r#"{"version": 2.0, "weights": {"1": 0.5}}"#).unwrap();
@@ -74,5 +78,8 @@ mod tests {
         assert!(read(r#"{"version": -1.0}"#).is_err());
         assert!(read(r#"{"version": 1e300}"#).is_err());
         assert!(read("{").is_err());
+        // serde would fill the struct from an array of its fields.
+        assert!(read("[3]").is_err());
+        assert_eq!(read(" \n{\"version\": 3}").unwrap().version, 3);
     }
 }

@@ -188,7 +188,7 @@ pub async fn deploy(mut form: Form<'_>, caps: DeployCaps) -> Result<Deploy, Form
 }
 
 fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], part: &str) -> Result<T, FormError> {
-    crate::json::from_slice(bytes)
+    crate::json::object(bytes)
         .map_err(|e| FormError::InvalidConfig(format!("the {part} part is not valid: {e}")))
 }
 

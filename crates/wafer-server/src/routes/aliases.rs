@@ -69,7 +69,7 @@ pub async fn put(
     Path((name, alias)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<AliasInfo>, Error> {
-    let target: Alias = wafer_formats::json::from_slice(&body).map_err(|e| {
+    let target: Alias = wafer_formats::json::object(&body).map_err(|e| {
         Error::InvalidRequest(format!(
             "the body must be {{\"version\": N, \"weights\": {{\"M\": 0.1}}}}: {e}"
         ))

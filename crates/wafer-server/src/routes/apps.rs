@@ -54,7 +54,7 @@ pub async fn deploy(State(app): State<Arc<App>>, request: Request) -> Result<Res
         ));
     }
     let spec: AppDeploy =
-        wafer_formats::json::from_slice(&first.read(CONFIG_CAP, "the app part").await?)
+        wafer_formats::json::object(&first.read(CONFIG_CAP, "the app part").await?)
             .map_err(|e| Error::InvalidConfig(format!("the app part is not valid: {e}")))?;
     if spec.functions.is_empty() || spec.functions.len() > MAX_APP_FUNCTIONS {
         return Err(Error::InvalidConfig(format!(

@@ -279,7 +279,7 @@ pub async fn rollback(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<FunctionInfo>, Error> {
-    let request: RollbackRequest = wafer_formats::json::from_slice(&body)
+    let request: RollbackRequest = wafer_formats::json::object(&body)
         .map_err(|e| Error::InvalidRequest(format!("the body must be {{\"version\": N}}: {e}")))?;
     let function = app.rollback(&name, request.version).await?;
     Ok(Json(app.info(&function)))

@@ -146,7 +146,7 @@ pub async fn put_config(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<ConfigView>, Error> {
-    let update: ConfigUpdate = wafer_formats::json::from_slice(&body)
+    let update: ConfigUpdate = wafer_formats::json::object(&body)
         .map_err(|e| Error::InvalidConfig(format!("invalid configuration: {e}")))?;
     let current = app
         .set_variables(&name, update.variables, update.secrets)
