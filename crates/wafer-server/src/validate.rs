@@ -245,7 +245,6 @@ fn valid_target(target: &str) -> bool {
         && target.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
 }
 
-/// Checks a key-value store's name: 1–255 characters of letters, digits, `-`, `_` and `.`.
 /// Whether `label` names a SQLite database: it becomes a file name, so no dots.
 fn valid_label(label: &str) -> bool {
     !label.is_empty()
@@ -255,6 +254,7 @@ fn valid_label(label: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
+/// Checks a key-value store's name: 1–255 characters of letters, digits, `-`, `_` and `.`.
 pub fn store_name(store: &str) -> Result<(), Error> {
     let valid = !store.is_empty()
         && store.len() <= MAX_NAME_BYTES

@@ -273,3 +273,107 @@ fn add(responses: &mut Map<String, Value>, status: &str, description: &str) {
         })
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn document() -> Value {
+        let (_, document) = super::super::management().split_for_parts();
+        let mut value = serde_json::to_value(&document).expect("the document as JSON");
+        refine(&mut value);
+        value
+    }
+
+    fn operations(document: &Value) -> Vec<(String, String, Value)> {
+        let mut all = Vec::new();
+        for (path, item) in document["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("a path item") {
+                all.push((path.clone(), method.clone(), operation.clone()));
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_operation_has_an_id_of_its_own() {
+        let document = document();
+        let mut ids: Vec<String> = operations(&document)
+            .iter()
+            .map(|(path, method, o)| {
+                o["operationId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{method} {path} has no id"))
+                    .to_string()
+            })
+            .collect();
+        let count = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), count, "{ids:?}");
+        assert!(ids.contains(&"callFunctionPost".to_string()), "{ids:?}");
+    }
+
+    #[test]
+    fn management_routes_declare_the_shared_answers_and_checked_names() {
+        let document = document();
+        for (path, method, operation) in operations(&document) {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            for status in ["401", "500", "503"] {
+                assert!(
+                    operation["responses"].get(status).is_some(),
+                    "{method} {path} lacks {status}"
+                );
+            }
+            let writes = method != "get";
+            assert_eq!(
+                operation["responses"].get("403").is_some(),
+                writes,
+                "{method} {path}"
+            );
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["name"] == "name" && parameter["in"] == "path" {
+                    assert_eq!(parameter["schema"]["pattern"], FUNCTION_NAME, "{path}");
+                    assert!(operation["responses"].get("400").is_some(), "{path}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn links_are_spelled_as_openapi_spells_them() {
+        let document = document();
+        let deploy = &document["paths"]["/v1/functions/{name}/versions"]["post"];
+        let links = &deploy["responses"]["201"]["links"];
+        assert_eq!(links["function"]["operationId"], "getFunction");
+        assert_eq!(
+            links["rollback"]["requestBody"]["version"],
+            "$response.body#/version"
+        );
+        assert!(links["function"].get("operation_id").is_none());
+        let invoke = &document["paths"]["/v1/functions/{name}/invoke"]["post"];
+        assert_eq!(
+            invoke["responses"]["202"]["links"]["execution"]["parameters"]["id"],
+            "$response.body#/execution_id"
+        );
+    }
+
+    #[test]
+    fn raw_bodies_are_binary_and_may_be_empty() {
+        let document = document();
+        let put = &document["paths"]["/v1/kv/{store}/{key}"]["put"]["requestBody"];
+        assert_eq!(
+            put["content"]["application/octet-stream"]["schema"]["format"],
+            "binary"
+        );
+        assert_eq!(put["required"], false);
+        let deploy = &document["paths"]["/v1/functions/{name}/versions"]["post"]["requestBody"];
+        assert_eq!(
+            deploy["content"]["application/wasm"]["schema"]["type"],
+            "string"
+        );
+        assert_eq!(deploy["required"], true);
+    }
+}
