@@ -19,19 +19,19 @@ pub fn object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error>
     let Ok(mut value) = serde_json::from_slice::<Value>(bytes) else {
         return Err(first);
     };
-    if !whole_numbers_as_integers(&mut value) {
+    if whole_numbers_as_integers(&mut value) == 0 {
         return Err(first);
     }
     serde_json::from_value(value).map_err(|_| first)
 }
 
 /// Rewrites every float in `value` that is a whole number in the range of `i64` or `u64` as that
-/// integer; says whether it rewrote any.
-fn whole_numbers_as_integers(value: &mut Value) -> bool {
+/// integer; says how many it rewrote.
+fn whole_numbers_as_integers(value: &mut Value) -> usize {
     match value {
         Value::Number(n) if n.is_f64() => {
             let Some(f) = n.as_f64() else {
-                return false;
+                return 0;
             };
             // `as` saturates, so a float out of range does not come back equal.
             let integer = if f.fract() != 0.0 {
@@ -43,15 +43,14 @@ fn whole_numbers_as_integers(value: &mut Value) -> bool {
             } else {
                 None
             };
-            integer.map(|i| *value = i).is_some()
+            integer.map_or(0, |i| {
+                *value = i;
+                1
+            })
         }
-        Value::Array(items) => items
-            .iter_mut()
-            .fold(false, |any, item| whole_numbers_as_integers(item) || any),
-        Value::Object(fields) => fields
-            .values_mut()
-            .fold(false, |any, field| whole_numbers_as_integers(field) || any),
-        _ => false,
+        Value::Array(items) => items.iter_mut().map(whole_numbers_as_integers).sum(),
+        Value::Object(fields) => fields.values_mut().map(whole_numbers_as_integers).sum(),
+        _ => 0,
     }
 }
 
