@@ -8,14 +8,14 @@
 
 use super::records::{insert, insert_claimed, record};
 use super::rows::{
-    corrupt, execution_from_row, i64_of, log_from_row, summary, u64_of, COLUMNS, LOG_COLUMNS,
+    corrupt, execution_from_row, log_from_row, summary, u64_of, COLUMNS, LOG_COLUMNS,
 };
-use super::{millis, queue, rollups, run_on, SqliteStore, NOW_MS, PRUNE_BATCH};
+use super::{millis, queue, rollups, run_on, SqliteStore, NOW_MS};
 use crate::executions::{
     Admit, Claim, Claimed, Delivered, Delivery, Due, Enqueued, ExecutionStore, NewExecution, Page,
     QueueStats, Retention, Retried, StoredRequest, Write, Written,
 };
-use crate::sql::{give_back, prunable, ranked_finished, release, FINAL};
+use crate::sql::{give_back, release};
 use crate::StoreError;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -25,7 +25,7 @@ use std::time::Duration;
 use wafer_api::{Execution, ExecutionStats, LogEntry, LogLevel, MinuteRollup};
 
 impl SqliteStore {
-    async fn with_executions<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(super) async fn with_executions<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -352,57 +352,9 @@ impl ExecutionStore for SqliteStore {
             .await
     }
 
-    /// Which executions to delete is read on a connection of its own, holding no lock. They are then
-    /// deleted [`PRUNE_BATCH`] at a time, each batch a short transaction on the records' connection, so
-    /// the journal's commits, deploys and heartbeats go on between batches. (One transaction for the
-    /// whole minute's worth at 5,000 calls/s held the write lock past other writers' 5 s busy timeout:
-    /// deploys failed, and the WAL grew to 160 MiB.) An execution retried since it was read is not
-    /// finished any more, and is kept.
+    /// See `retention.rs`.
     async fn prune(&self, retention: Retention) -> Result<u64, StoreError> {
-        let ids: Vec<String> = run_on(&self.maintenance, move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            rollups::prune(&tx)?;
-            tx.commit()?;
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT id FROM ({}) WHERE {}",
-                ranked_finished(),
-                prunable(NOW_MS, "?1", "?2", "?3", "?4")
-            ))?;
-            let rows = stmt.query_map(
-                params![
-                    i64_of(retention.per_function),
-                    millis(retention.older_than),
-                    i64_of(retention.dead_per_function),
-                    millis(retention.dead_older_than),
-                ],
-                |r| r.get(0),
-            )?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-        .await?;
-        let mut deleted = 0;
-        for batch in ids.chunks(PRUNE_BATCH) {
-            let batch = batch.to_vec();
-            deleted += self
-                .with_executions(move |conn| {
-                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                    let mut deleted = 0;
-                    for id in &batch {
-                        let gone = tx.execute(
-                            &format!("DELETE FROM executions WHERE id = ?1 AND status IN {FINAL}"),
-                            [id],
-                        )?;
-                        if gone > 0 {
-                            tx.execute("DELETE FROM logs WHERE execution_id = ?1", [id])?;
-                            deleted += 1;
-                        }
-                    }
-                    tx.commit()?;
-                    Ok(deleted)
-                })
-                .await?;
-        }
-        Ok(deleted)
+        self.prune_records(retention).await
     }
 
     async fn due_deliveries(

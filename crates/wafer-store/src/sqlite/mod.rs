@@ -24,6 +24,7 @@ mod executions;
 mod meta;
 mod queue;
 mod records;
+mod retention;
 mod rollups;
 mod rows;
 mod schema;
