@@ -117,7 +117,7 @@ pub struct LogEvent {
     /// The line's `seq`, to resume from with `after`.
     #[schema(pattern = "^-?[0-9]+$")]
     id: String,
-    /// The line as JSON, a LogLine.
+    /// The line as JSON, a LogEntry.
     data: String,
 }
 

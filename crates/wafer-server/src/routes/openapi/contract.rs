@@ -1,7 +1,8 @@
 //! What the API's description says once for many routes, added after the handlers' annotations are
-//! collected: the constraints of the path parameters every route names the same way, and the answers
-//! the middleware and the store give on any route (the token, the same-origin rule, a refused input, a
-//! store that went away).
+//! collected: the constraints of the parameters every route names the same way (path, query and
+//! header), the answers the middleware and the store give on any management route (a refused input,
+//! the token, the same-origin rule, a store that went away), raw bodies as binary, an id of its own for
+//! each method of a function's routes, and links spelled as OpenAPI spells them.
 
 use serde_json::{json, Map, Value};
 
@@ -12,15 +13,18 @@ const ALIAS: &str = "^(?:[a-z]|[0-9][a-z0-9-]*[a-z-])[a-z0-9-]*$";
 /// A function name with an optional `:alias` or `:version`, as `/fn` takes it.
 const QUALIFIED_NAME: &str = "^[a-z0-9][a-z0-9-]*(?::[a-z0-9][a-z0-9-]*)?$";
 /// A Lambda client's `FunctionName`: a name, with a qualifier or not, or a function's ARN.
-const LAMBDA_NAME: &str = "^(?:arn:aws:lambda:[a-z0-9-]+:[0-9]{12}:function:)?[a-z0-9][a-z0-9-]*\
-                           (?::[a-z0-9][a-z0-9-]*)?$";
+const LAMBDA_NAME: &str = concat!(
+    "^(?:arn:aws:lambda:[a-z0-9-]+:[0-9]{12}:function:)?",
+    "[a-z0-9][a-z0-9-]*(?::[a-z0-9][a-z0-9-]*)?$"
+);
 /// A key-value store's name (`validate::store_name`).
 const STORE: &str = "^[A-Za-z0-9._-]+$";
 
 /// A window of the traffic rollups: 1 minute to 48 hours, in minutes, hours or days.
-const WINDOW: &str =
-    "^(?:(?:[1-9]|[1-9][0-9]|[1-9][0-9]{2}|1[0-9]{3}|2[0-7][0-9]{2}|28[0-7][0-9]|2880)m\
-                      |(?:[1-9]|[1-3][0-9]|4[0-8])h|[12]d)$";
+const WINDOW: &str = concat!(
+    "^(?:(?:[1-9]|[1-9][0-9]|[1-9][0-9]{2}|1[0-9]{3}|2[0-7][0-9]{2}|28[0-7][0-9]|2880)m",
+    "|(?:[1-9]|[1-3][0-9]|4[0-8])h|[12]d)$"
+);
 /// A whole number of minutes (a window's bucket), as minutes or hours.
 const MINUTES: &str = "^(?:[1-9][0-9]{0,3}m|[1-9][0-9]{0,2}h)$";
 /// A duration as `units::parse_timeout_ms` takes it, short of overflowing.
@@ -76,7 +80,7 @@ fn path_parameter(path: &str, name: &str) -> Option<Value> {
     })
 }
 
-/// Refines the collected description: path parameter constraints and the shared answers.
+/// Refines the collected description with what many routes share.
 pub fn refine(document: &mut Value) {
     name_map_keys(document);
     let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
@@ -88,12 +92,8 @@ pub fn refine(document: &mut Value) {
         };
         let ids: Vec<Value> = item.values().map(|o| o["operationId"].clone()).collect();
         for (method, operation) in item.iter_mut() {
-            if ids
-                .iter()
-                .filter(|id| **id == operation["operationId"])
-                .count()
-                > 1
-            {
+            let shared = ids.iter().filter(|id| **id == operation["operationId"]);
+            if shared.count() > 1 {
                 name_per_method(method, operation);
             }
             constrain_parameters(path, operation);
@@ -173,26 +173,42 @@ fn spell_links(operation: &mut Value) {
     }
 }
 
-/// Describes a body of raw bytes (a module, a value, a request for a function) as binary, not as the
-/// array of numbers a `Vec<u8>` reads as.
+/// Describes a body of raw bytes (a module, a value, a request for a function or its answer) as
+/// binary, not as the array of numbers a `Vec<u8>` reads as.
 fn raw_bodies_as_bytes(operation: &mut Value) {
-    let Some(content) = operation
-        .pointer_mut("/requestBody/content")
-        .and_then(Value::as_object_mut)
-    else {
+    let Some(fields) = operation.as_object_mut() else {
         return;
     };
-    for (media, body) in content.iter_mut() {
-        let bytes =
-            body["schema"]["type"] == "array" && body["schema"]["items"]["type"] == "integer";
-        if bytes && !media.starts_with("multipart/") {
-            body["schema"] = json!({"type": "string", "format": "binary"});
+    let bodies = fields
+        .iter_mut()
+        .flat_map(|(field, value)| match field.as_str() {
+            "requestBody" => vec![value],
+            "responses" => value
+                .as_object_mut()
+                .map(|r| r.values_mut().collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        });
+    for body in bodies {
+        let Some(content) = body.get_mut("content").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for (media, body) in content.iter_mut() {
+            let schema = &mut body["schema"];
+            let bytes = schema["type"] == "array" && schema["items"]["type"] == "integer";
+            if bytes && !media.starts_with("multipart/") && !media.ends_with("json") {
+                *schema = json!({"type": "string", "format": "binary"});
+            }
         }
     }
     // Plain bytes may be none at all: a call without a body, an empty value.
-    let plain = content.len() == 1 && content.contains_key("application/octet-stream");
-    if plain {
-        operation["requestBody"]["required"] = Value::Bool(false);
+    if let Some(request) = operation.get_mut("requestBody") {
+        let content = &request["content"];
+        let plain = content.as_object().is_some_and(|c| c.len() == 1)
+            && content.get("application/octet-stream").is_some();
+        if plain {
+            request["required"] = Value::Bool(false);
+        }
     }
 }
 
@@ -363,12 +379,22 @@ mod tests {
     #[test]
     fn raw_bodies_are_binary_and_may_be_empty() {
         let document = document();
+        for (path, method, operation) in operations(&document) {
+            for field in ["requestBody", "responses", "parameters"] {
+                assert!(
+                    !operation.get(field).is_some_and(Value::is_null),
+                    "{method} {path}"
+                );
+            }
+        }
         let put = &document["paths"]["/v1/kv/{store}/{key}"]["put"]["requestBody"];
         assert_eq!(
             put["content"]["application/octet-stream"]["schema"]["format"],
             "binary"
         );
         assert_eq!(put["required"], false);
+        let answer = &document["paths"]["/v1/functions/{name}/invoke"]["post"]["responses"]["200"];
+        assert_eq!(answer["content"]["*/*"]["schema"]["format"], "binary");
         let deploy = &document["paths"]["/v1/functions/{name}/versions"]["post"]["requestBody"];
         assert_eq!(
             deploy["content"]["application/wasm"]["schema"]["type"],
