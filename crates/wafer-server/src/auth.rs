@@ -43,7 +43,8 @@ pub fn check_same_origin(method: &Method, headers: &HeaderMap) -> Result<(), Err
     }
     let refuse = |from: &str| {
         Err(Error::CrossSite(format!(
-            "a {method} from {from} is refused: the management API changes state only for requests              from its own origin (or from clients that are not browsers)"
+            "a {method} from {from} is refused: the management API changes state only for requests \
+             from its own origin (or from clients that are not browsers)"
         )))
     };
     if let Some(site) = headers.get("sec-fetch-site") {
