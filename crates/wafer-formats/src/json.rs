@@ -33,12 +33,13 @@ fn whole_numbers_as_integers(value: &mut Value) -> usize {
             let Some(f) = n.as_f64() else {
                 return 0;
             };
-            // `as` saturates, so a float out of range does not come back equal.
+            // `as` saturates, so a float below `i64::MIN` does not come back equal; `u64::MAX as f64`
+            // is 2^64, which saturates to `u64::MAX` and would.
             let integer = if f.fract() != 0.0 {
                 None
             } else if f < 0.0 && (f as i64) as f64 == f {
                 Some(Value::from(f as i64))
-            } else if f >= 0.0 && (f as u64) as f64 == f {
+            } else if (0.0..u64::MAX as f64).contains(&f) {
                 Some(Value::from(f as u64))
             } else {
                 None
@@ -76,6 +77,15 @@ mod tests {
         assert!(fraction.contains("line 1 column"), "{fraction}");
         assert!(read(r#"{"version": -1.0}"#).is_err());
         assert!(read(r#"{"version": 1e300}"#).is_err());
+        let huge = |text: &str| object::<std::collections::BTreeMap<String, u64>>(text.as_bytes());
+        assert_eq!(
+            huge(r#"{"n": 1e19}"#).unwrap()["n"],
+            10_000_000_000_000_000_000
+        );
+        assert!(
+            huge(r#"{"n": 1.8446744073709552e19}"#).is_err(),
+            "2^64 is past u64::MAX"
+        );
         assert!(read("{").is_err());
         // serde would fill the struct from an array of its fields.
         assert!(read("[3]").is_err());
