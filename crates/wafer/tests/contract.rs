@@ -19,24 +19,7 @@ const SEED: &str = "1";
 
 /// The schemathesis command of the venv, if it has one (under `CI=true` it must).
 fn schemathesis() -> Option<PathBuf> {
-    let python = std::env::var_os("WAFER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/wafer-venv/bin/python"));
-    let command = python.with_file_name("schemathesis");
-    let usable = Command::new(&command)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if usable {
-        return Some(command);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "no schemathesis at {} (.ci/run installs it)",
-        command.display()
-    );
-    eprintln!("skipped: no schemathesis at {}", command.display());
-    None
+    venv_program("schemathesis", &["--version"], "schemathesis")
 }
 
 #[tokio::test]

@@ -16,26 +16,11 @@ const SECRET_KEY: &str = "wafer/lambda+secret";
 
 /// The python with boto3 and the AWS CLI, if there is one (under `CI=true` there must be).
 fn python() -> Option<PathBuf> {
-    let python = std::env::var_os("WAFER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/wafer-venv/bin/python"));
-    let usable = Command::new(&python)
-        .args(["-c", "import boto3, awscli"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if usable {
-        return Some(python);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "no python with boto3 and awscli at {} (.ci/run installs them)",
-        python.display()
-    );
-    eprintln!(
-        "skipped: no python with boto3 and awscli at {}",
-        python.display()
-    );
-    None
+    venv_program(
+        "python",
+        &["-c", "import boto3, awscli"],
+        "python with boto3 and awscli",
+    )
 }
 
 #[tokio::test]

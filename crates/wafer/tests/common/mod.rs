@@ -404,6 +404,30 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Runs the `wafer` CLI with `WAFER_SERVER` pointing at `url` and no token.
+/// `program` of the venv `.ci/run` fills (beside the python `WAFER_PYTHON` names, by default
+/// `/var/tmp/wafer-venv/bin/python`), if running it with `probe` succeeds; `what` says what it must
+/// have. Locally a test without it skips; under `CI=true` it must be there.
+pub fn venv_program(program: &str, probe: &[&str], what: &str) -> Option<PathBuf> {
+    let python = std::env::var_os("WAFER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/wafer-venv/bin/python"));
+    let command = python.with_file_name(program);
+    let usable = Command::new(&command)
+        .args(probe)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if usable {
+        return Some(command);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "no {what} at {} (.ci/run installs it)",
+        command.display()
+    );
+    eprintln!("skipped: no {what} at {}", command.display());
+    None
+}
+
 pub fn wafer_cli(url: &str, args: &[&str]) -> Output {
     wafer_command(url, args).output().expect("run wafer")
 }
