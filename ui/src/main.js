@@ -33,16 +33,16 @@ function TokenForm({ onDone }) {
       onDone();
     } catch (err) {
       setToken(null);
-      setError(err.status === 401 ? "That token is not valid." : err.message);
+      setError(err.status === 401 ? "That token or key is not valid." : err.message);
     }
   };
   return html`<main class="narrow">
     <h1>wafer console</h1>
     <form onSubmit=${submit} aria-describedby="token-help">
-      <label for="token">API token</label>
+      <label for="token">API token or key</label>
       <input id="token" name="token" type="password" autocomplete="off" required autofocus />
       <button type="submit">Open the console</button>
-      <p id="token-help" class="muted">This server needs its token. The console keeps it for this tab only.</p>
+      <p id="token-help" class="muted">This server needs its token or an API key. The console keeps it for this tab only, and shows and does what it allows.</p>
       ${error && html`<p role="alert" class="error">${error}</p>`}
     </form>
   </main>`;

@@ -44,9 +44,15 @@ pub enum Error {
     /// A function, version, execution, key or path does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// The server's token is missing or wrong.
+    /// The request's credentials are missing or wrong.
     #[error("{0}")]
     Unauthorized(String),
+    /// An API key whose scopes do not allow the request.
+    #[error("{0}")]
+    Forbidden(String),
+    /// An API key over its rate limit.
+    #[error("{0}")]
+    RateLimited(String),
     /// A browser sent a state-changing management request from another site's page.
     #[error("{0}")]
     CrossSite(String),
@@ -157,6 +163,8 @@ impl Error {
             }
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::CrossSite(_) => (StatusCode::FORBIDDEN, "cross_site"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Error::IdTaken(_) => (StatusCode::CONFLICT, "id_taken"),
             Error::Store(StoreError::RouteTaken { .. }) => (StatusCode::CONFLICT, "route_taken"),
             Error::TooLarge(_) | Error::Store(StoreError::Full { .. }) => {

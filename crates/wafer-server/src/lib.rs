@@ -13,8 +13,9 @@
 //!   workers, leases, retries and callbacks; `schedule.rs` — the cron trigger;
 //! - `platform.rs` — the engine's [`wafer_engine::Platform`]: key-value stores and function-to-function
 //!   calls;
-//! - `admission.rs` — per-function concurrency and the server-wide instance cap; `auth.rs` — the bearer
-//!   token of the management API and private functions, and its same-origin rule for writes; `metrics.rs` — the Prometheus counters;
+//! - `admission.rs` — per-function concurrency and the server-wide instance cap; `auth/` —
+//!   who a request comes from (the token, API keys with scopes, a loopback client) and what they may
+//!   do, and the same-origin rule for writes; `metrics.rs` — the Prometheus counters;
 //! - `validate.rs` — checks on names and configs, and the paths wafer reserves; `error.rs` — the one
 //!   error enum, mapped to status and code in one place;
 //! - `containers/` — container functions: the containerd connection, image imports, and each
@@ -68,13 +69,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let listen = config.listen;
-    if config.token.is_none() && !listen.ip().is_loopback() {
-        return Err(StartError::Insecure(listen));
-    }
-    if let ConsoleListen::At(console) = config.console {
-        if config.token.is_none() && !console.ip().is_loopback() {
-            return Err(StartError::Insecure(console));
-        }
+    let public = |addr: SocketAddr| !addr.ip().to_canonical().is_loopback();
+    let console_public = matches!(config.console, ConsoleListen::At(at) if public(at));
+    if config.token.is_none() && (public(listen) || console_public) {
+        tracing::info!(
+            "no token: clients on this host may do everything, and clients on other hosts need an API \
+             key for the management API and private functions (`wafer keys create`)"
+        );
     }
     let console_at = config.console;
     let app = App::open(config).await?;

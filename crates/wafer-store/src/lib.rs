@@ -1,4 +1,4 @@
-//! wafer's persistence, behind four traits, implemented on SQLite (one node) and PostgreSQL (a cluster):
+//! wafer's persistence, behind five traits, implemented on SQLite (one node) and PostgreSQL (a cluster):
 //!
 //! - [`MetaStore`] (`meta.rs`) — functions, their immutable versions with their module bytes, and which
 //!   version is live;
@@ -7,12 +7,15 @@
 //! - [`StateStore`] (`state.rs`) — the key-value stores functions share, and each function's variables
 //!   and secrets;
 //!
+//! - [`AccessStore`] (`access.rs`) — API keys with their scopes, and the audit log of management
+//!   actions;
+//!
 //! with [`ModuleBlobs`] (`blobs.rs`), where a store keeps module bytes ([`DirBlobs`]: files in the data
 //! directory), and [`Artifacts`] (`artifacts.rs`), each node's own cache of compiled modules.
 //! [`ClusterStore`] (`cluster.rs`) is what nodes sharing a store know of each other: the change feed,
 //! the nodes table and the wake-ups of [`Events`].
 //!
-//! [`SqliteStore`] (`sqlite/`) implements all four traits on one embedded database; it is the default.
+//! [`SqliteStore`] (`sqlite/`) implements every trait on one embedded database; it is the default.
 //! [`PgStore`] (`postgres/`) implements them on a PostgreSQL database that any number of nodes share
 //! (cluster mode), with module bytes in the database and cached on each node's disk.
 //!
@@ -25,6 +28,7 @@
 //! Every write that acknowledges a deploy is durable before it returns: SQLite runs in WAL mode with
 //! `synchronous=FULL`, and blobs are fsynced before they are renamed into place.
 
+mod access;
 mod artifacts;
 mod blobs;
 mod cluster;
@@ -40,6 +44,9 @@ mod sql;
 mod sqlite;
 mod state;
 
+pub use access::{
+    key_hash, new_key_material, AccessStore, AuditEntry, NewAudit, NewKey, StoredKey,
+};
 pub use artifacts::Artifacts;
 pub use blobs::{DirBlobs, ModuleBlobs};
 pub use cluster::{Changes, ClusterStore, Events, NodeBeat, NodeRecord};

@@ -31,7 +31,8 @@ async fn postgres() -> Option<Stores> {
         meta: Arc::new(store.clone()),
         executions: Arc::new(store.clone()),
         state: Arc::new(store.clone()),
-        cluster: Arc::new(store),
+        cluster: Arc::new(store.clone()),
+        access: Arc::new(store),
         keep: Box::new(cache),
     })
 }

@@ -11,7 +11,8 @@ async fn sqlite() -> Option<Stores> {
         meta: Arc::new(store.clone()),
         executions: Arc::new(store.clone()),
         state: Arc::new(store.clone()),
-        cluster: Arc::new(store),
+        cluster: Arc::new(store.clone()),
+        access: Arc::new(store),
         keep: Box::new(dir),
     })
 }

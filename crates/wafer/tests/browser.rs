@@ -130,6 +130,27 @@ async fn with_a_token_the_console_shows_nothing_until_it_is_given() {
     script("console-token", &server.console_url(), &["console-secret"]);
 }
 
+#[tokio::test]
+async fn with_an_api_key_the_console_shows_and_does_what_its_scopes_allow() {
+    if !browser_available() {
+        return;
+    }
+    let server = Server::start_with(&["--token", "console-secret"]);
+    let page = |text: &str| wagi_wat(&format!("Content-Type: text/plain\n\n{text}"));
+    server.deploy_ok("hello-a", page("one"), json!({})).await;
+    server.deploy_ok("hello-a", page("two"), json!({})).await;
+    server.deploy_ok("other", page("x"), json!({})).await;
+    let (status, created) = server
+        .call_json(Method::POST, "/v1/keys", r#"{"scopes": ["read:hello-*"]}"#)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let key = created["token"].as_str().unwrap();
+    script("console-key", &server.console_url(), &[key]);
+    // The page changed nothing.
+    let (_, info) = server.get_json("/v1/functions/hello-a").await;
+    assert_eq!(info["live_version"], 2, "{info}");
+}
+
 #[test]
 fn the_committed_console_is_built_from_its_sources() {
     if !browser_available() {

@@ -6,7 +6,9 @@
 //! - the queue loses no acknowledged invocation when the node holding the most claims is killed;
 //! - a node paused past its lease cannot overwrite the retry's result;
 //! - a database restart mid-run loses nothing acknowledged;
-//! - a per-second schedule fires once per tick whichever nodes run it.
+//! - a per-second schedule fires once per tick whichever nodes run it;
+//! - an API key created on one node works on every node, and its revocation reaches them within
+//!   seconds.
 
 mod common;
 
@@ -470,4 +472,78 @@ async fn a_schedule_fires_once_per_tick_across_the_cluster() {
         "one execution per tick: {} in {elapsed} s",
         runs.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_and_its_revocation_reach_every_node() {
+    let Some(pg) = TestPostgres::shared() else {
+        return;
+    };
+    let url = pg.create_database().await;
+    let servers = nodes(&url, 2, &["--token", "cluster-admin"]);
+    servers[0]
+        .deploy_ok("f", wagi_wat("Content-Type: text/plain\n\nhi"), json!({}))
+        .await;
+    let (status, created) = servers[0]
+        .call_json(
+            reqwest::Method::POST,
+            "/v1/keys",
+            r#"{"scopes": ["read:f"]}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (id, token) = (
+        created["key"]["id"].as_str().unwrap().to_string(),
+        created["token"].as_str().unwrap().to_string(),
+    );
+    let read = |server: &Server| {
+        server
+            .http
+            .get(server.at("/v1/functions/f"))
+            .bearer_auth(&token)
+            .send()
+    };
+    // The other node has not read the keys since: a key it does not know makes it read them at once.
+    let (_, listed) = servers[1].get_json("/v1/keys").await;
+    println!("node 2 lists {listed}");
+
+    let response = read(&servers[0]).await.unwrap();
+    println!("node 1 answers {}", response.status());
+    let response = read(&servers[1]).await.unwrap();
+    let status = response.status();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        status,
+        200,
+        "{}\n{}",
+        response.text().await.unwrap(),
+        servers[1].logs()
+    );
+    let (status, _) = servers[0]
+        .call_json(reqwest::Method::POST, &format!("/v1/keys/{id}/revoke"), "")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(read(&servers[0]).await.unwrap().status(), 401);
+    let started = Instant::now();
+    wait_for(
+        "the revocation to reach the other node",
+        Duration::from_secs(15),
+        || async { (read(&servers[1]).await.unwrap().status() == 401).then_some(()) },
+    )
+    .await;
+    let took = started.elapsed();
+    println!("the revocation reached the other node in {took:?}");
+    // The audit log is the cluster's: both actions, on one node's list.
+    let (_, log) = servers[1].get_json("/v1/audit").await;
+    let actions: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"POST /v1/keys/{key_id}/revoke"),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&"POST /v1/keys"), "{actions:?}");
 }

@@ -82,7 +82,7 @@ async fn schemathesis_finds_the_api_exactly_as_described() {
         server.logs()
     );
     // Every operation was tested and every phase ran.
-    assert!(printed.contains("Tested: 43"), "{printed}");
+    assert!(printed.contains("Tested: 48"), "{printed}");
     for phase in ["Coverage", "Fuzzing", "Stateful"] {
         assert!(
             printed.contains(&format!("✅ {phase}")),

@@ -154,3 +154,39 @@ async fn unsigned_calls_need_the_token_or_a_server_without_keys() {
         );
     }
 }
+
+#[tokio::test]
+async fn boto3_signs_with_an_api_key_and_gets_what_its_scope_names() {
+    let Some(python) = python() else {
+        return;
+    };
+    let server = Server::start();
+    server
+        .deploy_ok("echo", fixture("flaky.wasm"), json!({"private": true}))
+        .await;
+    server
+        .deploy_ok("other", fixture("flaky.wasm"), json!({}))
+        .await;
+    let (status, created) = server
+        .call_json(Method::POST, "/v1/keys", r#"{"scopes": ["invoke:echo"]}"#)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/lambda/scoped_key.py");
+    let output = Command::new(python)
+        .arg(script)
+        .args([
+            server.url.as_str(),
+            created["key"]["id"].as_str().unwrap(),
+            created["secret"].as_str().unwrap(),
+        ])
+        .output()
+        .expect("run boto3");
+    println!("{}", stdout(&output));
+    assert!(
+        output.status.success(),
+        "{}\n{}\nserver log:\n{}",
+        stdout(&output),
+        stderr(&output),
+        server.logs()
+    );
+}

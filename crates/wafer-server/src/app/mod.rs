@@ -31,7 +31,8 @@ use std::path::Path;
 use std::sync::Arc;
 use wafer_engine::{CompileCache, Engine, EngineOptions, OutboundPolicy};
 use wafer_store::{
-    Artifacts, ClusterStore, ExecutionStore, MetaStore, PgOptions, PgStore, SqliteStore, StateStore,
+    AccessStore, Artifacts, ClusterStore, ExecutionStore, MetaStore, PgOptions, PgStore,
+    SqliteStore, StateStore,
 };
 
 /// How often instances kept for `reuse` are checked for idleness.
@@ -54,12 +55,6 @@ pub enum StartError {
         /// Why it failed.
         source: std::io::Error,
     },
-    /// A non-loopback address was asked for without a token to protect the management API.
-    #[error(
-        "refusing to serve the management API on {0} without a token: set --token (or WAFER_TOKEN), \
-         or listen on a loopback address"
-    )]
-    Insecure(std::net::SocketAddr),
     /// A setting is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -89,6 +84,8 @@ pub struct App {
     pub(crate) state: Arc<dyn StateStore>,
     pub(crate) platform: Arc<ServerPlatform>,
     pub(crate) cluster: Arc<dyn ClusterStore>,
+    /// The API keys, and the audit log.
+    pub(crate) keys: Arc<crate::auth::Keys>,
     /// Container functions: containerd, images and pools.
     pub(crate) containers: Containers,
     /// This node's id: the name its claims on queued executions carry.
@@ -102,24 +99,26 @@ pub struct App {
     console: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
-/// The four stores, on one database.
+/// The stores, on one database.
 struct Stores {
     meta: Arc<dyn MetaStore>,
     executions: Arc<dyn ExecutionStore>,
     state: Arc<dyn StateStore>,
     cluster: Arc<dyn ClusterStore>,
+    access: Arc<dyn AccessStore>,
 }
 
 impl Stores {
     fn of<S>(store: S) -> Self
     where
-        S: MetaStore + ExecutionStore + StateStore + ClusterStore + Clone + 'static,
+        S: MetaStore + ExecutionStore + StateStore + ClusterStore + AccessStore + Clone + 'static,
     {
         Self {
             meta: Arc::new(store.clone()),
             executions: Arc::new(store.clone()),
             state: Arc::new(store.clone()),
-            cluster: Arc::new(store),
+            cluster: Arc::new(store.clone()),
+            access: Arc::new(store),
         }
     }
 
@@ -155,7 +154,10 @@ impl App {
             executions,
             state,
             cluster,
+            access,
         } = Stores::open(&config).await?;
+        let keys = Arc::new(crate::auth::Keys::open(access).await?);
+        crate::auth::Keys::keep_reading(&keys);
         let node = match &config.node_id {
             Some(id) => valid_node_id(id)?,
             None => node_id(&config.data_dir)?,
@@ -175,6 +177,7 @@ impl App {
             })?,
             meta,
             cluster,
+            keys,
             applied: cluster::Applied::new(feed),
             artifacts: Artifacts::open(&config.data_dir)?,
             files: wafer_store::files::Unpacked::open(&config.data_dir)?,

@@ -2,9 +2,9 @@
 //! cron executions), a function calling another — runs a live function. It knows nothing of HTTP
 //! frameworks: a request is its parts and its body, already read.
 //!
-//! [`run`] checks the request (the function's body cap; the server's token for a private function, on
-//! the triggers that come from outside), admits it (the function's concurrency and the server's instance
-//! cap), runs a fresh instance, counts it in the metrics, and hands back the [`Answer`] with the
+//! [`run`] checks the request (the function's body cap; the caller's right to invoke a private
+//! function, on the triggers that come from outside), admits it (the function's concurrency and the
+//! server's instance cap), runs a fresh instance, counts it in the metrics, and hands back the [`Answer`] with the
 //! execution's [`Record`], which completes once the instance is gone. [`call`] is a whole synchronous
 //! call on top of it: the answer now, the record written through the journal in the background. And
 //! [`respond`] is an answer as an HTTP response, for the routes and for a calling function alike.
@@ -152,7 +152,15 @@ pub async fn run(app: &App, invocation: Invocation) -> Invoked {
                 Trigger::Async | Trigger::Cron | Trigger::Destination
             )
         {
-            auth::check(app.config.token.as_deref(), &parts.headers)?;
+            let caller = match parts.extensions.get::<auth::Caller>() {
+                // The management API's guard or the Lambda API has already identified the caller.
+                Some(caller) => caller.clone(),
+                None => {
+                    let token = app.config.token.as_deref();
+                    auth::caller(&app.keys, token, &parts.headers, mount.client).await?
+                }
+            };
+            caller.require(auth::Permission::Invoke, Some(&entry.settings.name))?;
         }
         let body = body?;
         check_body(&entry, &body)?;

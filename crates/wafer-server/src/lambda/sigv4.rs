@@ -138,6 +138,16 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The access key id the SigV4 `Authorization` header of a request names, so the caller can find its
+/// secret.
+pub fn access_key(headers: &http::HeaderMap) -> Result<String, Refused> {
+    let header = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Refused::Malformed("no Authorization header".into()))?;
+    Ok(parse(header)?.access_key.to_string())
+}
+
 /// Checks the SigV4 signature of a request — `method`, `path` as received (still percent-encoded),
 /// `query`, `headers`, `body` — against `keys` (access key, secret), at `now` (seconds since the epoch).
 pub fn verify(

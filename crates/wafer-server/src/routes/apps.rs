@@ -2,6 +2,7 @@
 
 use super::functions::{form, CONFIG_CAP, FORM_OVERHEAD};
 use crate::app::{App, Upload};
+use crate::auth::{Caller, Permission};
 use crate::error::Error;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -39,6 +40,11 @@ pub struct AppForm {
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 507, body = ErrorBody, description = "No space left to store the modules")))]
 pub async fn deploy(State(app): State<Arc<App>>, request: Request) -> Result<Response, Error> {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Error::Internal("the caller was not identified".into()))?;
     let module_cap = app.config.defaults.max_module_bytes;
     let total = module_cap
         .saturating_add(FORM_OVERHEAD)
@@ -61,6 +67,9 @@ pub async fn deploy(State(app): State<Arc<App>>, request: Request) -> Result<Res
             "an application deploys 1 to {MAX_APP_FUNCTIONS} functions, not {}",
             spec.functions.len()
         )));
+    }
+    for function in &spec.functions {
+        caller.require(Permission::Deploy, Some(&function.name))?;
     }
     let named = |part: &str| {
         spec.functions

@@ -2,12 +2,13 @@
 
 use super::extract::{Path, Query};
 use crate::app::App;
+use crate::auth::{Caller, Permission};
 use crate::error::Error;
 use crate::validate;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,13 +28,16 @@ const MAX_PAGE: u32 = 1000;
     responses((status = 200, body = Execution), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Execution>, Error> {
-    app.executions
+    let execution = app
+        .executions
         .get_execution(&id, true)
         .await?
-        .map(Json)
-        .ok_or_else(|| Error::NotFound(format!("execution `{id}` does not exist")))
+        .ok_or_else(|| Error::NotFound(format!("execution `{id}` does not exist")))?;
+    caller.require(Permission::Read, Some(&execution.function))?;
+    Ok(Json(execution))
 }
 
 /// Which executions to list.
@@ -306,12 +310,18 @@ pub struct TrafficQuery {
     responses((status = 200, body = TrafficList), (status = 400, body = ErrorBody)))]
 pub async fn traffic(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<TrafficQuery>,
 ) -> Result<Json<TrafficList>, Error> {
     let since_ms = window_length(query.since.as_deref().unwrap_or("1h"))?;
     let start = crate::journal::now_ms() - since_ms as i64;
     let rollups = rollups(&app, None, start).await?;
-    Ok(Json(TrafficList::from_minutes(&rollups, start)))
+    let mut traffic = TrafficList::from_minutes(&rollups, start);
+    // A key sees the functions it may read.
+    traffic
+        .functions
+        .retain(|f| caller.allows(Permission::Read, Some(&f.function)));
+    Ok(Json(traffic))
 }
 
 /// How many of the newest queued executions the queue view looks through for retries, and how many

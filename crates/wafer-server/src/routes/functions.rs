@@ -4,10 +4,11 @@
 use super::extract::{Path, Query};
 use super::read_body;
 use crate::app::{App, Upload};
+use crate::auth::{Caller, Permission};
 use crate::error::Error;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::StatusCode;
@@ -209,13 +210,20 @@ pub(super) const FORM_OVERHEAD: usize = 1 << 20;
 /// The largest `config` or `variables` part.
 pub(super) const CONFIG_CAP: usize = 4 << 20;
 
-/// `GET /v1/functions`.
+/// `GET /v1/functions`: the functions the caller may read.
 #[utoipa::path(get, path = "/v1/functions", operation_id = "listFunctions", tag = "functions",
     responses((status = 200, body = FunctionList)))]
-pub async fn list(State(app): State<Arc<App>>) -> Result<Json<FunctionList>, Error> {
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<FunctionList>, Error> {
     let functions = app.meta.list_functions().await?;
     Ok(Json(FunctionList {
-        functions: functions.iter().map(|f| app.info(f)).collect(),
+        functions: functions
+            .iter()
+            .filter(|f| caller.allows(Permission::Read, Some(&f.live.name)))
+            .map(|f| app.info(f))
+            .collect(),
     }))
 }
 

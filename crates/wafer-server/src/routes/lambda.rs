@@ -2,8 +2,10 @@
 //! (`RequestResponse`, `Event`, `DryRun`), and `GET …/functions` and `GET …/functions/{FunctionName}`,
 //! enough for `aws lambda invoke`, `list-functions` and `get-function` and the SDKs' `Invoke`.
 //!
-//! A caller signs with SigV4 and the server's `--aws-access-key`/`--aws-secret-key`, or sends the
-//! wafer token as a bearer; a server with neither takes unsigned calls (it listens on loopback only).
+//! A caller signs with SigV4 and the server's `--aws-access-key`/`--aws-secret-key` or an API key (its
+//! id as the access key id, its secret as the secret access key), or sends the wafer token or an API
+//! key as a bearer; a server with none of them takes unsigned calls from its own host. A key may
+//! invoke, list and get only the functions its scopes name.
 //! The payload is the function's request body, POSTed to its root as JSON; an answer of 400 or more, a
 //! trap or a non-zero exit is a function error (`X-Amz-Function-Error: Unhandled`), and every answer
 //! names the version that ran (`X-Amz-Executed-Version`).
@@ -11,7 +13,7 @@
 use super::client_addr;
 use super::extract::Path;
 use crate::app::App;
-use crate::auth;
+use crate::auth::{self, Caller, Permission};
 use crate::error::Error;
 use crate::invoke::{self, Answer, Ended, Invocation, Invoked};
 use crate::lambda::sigv4::{self, Refused};
@@ -46,39 +48,24 @@ impl IntoResponse for LambdaError {
     }
 }
 
-/// Lets a Lambda API call through: a valid SigV4 signature with the server's keys, or its token as a
-/// bearer, or — on a server with neither — nothing; and never a browser's cross-site write.
-fn authorize(
+/// Who a Lambda API call comes from: a valid SigV4 signature with the server's AWS keys (everything)
+/// or an API key's id and secret (what its scopes name); a bearer, as on the management API; or — on
+/// a server with neither a token nor AWS keys — a loopback client. Never a browser's cross-site write.
+async fn authorize(
     app: &App,
     method: &http::Method,
     uri: &http::Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(), LambdaError> {
+    client: Option<std::net::SocketAddr>,
+) -> Result<Caller, LambdaError> {
     auth::check_same_origin(method, headers).map_err(LambdaError::from)?;
     let authorization = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if authorization.starts_with("AWS4-HMAC-SHA256 ") {
-        let Some((access, secret)) = &app.config.aws_keys else {
-            return Err(LambdaError::denied(
-                "UnrecognizedClientException",
-                "this server takes no AWS keys: start it with --aws-access-key and --aws-secret-key"
-                    .into(),
-            ));
-        };
-        let now = chrono::Utc::now().timestamp();
-        return sigv4::verify(
-            (access, secret),
-            method.as_str(),
-            uri.path(),
-            uri.query(),
-            headers,
-            body,
-            now,
-        )
-        .map_err(|refused| match refused {
+        let refused = |refused| match refused {
             Refused::UnknownKey => LambdaError::denied(
                 "UnrecognizedClientException",
                 "the security token included in the request is invalid".into(),
@@ -86,20 +73,62 @@ fn authorize(
             Refused::Invalid(why) | Refused::Malformed(why) => {
                 LambdaError::denied("InvalidSignatureException", why)
             }
-        });
+        };
+        let access = sigv4::access_key(headers).map_err(refused)?;
+        let verify = |access: &str, secret: &str| {
+            let now = chrono::Utc::now().timestamp();
+            let (path, query) = (uri.path(), uri.query());
+            sigv4::verify(
+                (access, secret),
+                method.as_str(),
+                path,
+                query,
+                headers,
+                body,
+                now,
+            )
+            .map_err(refused)
+        };
+        if let Some((server_access, secret)) = &app.config.aws_keys {
+            if *server_access == access {
+                verify(server_access, secret)?;
+                return Ok(Caller::Token);
+            }
+        }
+        let key = app.keys.get(&access).await?;
+        let Some(key) = key else {
+            return Err(LambdaError::denied(
+                "UnrecognizedClientException",
+                match app.config.aws_keys {
+                    Some(_) => "the security token included in the request is invalid".into(),
+                    None => format!(
+                        "{access} is no API key of this server, and it takes no AWS keys \
+                         (--aws-access-key and --aws-secret-key)"
+                    ),
+                },
+            ));
+        };
+        verify(&key.stored.id, &key.stored.secret)?;
+        return auth::admit(key).map_err(LambdaError::from);
     }
-    if let Some(token) = app.config.token.as_deref() {
-        return auth::check(Some(token), headers)
-            .map_err(|e| LambdaError::denied("AccessDeniedException", e.to_string()));
-    }
-    // Neither a signature nor a token this server checks: only a server without keys takes it.
-    if app.config.aws_keys.is_some() {
-        return Err(LambdaError::denied(
+    let token = app.config.token.as_deref();
+    let signed_only = token.is_none() && app.config.aws_keys.is_some();
+    match auth::caller(&app.keys, token, headers, client).await {
+        Ok(caller @ (Caller::Token | Caller::Key(_))) => Ok(caller),
+        Ok(Caller::Local) if !signed_only => Ok(Caller::Local),
+        Err(e @ Error::RateLimited(_)) => Err(e.into()),
+        // A server with AWS keys and no token takes signed calls, or the API keys it knows.
+        _ if signed_only => Err(LambdaError::denied(
             "MissingAuthenticationTokenException",
             "sign the request with AWS Signature Version 4".into(),
-        ));
+        )),
+        Ok(Caller::Anonymous(why)) => Err(LambdaError::denied(
+            "AccessDeniedException",
+            why.to_string(),
+        )),
+        Ok(caller) => Ok(caller),
+        Err(e) => Err(LambdaError::denied("AccessDeniedException", e.to_string())),
     }
-    Ok(())
 }
 
 /// `POST /2015-03-31/functions/{FunctionName}/invocations`.
@@ -130,7 +159,15 @@ pub async fn invoke(
             kind: "RequestTooLargeException",
             message: format!("the payload is larger than {MAX_PAYLOAD} bytes"),
         })?;
-    authorize(&app, &parts.method, &parts.uri, &parts.headers, &payload)?;
+    let caller = authorize(
+        &app,
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        &payload,
+        client,
+    )
+    .await?;
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let kind = InvocationType::parse(header("x-amz-invocation-type"))?;
     let tail = header("x-amz-log-type") == Some("Tail");
@@ -138,6 +175,7 @@ pub async fn invoke(
     if let Some(qualifier) = query_value(parts.uri.query(), "Qualifier") {
         target.qualifier = Some(qualifier);
     }
+    caller.require(Permission::Invoke, Some(&target.name))?;
     let not_found = || LambdaError::not_found(&target.name);
     let live = app.named(&target.name).await.ok_or_else(not_found)?;
     let entry = app
@@ -149,11 +187,13 @@ pub async fn invoke(
         })?;
     let version = entry.version;
     // The function sees a JSON POST to its root.
-    let (request_parts, ()) = http::Request::post("/")
+    let (mut request_parts, ()) = http::Request::post("/")
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(())
         .map_err(|e| LambdaError::from(Error::Internal(e.to_string())))?
         .into_parts();
+    // A private function is the caller's to invoke: checked above, for the invocation core to see.
+    request_parts.extensions.insert(caller);
     match kind {
         InvocationType::DryRun => Ok(StatusCode::NO_CONTENT.into_response()),
         InvocationType::Event => {
@@ -275,9 +315,11 @@ fn query_value(query: Option<&str>, name: &str) -> Option<String> {
     })
 }
 
-/// Authorises a read of the Lambda API, which has no body.
-fn authorize_read(app: &App, request: &Request) -> Result<(), LambdaError> {
-    authorize(app, request.method(), request.uri(), request.headers(), b"")
+/// Who a read of the Lambda API, which has no body, comes from.
+async fn authorize_read(app: &App, request: Request) -> Result<Caller, LambdaError> {
+    let client = client_addr(&request);
+    let (parts, _) = request.into_parts();
+    authorize(app, &parts.method, &parts.uri, &parts.headers, b"", client).await
 }
 
 /// `GET /2015-03-31/functions`: every function as Lambda's `FunctionConfiguration`.
@@ -285,10 +327,11 @@ fn authorize_read(app: &App, request: &Request) -> Result<(), LambdaError> {
     responses((status = 200, description = "{\"Functions\": [FunctionConfiguration]}"),
         (status = "default", description = "Lambda's error shape")))]
 pub async fn list(State(app): State<Arc<App>>, request: Request) -> Result<Response, LambdaError> {
-    authorize_read(&app, &request)?;
+    let caller = authorize_read(&app, request).await?;
     let functions = app.meta.list_functions().await.map_err(Error::from)?;
     let configurations: Vec<_> = functions
         .iter()
+        .filter(|f| caller.allows(Permission::Read, Some(&f.live.name)))
         .map(|f| lambda::configuration(&app.info(f)))
         .collect();
     Ok(axum::Json(serde_json::json!({ "Functions": configurations })).into_response())
@@ -304,8 +347,9 @@ pub async fn get(
     Path(function): Path<String>,
     request: Request,
 ) -> Result<Response, LambdaError> {
-    authorize_read(&app, &request)?;
+    let caller = authorize_read(&app, request).await?;
     let target = FunctionName::parse(&function)?;
+    caller.require(Permission::Read, Some(&target.name))?;
     let stored = app
         .meta
         .get_function(&target.name)

@@ -5,11 +5,12 @@
 
 use super::extract::{Path, Query};
 use crate::app::App;
+use crate::auth::{Caller, Permission};
 use crate::error::Error;
 use crate::queue;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use http::StatusCode;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -27,7 +28,14 @@ use wafer_api::{AsyncAccepted, ErrorBody, Redriven};
             description = "The execution's record, as its further attempts run")))),
         (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "Not dead or expired, or its request was not kept")))]
-pub async fn retry(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, Error> {
+pub async fn retry(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    if let Some(execution) = app.executions.get_execution(&id, false).await? {
+        caller.require(Permission::Invoke, Some(&execution.function))?;
+    }
     queue::retry(&app, &id).await?;
     Ok((
         StatusCode::ACCEPTED,

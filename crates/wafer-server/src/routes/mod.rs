@@ -1,6 +1,7 @@
 //! Everything HTTP, and the only part of the server that knows axum: the router, its middleware (the
-//! request-head caps, the management API's token and its same-origin rule for writes), reading bodies within their caps, and errors as
-//! responses. Handlers turn a request into a call of the server's core and its result into a response.
+//! request-head caps; the management API's guard, `guard.rs`: credentials, scopes, the same-origin
+//! rule for writes and the audit log), reading bodies within their caps, and errors as responses.
+//! Handlers turn a request into a call of the server's core and its result into a response.
 //!
 //! - `functions.rs` — deploy, list, get, delete, versions and rollback under `/v1/functions`; `apps.rs`
 //!   — several functions deployed as one;
@@ -8,6 +9,8 @@
 //!   invoke, sync or async;
 //! - `executions.rs` — execution records, logs (listed or followed) and stats;
 //! - `state.rs` — key-value stores and function configuration;
+//! - `keys.rs` — API keys and the audit log; `guard.rs` — who may call the management API, and the
+//!   audit log's writes;
 //! - `ops.rs` — `/healthz` and `/metrics`; `openapi.rs` — `/api/openapi.json` and `/api/docs`;
 //! - `console.rs` — the web console's page and assets, on a listener of its own.
 
@@ -17,7 +20,9 @@ mod console;
 mod executions;
 mod extract;
 mod functions;
+mod guard;
 mod invoke;
+mod keys;
 mod lambda;
 mod letters;
 mod openapi;
@@ -25,10 +30,9 @@ mod ops;
 mod state;
 
 use crate::app::App;
-use crate::auth;
 use crate::error::Error;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -75,7 +79,7 @@ pub fn console_router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// The management API behind its token and same-origin rule, `/healthz`, and the API's description.
+/// The management API behind its guard (`guard.rs`), `/healthz`, and the API's description.
 fn api(app: &Arc<App>) -> Router<Arc<App>> {
     let module_limit = app.config.defaults.max_module_bytes;
     let (management, document) = openapi::management().split_for_parts();
@@ -84,7 +88,7 @@ fn api(app: &Arc<App>) -> Router<Arc<App>> {
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
-            require_token,
+            guard::authorize,
         ))
         .layer(DefaultBodyLimit::max(module_limit));
     management
@@ -121,18 +125,6 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         self.response().map(Body::from)
     }
-}
-
-/// Middleware: lets a management request through only with the server's token, when it has one, and a
-/// request that changes state only from the server's own origin.
-async fn require_token(
-    State(app): State<Arc<App>>,
-    request: Request,
-    next: Next,
-) -> Result<Response, Error> {
-    auth::check_same_origin(request.method(), request.headers())?;
-    auth::check(app.config.token.as_deref(), request.headers())?;
-    Ok(next.run(request).await)
 }
 
 /// Middleware: refuses requests whose target or headers are over the caps, before any routing.

@@ -6,7 +6,7 @@
 
 mod contract;
 
-use super::{aliases, apps, executions, functions, invoke, lambda, letters, ops, state};
+use super::{aliases, apps, executions, functions, invoke, keys, lambda, letters, ops, state};
 use axum::response::{Html, IntoResponse};
 use axum::Extension;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -40,6 +40,7 @@ use utoipa_axum::routes;
         (name = "executions", description = "Execution records, logs and summaries; retries and redrives of dead letters"),
         (name = "state", description = "Key-value stores functions share"),
         (name = "lambda", description = "The AWS Lambda Invoke API, for Lambda clients (SigV4 with the server's AWS keys, or the token)"),
+        (name = "access", description = "API keys with scopes, and the audit log of management actions (admin only)"),
         (name = "operations", description = "Health, the cluster's nodes, metrics and this document")
     )
 )]
@@ -101,6 +102,10 @@ pub fn management() -> OpenApiRouter<std::sync::Arc<crate::app::App>> {
         ))
         .routes(routes!(ops::nodes))
         .routes(routes!(ops::metrics))
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::get))
+        .routes(routes!(keys::revoke))
+        .routes(routes!(keys::audit))
 }
 
 /// `GET /api/openapi.json`.

@@ -11,6 +11,7 @@
 //! The cases compare no times of their own: waiting is expressed as durations the store measures with
 //! its own clock (a retry due in an hour, a lease of a few milliseconds).
 
+pub mod access;
 pub mod claims;
 pub mod cluster;
 pub mod executions;
@@ -20,7 +21,7 @@ pub mod postgres;
 pub mod rollups;
 pub mod state;
 
-use crate::{ClusterStore, ExecutionStore, KeySource, MetaStore, StateStore};
+use crate::{AccessStore, ClusterStore, ExecutionStore, KeySource, MetaStore, StateStore};
 use std::sync::Arc;
 
 /// The secrets key of tests that start several nodes on one database, which must share a key.
@@ -32,7 +33,7 @@ pub fn test_secrets_key() -> KeySource {
     KeySource::Value(TEST_SECRETS_KEY.into())
 }
 
-/// One store implementation's three traits, fresh and empty, with whatever must live as long as they
+/// One store implementation's traits, fresh and empty, with whatever must live as long as they
 /// do (a temporary directory, a database).
 pub struct Stores {
     /// Functions and versions.
@@ -43,6 +44,8 @@ pub struct Stores {
     pub state: Arc<dyn StateStore>,
     /// The change feed and the nodes.
     pub cluster: Arc<dyn ClusterStore>,
+    /// API keys and the audit log.
+    pub access: Arc<dyn AccessStore>,
     /// Dropped with the stores.
     pub keep: Box<dyn std::any::Any + Send + Sync>,
 }
@@ -93,6 +96,8 @@ macro_rules! conformance {
             state::keys_page_in_order_and_increments_count_in_decimal,
             state::concurrent_increments_all_count,
             state::variables_replace_or_merge_and_keep_secrets_apart,
+            access::keys_are_stored_hashed_listed_and_revoked_once,
+            access::the_audit_log_pages_newest_first,
         );
     };
     (@cases $open:path; $($group:ident :: $case:ident),* $(,)?) => {

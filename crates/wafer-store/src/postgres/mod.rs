@@ -1,4 +1,4 @@
-//! The cluster store: one PostgreSQL database behind all four store traits, shared by every node.
+//! The cluster store: one PostgreSQL database behind every store trait, shared by every node.
 //!
 //! - `schema.rs` creates and migrates the tables, under an advisory lock so nodes may start together;
 //! - `meta.rs` is the [`crate::MetaStore`] (functions, versions, routes, and module bytes in the
@@ -6,6 +6,7 @@
 //! - `executions.rs` is the [`crate::ExecutionStore`] (records, logs, the queue, callbacks, ticks);
 //! - `state.rs` is the [`crate::StateStore`] (key-value stores, variables and secrets);
 //! - `cluster.rs` is the [`crate::ClusterStore`] (the change feed and the nodes table);
+//! - `access.rs` is the [`crate::AccessStore`] (API keys and the audit log);
 //! - `listen.rs` holds the connection that `LISTEN`s, turning other nodes' notifications into
 //!   [`Events`].
 //!
@@ -17,6 +18,7 @@
 //! against the system's roots plus an optional CA file; without it (or with `sslmode=disable`) the
 //! connection is plain, for a database on the same host or a private network.
 
+mod access;
 mod batch;
 mod cluster;
 mod executions;

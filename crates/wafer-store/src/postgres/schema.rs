@@ -7,7 +7,7 @@
 use crate::StoreError;
 
 /// The current schema; bumped with a step in [`STEPS`].
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// The advisory lock migrations hold (any number the database's other users do not take).
 const MIGRATION_LOCK: i64 = 0x7761_6665_7200_0001;
@@ -174,6 +174,30 @@ const STEPS: &[&str] = &[
     // Settings the store keeps about itself: the id of the key its secrets are sealed with.
     r#"
     CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"#,
+    // API keys (the hash of each secret and a sealed copy) and the audit log, as in SQLite's step 12.
+    r#"
+    CREATE TABLE api_keys (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        name TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        rate_limit BIGINT,
+        created_ms BIGINT NOT NULL,
+        expires_ms BIGINT,
+        revoked_ms BIGINT,
+        created_by TEXT NOT NULL
+    );
+    CREATE TABLE audit (
+        seq BIGSERIAL PRIMARY KEY,
+        at_ms BIGINT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT,
+        status INTEGER NOT NULL,
+        client TEXT
+    );
 "#,
 ];
 

@@ -1,5 +1,5 @@
 //! The embedded default store: one SQLite database in WAL mode (`wafer.db` in the data directory) behind
-//! all three store traits, with module bytes as files beside it.
+//! every store trait, with module bytes as files beside it.
 //!
 //! - `schema.rs` creates and migrates the tables;
 //! - `meta.rs` is the [`crate::MetaStore`] (functions, versions, routes, module bytes);
@@ -7,6 +7,7 @@
 //!   with `rows.rs` reading its rows back;
 //! - `state.rs` is the [`crate::StateStore`] (key-value stores, variables and secrets);
 //! - `cluster.rs` is the [`crate::ClusterStore`] (the change feed and the nodes table);
+//! - `access.rs` is the [`crate::AccessStore`] (API keys and the audit log);
 //! - `backup.rs` backs a live data directory up, and restores a backup into a fresh one.
 //!
 //! rusqlite is synchronous, so every call runs on tokio's blocking pool. Each trait has its own
@@ -18,6 +19,7 @@
 //! limit with its value, so it compiles the statement again every time it is bound (the queue's claim
 //! spent a tenth of the server's time being parsed); as an expression it is read when the statement runs.
 
+mod access;
 pub mod backup;
 mod cluster;
 mod executions;

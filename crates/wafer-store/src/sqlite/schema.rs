@@ -6,7 +6,7 @@ use crate::StoreError;
 use rusqlite::Connection;
 
 /// The current schema; bumped with a migration step in [`migrate`].
-const SCHEMA_VERSION: i64 = 11;
+const SCHEMA_VERSION: i64 = 12;
 
 /// Creates or upgrades the schema.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -198,8 +198,39 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
             "BEGIN; {STEP_11} PRAGMA user_version = 11; COMMIT;"
         ))?;
     }
+    if version < 12 {
+        conn.execute_batch(&format!(
+            "BEGIN; {STEP_12} PRAGMA user_version = 12; COMMIT;"
+        ))?;
+    }
     Ok(())
 }
+
+/// API keys (the hash of each secret and a sealed copy; scopes as a JSON array; times in ms since the
+/// epoch) and the audit log (`crate::access`). PostgreSQL's sixth step is the same.
+const STEP_12: &str = "
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        rate_limit INTEGER,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER,
+        revoked_ms INTEGER,
+        created_by TEXT NOT NULL
+    );
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT,
+        status INTEGER NOT NULL,
+        client TEXT
+    );
+";
 
 /// Settings the store keeps about itself: the id of the key its secrets are sealed with. PostgreSQL's
 /// fifth step is the same.

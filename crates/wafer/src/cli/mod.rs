@@ -65,6 +65,11 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a backup into a new or empty data directory, for a server to start on.
     Restore(RestoreArgs),
+    /// Manage API keys: keys create --scope deploy:hello-* --scope invoke:* --expires 30d, keys ls,
+    /// keys revoke ID. Scopes are read, deploy or invoke on a function-name pattern, or admin.
+    Keys(KeysArgs),
+    /// Show the audit log of management actions, newest first: who, what, to what, when.
+    Audit(AuditArgs),
     /// Run the node agent: one process per Kubernetes node that runs the functions of every container
     /// the containerd shim (`containerd-shim-wafer-v1` with `node_agent` set) hands it.
     Node(NodeArgs),
@@ -96,6 +101,50 @@ pub enum AliasCommand {
     Ls { name: String },
     /// Remove ALIAS of function NAME (never `live`).
     Rm { name: String, alias: String },
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; its token is shown this once.
+    Create {
+        /// What the key may do, as PERMISSION:PATTERN (read, deploy or invoke, on the functions whose
+        /// names match; `*` matches anything) or `admin`. Repeat for several.
+        #[arg(long, required = true)]
+        scope: Vec<String>,
+        /// What the key is for.
+        #[arg(long)]
+        name: Option<String>,
+        /// How long it is valid (`90m`, `12h`, `30d`); forever without.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Requests a second it may make on each node.
+        #[arg(long)]
+        rate_limit: Option<u32>,
+    },
+    /// List every key, revoked ones too.
+    Ls,
+    /// Revoke a key: every node refuses it within seconds.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// How many actions to show.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Only actions before this one (a SEQ), for the next page.
+    #[arg(long)]
+    pub before: Option<i64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]

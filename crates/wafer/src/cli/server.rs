@@ -85,8 +85,9 @@ pub struct ServeArgs {
     /// machine code of single wasm functions, so a deploy compiles only functions no earlier deploy had.
     #[arg(long, env = "WAFER_COMPILE_CACHE_SIZE", value_parser = crate::cmd::deploy::parse_bytes)]
     pub compile_cache_size: Option<u64>,
-    /// Require `Authorization: Bearer TOKEN` on the management API and on private functions. Without it,
-    /// wafer only listens on loopback addresses.
+    /// Require `Authorization: Bearer TOKEN` (or an API key) on the management API and on private
+    /// functions. Without it, clients on the server's own host may do everything, and clients on other
+    /// hosts need an API key (`wafer keys create`).
     #[arg(long, env = "WAFER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Largest module a deploy accepts, e.g. 256MiB.

@@ -6,6 +6,7 @@ pub mod deploy;
 mod executions;
 mod files;
 mod invoke;
+mod keys;
 mod list;
 mod node;
 pub mod package;
@@ -54,6 +55,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Node(args) => node::run(args).await,
             Command::Backup(args) => backup::backup(args).await,
             Command::Restore(args) => backup::restore(args).await,
+            Command::Keys(args) => keys::keys(args).await,
+            Command::Audit(args) => keys::audit(args).await,
         }
     });
     match result {

@@ -52,9 +52,16 @@ impl Server {
     }
 
     fn start_in(data: Arc<tempfile::TempDir>, args: &[&str]) -> Self {
+        // Loopback, unless the test names another address.
+        let listen: &[&str] = match args.contains(&"--listen") {
+            true => &[],
+            false => &["--listen", "127.0.0.1:0"],
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_wafer"))
             .env_remove("WAFER_TOKEN")
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg("serve")
+            .args(listen)
+            .arg("--data-dir")
             .arg(data.path())
             .args(args)
             .env("WAFER_LOG", "info")

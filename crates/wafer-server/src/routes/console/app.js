@@ -147,11 +147,11 @@ var En,_e,Us,Aa,Yt,Hs,Bs,Gs,vo,bn,en,js,bo,yo,wo,La,kn={},xn=[],Fa=/acit|ex(?:s|
         <td class="mono">${Object.keys(s.lagging).join(", ")||"\u2013"}</td></tr>`)}</tbody>
     </table></div>`:P`<${Fe} error=${n} />${!n&&P`<p class="muted">Loading…</p>`}`}function Yc(){let e=()=>location.hash.replace(/^#\/?/,"").split("/").map(decodeURIComponent),[t,n]=B(e);return xe(()=>{let l=()=>n(e());return addEventListener("hashchange",l),()=>removeEventListener("hashchange",l)},[]),t}function Kc({onDone:e}){let[t,n]=B("");return P`<main class="narrow">
     <h1>wafer console</h1>
-    <form onSubmit=${async s=>{s.preventDefault(),Mo(s.target.token.value.trim());try{await ye("/v1/functions"),e()}catch(r){Mo(null),n(r.status===401?"That token is not valid.":r.message)}}} aria-describedby="token-help">
-      <label for="token">API token</label>
+    <form onSubmit=${async s=>{s.preventDefault(),Mo(s.target.token.value.trim());try{await ye("/v1/functions"),e()}catch(r){Mo(null),n(r.status===401?"That token or key is not valid.":r.message)}}} aria-describedby="token-help">
+      <label for="token">API token or key</label>
       <input id="token" name="token" type="password" autocomplete="off" required autofocus />
       <button type="submit">Open the console</button>
-      <p id="token-help" class="muted">This server needs its token. The console keeps it for this tab only.</p>
+      <p id="token-help" class="muted">This server needs its token or an API key. The console keeps it for this tab only, and shows and does what it allows.</p>
       ${t&&P`<p role="alert" class="error">${t}</p>`}
     </form>
   </main>`}function Jc(){let[e,t]=B("checking"),n=Yc();if(xe(()=>{ye("/v1/functions").then(()=>t("ok")).catch(f=>t(f.status===401?"needed":"ok"))},[]),e==="checking")return P`<p class="muted pad">Loading…</p>`;if(e==="needed")return P`<${Kc} onDone=${()=>t("ok")} />`;let[l,s,r,a]=n,u;return l==="f"&&s&&r==="e"&&a?u=P`<${Zi} name=${s} id=${a} />`:l==="f"&&s?u=P`<${Qi} key=${s} name=${s} />`:l==="queue"?u=P`<${ea} />`:l==="nodes"?u=P`<${ta} />`:u=P`<${yr} />`,P`

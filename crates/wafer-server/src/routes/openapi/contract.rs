@@ -31,6 +31,8 @@ const MINUTES: &str = "^(?:[1-9][0-9]{0,3}m|[1-9][0-9]{0,2}h)$";
 const DURATION: &str = "^[0-9]{1,10}(?:ms|s|m|min|h|d)?$";
 /// An absolute http or https URL (a callback's).
 const HTTP_URL: &str = "^https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?$";
+/// An API key's scope (`auth::Scope`).
+const SCOPE: &str = "^(?:admin(?::\\*)?|(?:read|deploy|invoke):[A-Za-z0-9._*-]{1,128})$";
 /// The names of configuration variables and secrets (`validate::variables`).
 const VARIABLE: &str = "^[A-Za-z0-9_.-]+$";
 
@@ -99,7 +101,7 @@ pub fn refine(document: &mut Value) {
             constrain_parameters(path, operation);
             spell_links(operation);
             raw_bodies_as_bytes(operation);
-            if path.starts_with("/v1/") {
+            if path.starts_with("/v1/") || path == "/metrics" {
                 document_shared_answers(method, operation);
             }
         }
@@ -234,15 +236,25 @@ fn document_shared_answers(method: &str, operation: &mut Value) {
     add(
         responses,
         "401",
-        "The server has a token and the request did not carry it (code `unauthorized`)",
+        "No valid credentials where the server needs them: its token or an API key, missing, \
+         wrong, revoked or expired (code `unauthorized`)",
     );
-    if matches!(method, "post" | "put" | "delete" | "patch") {
-        add(
-            responses,
-            "403",
-            "A browser sent it from a page of another origin (code `cross_site`)",
-        );
-    }
+    add(
+        responses,
+        "403",
+        match matches!(method, "post" | "put" | "delete" | "patch") {
+            true => {
+                "An API key whose scopes do not allow this (code `forbidden`), or a browser sent it \
+                 from a page of another origin (code `cross_site`)"
+            }
+            false => "An API key whose scopes do not allow this (code `forbidden`)",
+        },
+    );
+    add(
+        responses,
+        "429",
+        "An API key over its rate limit; retry after `Retry-After` (code `rate_limited`)",
+    );
     add(
         responses,
         "500",
@@ -255,8 +267,8 @@ fn document_shared_answers(method: &str, operation: &mut Value) {
     );
 }
 
-/// Constrains the keys of the maps bodies carry: an alias's weights are keyed by version numbers, a
-/// configuration by variable names.
+/// Constrains the keys of the maps bodies carry (an alias's weights are keyed by version numbers, a
+/// configuration by variable names) and the items of a key's scopes.
 fn name_map_keys(document: &mut Value) {
     let keys = [
         (
@@ -272,6 +284,11 @@ fn name_map_keys(document: &mut Value) {
             VARIABLE,
         ),
     ];
+    if let Some(scope) =
+        document.pointer_mut("/components/schemas/KeyRequest/properties/scopes/items")
+    {
+        scope["pattern"] = Value::from(SCOPE);
+    }
     for (pointer, pattern) in keys {
         if let Some(map) = document.pointer_mut(pointer) {
             map["propertyNames"] =
@@ -337,18 +354,12 @@ mod tests {
             if !path.starts_with("/v1/") {
                 continue;
             }
-            for status in ["401", "500", "503"] {
+            for status in ["401", "403", "429", "500", "503"] {
                 assert!(
                     operation["responses"].get(status).is_some(),
                     "{method} {path} lacks {status}"
                 );
             }
-            let writes = method != "get";
-            assert_eq!(
-                operation["responses"].get("403").is_some(),
-                writes,
-                "{method} {path}"
-            );
             for parameter in operation["parameters"].as_array().into_iter().flatten() {
                 if parameter["name"] == "name" && parameter["in"] == "path" {
                     assert_eq!(parameter["schema"]["pattern"], FUNCTION_NAME, "{path}");
