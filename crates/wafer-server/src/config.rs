@@ -87,7 +87,7 @@ impl std::fmt::Debug for Database {
     }
 }
 
-/// How async executions run and how long execution records are kept.
+/// How async executions run, and how long execution records (and the audit log) are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutionSettings {
     /// Queue workers: the most async and cron executions running at once.
@@ -101,6 +101,8 @@ pub struct ExecutionSettings {
     pub retain_dead_per_function: u64,
     /// Dead letters are deleted after this long.
     pub retain_dead: Duration,
+    /// Entries of the audit log are deleted after this long.
+    pub retain_audit: Duration,
     /// Bytes of guest log kept per execution.
     pub max_log_bytes: usize,
     /// Bytes of output (response body, stdout) kept per async, cron or command execution.
@@ -120,6 +122,7 @@ impl Default for ExecutionSettings {
             retain: Duration::from_secs(7 * 24 * 3600),
             retain_dead_per_function: 10_000,
             retain_dead: Duration::from_secs(14 * 24 * 3600),
+            retain_audit: Duration::from_secs(90 * 24 * 3600),
             max_log_bytes: 64 * 1024,
             max_output_bytes: 1024 * 1024,
             callback_hosts: Vec::new(),

@@ -362,7 +362,7 @@ async fn write_batch(
 }
 
 /// How often finished executions outside the retention settings are deleted.
-const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Starts the task that deletes the finished executions in `store` outside the retention `settings`.
 pub fn start_retention(store: Arc<dyn ExecutionStore>, settings: &ExecutionSettings) {

@@ -6,7 +6,8 @@
 //! signature is checked with (a signature is an HMAC under the secret, so its hash cannot verify it).
 //! A revoked key stays listed, with when it was revoked, so the audit log keeps naming it.
 //!
-//! The audit log is append-only: one row per management action, newest last.
+//! The audit log is append-only, one row per management action, until its entries age out
+//! (`prune_audit`).
 
 use crate::{SecretsKey, StoreError};
 use async_trait::async_trait;
@@ -100,6 +101,9 @@ pub trait AccessStore: Send + Sync {
 
     /// Appends an action to the audit log.
     async fn record_action(&self, action: NewAudit) -> Result<(), StoreError>;
+
+    /// Deletes the actions recorded more than `older_than` ago (in the store's clock); how many.
+    async fn prune_audit(&self, older_than: std::time::Duration) -> Result<u64, StoreError>;
 
     /// Up to `limit` actions before `before` (a `seq`; the newest without it), newest first.
     async fn audit_log(

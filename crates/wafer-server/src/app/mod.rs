@@ -212,6 +212,7 @@ impl App {
         schedule::start(&app);
         cluster::start(&app);
         journal::start_retention(app.executions.clone(), &app.config.executions);
+        crate::auth::Keys::start_audit_retention(&app.keys, app.config.executions.retain_audit);
         crate::rollups::start_flushing(app.rollups.clone(), app.executions.clone());
         start_background_load(&app);
         start_idle_eviction(&app);

@@ -1,8 +1,8 @@
 //! The API keys a node knows: read from the store, and read again every [`REFRESH`] (and when a
 //! request names a key the node has not seen, at most every [`MISS_REFRESH`]), so a key created on
 //! one node of a cluster works on every other at once, and one revoked is refused everywhere within
-//! seconds. Each key carries its own rate
-//! limiter, kept across reads while the key is unchanged; the limit is per node.
+//! seconds. Each key carries its own rate limiter (GCRA: one timestamp per key), kept across reads
+//! while the key is unchanged; the limit is per node.
 
 use super::scope::{Permission, Scope};
 use crate::error::Error;
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use wafer_store::{AccessStore, NewAudit, NewKey, StoreError, StoredKey};
 
 /// How often a node reads the keys again.
-pub const REFRESH: Duration = Duration::from_secs(2);
+const REFRESH: Duration = Duration::from_secs(2);
 /// How soon after a read a request naming an unknown key may make the node read the keys again.
 const MISS_REFRESH: Duration = Duration::from_millis(250);
 
@@ -117,6 +117,23 @@ impl Keys {
                 if let Err(e) = keys.read().await {
                     tracing::warn!("cannot read the API keys: {e}");
                 }
+            }
+        });
+    }
+
+    /// Deletes audit entries older than `retain`, every [`crate::journal::PRUNE_EVERY`], for as long as
+    /// `keys` is held elsewhere.
+    pub fn start_audit_retention(keys: &Arc<Self>, retain: Duration) {
+        let store = keys.store.clone();
+        let keys: Weak<Self> = Arc::downgrade(keys);
+        tokio::spawn(async move {
+            while keys.strong_count() > 0 {
+                match store.prune_audit(retain).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(entries = n, "old audit entries deleted"),
+                    Err(e) => tracing::error!("cannot delete old audit entries: {e}"),
+                }
+                tokio::time::sleep(crate::journal::PRUNE_EVERY).await;
             }
         });
     }

@@ -39,7 +39,7 @@ use utoipa_axum::routes;
         (name = "invoke", description = "Call functions, synchronously or through the async queue"),
         (name = "executions", description = "Execution records, logs and summaries; retries and redrives of dead letters"),
         (name = "state", description = "Key-value stores functions share"),
-        (name = "lambda", description = "The AWS Lambda Invoke API, for Lambda clients (SigV4 with the server's AWS keys, or the token)"),
+        (name = "lambda", description = "The AWS Lambda Invoke API, for Lambda clients (SigV4 with the server's AWS keys or an API key, or a bearer)"),
         (name = "access", description = "API keys with scopes, and the audit log of management actions (admin only)"),
         (name = "operations", description = "Health, the cluster's nodes, metrics and this document")
     )

@@ -46,7 +46,7 @@ pub async fn keys_are_stored_hashed_listed_and_revoked_once(s: &Stores) {
     assert_eq!(listed[1].revoked_ms, None);
 }
 
-/// The audit log keeps every action in order and pages newest first.
+/// The audit log keeps every action in order, pages newest first, and forgets what aged out.
 pub async fn the_audit_log_pages_newest_first(s: &Stores) {
     assert!(s.access.audit_log(None, 10).await.unwrap().is_empty());
     for n in 0..5u16 {
@@ -69,4 +69,16 @@ pub async fn the_audit_log_pages_newest_first(s: &Stores) {
     let statuses: Vec<u16> = rest.iter().map(|e| e.entry.status).collect();
     assert_eq!(statuses, [202, 201, 200]);
     assert_eq!(rest[2].entry.actor, "key:wk0");
+    // Entries age out.
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(s.access.prune_audit(hour).await.unwrap(), 0);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(
+        s.access
+            .prune_audit(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        5
+    );
+    assert!(s.access.audit_log(None, 10).await.unwrap().is_empty());
 }

@@ -112,6 +112,18 @@ impl AccessStore for PgStore {
         Ok(())
     }
 
+    async fn prune_audit(&self, older_than: std::time::Duration) -> Result<u64, StoreError> {
+        let older_than = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+        Ok(self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM audit WHERE at_ms < wafer_now_ms() - $1",
+                &[&older_than],
+            )
+            .await?)
+    }
+
     async fn audit_log(
         &self,
         before: Option<i64>,

@@ -198,6 +198,7 @@ const STEPS: &[&str] = &[
         status INTEGER NOT NULL,
         client TEXT
     );
+    CREATE INDEX audit_by_time ON audit(at_ms);
 "#,
 ];
 

@@ -1,6 +1,6 @@
 //! [`AccessStore`] on SQLite: tables `api_keys` and `audit`, on the state connection.
 
-use super::{run_on, SqliteStore, NOW_MS};
+use super::{millis, run_on, SqliteStore, NOW_MS};
 use crate::access::{
     audit_entry, key_columns, AccessStore, AuditEntry, KeyRow, NewAudit, NewKey, StoredKey,
     AUDIT_COLUMNS, KEY_COLUMNS,
@@ -111,6 +111,18 @@ impl AccessStore for SqliteStore {
                 action.client
             ])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn prune_audit(&self, older_than: std::time::Duration) -> Result<u64, StoreError> {
+        let older_than = millis(older_than);
+        run_on(&self.state, move |conn| {
+            let deleted = conn.execute(
+                &format!("DELETE FROM audit WHERE at_ms < {NOW_MS} - ?1"),
+                params![older_than],
+            )?;
+            Ok(deleted as u64)
         })
         .await
     }

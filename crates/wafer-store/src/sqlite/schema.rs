@@ -230,6 +230,7 @@ const STEP_12: &str = "
         status INTEGER NOT NULL,
         client TEXT
     );
+    CREATE INDEX audit_by_time ON audit(at_ms);
 ";
 
 /// Settings the store keeps about itself: the id of the key its secrets are sealed with. PostgreSQL's

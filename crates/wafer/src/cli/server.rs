@@ -114,6 +114,9 @@ pub struct ServeArgs {
     /// How long dead or expired executions are kept, e.g. 14d (default 14d).
     #[arg(long, env = "WAFER_RETAIN_DEAD_FOR", value_parser = crate::cmd::deploy::parse_timeout_ms)]
     pub retain_dead_for: Option<u64>,
+    /// How long the audit log keeps its entries, e.g. 365d (default 90d).
+    #[arg(long, env = "WAFER_RETAIN_AUDIT_FOR", value_parser = crate::cmd::deploy::parse_timeout_ms)]
+    pub retain_audit_for: Option<u64>,
     /// How long a node's claim on a running async execution holds without renewal, e.g. 30s: after a
     /// node dies, another runs its executions again this long after its last renewal.
     #[arg(long, env = "WAFER_QUEUE_LEASE", value_parser = crate::cmd::deploy::parse_timeout_ms)]

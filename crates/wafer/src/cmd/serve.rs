@@ -93,6 +93,7 @@ struct FileConfig {
     retain_for: Option<String>,
     retain_dead: Option<u64>,
     retain_dead_for: Option<String>,
+    retain_audit_for: Option<String>,
     #[serde(default)]
     callback_hosts: Vec<String>,
     queue_lease: Option<String>,
@@ -262,6 +263,14 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
                 parse_timeout_ms,
             )?)
             .map_or(fallback.retain_dead, Duration::from_millis),
+        retain_audit: args
+            .retain_audit_for
+            .or(from_file(
+                "retain_audit_for",
+                file.retain_audit_for,
+                parse_timeout_ms,
+            )?)
+            .map_or(fallback.retain_audit, Duration::from_millis),
         lease: args
             .queue_lease
             .or(from_file(
