@@ -360,14 +360,20 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
         ("/metrics", "get"),
         ("/api/openapi.json", "get"),
         ("/api/docs", "get"),
+        ("/v1/keys", "post"),
+        ("/v1/keys", "get"),
+        ("/v1/keys/{key_id}", "get"),
+        ("/v1/keys/{key_id}/revoke", "post"),
+        ("/v1/audit", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
             "{method} {path} missing"
         );
     }
-    assert_eq!(paths.len(), 29, "{:?}", paths.keys().collect::<Vec<_>>());
-    // Writes document the cross-site refusal; reads and guests' routes do not have it.
+    assert_eq!(paths.len(), 33, "{:?}", paths.keys().collect::<Vec<_>>());
+    // Management routes document 403 (a key's scope; on writes, the cross-site refusal too); guests'
+    // routes do not have it.
     let responses = |path: &str, method: &str| paths[path][method]["responses"].clone();
     assert!(responses("/v1/functions/{name}/versions", "post")
         .get("403")
@@ -376,7 +382,11 @@ async fn the_api_description_lists_every_route_and_renders_offline() {
         .get("403")
         .is_some());
     assert!(responses("/v1/apps", "post").get("403").is_some());
-    assert!(responses("/v1/functions", "get").get("403").is_none());
+    let read_403 = responses("/v1/functions", "get")["403"]["description"].to_string();
+    assert!(
+        read_403.contains("forbidden") && !read_403.contains("cross_site"),
+        "{read_403}"
+    );
     assert!(responses("/fn/{name}", "post").get("403").is_none());
     for schema in [
         "Execution",
