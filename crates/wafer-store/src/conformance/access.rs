@@ -28,6 +28,8 @@ pub async fn keys_are_stored_hashed_listed_and_revoked_once(s: &Stores) {
     assert_eq!(created.rate_limit, Some(5));
     assert_eq!(created.expires_ms, Some(created.created_ms + 60_000));
     assert_eq!(created.revoked_ms, None);
+    // Keys list by creation time (then id): the second is made a moment later.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let second = s.access.create_key(new_key("forever", None)).await.unwrap();
     assert_eq!(second.expires_ms, None);
 
