@@ -13,36 +13,13 @@ import os
 import subprocess
 import sys
 
-import boto3
-import botocore.config
-from botocore.exceptions import ClientError
+from checks import check, error_code, lambda_client
 
 url, access_key, secret_key = sys.argv[1:4]
 
 
 def client(secret=secret_key, region="eu-central-1"):
-    return boto3.client(
-        "lambda",
-        endpoint_url=url,
-        region_name=region,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret,
-        config=botocore.config.Config(retries={"max_attempts": 0}),
-    )
-
-
-def check(condition, what):
-    if not condition:
-        raise AssertionError(what)
-    print("ok:", what)
-
-
-def error_code(call):
-    try:
-        call()
-    except ClientError as e:
-        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
-    raise AssertionError("the call did not fail")
+    return lambda_client(url, access_key, secret, region)
 
 
 aws = client()

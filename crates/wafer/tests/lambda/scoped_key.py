@@ -8,36 +8,13 @@ The key's scope is `invoke:echo`; the server also holds `other`. Every check rai
 import json
 import sys
 
-import boto3
-import botocore.config
-from botocore.exceptions import ClientError
+from checks import check, error_code, lambda_client
 
 url, key_id, secret = sys.argv[1:4]
 
 
 def client(secret=secret):
-    return boto3.client(
-        "lambda",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id=key_id,
-        aws_secret_access_key=secret,
-        config=botocore.config.Config(retries={"max_attempts": 0}),
-    )
-
-
-def check(condition, what):
-    if not condition:
-        raise AssertionError(what)
-    print("ok:", what)
-
-
-def error_code(call):
-    try:
-        call()
-    except ClientError as e:
-        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
-    raise AssertionError("the call did not fail")
+    return lambda_client(url, key_id, secret, "us-east-1")
 
 
 aws = client()
