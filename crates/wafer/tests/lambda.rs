@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use reqwest::Method;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const ACCESS_KEY: &str = "AKIAWAFERTEST";
@@ -53,20 +53,7 @@ async fn boto3_and_the_aws_cli_call_functions_unchanged() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     server.deploy_ok("broken", trap_wat(), json!({})).await;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/lambda/clients.py");
-    let output = Command::new(python)
-        .arg(script)
-        .args([server.url.as_str(), ACCESS_KEY, SECRET_KEY])
-        .output()
-        .expect("run the Lambda clients");
-    println!("{}", stdout(&output));
-    assert!(
-        output.status.success(),
-        "{}\n{}\nserver log:\n{}",
-        stdout(&output),
-        stderr(&output),
-        server.logs()
-    );
+    run_script(&python, "clients.py", &[ACCESS_KEY, SECRET_KEY], &server);
     // An Event call was queued and ran.
     let id = wait_for(
         "the Event call to run",
@@ -171,16 +158,23 @@ async fn boto3_signs_with_an_api_key_and_gets_what_its_scope_names() {
         .call_json(Method::POST, "/v1/keys", r#"{"scopes": ["invoke:echo"]}"#)
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/lambda/scoped_key.py");
+    let id = created["key"]["id"].as_str().unwrap();
+    let secret = created["secret"].as_str().unwrap();
+    run_script(&python, "scoped_key.py", &[id, secret], &server);
+}
+
+/// Runs `tests/lambda/SCRIPT URL ARGS…` with `python`; fails with its output and the server's log
+/// unless every check in it passed.
+fn run_script(python: &Path, script: &str, args: &[&str], server: &Server) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/lambda")
+        .join(script);
     let output = Command::new(python)
-        .arg(script)
-        .args([
-            server.url.as_str(),
-            created["key"]["id"].as_str().unwrap(),
-            created["secret"].as_str().unwrap(),
-        ])
+        .arg(&script)
+        .arg(&server.url)
+        .args(args)
         .output()
-        .expect("run boto3");
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
     println!("{}", stdout(&output));
     assert!(
         output.status.success(),
