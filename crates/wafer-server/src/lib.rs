@@ -78,15 +78,16 @@ pub async fn serve(
         );
     }
     let console_at = config.console;
-    let app = App::open(config).await?;
+    // The listeners are bound before the node opens its store and starts its background work, so a
+    // taken address stops the start with that one error. Connections made meanwhile wait in the
+    // backlog until the node serves.
     let bind = |addr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| StartError::Bind { addr, source })
+            .map_err(|reason| StartError::Bind { addr, reason })
     };
     let listener = bind(listen).await?;
     let addr = listener.local_addr().map_err(StartError::Serve)?;
-    app.listening_on(addr);
     let console = match console_at {
         ConsoleListen::Off => None,
         ConsoleListen::At(at) => Some(bind(at).await?),
@@ -102,6 +103,8 @@ pub async fn serve(
             }
         }
     };
+    let app = App::open(config).await?;
+    app.listening_on(addr);
     tracing::info!(node = %app.node, "wafer listening on http://{addr}");
     if let Some(console) = &console {
         let at = console.local_addr().map_err(StartError::Serve)?;

@@ -102,6 +102,29 @@ async fn nonsensical_limits_are_refused() {
 }
 
 #[tokio::test]
+async fn a_taken_address_stops_the_start_with_one_error_and_touches_nothing() {
+    let server = Server::start();
+    let taken = server.url.trim_start_matches("http://");
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("data");
+    let data_dir = data_dir.to_string_lossy();
+    let out = wafer_cli(
+        &server.url,
+        &["serve", "--listen", taken, "--data-dir", &data_dir],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("error: cannot listen on {taken}: ")),
+        "{err}"
+    );
+    // The cause is named once, and nothing was started that then complains on the way out.
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+    assert!(!err.contains("ERROR") && !err.contains("WARN"), "{err}");
+    assert!(!data.path().join("data").exists(), "{err}");
+}
+
+#[tokio::test]
 async fn a_config_file_sets_the_server_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wafer.toml");

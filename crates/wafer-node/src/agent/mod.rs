@@ -72,10 +72,11 @@ pub enum AgentError {
     #[error(transparent)]
     Engine(#[from] wafer_engine::SetupError),
     /// The socket could not be made.
-    #[error("cannot listen on {path}: {source}")]
+    #[error("cannot listen on {path}: {reason}")]
     Socket {
         path: PathBuf,
-        source: std::io::Error,
+        /// Why: in the message, not also as its source, so a printed chain names it once.
+        reason: std::io::Error,
     },
     /// Another agent answers on the socket.
     #[error("another node agent is listening on {0}")]
@@ -324,9 +325,9 @@ fn engine_options(
 /// Binds the agent's socket, root's alone: a stale socket left by an agent that died is replaced, a
 /// live one refused.
 async fn listen(path: &Path) -> Result<UnixListener, AgentError> {
-    let failed = |source| AgentError::Socket {
+    let failed = |reason| AgentError::Socket {
         path: path.to_path_buf(),
-        source,
+        reason,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {

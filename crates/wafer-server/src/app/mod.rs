@@ -48,12 +48,13 @@ pub enum StartError {
     #[error(transparent)]
     Engine(#[from] wafer_engine::SetupError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {reason}")]
     Bind {
         /// The address asked for.
         addr: std::net::SocketAddr,
-        /// Why it failed.
-        source: std::io::Error,
+        /// Why it failed: in the message itself, not also as its source, so a printed chain names
+        /// it once.
+        reason: std::io::Error,
     },
     /// A setting is invalid.
     #[error("invalid configuration: {0}")]
