@@ -54,8 +54,8 @@ pub use wafer_container::pull::Registries;
 use std::future::Future;
 use std::net::SocketAddr;
 
-/// Opens the data directory, binds `config.listen` (and the console's listener) and serves until
-/// `shutdown` resolves.
+/// Binds `config.listen` (and the console's listener), then opens the data directory, and serves
+/// until `shutdown` resolves.
 ///
 /// Logs one line, `wafer listening on http://ADDR`, once it accepts connections, and one for the
 /// console, `console on http://ADDR/ui/`.
