@@ -139,6 +139,46 @@ impl TestContainerd {
     }
 }
 
+/// Stops the shims of the containerd at `socket` that outlived it, with their containers. A task still
+/// being made when the test ended (a warm container its server was creating as it was killed) is in
+/// no list the clean-up reads, and its shim would wait on for ever, holding a created container. Each
+/// shim names its containerd, namespace and container in its arguments; runc removes the container
+/// (its processes, cgroup and state) from the root containerd's runc shims keep it under.
+fn stop_orphaned_shims(socket: &Path) {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for process in processes.flatten() {
+        let Ok(pid) = process.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(process.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let value = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1))
+        };
+        let shim = args.first().is_some_and(|a| a.contains("containerd-shim"));
+        if !shim || value("-address").map(Path::new) != Some(socket) {
+            continue;
+        }
+        if let (Some(namespace), Some(id)) = (value("-namespace"), value("-id")) {
+            let root = format!("/run/containerd/runc/{namespace}");
+            let _ = Command::new("runc")
+                .args(["--root", &root, "delete", "--force", id])
+                .stderr(Stdio::null())
+                .status();
+        }
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
 impl Drop for TestContainerd {
     fn drop(&mut self) {
         let namespaces = self.ctr("default", &["namespaces", "ls", "--quiet"]);
@@ -154,6 +194,7 @@ impl Drop for TestContainerd {
         }
         unsafe { libc::kill(self.process.id() as i32, libc::SIGTERM) };
         let _ = self.process.wait();
+        stop_orphaned_shims(&self.socket());
         // Snapshots containerd left mounted under its root keep the directory from being removed.
         let root = self.dir.path().to_string_lossy().into_owned();
         let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
