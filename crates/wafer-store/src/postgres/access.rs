@@ -35,9 +35,13 @@ impl AccessStore for PgStore {
             .client()
             .await?
             .query_one(
+                // The clock is read once, so a key's lifetime is exactly the one asked for:
+                // `wafer_now_ms()` reads `clock_timestamp()`, which moves within a statement.
                 &format!(
                     "INSERT INTO api_keys ({KEY_COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, wafer_now_ms(), wafer_now_ms() + $7, NULL, $8)
+                     SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::TEXT, $5::TEXT, $6::BIGINT,
+                            now.ms, now.ms + $7::BIGINT, NULL, $8::TEXT
+                     FROM (SELECT wafer_now_ms() AS ms) AS now
                      RETURNING {KEY_COLUMNS}"
                 ),
                 &[
