@@ -2,7 +2,10 @@
 //! ways a function becomes runnable — compiled from a binary at deploy, or loaded from its compiled
 //! artifact.
 
+mod baseline;
 mod code;
+
+pub use baseline::Baseline;
 mod prepare;
 mod runtime;
 
@@ -33,8 +36,10 @@ const COMPONENT_HEADER: [u8; 8] = [0, b'a', b's', b'm', 0x0d, 0, 1, 0];
 /// Counters of compile work, so callers (and tests) can tell a compile from a reuse.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct EngineStats {
-    /// Binaries compiled to machine code.
+    /// Binaries compiled to machine code by the optimizing compiler.
     pub compiled: u64,
+    /// Binaries compiled by the baseline compiler (see [`Engine::compile_baseline`]).
+    pub compiled_baseline: u64,
     /// Compiled artifacts loaded from disk without compiling.
     pub loaded: u64,
     /// Instances kept idle for functions that set `reuse`.
@@ -57,6 +62,9 @@ pub struct EngineOptions {
     pub max_idle: usize,
     /// Where compiles find the machine code of functions compiled before, and keep what they compile.
     pub compile_cache: Option<Arc<CompileCache>>,
+    /// The largest binary [`Engine::compile_baseline`] compiles, in bytes; 0 turns the baseline tier
+    /// off.
+    pub baseline_limit: usize,
 }
 
 impl Default for EngineOptions {
@@ -66,6 +74,7 @@ impl Default for EngineOptions {
             pool: Some(1000),
             max_idle: 64,
             compile_cache: None,
+            baseline_limit: 0,
         }
     }
 }
@@ -77,11 +86,16 @@ pub struct Engine {
     /// Where functions whose memory carries a large initial image run, when instances are pooled: the
     /// same compiled code, a pool that resets their memory by a fixed span (see [`LARGE_IMAGE`]).
     large_images: Option<Runtime>,
+    /// Where binaries of up to `baseline_limit` bytes are first compiled by the baseline compiler
+    /// (see `baseline.rs`).
+    baseline: Option<Runtime>,
+    baseline_limit: usize,
     fingerprint: String,
     compile_cache: Option<Arc<CompileCache>>,
     pool_slots: Option<u32>,
     idle: Arc<IdleInstances>,
     compiled: AtomicU64,
+    compiled_baseline: AtomicU64,
     loaded: AtomicU64,
     placed_large: AtomicU64,
     ticker_stop: Arc<AtomicBool>,
@@ -110,6 +124,7 @@ impl Engine {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.consume_fuel(options.fuel);
+        let baseline = baseline::runtime(&config, options.baseline_limit);
         if let Some(cache) = &options.compile_cache {
             config
                 .enable_incremental_compilation(cache.clone())
@@ -147,6 +162,7 @@ impl Engine {
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let ticked = std::iter::once(&runtime)
             .chain(&large_images)
+            .chain(&baseline)
             .map(|r| r.wasmtime.clone())
             .collect();
         start_ticker(ticked, ticker_stop.clone());
@@ -154,11 +170,14 @@ impl Engine {
         Ok(Arc::new(Self {
             runtime,
             large_images,
+            baseline,
+            baseline_limit: options.baseline_limit,
             fingerprint,
             compile_cache: options.compile_cache.clone(),
             pool_slots,
             idle: Arc::new(IdleInstances::new(options.max_idle)),
             compiled: AtomicU64::new(0),
+            compiled_baseline: AtomicU64::new(0),
             loaded: AtomicU64::new(0),
             placed_large: AtomicU64::new(0),
             ticker_stop,
@@ -196,6 +215,7 @@ impl Engine {
     pub fn stats(&self) -> EngineStats {
         EngineStats {
             compiled: self.compiled.load(Ordering::Relaxed),
+            compiled_baseline: self.compiled_baseline.load(Ordering::Relaxed),
             loaded: self.loaded.load(Ordering::Relaxed),
             idle: self.idle.held(),
             large_images: self.placed_large.load(Ordering::Relaxed),
@@ -434,6 +454,7 @@ mod tests {
             engine.stats(),
             EngineStats {
                 compiled: 1,
+                compiled_baseline: 0,
                 loaded: 1,
                 idle: 0,
                 large_images: 0,

@@ -17,11 +17,20 @@ impl Code {
     /// The compiled image's bytes besides its machine code: its memories' initial contents, mostly.
     /// [`artifact_image_data`] reads the same from an artifact without loading it.
     pub(super) fn image_data(&self) -> usize {
-        let (image, text) = match self {
-            Self::Module(module) => (module.image_range(), module.text().len()),
-            Self::Component(component) => (component.image_range(), component.text().len()),
+        let text = match self {
+            Self::Module(module) => module.text().len(),
+            Self::Component(component) => component.text().len(),
         };
-        (image.end.addr() - image.start.addr()).saturating_sub(text)
+        self.image_len().saturating_sub(text)
+    }
+
+    /// The compiled image's size in bytes: its machine code and the rest (what its artifact would hold).
+    pub(super) fn image_len(&self) -> usize {
+        let image = match self {
+            Self::Module(module) => module.image_range(),
+            Self::Component(component) => component.image_range(),
+        };
+        image.end.addr() - image.start.addr()
     }
 
     /// Which of the two forms of compiled code this is.

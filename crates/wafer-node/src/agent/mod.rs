@@ -319,6 +319,9 @@ fn engine_options(
         pool: options.pool,
         max_idle: options.max_idle,
         compile_cache: compile_cache.clone(),
+        // A pod's container starts once per module and then runs for long: it takes the optimizing
+        // compiler (and the artifact it keeps) from the start.
+        baseline_limit: 0,
     }
 }
 
