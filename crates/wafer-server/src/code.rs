@@ -135,6 +135,28 @@ impl CodeCache {
         }
     }
 
+    /// Puts `code` (of `bytes` bytes), a module's optimized code, in place of the baseline code it may
+    /// have in memory: calls from now on run it, calls running keep what they started with.
+    pub fn upgrade(&self, digest: &str, code: Function, bytes: u64) {
+        let kind = code.kind();
+        let slot = Arc::new(Slot::default());
+        // A new slot: its code is unset.
+        let _ = slot.code.set(code);
+        slot.used.store(self.tick(), Ordering::Relaxed);
+        {
+            let mut slots = self.slots_mut();
+            let kinds = slots.entry(digest.to_string()).or_default();
+            match kinds.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, old)) => {
+                    let old = std::mem::replace(old, slot.clone());
+                    self.forget(&old);
+                }
+                None => kinds.push((kind, slot.clone())),
+            }
+        }
+        self.admit(digest, kind, &slot, bytes);
+    }
+
     /// Drops module `digest`'s code as every kind (its artifact is being deleted).
     pub fn remove(&self, digest: &str) {
         for (_, slot) in self.slots_mut().remove(digest).unwrap_or_default() {
@@ -342,6 +364,27 @@ mod tests {
         assert_eq!(cache.stats().modules, 1, "a failed load is not counted");
         get(&cache, &engine, "gone", &loads).await;
         assert_eq!(cache.stats().modules, 2);
+    }
+
+    #[tokio::test]
+    async fn optimized_code_takes_the_place_of_baseline_code_and_is_not_replaced_back() {
+        let engine = engine();
+        let cache = CodeCache::new(CodeBudget::default());
+        let loads = AtomicUsize::new(0);
+        get(&cache, &engine, "a", &loads).await;
+        cache.upgrade("a", code(&engine), 30);
+        assert_eq!((cache.stats().modules, cache.stats().bytes), (1, 30));
+        // What a deploy inserts after the upgrade (its baseline code) stays out; calls load nothing.
+        cache.insert("a", code(&engine), 10);
+        get(&cache, &engine, "a", &loads).await;
+        assert_eq!(loads.load(Ordering::Relaxed), 1);
+        assert_eq!((cache.stats().modules, cache.stats().bytes), (1, 30));
+        // A module not in memory (evicted, or its deploy not yet stored) is put in by the upgrade.
+        cache.upgrade("b", code(&engine), 20);
+        assert_eq!((cache.stats().modules, cache.stats().bytes), (2, 50));
+        cache.remove("a");
+        cache.remove("b");
+        assert_eq!((cache.stats().modules, cache.stats().bytes), (0, 0));
     }
 
     #[tokio::test]

@@ -156,7 +156,16 @@ pub struct Defaults {
     /// The most the compile cache (`compile-cache.db` in the data directory: the machine code of single
     /// wasm functions, reused by later compiles) may hold, in bytes; 0 turns it off.
     pub compile_cache_bytes: u64,
+    /// The largest module first compiled by the baseline compiler, in bytes; 0 turns the baseline tier
+    /// off (see [`wafer_engine::Engine::compile_baseline`]).
+    pub baseline_limit: usize,
 }
+
+/// The largest module compiled by the baseline compiler first unless told otherwise: small functions
+/// (C, Rust, Go, most handlers) answer within milliseconds of their deploy. Larger ones, interpreters
+/// built into components, take the optimizing compiler at once: its compile cache makes a second app
+/// of the same runtime compile faster than the baseline compiler would.
+pub const DEFAULT_BASELINE_LIMIT: usize = 4 << 20;
 
 impl Default for Defaults {
     fn default() -> Self {
@@ -170,6 +179,7 @@ impl Default for Defaults {
             kv_store_bytes: 64 * 1024 * 1024,
             code: crate::code::CodeBudget::default(),
             compile_cache_bytes: wafer_engine::CompileCache::DEFAULT_BUDGET,
+            baseline_limit: DEFAULT_BASELINE_LIMIT,
         }
     }
 }
@@ -191,6 +201,7 @@ impl Defaults {
                 .then(|| u32::try_from(slots).unwrap_or(u32::MAX)),
             max_idle: self.max_idle,
             compile_cache: None,
+            baseline_limit: self.baseline_limit,
         }
     }
 }

@@ -178,7 +178,8 @@ impl Metrics {
             histogram.render(out, "wafer_invocation_duration_seconds", &labels);
         }
         out.push_str(
-            "# HELP wafer_compile_seconds Time to compile a wasm binary to machine code.\n",
+            "# HELP wafer_compile_seconds Time to compile a wasm binary to optimized machine code, at \
+             deploy or after its baseline code.\n",
         );
         out.push_str("# TYPE wafer_compile_seconds histogram\n");
         inner.compiles.render(out, "wafer_compile_seconds", "");

@@ -5,6 +5,7 @@
 //! in the registry. Changes are serialised by one lock so the registry always matches the database;
 //! compiling, the slow part of a deploy, happens before the lock is taken.
 
+use super::live::Kept;
 use super::App;
 use crate::containers::{self, ContainerFunction};
 use crate::error::Error;
@@ -25,8 +26,8 @@ struct Prepared {
     code: Option<(Function, u64)>,
     /// A container version's function.
     container: Option<Arc<ContainerFunction>>,
-    /// The compiled artifact, to keep once the version is stored.
-    artifact: Option<Vec<u8>>,
+    /// What its compile left, to keep once the version is stored.
+    kept: Kept,
     proxy_id: Option<Option<String>>,
     /// The function's variables once this deploy's are merged in.
     current: FunctionVariables,
@@ -117,7 +118,7 @@ impl App {
             Some(bundle) => Some(self.check_files(bundle).await?),
             None => None,
         };
-        let (code, container, artifact, proxy_id, module, digest) = if container {
+        let (code, container, kept, proxy_id, module, digest) = if container {
             config.kind = Some(Kind::Container);
             validate::fits(&config, Kind::Container)?;
             let module = self.image_tarball(module, &config).await?;
@@ -134,10 +135,10 @@ impl App {
             let digest = tokio::task::spawn_blocking(move || sha256_hex(&bytes))
                 .await
                 .map_err(|e| Error::Internal(format!("hashing the image failed: {e}")))?;
-            (None, Some(function), None, None, module, digest)
+            (None, Some(function), Kept::Nothing, None, module, digest)
         } else {
             let digest = sha256_hex(&module);
-            let (function, bytes, artifact) = self
+            let (function, bytes, kept) = self
                 .load_or_compile(&digest, Some(module.clone()), config.kind)
                 .await?;
             validate::fits(&config, function.kind())?;
@@ -158,7 +159,7 @@ impl App {
             (
                 Some((function, bytes)),
                 None,
-                artifact,
+                kept,
                 Some(proxy_id),
                 module,
                 digest,
@@ -180,7 +181,7 @@ impl App {
             module,
             code,
             container,
-            artifact,
+            kept,
             proxy_id,
             current,
         })
@@ -202,11 +203,9 @@ impl App {
         let mut deployed = Vec::with_capacity(stored.len());
         for (p, stored) in prepared.into_iter().zip(stored) {
             let (name, kind, digest) = (p.new.name.as_str(), p.new.kind, &p.new.digest);
-            if let Some(artifact) = p.artifact {
-                // The artifact is this node's cache: without it the next load compiles again.
-                if let Err(e) = self.keep_artifact(digest, artifact).await {
-                    tracing::warn!(%digest, "cannot keep the compiled artifact: {e}");
-                }
+            // The artifact is this node's cache: without it the next load compiles again.
+            if let Err(e) = self.keep(digest, kind, p.kept).await {
+                tracing::warn!(%digest, "cannot keep the compiled artifact: {e}");
             }
             if let Some((code, bytes)) = p.code {
                 self.code.insert(digest, code, bytes);

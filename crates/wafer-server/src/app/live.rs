@@ -347,14 +347,23 @@ impl App {
     async fn code_of(&self, digest: &str, kind: Kind) -> Result<Function, Error> {
         self.code
             .get_or_load(digest, kind, || async {
-                let (function, bytes, artifact) =
+                let (function, bytes, kept) =
                     self.load_or_compile(digest, None, Some(kind)).await?;
-                if let Some(artifact) = artifact {
-                    self.keep_artifact(digest, artifact).await?;
-                }
+                self.keep(digest, kind, kept).await?;
                 Ok((function, bytes))
             })
             .await
+    }
+
+    /// Keeps what a load or compile of module `digest` (run as `kind`) left, once a stored version runs
+    /// it: an artifact goes to this node's disk, baseline code to the queue of optimizing compiles.
+    pub(super) async fn keep(&self, digest: &str, kind: Kind, kept: Kept) -> Result<(), Error> {
+        match kept {
+            Kept::Nothing => {}
+            Kept::Artifact(artifact) => self.keep_artifact(digest, artifact).await?,
+            Kept::Baseline(module) => self.tier_ups.queue(digest, kind, module),
+        }
+        Ok(())
     }
 
     /// Unpacks files bundle `digest`, when there is one and this node does not have it yet.
@@ -389,14 +398,15 @@ impl App {
 
     /// The function of module `digest` with the size of its code: its stored artifact for this engine
     /// when there is one (the same bytes deployed before, under any name), otherwise compiled from
-    /// `module` (or, when `None`, the stored module), with the new artifact returned for storing. Either
-    /// way `kind`, when given, is checked.
+    /// `module` (or, when `None`, the stored module) by the baseline compiler when it is small enough,
+    /// else by the optimizing one; with what to [`App::keep`]. Either way `kind`, when given, is
+    /// checked.
     pub(super) async fn load_or_compile(
         &self,
         digest: &str,
         module: Option<Bytes>,
         kind: Option<Kind>,
-    ) -> Result<(Function, u64, Option<Vec<u8>>), Error> {
+    ) -> Result<(Function, u64, Kept), Error> {
         let artifact = self.artifacts.path(digest, self.engine.fingerprint());
         let engine = self.engine.clone();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -415,7 +425,7 @@ impl App {
         .await
         .map_err(|e| Error::Internal(format!("load task failed: {e}")))??;
         if let Some((function, bytes)) = loaded {
-            return Ok((function, bytes, None));
+            return Ok((function, bytes, Kept::Nothing));
         }
         let module = match module {
             Some(module) => module,
@@ -423,11 +433,31 @@ impl App {
         };
         let engine = self.engine.clone();
         let started = std::time::Instant::now();
-        let compiled = tokio::task::spawn_blocking(move || engine.compile(&module, kind))
-            .await
-            .map_err(|e| Error::Internal(format!("compile task failed: {e}")))??;
-        self.metrics.compile(started.elapsed());
-        let bytes = compiled.artifact.len() as u64;
-        Ok((compiled.function, bytes, Some(compiled.artifact)))
+        let (compiled, optimized) = tokio::task::spawn_blocking(move || {
+            if let Some(baseline) = engine.compile_baseline(&module, kind)? {
+                let kept = Kept::Baseline(module);
+                return Ok(((baseline.function, baseline.bytes, kept), false));
+            }
+            let compiled = engine.compile(&module, kind)?;
+            let bytes = compiled.artifact.len() as u64;
+            let kept = Kept::Artifact(compiled.artifact);
+            Ok::<_, CompileError>(((compiled.function, bytes, kept), true))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("compile task failed: {e}")))??;
+        if optimized {
+            self.metrics.compile(started.elapsed());
+        }
+        Ok(compiled)
     }
+}
+
+/// What a load or compile leaves to keep once a stored version runs the module (see [`App::keep`]).
+pub(super) enum Kept {
+    /// Nothing: the code was loaded from this node's artifact.
+    Nothing,
+    /// The artifact of an optimizing compile, for this node's disk.
+    Artifact(Vec<u8>),
+    /// The module, whose code is the baseline compiler's, for its optimizing compile.
+    Baseline(Bytes),
 }

@@ -13,6 +13,7 @@ mod changes;
 mod cluster;
 mod live;
 mod release;
+mod tiers;
 
 pub use changes::Upload;
 pub use release::Target;
@@ -74,6 +75,8 @@ pub struct App {
     pub(crate) registry: Registry,
     /// The compiled code of the modules this node serves, under its budget.
     pub(crate) code: CodeCache,
+    /// The modules running baseline code, waiting for their optimizing compile.
+    pub(crate) tier_ups: tiers::TierUps,
     pub(crate) admission: Admission,
     pub(crate) metrics: Metrics,
     pub(crate) config: ServerConfig,
@@ -188,6 +191,7 @@ impl App {
             queue: Queue::default(),
             registry: Registry::default(),
             code: CodeCache::new(config.defaults.code),
+            tier_ups: tiers::TierUps::default(),
             admission: Admission::new(
                 config.defaults.max_instances,
                 std::time::Duration::from_millis(config.defaults.queue_wait_ms),
@@ -215,6 +219,7 @@ impl App {
         journal::start_retention(app.executions.clone(), &app.config.executions);
         crate::auth::Keys::start_audit_retention(&app.keys, app.config.executions.retain_audit);
         crate::rollups::start_flushing(app.rollups.clone(), app.executions.clone());
+        tiers::start(&app);
         start_background_load(&app);
         start_idle_eviction(&app);
         Ok(app)

@@ -75,8 +75,20 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     metric(
         "wafer_compilations_total",
         "counter",
-        "Wasm binaries compiled to machine code.",
+        "Wasm binaries compiled to optimized machine code.",
         &stats.compiled,
+    );
+    metric(
+        "wafer_baseline_compilations_total",
+        "counter",
+        "Wasm binaries compiled by the baseline compiler, to answer before their optimizing compile.",
+        &stats.compiled_baseline,
+    );
+    metric(
+        "wafer_baseline_modules",
+        "gauge",
+        "Modules running baseline code while their optimizing compile waits or runs.",
+        &app.tier_ups.pending(),
     );
     metric(
         "wafer_artifact_loads_total",

@@ -85,6 +85,11 @@ pub struct ServeArgs {
     /// machine code of single wasm functions, so a deploy compiles only functions no earlier deploy had.
     #[arg(long, env = "WAFER_COMPILE_CACHE_SIZE", value_parser = crate::cmd::deploy::parse_bytes)]
     pub compile_cache_size: Option<u64>,
+    /// The largest module first compiled by the baseline compiler, e.g. 1MiB (default 4MiB; 0 turns
+    /// it off): such a module answers within milliseconds of its deploy, with slower code, until the
+    /// optimizing compile that follows in the background takes over.
+    #[arg(long, env = "WAFER_BASELINE_COMPILE_LIMIT", value_parser = crate::cmd::deploy::parse_bytes)]
+    pub baseline_compile_limit: Option<u64>,
     /// Require `Authorization: Bearer TOKEN` (or an API key) on the management API and on private
     /// functions. Without it, clients on the server's own host may do everything, and clients on other
     /// hosts need an API key (`wafer keys create`).

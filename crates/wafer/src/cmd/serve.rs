@@ -88,6 +88,7 @@ struct FileConfig {
     code_cache_size: Option<String>,
     code_cache_modules: Option<u32>,
     compile_cache_size: Option<String>,
+    baseline_compile_limit: Option<String>,
     workers: Option<u32>,
     retain: Option<u64>,
     retain_for: Option<String>,
@@ -227,6 +228,16 @@ fn server_config(args: ServeArgs, file: FileConfig) -> anyhow::Result<ServerConf
                 parse_bytes,
             )?)
             .unwrap_or(fallback.compile_cache_bytes),
+        baseline_limit: args
+            .baseline_compile_limit
+            .or(from_file(
+                "baseline_compile_limit",
+                file.baseline_compile_limit,
+                parse_bytes,
+            )?)
+            .map_or(fallback.baseline_limit, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
     };
     let listen = args
         .listen

@@ -66,6 +66,9 @@ impl Server {
             .args(args)
             .env("WAFER_LOG", "info")
             .env("NO_COLOR", "1")
+            // Tests count compiles and expect a deploy's artifact on disk once it answers: they get
+            // the optimizing compiler alone unless they pass `--baseline-compile-limit` (`tiers.rs`).
+            .env("WAFER_BASELINE_COMPILE_LIMIT", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
