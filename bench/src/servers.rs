@@ -86,9 +86,11 @@ impl Wafer {
         bail!("wafer did not become ready within {timeout:?}")
     }
 
-    /// Kills the server (SIGKILL) and starts it again on the same data directory, returning once it
-    /// answers.
+    /// Once every module has its optimized code, kills the server (SIGKILL) and starts it again on the
+    /// same data directory, returning once it answers.
     pub fn restart(&mut self) -> anyhow::Result<()> {
+        // Modules still on baseline code have no artifact yet: the next start would compile them.
+        self.wait_until("wafer_baseline_modules", 0, Duration::from_secs(600))?;
         let _ = self.child.kill();
         let _ = self.child.wait();
         (self.child, self.port) = launch(&self.binary, self.data.path(), &self.extra)?;
@@ -131,6 +133,18 @@ impl Wafer {
     /// Waits until `n` compiled artifacts have been loaded (the background loader after a restart).
     pub fn wait_loaded(&self, n: u64, timeout: Duration) -> anyhow::Result<()> {
         self.wait_metric("wafer_artifact_loads_total", n, timeout)
+    }
+
+    /// Waits until metric `name` is exactly `n`.
+    pub fn wait_until(&self, name: &str, n: u64, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.metric(name)? != n {
+            if Instant::now() > deadline {
+                anyhow::bail!("{name} is not {n} after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// Waits until metric `name` is at least `n`.
