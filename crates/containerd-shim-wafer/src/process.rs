@@ -40,6 +40,8 @@ pub async fn run(ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
         max_idle: 0,
         // One module per shim process, and its artifact is cached whole: nothing to share per function.
         compile_cache: None,
+        // Nothing would move the process to optimized code later: the artifact it caches is Cranelift's.
+        baseline_limit: 0,
     })?;
     let function = crate::cache::load_or_compile(&engine, &wasm, kind)?;
     let env = container::container_env(ctx.envs());
