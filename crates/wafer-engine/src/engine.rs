@@ -232,10 +232,7 @@ impl Engine {
             cache.settle();
         }
         let wasmtime = &self.runtime.wasmtime;
-        let compiled = match layer {
-            Layer::Module => Module::new(wasmtime, bytes).map(Code::Module),
-            Layer::Component => Component::new(wasmtime, bytes).map(Code::Component),
-        };
+        let compiled = layer.compile(wasmtime, bytes);
         // What was compiled is kept even when the binary as a whole is refused.
         if let Some(cache) = &self.compile_cache {
             cache.commit();
@@ -329,6 +326,16 @@ impl Drop for Engine {
 enum Layer {
     Module,
     Component,
+}
+
+impl Layer {
+    /// Compiles `bytes`, a binary of this layer, with `engine`'s compiler.
+    fn compile(self, engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Code> {
+        match self {
+            Self::Module => Module::new(engine, bytes).map(Code::Module),
+            Self::Component => Component::new(engine, bytes).map(Code::Component),
+        }
+    }
 }
 
 /// Whether `bytes` start with a component's header (as opposed to a core module's).
