@@ -36,7 +36,7 @@ pub struct Function {
 /// The instances one function version keeps for `reuse`. A version's compiled code may be shared with
 /// others of the same module (see [`Function::with_instances`]); its kept instances never are.
 #[derive(Clone)]
-pub struct Instances(Arc<IdlePool<abi::http::Warm>>);
+pub struct Instances(pub(crate) Arc<IdlePool<abi::http::Warm>>);
 
 impl Instances {
     pub(crate) fn new(idle: &Arc<IdleInstances>) -> Self {

@@ -64,6 +64,20 @@ pub(crate) struct Warm {
     served: u32,
 }
 
+/// The most recently used kept instance whose code `engine` compiled. One from code since replaced (the
+/// baseline tier's, once the optimized code is in place: another engine) is dropped instead, so a
+/// function that sets `reuse` runs its optimized code from the next request on, not once each kept
+/// instance has served its `reuse` requests or gone idle.
+fn kept_of(warm: &IdlePool<Warm>, engine: &wasmtime::Engine) -> Option<Warm> {
+    while let Some(kept) = warm.take() {
+        if wasmtime::Engine::same(kept.store.engine(), engine) {
+            return Some(kept);
+        }
+        tokio::spawn(async move { drop(kept) });
+    }
+    None
+}
+
 /// How deep in a chain of function calls `request` is.
 pub(crate) fn call_depth<B>(request: &Request<B>) -> CallDepth {
     request
@@ -88,7 +102,11 @@ pub(crate) async fn serve(
     let reuse = settings.reuse;
     let depth = call_depth(&request);
     let request = guest_request(request, mount)?;
-    let kept = if reuse > 1 { warm.take() } else { None };
+    let kept = if reuse > 1 {
+        kept_of(warm, pre.engine())
+    } else {
+        None
+    };
     let (mut store, proxy, stdio, served) = match kept {
         Some(kept) => (kept.store, Some(kept.proxy), kept.stdio, kept.served),
         None => {
@@ -299,6 +317,47 @@ mod tests {
         assert!(streamed.into_body().collect().await.is_err());
         let fits = cap_body(response_of(b"0123", true), 4).unwrap();
         assert_eq!(fits.into_body().collect().await.unwrap().to_bytes(), "0123");
+    }
+
+    #[tokio::test]
+    async fn an_instance_of_code_since_replaced_is_not_reused() {
+        let engine = crate::Engine::new(&crate::EngineOptions {
+            pool: None,
+            baseline_limit: 1 << 20,
+            ..crate::EngineOptions::default()
+        })
+        .unwrap();
+        let component = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../bench/guests/hello-c/hello.wasm"),
+        )
+        .unwrap();
+        let settings = Settings {
+            reuse: 10,
+            ..Settings::default()
+        };
+        let instances = engine.instances();
+        // Serves a request, and waits until its instance is kept again.
+        let serve_once = async |function: crate::Function| {
+            let request = Request::get("/fn/f").body(Bytes::new()).unwrap();
+            let function = function.with_instances(&instances);
+            let response = function
+                .serve_http(request, &mount("/fn/f", true), &settings, Tracer::discard())
+                .await
+                .unwrap();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, "Hello, world!\n");
+            while engine.stats().idle == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        let baseline = engine.compile_baseline(&component, None).unwrap().unwrap();
+        serve_once(baseline.function).await;
+        // The optimized code takes over: the baseline instance is dropped, not reused.
+        serve_once(engine.compile(&component, None).unwrap().function).await;
+        let kept = instances.0.take().expect("an instance kept");
+        assert_eq!(kept.served, 1);
+        assert!(instances.0.take().is_none());
     }
 
     #[test]
