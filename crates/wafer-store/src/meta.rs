@@ -152,6 +152,10 @@ pub trait MetaStore: Send + Sync {
     /// [`StoreError::NotFound`] when no version has them.
     async fn module(&self, digest: &str) -> Result<Vec<u8>, StoreError>;
 
+    /// Whether any version references module (or files bundle) `digest`: [`Self::module`]'s answer
+    /// without reading the bytes, and from the database itself, not a node's local copy.
+    async fn module_in_use(&self, digest: &str) -> Result<bool, StoreError>;
+
     /// All functions, by name.
     async fn list_functions(&self) -> Result<Vec<StoredFunction>, StoreError>;
 

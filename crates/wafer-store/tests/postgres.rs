@@ -72,6 +72,13 @@ async fn nodes_starting_together_migrate_once_and_share_everything() {
             .unwrap()
             .expect("every node sees it");
         assert_eq!(node.module(&f.live.digest).await.unwrap(), module.as_ref());
+        assert!(node.module_in_use(&f.live.digest).await.unwrap());
+    }
+    // Deleted through one node, the module is in use on none, though each may keep its local copy.
+    let digest = wafer_api::oci::sha256_hex(&module);
+    first.delete_function("f").await.unwrap();
+    for (node, _) in &opened {
+        assert!(!node.module_in_use(&digest).await.unwrap());
     }
 }
 

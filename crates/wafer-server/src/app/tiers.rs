@@ -16,7 +16,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::mpsc;
 use wafer_api::Kind;
-use wafer_store::StoreError;
 
 /// A module running baseline code as a kind, waiting for its optimizing compile.
 struct TierUp {
@@ -115,9 +114,8 @@ impl App {
         // Under the changes lock, a delete either ran before (the module is gone: keep nothing) or
         // waits until the artifact and the code are in place, and then removes them.
         let _changes = self.changes.lock().await;
-        match self.meta.module(&digest).await {
-            Err(StoreError::NotFound(_)) => return Ok(()),
-            stored => drop(stored?),
+        if !self.meta.module_in_use(&digest).await? {
+            return Ok(());
         }
         let bytes = compiled.artifact.len() as u64;
         self.keep_artifact(&digest, compiled.artifact).await?;

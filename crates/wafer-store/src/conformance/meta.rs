@@ -190,8 +190,23 @@ pub async fn delete_removes_only_unshared_modules(stores: &Stores) {
     deploy(stores, "a", b"shared", &["/a"]).await.unwrap();
     deploy(stores, "a", b"own", &[]).await.unwrap();
     deploy(stores, "b", b"shared", &[]).await.unwrap();
+    assert!(stores
+        .meta
+        .module_in_use(&sha256_hex(b"own"))
+        .await
+        .unwrap());
     let orphaned = stores.meta.delete_function("a").await.unwrap();
     assert_eq!(orphaned, vec![sha256_hex(b"own")]);
+    assert!(!stores
+        .meta
+        .module_in_use(&sha256_hex(b"own"))
+        .await
+        .unwrap());
+    assert!(stores
+        .meta
+        .module_in_use(&sha256_hex(b"shared"))
+        .await
+        .unwrap());
     assert!(stores.meta.get_function("a").await.unwrap().is_none());
     assert!(matches!(
         stores.meta.module(&sha256_hex(b"own")).await,
@@ -247,11 +262,21 @@ pub async fn a_files_bundle_is_stored_with_its_version_and_goes_with_its_last_us
         vec![sha256_hex(b"a")]
     );
     assert!(stores.meta.module(&sha256_hex(b"bundle")).await.is_ok());
+    assert!(stores
+        .meta
+        .module_in_use(&sha256_hex(b"bundle"))
+        .await
+        .unwrap());
     let mut orphaned = stores.meta.delete_function("b").await.unwrap();
     orphaned.sort();
     let mut expected = vec![sha256_hex(b"b"), sha256_hex(b"b2"), sha256_hex(b"bundle")];
     expected.sort();
     assert_eq!(orphaned, expected);
+    assert!(!stores
+        .meta
+        .module_in_use(&sha256_hex(b"bundle"))
+        .await
+        .unwrap());
     assert!(matches!(
         stores.meta.module(&sha256_hex(b"bundle")).await,
         Err(StoreError::NotFound(_))

@@ -240,6 +240,18 @@ impl MetaStore for PgStore {
         Ok(bytes)
     }
 
+    async fn module_in_use(&self, digest: &str) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM versions WHERE digest = $1)
+                     OR EXISTS (SELECT 1 FROM versions WHERE files = $1)",
+                &[&digest],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
     async fn list_functions(&self) -> Result<Vec<StoredFunction>, StoreError> {
         let client = self.client().await?;
         let statement = client

@@ -24,12 +24,6 @@ impl SqliteStore {
         run_on(&self.meta, f).await
     }
 
-    /// Whether any version references module (or files bundle) `digest`.
-    async fn digest_in_use(&self, digest: &str) -> Result<bool, StoreError> {
-        let digest = digest.to_owned();
-        self.with_meta(move |conn| uses(conn, &digest)).await
-    }
-
     /// Writes the bytes of `versions` (modules and files bundles) that are not stored yet, naming
     /// each in `added` as it is written; returns the rows to insert, each with its configuration.
     async fn put_blobs(
@@ -307,7 +301,7 @@ impl MetaStore for SqliteStore {
         };
         if stored.is_err() {
             for digest in added {
-                if self.digest_in_use(&digest).await.unwrap_or(true) {
+                if self.module_in_use(&digest).await.unwrap_or(true) {
                     continue;
                 }
                 if let Err(cleanup) = self.blobs.remove(&digest).await {
@@ -320,6 +314,11 @@ impl MetaStore for SqliteStore {
 
     async fn module(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
         self.blobs.get(digest).await
+    }
+
+    async fn module_in_use(&self, digest: &str) -> Result<bool, StoreError> {
+        let digest = digest.to_owned();
+        self.with_meta(move |conn| uses(conn, &digest)).await
     }
 
     async fn list_functions(&self) -> Result<Vec<StoredFunction>, StoreError> {
